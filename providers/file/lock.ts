@@ -1,0 +1,61 @@
+import { open, readFile, unlink } from 'node:fs/promises';
+import { StoreError } from '../store-error.ts';
+
+const STALE_MS = 30_000;
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * An exclusive lock file (O_EXCL create) around one entry's read-modify-write, so two writers —
+ * threads of one worker or two processes on one host — never interleave. A lock left by a process
+ * that died (SIGKILL) is broken when its pid is gone or it is older than STALE_MS.
+ */
+export async function withFileLock<T>(lockPath: string, fn: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
+  const started = Date.now();
+  let delay = 2;
+  for (;;) {
+    try {
+      const handle = await open(lockPath, 'wx', 0o600);
+      await handle.writeFile(`${process.pid} ${Date.now()}`);
+      await handle.close();
+      break;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      await breakIfStale(lockPath);
+      if (Date.now() - started > timeoutMs) {
+        throw new StoreError('store_unavailable', `file store lock ${lockPath} is held by another writer for over ${timeoutMs} ms`);
+      }
+      await new Promise((r) => setTimeout(r, delay + Math.random() * delay));
+      delay = Math.min(delay * 2, 50);
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await unlink(lockPath).catch(() => undefined);
+  }
+}
+
+async function breakIfStale(lockPath: string): Promise<void> {
+  let text: string;
+  try {
+    text = await readFile(lockPath, 'utf8');
+  } catch {
+    return;
+  }
+  const [pidText, atText] = text.split(' ');
+  const pid = Number(pidText);
+  const at = Number(atText);
+  // An empty file is a lock being written right now; give it the stale window.
+  if (!text) return;
+  if ((pid > 0 && pid !== process.pid && !alive(pid)) || (at > 0 && Date.now() - at > STALE_MS)) {
+    await unlink(lockPath).catch(() => undefined);
+  }
+}

@@ -1,0 +1,56 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+
+export const ROLES = ['viewer', 'operator', 'admin'] as const;
+export type Role = (typeof ROLES)[number];
+
+export function roleAtLeast(have: Role, need: Role): boolean {
+  return ROLES.indexOf(have) >= ROLES.indexOf(need);
+}
+
+export interface TokenEntry {
+  name: string;
+  role: Role;
+  hash: Buffer;
+}
+
+export interface Principal {
+  name: string;
+  role: Role;
+}
+
+/** `API_TOKENS`: comma-separated `name:role:sha256hex`. Only hashes are configured, never tokens. */
+export function parseApiTokens(spec: string): TokenEntry[] {
+  const entries: TokenEntry[] = [];
+  for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const [name, role, hex, ...rest] = part.split(':');
+    if (!name || !role || !hex || rest.length) throw new Error(`API_TOKENS entry "${part.split(':')[0]}…" must be name:role:sha256hex`);
+    if (!(ROLES as readonly string[]).includes(role)) throw new Error(`API_TOKENS entry "${name}" has role "${role}"; roles are ${ROLES.join(', ')}`);
+    if (!/^[0-9a-f]{64}$/i.test(hex)) throw new Error(`API_TOKENS entry "${name}" must end with the token's sha256 in hex (npm run mint-token prints it)`);
+    entries.push({ name, role: role as Role, hash: Buffer.from(hex, 'hex') });
+  }
+  return entries;
+}
+
+export function hashToken(token: string): Buffer {
+  return createHash('sha256').update(token, 'utf8').digest();
+}
+
+/**
+ * Compare the presented token's hash against every entry in constant time (no early exit), so
+ * timing reveals neither which entry matched nor how much of a hash did.
+ */
+export function verifyToken(entries: readonly TokenEntry[], token: string): Principal | undefined {
+  const presented = hashToken(token);
+  let found: TokenEntry | undefined;
+  for (const e of entries) {
+    if (timingSafeEqual(e.hash, presented) && !found) found = e;
+  }
+  return found ? { name: found.name, role: found.role } : undefined;
+}
+
+/** A new random token and the API_TOKENS entry that accepts it. */
+export function mintToken(name: string, role: Role): { token: string; entry: string } {
+  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new Error('token name: 1–64 letters, digits, _ . -');
+  const token = `rot_${randomBytes(32).toString('base64url')}`;
+  return { token, entry: `${name}:${role}:${hashToken(token).toString('hex')}` };
+}

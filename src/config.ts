@@ -1,0 +1,186 @@
+import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { config as loadDotenv } from 'dotenv';
+import { Secret } from './domain/secret.ts';
+
+/**
+ * Environment → typed configuration, in one place (the only module that reads process.env).
+ * Every problem is collected and reported at once, each saying what to set.
+ */
+export interface TwilioAdminCredential {
+  /** The parent account. */
+  accountSid: string;
+  /** Basic-auth username: the account SID (auth token) or a Main API key SID. */
+  username: string;
+  password: Secret;
+}
+
+export type StoreConfig =
+  | { kind: 'file'; dir: string; keyBase64?: Secret; keyFile: string }
+  | { kind: 'aws'; region?: string; endpoint?: string }
+  | {
+      kind: 'vault';
+      addr: string;
+      token?: Secret;
+      approle?: { roleId: string; secretId: Secret; mount?: string };
+      mount: string;
+      namespace?: string;
+    };
+
+export interface Config {
+  dataDir: string;
+  redisUrl?: string;
+  redisPrefix: string;
+  host: string;
+  port: number;
+  logLevel: string;
+  twilio?: TwilioAdminCredential;
+  twilioBaseUrl?: string;
+  twilioTimeoutMs: number;
+  twilioMaxConcurrency: number;
+  keyNamePrefix: string;
+  store: StoreConfig;
+  secretPathTemplate: string;
+  drainSeconds: number;
+  apiTokens: string;
+  workerConcurrency: number;
+  jobLockMs: number;
+  stalledIntervalMs: number;
+  /** Finished rotation records older than this are removed (0 keeps them forever). */
+  retentionDays: number;
+  trustProxy: boolean | string;
+  /** Test-only: named lines at which the worker kills itself with SIGKILL (see workers/crash-points.ts). */
+  crashPoints: string[];
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`configuration problems:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const SID = /^AC[0-9a-f]{32}$/;
+const KEY_SID = /^SK[0-9a-f]{32}$/;
+
+type Env = Record<string, string | undefined>;
+
+export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?: boolean } = {}): Config {
+  const problems: string[] = [];
+  const str = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  };
+  const int = (name: string, fallback: number, min = 0): number => {
+    const raw = str(name);
+    if (raw === undefined) return fallback;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n < min) {
+      problems.push(`${name} must be a number ≥ ${min} (got "${raw}")`);
+      return fallback;
+    }
+    return n;
+  };
+
+  const dataDir = resolve(str('DATA_DIR') ?? '.data');
+  const twilio = readTwilio(str, problems, opts.requireTwilio ?? true);
+  const store = readStore(str, problems, dataDir);
+  const baseUrl = str('TWILIO_BASE_URL');
+  if (baseUrl && !/^https?:\/\/[^/]+\/?$/.test(baseUrl)) problems.push(`TWILIO_BASE_URL must be an origin such as http://127.0.0.1:4010 (got "${baseUrl}")`);
+  const template = str('SECRET_PATH_TEMPLATE') ?? 'twilio/{accountSid}';
+  if (!template.includes('{accountSid}')) problems.push('SECRET_PATH_TEMPLATE must contain {accountSid}, or every subaccount would share one secret');
+  const prefix = str('KEY_NAME_PREFIX') ?? 'rotator';
+  // FriendlyName is `<prefix>:<uuid>` and Twilio caps it at 64 characters.
+  if (prefix.length + 1 + 36 > 64 || prefix.includes(':')) problems.push('KEY_NAME_PREFIX must be at most 27 characters and contain no ":"');
+  const trust = str('TRUST_PROXY');
+
+  const cfg: Config = {
+    dataDir,
+    redisUrl: str('REDIS_URL'),
+    redisPrefix: str('REDIS_PREFIX') ?? 'rotator',
+    host: str('HOST') ?? '127.0.0.1',
+    port: int('PORT', 8080),
+    logLevel: str('LOG_LEVEL') ?? 'info',
+    twilio,
+    twilioBaseUrl: baseUrl?.replace(/\/$/, ''),
+    twilioTimeoutMs: int('TWILIO_TIMEOUT_MS', 10_000, 100),
+    twilioMaxConcurrency: int('TWILIO_MAX_CONCURRENCY', 50, 1),
+    keyNamePrefix: prefix,
+    store,
+    secretPathTemplate: template,
+    drainSeconds: int('DRAIN_SECONDS', 900),
+    apiTokens: str('API_TOKENS') ?? '',
+    workerConcurrency: int('WORKER_CONCURRENCY', 10, 1),
+    jobLockMs: int('JOB_LOCK_MS', 30_000, 500),
+    stalledIntervalMs: int('STALLED_INTERVAL_MS', 30_000, 200),
+    retentionDays: int('RETENTION_DAYS', 400),
+    trustProxy: trust === undefined ? false : trust === 'true' ? true : trust === 'false' ? false : trust,
+    crashPoints: (str('ROTATOR_CRASH_POINTS') ?? '').split(',').map((s) => s.trim()).filter(Boolean),
+  };
+  if (problems.length) throw new ConfigError(problems);
+  return cfg;
+}
+
+function readTwilio(str: (n: string) => string | undefined, problems: string[], required: boolean): TwilioAdminCredential | undefined {
+  const accountSid = str('TWILIO_ACCOUNT_SID');
+  const authToken = str('TWILIO_AUTH_TOKEN');
+  const apiKey = str('TWILIO_API_KEY');
+  const apiSecret = str('TWILIO_API_SECRET');
+  if (!accountSid) {
+    if (required) problems.push('TWILIO_ACCOUNT_SID is required: the parent account whose subaccounts Rotator manages');
+    return undefined;
+  }
+  if (!SID.test(accountSid)) problems.push('TWILIO_ACCOUNT_SID must be AC followed by 32 hex digits');
+  if (apiKey) {
+    if (!KEY_SID.test(apiKey)) problems.push('TWILIO_API_KEY must be SK followed by 32 hex digits (a Main key)');
+    if (!apiSecret) problems.push('TWILIO_API_SECRET is required with TWILIO_API_KEY');
+    return apiSecret ? { accountSid, username: apiKey, password: new Secret(apiSecret) } : undefined;
+  }
+  if (!authToken) {
+    problems.push('set TWILIO_AUTH_TOKEN, or TWILIO_API_KEY and TWILIO_API_SECRET (a Main key: Standard keys cannot manage keys)');
+    return undefined;
+  }
+  return { accountSid, username: accountSid, password: new Secret(authToken) };
+}
+
+function readStore(str: (n: string) => string | undefined, problems: string[], dataDir: string): StoreConfig {
+  const kind = str('SECRET_STORE') ?? 'file';
+  switch (kind) {
+    case 'file': {
+      const key = str('FILE_STORE_KEY');
+      return {
+        kind,
+        dir: resolve(str('FILE_STORE_PATH') ?? resolve(dataDir, 'secrets')),
+        ...(key ? { keyBase64: new Secret(key) } : {}),
+        keyFile: resolve(dataDir, 'file-store.key'),
+      };
+    }
+    case 'aws':
+      return { kind, region: str('AWS_REGION') ?? str('AWS_DEFAULT_REGION'), endpoint: str('AWS_ENDPOINT_URL_SECRETS_MANAGER') ?? str('AWS_ENDPOINT_URL') };
+    case 'vault': {
+      const addr = str('VAULT_ADDR');
+      const token = str('VAULT_TOKEN');
+      const roleId = str('VAULT_ROLE_ID');
+      const secretId = str('VAULT_SECRET_ID');
+      if (!addr) problems.push('VAULT_ADDR is required with SECRET_STORE=vault (e.g. https://vault.example.com:8200)');
+      if (!token && !(roleId && secretId)) problems.push('set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole login');
+      return {
+        kind,
+        addr: addr ?? '',
+        ...(token ? { token: new Secret(token) } : {}),
+        ...(roleId && secretId ? { approle: { roleId, secretId: new Secret(secretId), mount: str('VAULT_APPROLE_MOUNT') } } : {}),
+        mount: str('VAULT_KV_MOUNT') ?? 'secret',
+        namespace: str('VAULT_NAMESPACE'),
+      };
+    }
+    default:
+      problems.push(`SECRET_STORE must be file, aws or vault (got "${kind}")`);
+      return { kind: 'file', dir: resolve(dataDir, 'secrets'), keyFile: resolve(dataDir, 'file-store.key') };
+  }
+}
+
+/** process.env, with a ./.env file filling names that are not already set. */
+export function readEnvironment(): Env {
+  if (existsSync('.env')) loadDotenv({ path: '.env', quiet: true });
+  return process.env;
+}

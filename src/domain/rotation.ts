@@ -1,0 +1,198 @@
+/**
+ * Rotation records and their legal transitions. Pure: no I/O, no clock of its own.
+ */
+export const STEPS = ['create-secondary', 'operationalize', 'promote', 'delete-old', 'done'] as const;
+export type Step = (typeof STEPS)[number];
+
+export const STATUSES = ['pending', 'running', 'waiting', 'succeeded', 'failed', 'cancelled', 'rolled_back'] as const;
+export type RotationStatus = (typeof STATUSES)[number];
+
+export const TERMINAL: ReadonlySet<RotationStatus> = new Set(['succeeded', 'failed', 'cancelled', 'rolled_back']);
+
+/** What is being rotated. Only API keys today; restricted keys and the Auth Token come next. */
+export type CredentialKind = 'api-key';
+
+export type UndoReason = 'cancel' | 'rollback' | 'failure';
+
+/**
+ * Undoing a rotation that did not reach delete-old: put the old key back as current, wait a drain
+ * if applications may have picked up the new key, then delete the new key at Twilio.
+ */
+export interface UndoState {
+  reason: UndoReason;
+  /** Set, before the store is touched, when the new key was (or may have been) current. */
+  drain?: boolean;
+  /** When the new key may be deleted (ISO), once the old key is current again. */
+  deleteAfter?: string;
+  requestedBy?: string;
+}
+
+export type HistoryEvent = 'created' | 'started' | 'completed' | 'waiting' | 'retrying' | 'failed' | 'undo' | 'finished';
+
+export interface HistoryEntry {
+  step: Step | 'rollback';
+  status: HistoryEvent;
+  at: string;
+  detail?: string;
+  /** Which worker ran it (host:pid), for tracing. */
+  by?: string;
+  /** Consecutive retries folded into one entry. */
+  count?: number;
+}
+
+export interface RotationError {
+  code: string;
+  message: string;
+}
+
+export interface RotationRecord {
+  id: string;
+  kind: CredentialKind;
+  accountSid: string;
+  status: RotationStatus;
+  step: Step;
+  reason?: string;
+  dryRun: boolean;
+  trigger: 'api' | 'schedule' | 'demo';
+  requestedBy?: string;
+  /** The key this rotation replaces; null for a bootstrap (the store was empty). Decided in create-secondary. */
+  oldKeySid?: string | null;
+  newKeySid?: string;
+  operationalizedAt?: string;
+  promotedAt?: string;
+  /** When the drain ends and promote may proceed (ISO). */
+  promoteAfter?: string;
+  undo?: UndoState;
+  attempts: number;
+  createdAt: string;
+  updatedAt: string;
+  finishedAt?: string;
+  error?: RotationError;
+  lastError?: RotationError & { at: string };
+  /** Optimistic-concurrency revision; every write increments it. */
+  rev: number;
+  history: HistoryEntry[];
+}
+
+export const MAX_HISTORY = 60;
+
+export function isTerminal(status: RotationStatus): boolean {
+  return TERMINAL.has(status);
+}
+
+export function nextStep(step: Step, bootstrap: boolean): Step {
+  switch (step) {
+    case 'create-secondary':
+      return 'operationalize';
+    case 'operationalize':
+      // A bootstrap has no old key: steps 1–2 only.
+      return bootstrap ? 'done' : 'promote';
+    case 'promote':
+      return 'delete-old';
+    default:
+      return 'done';
+  }
+}
+
+/** Append to history, folding consecutive retries of one step into a single counted entry. */
+export function withHistory(history: HistoryEntry[], entry: HistoryEntry): HistoryEntry[] {
+  const last = history.at(-1);
+  if (entry.status === 'retrying' && last && last.status === 'retrying' && last.step === entry.step) {
+    const folded = { ...entry, count: (last.count ?? 1) + 1 };
+    return [...history.slice(0, -1), folded];
+  }
+  const next = [...history, entry];
+  // Keep the first entry (creation) and the most recent ones.
+  return next.length > MAX_HISTORY ? [next[0] as HistoryEntry, ...next.slice(next.length - MAX_HISTORY + 1)] : next;
+}
+
+export type ActionVerdict = { ok: true } | { ok: false; reason: string };
+
+/** Cancel or roll back: possible until delete-old starts, after which the old key may already be gone. */
+export function canUndo(rec: RotationRecord, action: 'cancel' | 'rollback'): ActionVerdict {
+  if (isTerminal(rec.status)) return { ok: false, reason: `rotation is already ${rec.status}` };
+  if (rec.undo) return { ok: false, reason: `rotation is already being undone (${rec.undo.reason})` };
+  if (rec.step === 'delete-old' || rec.step === 'done') {
+    return { ok: false, reason: `rotation has reached ${rec.step}: the old key is being deleted, so it can no longer be ${action === 'cancel' ? 'cancelled' : 'rolled back'}` };
+  }
+  return { ok: true };
+}
+
+export function canRetry(rec: RotationRecord): ActionVerdict {
+  if (rec.status !== 'failed') return { ok: false, reason: `only a failed rotation can be retried; this one is ${rec.status}` };
+  return { ok: true };
+}
+
+/** The status a finished undo leaves. */
+export function undoOutcome(reason: UndoReason): RotationStatus {
+  return reason === 'cancel' ? 'cancelled' : reason === 'rollback' ? 'rolled_back' : 'failed';
+}
+
+/** RFC 9562 UUIDv7: time-ordered (lists sort by creation), 36 chars (valid as an AWS ClientRequestToken). */
+export function newRotationId(now: number = Date.now(), rand: Uint8Array = crypto.getRandomValues(new Uint8Array(10))): string {
+  const b = new Uint8Array(16);
+  let t = now;
+  for (let i = 5; i >= 0; i--) {
+    b[i] = t % 256;
+    t = Math.floor(t / 256);
+  }
+  b.set(rand, 6);
+  b[6] = 0x70 | ((b[6] ?? 0) & 0x0f);
+  b[8] = 0x80 | ((b[8] ?? 0) & 0x3f);
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+export const ROTATION_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+export const ACCOUNT_SID = /^AC[0-9a-f]{32}$/;
+
+/** The public view (SPEC.md GET /v1/rotations/{id}). */
+export interface PublicRotation {
+  id: string;
+  kind: CredentialKind;
+  accountSid: string;
+  status: RotationStatus;
+  step: Step;
+  oldKeySid: string | null;
+  newKeySid: string | null;
+  reason: string | null;
+  dryRun: boolean;
+  trigger: string;
+  requestedBy: string | null;
+  createdAt: string;
+  updatedAt: string;
+  operationalizedAt: string | null;
+  promoteAfter: string | null;
+  finishedAt: string | null;
+  attempts: number;
+  undo: { reason: UndoReason; deleteAfter: string | null } | null;
+  history: HistoryEntry[];
+  error?: RotationError;
+  lastError?: RotationError & { at: string };
+}
+
+export function publicRotation(rec: RotationRecord): PublicRotation {
+  return {
+    id: rec.id,
+    kind: rec.kind,
+    accountSid: rec.accountSid,
+    status: rec.status,
+    step: rec.step,
+    oldKeySid: rec.oldKeySid ?? null,
+    newKeySid: rec.newKeySid ?? null,
+    reason: rec.reason ?? null,
+    dryRun: rec.dryRun,
+    trigger: rec.trigger,
+    requestedBy: rec.requestedBy ?? null,
+    createdAt: rec.createdAt,
+    updatedAt: rec.updatedAt,
+    operationalizedAt: rec.operationalizedAt ?? null,
+    promoteAfter: rec.promoteAfter ?? null,
+    finishedAt: rec.finishedAt ?? null,
+    attempts: rec.attempts,
+    undo: rec.undo ? { reason: rec.undo.reason, deleteAfter: rec.undo.deleteAfter ?? null } : null,
+    history: rec.history,
+    ...(rec.error ? { error: rec.error } : {}),
+    ...(rec.lastError ? { lastError: rec.lastError } : {}),
+  };
+}

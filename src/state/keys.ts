@@ -1,0 +1,17 @@
+/**
+ * Every Redis key Rotator writes, in one place. `prefix` may be hash-tagged (`{rotator}`) so all
+ * keys land in one Redis Cluster slot, as BullMQ and our Lua scripts require.
+ */
+export function redisKeys(prefix: string) {
+  return {
+    rotation: (id: string) => `${prefix}:rot:${id}`,
+    allRotations: `${prefix}:rots`,
+    accountRotations: (accountSid: string) => `${prefix}:acct:${accountSid}:rots`,
+    byStatus: (status: string) => `${prefix}:status:${status}`,
+    accountLock: (accountSid: string) => `${prefix}:lock:${accountSid}`,
+    stepLease: (id: string) => `${prefix}:lease:${id}`,
+    idempotency: (key: string) => `${prefix}:idem:${key}`,
+    events: `${prefix}:events`,
+  };
+}
+export type RedisKeys = ReturnType<typeof redisKeys>;

@@ -1,0 +1,209 @@
+import type { Redis } from 'ioredis';
+import { isTerminal, type RotationRecord, type RotationStatus } from '../domain/rotation.ts';
+import { redisKeys, type RedisKeys } from './keys.ts';
+
+/**
+ * Rotation records in Redis: one JSON string per rotation (record + history; about 1 KiB), sorted-set
+ * indexes by creation time (all, per account, per status), the per-account in-flight lock, and an
+ * events stream for the API and dashboard. Nothing secret is ever written here: records carry key
+ * SIDs, never key secrets.
+ *
+ * Every write is a Lua script so the record, its indexes, the lock and the event move together.
+ */
+
+const CREATE = `
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  local rec = redis.call('GET', ARGV[6] .. existing)
+  if rec then
+    local status = cjson.decode(rec).status
+    if status ~= 'succeeded' and status ~= 'failed' and status ~= 'cancelled' and status ~= 'rolled_back' then
+      return existing
+    end
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[5], '*', 'e', ARGV[4])
+return false
+`;
+
+// KEYS: record, lock, oldStatusIdx, newStatusIdx, events
+// ARGV: expectedRev, json, id, score, releaseLock, event, maxlen
+const UPDATE = `
+local cur = redis.call('GET', KEYS[1])
+if not cur then return -1 end
+if tostring(cjson.decode(cur).rev) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+if KEYS[3] ~= KEYS[4] then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+end
+if ARGV[5] == '1' and redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('DEL', KEYS[2])
+end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'e', ARGV[6])
+return 1
+`;
+
+export interface RotationEvent {
+  type: 'rotation';
+  id: string;
+  accountSid: string;
+  status: RotationStatus;
+  step: string;
+  at: string;
+  detail?: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export class RotationConflictError extends Error {
+  constructor(readonly id: string) {
+    super(`rotation ${id} was changed concurrently`);
+  }
+}
+
+export class RotationRepository {
+  readonly keys: RedisKeys;
+  readonly #redis: Redis;
+  readonly #eventsMaxLen: number;
+
+  constructor(redis: Redis, prefix: string, opts: { eventsMaxLen?: number } = {}) {
+    this.#redis = redis;
+    this.keys = redisKeys(prefix);
+    this.#eventsMaxLen = opts.eventsMaxLen ?? 10_000;
+  }
+
+  /**
+   * Create a rotation unless one is in flight for the account: then return that one's id instead.
+   */
+  async create(rec: RotationRecord): Promise<{ created: true } | { created: false; existingId: string }> {
+    const k = this.keys;
+    const existing = (await this.#redis.eval(
+      CREATE,
+      6,
+      k.accountLock(rec.accountSid),
+      k.rotation(rec.id),
+      k.allRotations,
+      k.accountRotations(rec.accountSid),
+      k.byStatus(rec.status),
+      k.events,
+      rec.id,
+      JSON.stringify(rec),
+      String(Date.parse(rec.createdAt)),
+      JSON.stringify(eventOf(rec, 'created')),
+      String(this.#eventsMaxLen),
+      `${k.rotation('')}`,
+    )) as string | null;
+    return existing ? { created: false, existingId: existing } : { created: true };
+  }
+
+  async get(id: string): Promise<RotationRecord | undefined> {
+    const json = await this.#redis.get(this.keys.rotation(id));
+    return json ? (JSON.parse(json) as RotationRecord) : undefined;
+  }
+
+  async getMany(ids: string[]): Promise<RotationRecord[]> {
+    if (ids.length === 0) return [];
+    const values = await this.#redis.mget(ids.map((id) => this.keys.rotation(id)));
+    return values.filter((v): v is string => v !== null).map((v) => JSON.parse(v) as RotationRecord);
+  }
+
+  /**
+   * Read-modify-write with optimistic concurrency (the record's `rev`). `change` returns the next
+   * record, or undefined to leave it. Retries when another writer got there first.
+   */
+  async update(id: string, change: (rec: RotationRecord) => RotationRecord | undefined, detail?: string): Promise<RotationRecord> {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const rec = await this.get(id);
+      if (!rec) throw new Error(`rotation ${id} not found`);
+      const next = change(rec);
+      if (!next) return rec;
+      const written: RotationRecord = { ...next, rev: rec.rev + 1 };
+      const k = this.keys;
+      const ok = (await this.#redis.eval(
+        UPDATE,
+        5,
+        k.rotation(id),
+        k.accountLock(rec.accountSid),
+        k.byStatus(rec.status),
+        k.byStatus(written.status),
+        k.events,
+        String(rec.rev),
+        JSON.stringify(written),
+        id,
+        String(Date.parse(written.createdAt)),
+        isTerminal(written.status) ? '1' : '0',
+        JSON.stringify(eventOf(written, detail)),
+        String(this.#eventsMaxLen),
+      )) as number;
+      if (ok === 1) return written;
+      if (ok === -1) throw new Error(`rotation ${id} not found`);
+    }
+    throw new RotationConflictError(id);
+  }
+
+  /** Newest first. The cursor is opaque: `<score>:<id>` of the last item returned. */
+  async list(opts: { accountSid?: string; status?: RotationStatus; limit: number; cursor?: string }): Promise<Page<RotationRecord>> {
+    const k = this.keys;
+    // Pick the smallest index that answers the query; filter the other criterion in memory.
+    const index = opts.accountSid ? k.accountRotations(opts.accountSid) : opts.status ? k.byStatus(opts.status) : k.allRotations;
+    const filter = (r: RotationRecord): boolean => (!opts.status || r.status === opts.status) && (!opts.accountSid || r.accountSid === opts.accountSid);
+    const items: RotationRecord[] = [];
+    let cursor = opts.cursor ? decodeCursor(opts.cursor) : undefined;
+    for (let guard = 0; guard < 20 && items.length < opts.limit; guard++) {
+      const max = cursor ? `(${cursor.score}` : '+inf';
+      // Same-millisecond ids share a score: fetch them separately so none is skipped.
+      const ties = cursor ? await this.#redis.zrangebyscore(index, String(cursor.score), String(cursor.score)) : [];
+      const tied = cursor ? ties.filter((id) => id < cursor!.id).sort().reverse() : [];
+      const want = opts.limit - items.length + 1;
+      const ids = [...tied, ...(await this.#redis.zrevrangebyscore(index, max, '-inf', 'LIMIT', 0, want))];
+      if (ids.length === 0) return { items, nextCursor: null };
+      const recs = await this.getMany(ids.slice(0, want));
+      for (const r of recs) {
+        if (items.length === opts.limit) return { items, nextCursor: encodeCursor(items.at(-1)!) };
+        if (filter(r)) items.push(r);
+      }
+      const last = recs.at(-1);
+      if (!last || ids.length < want) return { items, nextCursor: null };
+      cursor = { score: Date.parse(last.createdAt), id: last.id };
+    }
+    return { items, nextCursor: items.length ? encodeCursor(items.at(-1)!) : null };
+  }
+
+  async inFlightFor(accountSid: string): Promise<string | undefined> {
+    return (await this.#redis.get(this.keys.accountLock(accountSid))) ?? undefined;
+  }
+
+  /** Ids with a given status, oldest first (for recovery sweeps). */
+  async idsWithStatus(status: RotationStatus, limit = 1000): Promise<string[]> {
+    return this.#redis.zrange(this.keys.byStatus(status), "0", String(limit - 1));
+  }
+
+  /** Events after `afterId` (a stream id), oldest first. */
+  async events(afterId: string, count: number): Promise<Array<{ id: string; event: RotationEvent }>> {
+    const rows = (await this.#redis.xrange(this.keys.events, afterId === '0' ? '-' : `(${afterId}`, '+', 'COUNT', count)) as Array<[string, string[]]>;
+    return rows.map(([id, fields]) => ({ id, event: JSON.parse(fields[1] ?? '{}') as RotationEvent }));
+  }
+}
+
+function eventOf(rec: RotationRecord, detail?: string): RotationEvent {
+  return { type: 'rotation', id: rec.id, accountSid: rec.accountSid, status: rec.status, step: rec.step, at: rec.updatedAt, ...(detail ? { detail } : {}) };
+}
+
+function encodeCursor(rec: RotationRecord): string {
+  return Buffer.from(`${Date.parse(rec.createdAt)}:${rec.id}`).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): { score: number; id: string } | undefined {
+  const text = Buffer.from(cursor, 'base64url').toString('utf8');
+  const m = /^(\d{1,16}):([0-9a-f-]{36})$/.exec(text);
+  return m ? { score: Number(m[1]), id: m[2] as string } : undefined;
+}

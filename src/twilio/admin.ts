@@ -1,0 +1,145 @@
+import twilio from 'twilio';
+import { Secret } from '../domain/secret.ts';
+import { PermanentError } from '../domain/errors.ts';
+import type { TwilioAdminCredential } from '../config.ts';
+import { classifyTwilioError } from './errors.ts';
+import { createTwilioHttpClient, type TwilioCallObserver } from './http.ts';
+import type { ConcurrencyGate } from './gate.ts';
+
+type Client = ReturnType<typeof twilio>;
+
+export interface TwilioKey {
+  sid: string;
+  friendlyName: string;
+  dateCreated?: Date;
+}
+
+export interface Subaccount {
+  sid: string;
+  friendlyName: string;
+  status: string;
+}
+
+/** The Twilio operations a rotation needs; steps depend on this narrow surface, not on twilio-node. */
+export interface TwilioKeyOps {
+  listKeys(accountSid: string): Promise<TwilioKey[]>;
+  /** The secret is returned once, here. */
+  createKey(accountSid: string, friendlyName: string): Promise<{ sid: string; secret: Secret }>;
+  /** 'absent' when Twilio no longer has it: deleting twice is fine. */
+  deleteKey(accountSid: string, keySid: string): Promise<'deleted' | 'absent'>;
+  /** An authenticated read of the subaccount with the key itself; throws when Twilio rejects it. */
+  verifyKey(accountSid: string, keySid: string, secret: Secret): Promise<void>;
+  listSubaccounts(): Promise<Subaccount[]>;
+}
+
+export interface TwilioAdminOptions {
+  credential: TwilioAdminCredential;
+  baseUrl?: string;
+  timeoutMs: number;
+  gate: ConcurrencyGate;
+  observe?: TwilioCallObserver;
+}
+
+/**
+ * Key management with the parent's admin credential (Auth Token or Main key).
+ *
+ * Whether a parent Main key may act on subaccount resources is contested (FACTS.md). When it is
+ * refused with 401, Rotator falls back to the subaccount's own auth token, which the parent may
+ * read; that token is held in memory only, never stored.
+ */
+export class TwilioAdmin implements TwilioKeyOps {
+  readonly #opts: TwilioAdminOptions;
+  readonly #http: ReturnType<typeof createTwilioHttpClient>;
+  readonly #parent: Client;
+  readonly #subClients = new Map<string, Client>();
+
+  constructor(opts: TwilioAdminOptions) {
+    this.#opts = opts;
+    this.#http = createTwilioHttpClient({ baseUrl: opts.baseUrl, timeoutMs: opts.timeoutMs, gate: opts.gate, observe: opts.observe });
+    this.#parent = this.#client(opts.credential.username, opts.credential.password, opts.credential.accountSid);
+  }
+
+  #client(username: string, password: Secret, accountSid: string): Client {
+    // edge/region stay unset: they rewrite hostnames and would break TWILIO_BASE_URL.
+    return twilio(username, password.reveal(), { accountSid, httpClient: this.#http as never, autoRetry: false });
+  }
+
+  /** Run `fn` with the parent credential, falling back to the subaccount's own token on a Main-key 401. */
+  async #onSub<T>(accountSid: string, what: string, fn: (c: Client) => Promise<T>): Promise<T> {
+    const cached = this.#subClients.get(accountSid);
+    try {
+      return await fn(cached ?? this.#parent);
+    } catch (err) {
+      const status = (err as { status?: number }).status;
+      const usesKey = this.#opts.credential.username.startsWith('SK');
+      if (status !== 401 || !usesKey || cached || accountSid === this.#opts.credential.accountSid) throw classifyTwilioError(err, what);
+      const sub = await this.#subaccountClient(accountSid, what);
+      try {
+        return await fn(sub);
+      } catch (again) {
+        throw classifyTwilioError(again, what);
+      }
+    }
+  }
+
+  async #subaccountClient(accountSid: string, what: string): Promise<Client> {
+    let token: string | undefined;
+    try {
+      token = (await this.#parent.api.v2010.accounts(accountSid).fetch()).authToken;
+    } catch (err) {
+      throw classifyTwilioError(err, `${what} (fetching the subaccount's auth token after the Main key was refused)`);
+    }
+    if (!token) throw new PermanentError('twilio_admin_unauthorized', `${what}: the Main key was refused for subaccount ${accountSid} and its auth token is not readable; use the parent's Auth Token`);
+    const client = this.#client(accountSid, new Secret(token), accountSid);
+    this.#subClients.set(accountSid, client);
+    return client;
+  }
+
+  async listKeys(accountSid: string): Promise<TwilioKey[]> {
+    return this.#onSub(accountSid, `listing API keys of ${accountSid}`, async (c) => {
+      const keys = await c.api.v2010.accounts(accountSid).keys.list({ pageSize: 1000 });
+      return keys.map((k) => ({ sid: k.sid, friendlyName: k.friendlyName ?? '', dateCreated: k.dateCreated ?? undefined }));
+    });
+  }
+
+  async createKey(accountSid: string, friendlyName: string): Promise<{ sid: string; secret: Secret }> {
+    return this.#onSub(accountSid, `creating an API key in ${accountSid}`, async (c) => {
+      const key = await c.api.v2010.accounts(accountSid).newKeys.create({ friendlyName });
+      if (!key.secret) throw new PermanentError('twilio_no_secret', `Twilio created key ${key.sid} in ${accountSid} without returning its secret`);
+      return { sid: key.sid, secret: new Secret(key.secret) };
+    });
+  }
+
+  async deleteKey(accountSid: string, keySid: string): Promise<'deleted' | 'absent'> {
+    return this.#onSub(accountSid, `deleting API key ${keySid} of ${accountSid}`, async (c) => {
+      try {
+        await c.api.v2010.accounts(accountSid).keys(keySid).remove();
+        return 'deleted' as const;
+      } catch (err) {
+        if ((err as { status?: number }).status === 404) return 'absent' as const;
+        throw err;
+      }
+    });
+  }
+
+  async verifyKey(accountSid: string, keySid: string, secret: Secret): Promise<void> {
+    const client = this.#client(keySid, secret, accountSid);
+    try {
+      // A Standard key may not read /Accounts or /Keys; Messages is the cheapest read it may make.
+      await client.api.v2010.accounts(accountSid).messages.page({ pageSize: 1 });
+    } catch (err) {
+      throw classifyTwilioError(err, `verifying new key ${keySid} on ${accountSid}`, 'new key');
+    }
+  }
+
+  async listSubaccounts(): Promise<Subaccount[]> {
+    try {
+      const parent = this.#opts.credential.accountSid;
+      const all = await this.#parent.api.v2010.accounts.list({ pageSize: 1000 });
+      // The list includes the parent itself (its owner is itself): not a subaccount.
+      return all.filter((a) => a.sid !== parent && a.ownerAccountSid === parent).map((a) => ({ sid: a.sid, friendlyName: a.friendlyName, status: a.status }));
+    } catch (err) {
+      throw classifyTwilioError(err, 'listing subaccounts');
+    }
+  }
+}

@@ -1,0 +1,34 @@
+import type { SecretStore } from '../../providers/secret-store.ts';
+import type { TwilioKeyOps } from '../../src/twilio/admin.ts';
+import type { RotationRecord, Step } from '../../src/domain/rotation.ts';
+import type { CrashPoint } from '../crash-points.ts';
+
+/**
+ * A gate promote must pass besides the drain clock: e.g. "every consumer reports the new key".
+ * Returns ready, or when to ask again and why not yet.
+ */
+export interface PromoteGate {
+  readonly name: string;
+  check(rec: RotationRecord, now: number): Promise<{ ready: true } | { ready: false; retryAt: number; reason: string }>;
+}
+
+/** What a step may touch: narrow on purpose. */
+export interface StepContext {
+  twilio: TwilioKeyOps;
+  store: SecretStore;
+  secretPath(accountSid: string): string;
+  keyNamePrefix: string;
+  drainMs: number;
+  gates: readonly PromoteGate[];
+  now(): number;
+  crash: CrashPoint;
+}
+
+/** A step either moves the record on, or asks to be woken later (the drain). */
+export type StepOutcome =
+  | { kind: 'advance'; patch: Partial<RotationRecord>; next: Step; detail?: string }
+  | { kind: 'wait'; until: number; reason: string; patch?: Partial<RotationRecord> };
+
+export function keyName(prefix: string, rotationId: string): string {
+  return `${prefix}:${rotationId}`;
+}

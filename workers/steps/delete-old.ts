@@ -1,0 +1,23 @@
+import { PermanentError } from '../../src/domain/errors.ts';
+import type { RotationRecord } from '../../src/domain/rotation.ts';
+import type { StepContext, StepOutcome } from './context.ts';
+
+/**
+ * Step 4. Delete this rotation's old primary at Twilio — never the store's current or pending key —
+ * then drop the previous stage. Deleting an already-deleted key is fine (Twilio 404 → absent).
+ */
+export async function deleteOldKey(ctx: StepContext, rec: RotationRecord): Promise<StepOutcome> {
+  const old = rec.oldKeySid;
+  if (!old) return { kind: 'advance', patch: {}, next: 'done', detail: 'no old key (bootstrap)' };
+  const path = ctx.secretPath(rec.accountSid);
+  ctx.crash('delete-old:start');
+  const entry = await ctx.store.read(path);
+  if (entry.current?.credential.apiKeySid === old || entry.pending?.credential.apiKeySid === old) {
+    throw new PermanentError('refused_delete_current', `refusing to delete ${old}: the store still hands it out for ${rec.accountSid}`);
+  }
+  const result = await ctx.twilio.deleteKey(rec.accountSid, old);
+  ctx.crash('delete-old:after-twilio-delete');
+  await ctx.store.dropPrevious(path, old);
+  ctx.crash('delete-old:done');
+  return { kind: 'advance', patch: {}, next: 'done', detail: result === 'deleted' ? `deleted ${old}` : `${old} was already gone at Twilio` };
+}

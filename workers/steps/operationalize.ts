@@ -1,0 +1,26 @@
+import { nextStep, type RotationRecord } from '../../src/domain/rotation.ts';
+import { PermanentError } from '../../src/domain/errors.ts';
+import type { StepContext, StepOutcome } from './context.ts';
+
+/**
+ * Step 2. The pending version becomes current; the old one stays valid at Twilio and readable as
+ * previous. The drain clock starts when this record says so: if the process dies after the store
+ * write, the re-run stamps a later time, which only lengthens the drain.
+ */
+export async function operationalizeNewKey(ctx: StepContext, rec: RotationRecord): Promise<StepOutcome> {
+  if (!rec.newKeySid) throw new PermanentError('invariant', 'operationalize without a new key');
+  const path = ctx.secretPath(rec.accountSid);
+  ctx.crash('operationalize:start');
+  const entry = await ctx.store.read(path);
+  if (entry.current?.credential.apiKeySid !== rec.newKeySid) await ctx.store.promotePending(path, rec.id, rec.newKeySid);
+  ctx.crash('operationalize:after-store');
+  const at = rec.operationalizedAt ?? new Date(ctx.now()).toISOString();
+  const bootstrap = rec.oldKeySid === null;
+  ctx.crash('operationalize:done');
+  return {
+    kind: 'advance',
+    patch: { operationalizedAt: at, ...(bootstrap ? {} : { promoteAfter: new Date(Date.parse(at) + ctx.drainMs).toISOString() }) },
+    next: nextStep('operationalize', bootstrap),
+    detail: bootstrap ? `key ${rec.newKeySid} is current (bootstrap: no old key)` : `key ${rec.newKeySid} is current; ${rec.oldKeySid} stays valid during the drain`,
+  };
+}

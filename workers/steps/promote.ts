@@ -1,0 +1,27 @@
+import { PermanentError } from '../../src/domain/errors.ts';
+import type { RotationRecord } from '../../src/domain/rotation.ts';
+import type { StepContext, StepOutcome } from './context.ts';
+import { verifyWithPropagation } from './verify.ts';
+
+/**
+ * Step 3. Wait until every consumer can have moved to the new key — the drain since
+ * operationalize, then any further gate (consumer pickup reports) — and verify the new key again.
+ * Waiting is a delayed job, not a sleeping worker.
+ */
+export async function promoteNewKey(ctx: StepContext, rec: RotationRecord): Promise<StepOutcome> {
+  const now = ctx.now();
+  const drainEnds = Date.parse(rec.promoteAfter ?? rec.operationalizedAt ?? '') || now;
+  if (now < drainEnds) return { kind: 'wait', until: drainEnds, reason: `drain until ${new Date(drainEnds).toISOString()}` };
+  for (const gate of ctx.gates) {
+    const verdict = await gate.check(rec, now);
+    if (!verdict.ready) return { kind: 'wait', until: verdict.retryAt, reason: `${gate.name}: ${verdict.reason}` };
+  }
+  ctx.crash('promote:start');
+  const current = await ctx.store.readCurrent(ctx.secretPath(rec.accountSid));
+  if (!current || current.apiKeySid !== rec.newKeySid) {
+    throw new PermanentError('store_drift', `the store's current key for ${rec.accountSid} is ${current?.apiKeySid ?? 'missing'}, not this rotation's ${rec.newKeySid}: something else wrote the secret`);
+  }
+  await verifyWithPropagation(ctx, current);
+  ctx.crash('promote:done');
+  return { kind: 'advance', patch: { promotedAt: new Date(now).toISOString() }, next: 'delete-old', detail: `key ${rec.newKeySid} is primary` };
+}
