@@ -129,6 +129,9 @@ export class RotationProcessor {
   async #wait(job: Job<RotationJobData>, token: string | undefined, id: string, step: Step | 'rollback', until: number, reason: string): Promise<void> {
     await this.#record(id, step, 'waiting', reason, (r) => ({ ...r, status: 'waiting' }), true);
     await job.moveToDelayed(until, token);
+    // A cancel that arrived between the record write and the move found no delayed job to wake.
+    const after = await this.#d.repo.get(id);
+    if (step !== 'rollback' && after?.undo) await job.promote().catch(() => undefined);
     throw new DelayedError();
   }
 

@@ -1,0 +1,76 @@
+import twilio from 'twilio';
+import type { SecretStore } from '../../providers/secret-store.ts';
+import type { TwilioApiKeyCredential } from '../../src/domain/secret.ts';
+
+export interface ConsumerStats {
+  requests: number;
+  ok: number;
+  unauthorized: number;
+  otherErrors: number;
+  keysUsed: Set<string>;
+  /** Each 401 with the key that got it, for diagnosis. */
+  failures: Array<{ accountSid: string; keySid: string; at: number; readAt: number }>;
+}
+
+/**
+ * An application as Rotator's users run them: it reads its Twilio credential from the store,
+ * caches it for at most `refreshMs`, and sends traffic with it continuously (real twilio client,
+ * a Standard key, Messages API).
+ */
+export class SimulatedConsumer {
+  readonly stats: ConsumerStats = { requests: 0, ok: 0, unauthorized: 0, otherErrors: 0, keysUsed: new Set(), failures: [] };
+  readonly #cache = new Map<string, { cred: TwilioApiKeyCredential; readAt: number }>();
+  #running = false;
+  #loop?: Promise<void>;
+
+  constructor(
+    private readonly opts: { store: SecretStore; pathOf: (sid: string) => string; accounts: string[]; refreshMs: number; baseUrl: string; pauseMs?: number },
+  ) {}
+
+  start(): void {
+    this.#running = true;
+    this.#loop = this.#run();
+  }
+
+  async stop(): Promise<ConsumerStats> {
+    this.#running = false;
+    await this.#loop;
+    return this.stats;
+  }
+
+  async #credential(sid: string): Promise<{ cred: TwilioApiKeyCredential; readAt: number } | undefined> {
+    const cached = this.#cache.get(sid);
+    if (cached && Date.now() - cached.readAt < this.opts.refreshMs) return cached;
+    const readAt = Date.now();
+    const cred = await this.opts.store.readCurrent(this.opts.pathOf(sid));
+    if (!cred) return undefined;
+    const entry = { cred, readAt };
+    this.#cache.set(sid, entry);
+    return entry;
+  }
+
+  async #run(): Promise<void> {
+    const inner = new twilio.RequestClient({ keepAlive: true });
+    const httpClient = { request: (o: { uri: string }) => inner.request({ ...(o as object as { method: "get" }), uri: o.uri.replace(/^https:\/\/api\.twilio\.com/, this.opts.baseUrl) }) };
+    let i = 0;
+    while (this.#running) {
+      const sid = this.opts.accounts[i++ % this.opts.accounts.length] as string;
+      const entry = await this.#credential(sid);
+      if (!entry) continue;
+      const { cred, readAt } = entry;
+      const client = twilio(cred.apiKeySid, cred.apiKeySecret.reveal(), { accountSid: sid, httpClient: httpClient as never });
+      this.stats.requests++;
+      this.stats.keysUsed.add(cred.apiKeySid);
+      try {
+        await client.messages.create({ to: '+15005550006', from: '+15005550001', body: 'ping' });
+        this.stats.ok++;
+      } catch (err) {
+        if ((err as { status?: number }).status === 401) {
+          this.stats.unauthorized++;
+          this.stats.failures.push({ accountSid: sid, keySid: cred.apiKeySid, at: Date.now(), readAt });
+        } else this.stats.otherErrors++;
+      }
+      await new Promise((r) => setTimeout(r, this.opts.pauseMs ?? 5));
+    }
+  }
+}

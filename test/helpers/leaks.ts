@@ -1,0 +1,35 @@
+import { Redis } from 'ioredis';
+
+/**
+ * Every value in a Redis server, whatever its type, as text: what a leak scan searches.
+ */
+export async function dumpRedis(url: string): Promise<string[]> {
+  const r = new Redis(url, { maxRetriesPerRequest: 2 });
+  const out: string[] = [];
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await r.scan(cursor, 'COUNT', 500);
+      cursor = next;
+      for (const key of keys) {
+        out.push(key);
+        const type = await r.type(key);
+        if (type === 'string') out.push((await r.getBuffer(key))?.toString('latin1') ?? '');
+        else if (type === 'hash') out.push(...(await r.hgetallBuffer(key).then((h) => Object.entries(h).flatMap(([f, v]) => [f, v.toString('latin1')]))));
+        else if (type === 'list') out.push(...(await r.lrangeBuffer(key, '0', '-1')).map((b) => b.toString('latin1')));
+        else if (type === 'set') out.push(...(await r.smembers(key)));
+        else if (type === 'zset') out.push(...(await r.zrange(key, '0', '-1')));
+        else if (type === 'stream') out.push(...((await r.xrange(key, '-', '+')) as Array<[string, string[]]>).flatMap(([, f]) => f));
+      }
+    } while (cursor !== '0');
+  } finally {
+    r.disconnect();
+  }
+  return out;
+}
+
+/** The secrets (by position, never printed) found in any of the haystacks. */
+export function findSecrets(secrets: readonly string[], haystacks: readonly string[]): number[] {
+  const joined = haystacks.join('\n');
+  return secrets.map((s, i) => (s.length >= 8 && joined.includes(s) ? i : -1)).filter((i) => i >= 0);
+}

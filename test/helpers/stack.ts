@@ -1,0 +1,109 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Writable } from 'node:stream';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
+import { startTwilioEmulator, type TwilioEmulator, type TwilioEmulatorOptions } from '../emulators/twilio/server.ts';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { openSecretStore } from '../../src/stores.ts';
+import { secretPath, type SecretStore } from '../../providers/secret-store.ts';
+import { Secret } from '../../src/domain/secret.ts';
+import { createLogger } from '../../src/logger.ts';
+
+/** Log lines captured from every component in a test, for leak scans. */
+export class LogCapture extends Writable {
+  readonly lines: string[] = [];
+  override _write(chunk: Buffer, _enc: string, cb: () => void): void {
+    this.lines.push(chunk.toString());
+    cb();
+  }
+  text(): string {
+    return this.lines.join('');
+  }
+}
+
+export interface Stack {
+  dir: string;
+  redis: EmbeddedRedis;
+  emu: TwilioEmulator;
+  env: Record<string, string>;
+  cfg: Config;
+  store: SecretStore;
+  logs: LogCapture;
+  path(accountSid: string): string;
+  /** Give every subaccount a pre-existing key, current in the store (as a user would have). */
+  seedAll(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface StackOptions {
+  subaccounts?: number;
+  drainSeconds?: number;
+  emulator?: TwilioEmulatorOptions;
+  env?: Record<string, string>;
+}
+
+/** A private Redis, the Twilio emulator and a file store in a temp dir: what one test needs. */
+export async function startStack(opts: StackOptions = {}): Promise<Stack> {
+  const dir = await mkdtemp(join(tmpdir(), 'rotator-test-'));
+  const redis = await startEmbeddedRedis({ dir: join(dir, 'redis'), persist: false });
+  const emu = await startTwilioEmulator({ subaccounts: opts.subaccounts ?? 3, ...opts.emulator });
+  const env: Record<string, string> = {
+    REDIS_URL: redis.url,
+    TWILIO_ACCOUNT_SID: emu.parent.accountSid,
+    TWILIO_AUTH_TOKEN: emu.parent.authToken,
+    TWILIO_BASE_URL: emu.url,
+    SECRET_STORE: 'file',
+    FILE_STORE_PATH: join(dir, 'secrets'),
+    FILE_STORE_KEY: randomBytes(32).toString('base64'),
+    DATA_DIR: join(dir, 'data'),
+    DRAIN_SECONDS: String(opts.drainSeconds ?? 0),
+    JOB_LOCK_MS: '2000',
+    STALLED_INTERVAL_MS: '500',
+    LOG_LEVEL: 'info',
+    ...opts.env,
+  };
+  const cfg = loadConfig(env);
+  const store = await openSecretStore(cfg.store);
+  const logs = new LogCapture();
+  const path = (sid: string): string => secretPath(cfg.secretPathTemplate, sid);
+  return {
+    dir,
+    redis,
+    emu,
+    env,
+    cfg,
+    store,
+    logs,
+    path,
+    async seedAll() {
+      for (const sub of emu.subaccounts) {
+        const key = emu.seedKey(sub.sid, 'initial application key');
+        const seedId = crypto.randomUUID();
+        await store.putPending(path(sub.sid), seedId, { accountSid: sub.sid, apiKeySid: key.sid, apiKeySecret: new Secret(key.secret) });
+        await store.promotePending(path(sub.sid), seedId, key.sid);
+      }
+    },
+    async close() {
+      await store.close();
+      await emu.close();
+      await redis.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function testLogger(logs: LogCapture) {
+  return createLogger('info', logs);
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
