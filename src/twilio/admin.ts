@@ -70,15 +70,30 @@ export class TwilioAdmin implements TwilioKeyOps {
     try {
       return await fn(cached ?? this.#parent);
     } catch (err) {
-      const status = (err as { status?: number }).status;
+      if ((err as { status?: number }).status !== 401 || accountSid === this.#opts.credential.accountSid) throw classifyTwilioError(err, what);
+      // Twilio answers 401 both for a bad admin credential and for a suspended or closed
+      // subaccount: tell them apart, so the operator is told the right thing to fix.
+      const status = await this.#subaccountStatus(accountSid);
+      if (status && status !== 'active') {
+        throw new PermanentError('twilio_subaccount_inactive', `${what}: subaccount ${accountSid} is ${status} at Twilio; reactivate it or stop managing it`);
+      }
       const usesKey = this.#opts.credential.username.startsWith('SK');
-      if (status !== 401 || !usesKey || cached || accountSid === this.#opts.credential.accountSid) throw classifyTwilioError(err, what);
+      if (!usesKey || cached || status === undefined) throw classifyTwilioError(err, what);
       const sub = await this.#subaccountClient(accountSid, what);
       try {
         return await fn(sub);
       } catch (again) {
         throw classifyTwilioError(again, what);
       }
+    }
+  }
+
+  /** The subaccount's status as the parent sees it, or undefined when the parent cannot read it. */
+  async #subaccountStatus(accountSid: string): Promise<string | undefined> {
+    try {
+      return (await this.#parent.api.v2010.accounts(accountSid).fetch()).status;
+    } catch {
+      return undefined;
     }
   }
 

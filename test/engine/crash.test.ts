@@ -1,0 +1,66 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startStack, type Stack } from '../helpers/stack.ts';
+import { startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
+import { spawnRotator } from '../helpers/processes.ts';
+import { dumpRedis, findSecrets } from '../helpers/leaks.ts';
+import { CRASH_POINTS } from '../../workers/crash-points.ts';
+
+/**
+ * A worker process is SIGKILLed at every step boundary and between Twilio's key creation and the
+ * store write; a fresh worker process must finish the rotation with nothing orphaned or lost.
+ */
+describe('crash safety: SIGKILL at every step boundary', () => {
+  let stack: Stack;
+
+  beforeAll(async () => {
+    stack = await startStack({ subaccounts: CRASH_POINTS.length, drainSeconds: 0.2 });
+    await stack.seedAll();
+  });
+
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  async function crashAt(point: string, index: number): Promise<void> {
+    const sub = stack.emu.subaccounts[index]!.sid;
+    // Each crash point gets its own queue (Redis prefix), so the workers of different points
+    // never take each other's jobs and the points can run side by side.
+    const env = { ...stack.env, REDIS_PREFIX: `crash${index}` };
+    const control = await startEngine(stack, env, { api: false, worker: false });
+    try {
+      const before = stack.emu.listKeys(sub).map((k) => k.sid);
+      const doomed = spawnRotator('worker', { ...env, ROTATOR_CRASH_POINTS: point }, stack.logs);
+      const rec = await startRotation(control, sub, `crash at ${point}`);
+      const death = await doomed.exited;
+      expect(death.signal, `worker should die at ${point}`).toBe('SIGKILL');
+
+      const fresh = spawnRotator('worker', env, stack.logs);
+      try {
+        const done = await waitFinished(control, rec.id, 60_000);
+        expect(done.status, `${point}: ${JSON.stringify(done.error ?? done.lastError)}`).toBe('succeeded');
+        const settled = await expectSettled(stack, sub);
+        expect(settled.problems, point).toEqual([]);
+        expect(settled.currentKeySid).toBe(done.newKeySid);
+        expect(before).toContain(done.oldKeySid);
+        expect(stack.emu.listKeys(sub).map((k) => k.sid)).toEqual([done.newKeySid]);
+        // The history shows the interrupted step being started again by the second process.
+        expect(new Set(done.history.map((h) => h.by).filter(Boolean)).size).toBeGreaterThanOrEqual(point.startsWith('create-secondary:start') ? 1 : 2);
+      } finally {
+        await fresh.stop();
+      }
+    } finally {
+      await control.close();
+    }
+  }
+
+  it('finishes every rotation after a kill at each of the crash points', async () => {
+    const points = [...CRASH_POINTS];
+    // Four at a time: each runs two worker processes in sequence.
+    for (let i = 0; i < points.length; i += 4) {
+      await Promise.all(points.slice(i, i + 4).map((p, j) => crashAt(p, i + j)));
+    }
+    const secrets = stack.emu.issuedSecrets();
+    expect(findSecrets(secrets, await dumpRedis(stack.redis.url))).toEqual([]);
+    expect(findSecrets(secrets, [stack.logs.text()])).toEqual([]);
+  }, 240_000);
+});
