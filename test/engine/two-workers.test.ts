@@ -1,0 +1,60 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startStack, type Stack } from '../helpers/stack.ts';
+import { startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
+import { spawnRotator, type RotatorProcess } from '../helpers/processes.ts';
+import type { Runtime } from '../../src/runtime.ts';
+import type { RotationRecord } from '../../src/domain/rotation.ts';
+
+/** Steps of one rotation must never overlap: every `started` is closed before the next opens. */
+function overlappingSteps(rec: RotationRecord): string[] {
+  const problems: string[] = [];
+  let open: { step: string; by?: string } | undefined;
+  for (const h of rec.history) {
+    if (h.status === 'started') {
+      if (open) problems.push(`${h.step} started by ${h.by} while ${open.step} (by ${open.by}) was running`);
+      open = { step: h.step, by: h.by };
+    } else if (open && ['completed', 'retrying', 'failed', 'waiting'].includes(h.status)) {
+      if (h.by !== open.by) problems.push(`${open.step} opened by ${open.by} closed by ${h.by}`);
+      open = undefined;
+    }
+  }
+  return problems;
+}
+
+describe('two worker processes on one queue', () => {
+  let stack: Stack;
+  let control: Runtime;
+  let workers: RotatorProcess[];
+
+  beforeAll(async () => {
+    stack = await startStack({ subaccounts: 10, drainSeconds: 0 });
+    await stack.seedAll();
+    control = await startEngine(stack, {}, { api: false, worker: false });
+    workers = [0, 1].map(() => spawnRotator('worker', { ...stack.env, WORKER_CONCURRENCY: '8' }, stack.logs));
+  });
+
+  afterAll(async () => {
+    await Promise.all((workers ?? []).map((w) => w.stop()));
+    await control?.close();
+    await stack?.close();
+  });
+
+  it('runs 50 rotations to success with no two steps of a rotation at once', async () => {
+    const accounts = stack.emu.subaccounts.map((s) => s.sid);
+    const results = await Promise.all(
+      accounts.map(async (sid) => {
+        const done: RotationRecord[] = [];
+        for (let i = 0; i < 5; i++) done.push(await waitFinished(control, (await startRotation(control, sid)).id, 90_000));
+        return done;
+      }),
+    );
+    const all = results.flat();
+    expect(all).toHaveLength(50);
+    expect(all.filter((r) => r.status !== 'succeeded').map((r) => r.error)).toEqual([]);
+    expect(all.flatMap(overlappingSteps)).toEqual([]);
+    // Both processes took part.
+    const workersSeen = new Set(all.flatMap((r) => r.history.map((h) => h.by?.split(':')[1]).filter(Boolean)));
+    expect(workersSeen.size).toBe(2);
+    for (const sid of accounts) expect((await expectSettled(stack, sid)).problems).toEqual([]);
+  }, 180_000);
+});
