@@ -165,7 +165,7 @@ export class RotationProcessor {
         const history = onlyIfNew && last?.status === status && last.step === step ? r.history : withHistory(r.history, entry);
         return { ...change(r), history, updatedAt: at };
       },
-      detail,
+      entry,
     );
     this.#d.onTransition?.(rec, entry);
   }

@@ -33,6 +33,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
+  // JSON only: a text/plain body is refused with 415 rather than validated as a string.
+  app.removeContentTypeParser('text/plain');
   await app.register(errorsPlugin);
   await app.register(authPlugin, { tokens: deps.tokens });
   app.addHook('onSend', async (req, reply) => {

@@ -1,4 +1,4 @@
-import { canUndo, newRotationId, type RotationRecord } from '../domain/rotation.ts';
+import { canUndo, newRotationId, withHistory, type RotationRecord } from '../domain/rotation.ts';
 import type { RotationRepository } from '../state/rotations.ts';
 
 /** What starting, waking and undoing rotations needs from the queue. */
@@ -64,6 +64,7 @@ export class RotationService {
   async undo(id: string, action: 'cancel' | 'rollback', by?: string): Promise<ActionResult | undefined> {
     let verdict: ActionResult | undefined;
     const at = new Date(this.now()).toISOString();
+    const entry = { step: 'rollback' as const, status: 'undo' as const, at, detail: `${action} requested${by ? ` by ${by}` : ''}` };
     const current = await this.repo.get(id);
     if (!current) return undefined;
     const record = await this.repo.update(
@@ -79,10 +80,10 @@ export class RotationService {
           ...r,
           undo: { reason: action, ...(by ? { requestedBy: by } : {}) },
           updatedAt: at,
-          history: [...r.history, { step: 'rollback', status: 'undo', at, detail: `${action} requested${by ? ` by ${by}` : ''}` }],
+          history: withHistory(r.history, entry),
         };
       },
-      `${action} requested`,
+      entry,
     );
     if (verdict) return verdict;
     await this.queue.wake(id);

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { isTerminal, type RotationRecord, type RotationStatus } from '../domain/rotation.ts';
+import { isTerminal, type HistoryEntry, type RotationRecord, type RotationStatus } from '../domain/rotation.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 
 /**
@@ -49,14 +49,17 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'e', ARGV[6])
 return 1
 `;
 
+/** One change of a rotation, as the API's event stream and the dashboard see it. Never secret. */
 export interface RotationEvent {
   type: 'rotation';
   id: string;
   accountSid: string;
+  /** The record after the change. */
   status: RotationStatus;
   step: string;
   at: string;
-  detail?: string;
+  /** What happened: the history entry this change appended. */
+  transition?: HistoryEntry;
 }
 
 export interface Page<T> {
@@ -98,7 +101,7 @@ export class RotationRepository {
       rec.id,
       JSON.stringify(rec),
       String(Date.parse(rec.createdAt)),
-      JSON.stringify(eventOf(rec, 'created')),
+      JSON.stringify(eventOf(rec, rec.history[0])),
       String(this.#eventsMaxLen),
       `${k.rotation('')}`,
     )) as string | null;
@@ -120,7 +123,7 @@ export class RotationRepository {
    * Read-modify-write with optimistic concurrency (the record's `rev`). `change` returns the next
    * record, or undefined to leave it. Retries when another writer got there first.
    */
-  async update(id: string, change: (rec: RotationRecord) => RotationRecord | undefined, detail?: string): Promise<RotationRecord> {
+  async update(id: string, change: (rec: RotationRecord) => RotationRecord | undefined, transition?: HistoryEntry): Promise<RotationRecord> {
     for (let attempt = 0; attempt < 50; attempt++) {
       const rec = await this.get(id);
       if (!rec) throw new Error(`rotation ${id} not found`);
@@ -141,7 +144,7 @@ export class RotationRepository {
         id,
         String(Date.parse(written.createdAt)),
         isTerminal(written.status) ? '1' : '0',
-        JSON.stringify(eventOf(written, detail)),
+        JSON.stringify(eventOf(written, transition)),
         String(this.#eventsMaxLen),
       )) as number;
       if (ok === 1) return written;
@@ -194,8 +197,8 @@ export class RotationRepository {
   }
 }
 
-function eventOf(rec: RotationRecord, detail?: string): RotationEvent {
-  return { type: 'rotation', id: rec.id, accountSid: rec.accountSid, status: rec.status, step: rec.step, at: rec.updatedAt, ...(detail ? { detail } : {}) };
+function eventOf(rec: RotationRecord, transition?: HistoryEntry): RotationEvent {
+  return { type: 'rotation', id: rec.id, accountSid: rec.accountSid, status: rec.status, step: rec.step, at: rec.updatedAt, ...(transition ? { transition } : {}) };
 }
 
 function encodeCursor(rec: RotationRecord): string {
