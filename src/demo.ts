@@ -17,7 +17,7 @@ import { startTwilioEmulator } from '../test/emulators/twilio/server.ts';
  */
 async function demo(): Promise<void> {
   const once = process.argv.includes('--once');
-  const dataDir = resolve('.data/demo');
+  const dataDir = resolve(process.env.DEMO_DATA_DIR ?? '.data/demo');
   // The emulator forgets everything on exit, so the demo's store and Redis start fresh too.
   await rm(dataDir, { recursive: true, force: true });
   const emu = await startTwilioEmulator({ subaccounts: 3, latencyMs: 20 });
