@@ -88,7 +88,7 @@ export class RotationProcessor {
         if (isTransient(err)) {
           const last = job.attemptsMade + 1 >= this.#d.maxAttempts;
           if (last) {
-            await this.#finish(id, 'failed', undefined, `gave up after ${this.#d.maxAttempts} attempts`, e);
+            await this.#finish(id, 'failed', undefined, `gave up after ${this.#d.maxAttempts} attempts`, e, stepName);
             log.error({ rotationId: id, step: stepName, err: e }, 'rotation failed: transient errors did not clear');
             return;
           }
@@ -101,7 +101,7 @@ export class RotationProcessor {
           await this.#finish(id, 'failed', undefined, `undo stopped: ${e.message}`, {
             code: e.code,
             message: `${rec.error ? `${rec.error.message}; ` : ''}undo stopped: ${e.message}${rec.newKeySid ? ` (new key ${rec.newKeySid} may remain at Twilio)` : ''}`,
-          });
+          }, 'rollback');
           log.error({ rotationId: id, err: e }, 'undo failed');
           return;
         }
@@ -122,7 +122,7 @@ export class RotationProcessor {
       await this.#wait(job, token, rec.id, 'rollback', outcome.until, outcome.reason);
       return true;
     }
-    await this.#finish(rec.id, undoOutcome(rec.undo!.reason), undefined, outcome.detail);
+    await this.#finish(rec.id, undoOutcome(rec.undo!.reason), undefined, outcome.detail, undefined, 'rollback');
     return true;
   }
 
@@ -135,9 +135,17 @@ export class RotationProcessor {
     throw new DelayedError();
   }
 
-  async #finish(id: string, status: RotationRecord['status'], step: Step | undefined, detail: string, error?: { code: string; message: string }): Promise<void> {
+  /** Terminal transition. `step` moves the record's step (success); the history names `where` it ended. */
+  async #finish(
+    id: string,
+    status: RotationRecord['status'],
+    step: Step | undefined,
+    detail: string,
+    error?: { code: string; message: string },
+    where: Step | 'rollback' = step ?? 'done',
+  ): Promise<void> {
     const now = new Date(this.#d.ctx.now()).toISOString();
-    await this.#record(id, step ?? 'done', 'finished', detail, (r) => ({
+    await this.#record(id, where, 'finished', detail, (r) => ({
       ...r,
       status,
       ...(step ? { step } : {}),
