@@ -11,7 +11,7 @@ import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from './state/re
 import { RotationRepository } from './state/rotations.ts';
 import { RotationService, type RotationQueue } from './service/rotations.ts';
 import { TwilioAdmin, type TwilioKeyOps } from './twilio/admin.ts';
-import { LocalGate } from './twilio/gate.ts';
+import { RedisConcurrencyGate } from './twilio/redis-gate.ts';
 import { buildApp } from './api/app.ts';
 import { parseApiTokens } from './api/tokens.ts';
 import { createRotationQueue, enqueueRotation, type RotationJobData } from '../workers/queue.ts';
@@ -98,11 +98,14 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
 
   let worker: RotationWorker | undefined;
   let workerConn: Redis | undefined;
+  let gate: RedisConcurrencyGate | undefined;
   if (opts.worker) {
+    // One cap on concurrent Twilio requests for the parent account, across every worker process.
+    gate = cfg.twilio ? new RedisConcurrencyGate(redis, { key: `${cfg.redisPrefix}:twilio:slots:${cfg.twilio.accountSid}`, limit: cfg.twilioMaxConcurrency }) : undefined;
     const twilio =
       opts.twilio ??
-      (cfg.twilio
-        ? new TwilioAdmin({ credential: cfg.twilio, baseUrl: cfg.twilioBaseUrl, timeoutMs: cfg.twilioTimeoutMs, gate: new LocalGate(cfg.twilioMaxConcurrency) })
+      (cfg.twilio && gate
+        ? new TwilioAdmin({ credential: cfg.twilio, baseUrl: cfg.twilioBaseUrl, timeoutMs: cfg.twilioTimeoutMs, gate })
         : undefined);
     if (!twilio) throw new Error('the worker needs TWILIO_ACCOUNT_SID and an admin credential');
     workerConn = connectRedis(redisUrl, 'worker');
@@ -150,6 +153,7 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
     async close() {
       await app?.close();
       await worker?.close();
+      await gate?.close();
       await queue.close();
       await store.close();
       redis.disconnect();

@@ -27,7 +27,8 @@ describe('two worker processes on one queue', () => {
   let workers: RotatorProcess[];
 
   beforeAll(async () => {
-    stack = await startStack({ subaccounts: 10, drainSeconds: 0 });
+    // Twilio allows 4 concurrent requests; the two processes share one cap of 4 through Redis.
+    stack = await startStack({ subaccounts: 10, drainSeconds: 0, emulator: { concurrency: 4, latencyMs: 5 }, env: { TWILIO_MAX_CONCURRENCY: '4' } });
     await stack.seedAll();
     control = await startEngine(stack, {}, { api: false, worker: false });
     workers = [0, 1].map(() => spawnRotator('worker', { ...stack.env, WORKER_CONCURRENCY: '8' }, stack.logs));
@@ -56,5 +57,8 @@ describe('two worker processes on one queue', () => {
     const workersSeen = new Set(all.flatMap((r) => r.history.map((h) => h.by?.split(':')[1]).filter(Boolean)));
     expect(workersSeen.size).toBe(2);
     for (const sid of accounts) expect((await expectSettled(stack, sid)).problems).toEqual([]);
+    // The shared cap kept both processes together under Twilio's limit: not one 20429.
+    expect(stack.emu.stats().rejected429).toBe(0);
+    expect(stack.emu.stats().inFlightPeak).toBe(4);
   }, 180_000);
 });

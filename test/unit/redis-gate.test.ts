@@ -1,0 +1,70 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
+import { RedisConcurrencyGate } from '../../src/twilio/redis-gate.ts';
+
+describe('RedisConcurrencyGate: one cap across processes', () => {
+  let dir: string;
+  let server: EmbeddedRedis;
+  const clients: Redis[] = [];
+  const client = () => {
+    const r = new Redis(server.url);
+    clients.push(r);
+    return r;
+  };
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'rotator-gate-'));
+    server = await startEmbeddedRedis({ dir, persist: false });
+  });
+  afterAll(async () => {
+    clients.forEach((c) => c.disconnect());
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('never lets more than the limit run at once across three gates, and serves every request', async () => {
+    const gates = [0, 1, 2].map(() => new RedisConcurrencyGate(client(), { key: 'cap:a', limit: 5, maxHandoffs: 3 }));
+    let active = 0;
+    let peak = 0;
+    const perGate = [0, 0, 0];
+    await Promise.all(
+      Array.from({ length: 150 }, async (_, i) => {
+        const g = i % 3;
+        const release = await gates[g]!.acquire();
+        active++;
+        peak = Math.max(peak, active);
+        await new Promise((r) => setTimeout(r, 2 + (i % 4)));
+        active--;
+        perGate[g]!++;
+        release();
+      }),
+    );
+    expect(peak).toBeLessThanOrEqual(5);
+    expect(peak).toBeGreaterThanOrEqual(4);
+    expect(perGate).toEqual([50, 50, 50]);
+    await Promise.all(gates.map((g) => g.close()));
+    expect(await client().zcard('cap:a')).toBe(0);
+  });
+
+  it('reclaims the slots of a process that died holding them once their lease expires', async () => {
+    const deadClient = new Redis(server.url);
+    const dead = new RedisConcurrencyGate(deadClient, { key: 'cap:b', limit: 2, leaseMs: 400 });
+    await dead.acquire();
+    await dead.acquire();
+    // The process dies: its connection is gone, nothing renews or releases its slots.
+    deadClient.disconnect();
+    const survivor = new RedisConcurrencyGate(client(), { key: 'cap:b', limit: 2, leaseMs: 400 });
+    const started = Date.now();
+    const release = await survivor.acquire();
+    const waited = Date.now() - started;
+    expect(waited).toBeGreaterThanOrEqual(250);
+    expect(waited).toBeLessThan(5_000);
+    release();
+    await survivor.close();
+    await dead.close();
+  });
+});
