@@ -119,6 +119,7 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       queue,
       log,
       recoveryIntervalMs: Math.max(1_000, cfg.stalledIntervalMs),
+      retentionMs: cfg.retentionDays * 86_400_000,
       processor: {
         repo,
         log,

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { runScript } from '../src/state/lua.ts';
 
 const RELEASE = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
 const EXTEND = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
@@ -23,12 +24,12 @@ export class StepLease {
     const ok = await this.redis.set(key, token, 'PX', this.ttlMs, 'NX');
     if (ok !== 'OK') return undefined;
     const timer = setInterval(() => {
-      this.redis.eval(EXTEND, 1, key, token, String(this.ttlMs)).catch(() => undefined);
+      runScript(this.redis, EXTEND, 1, key, token, String(this.ttlMs)).catch(() => undefined);
     }, Math.max(100, Math.floor(this.ttlMs / 3)));
     timer.unref();
     return async () => {
       clearInterval(timer);
-      await this.redis.eval(RELEASE, 1, key, token).catch(() => undefined);
+      await runScript(this.redis, RELEASE, 1, key, token).catch(() => undefined);
     };
   }
 }

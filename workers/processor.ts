@@ -57,125 +57,143 @@ export class RotationProcessor {
 
   async #run(job: Job<RotationJobData>, token: string | undefined, id: string): Promise<void> {
     const { repo, ctx, log } = this.#d;
+    // The record this loop last wrote is the base of its next write (optimistic concurrency on
+    // `rev`); only a concurrent change — a cancel from the API — costs a re-read.
+    let rec = await repo.get(id);
     for (;;) {
-      const rec = await repo.get(id);
       if (!rec || isTerminal(rec.status)) return;
       const stepName: Step | 'rollback' = rec.undo ? 'rollback' : rec.step;
       try {
         if (rec.dryRun) {
           const detail = await dryRunCheck(ctx, rec);
-          await this.#finish(id, 'succeeded', 'done', detail);
+          await this.#finish(rec, 'succeeded', 'done', detail);
           return;
         }
         if (rec.undo) {
-          if (await this.#undoPhase(job, token, rec)) return;
+          const next = await this.#undoPhase(job, token, rec);
+          if (!next) return;
+          rec = next;
           continue;
         }
         if (rec.step === 'done') {
-          await this.#finish(id, 'succeeded', 'done', 'rotation complete');
+          await this.#finish(rec, 'succeeded', 'done', 'rotation complete');
           return;
         }
-        await this.#record(id, rec.step, 'started', undefined, (r) => ({ ...r, status: 'running', attempts: job.attemptsMade + 1 }));
-        const outcome = await STEP_FNS[rec.step](ctx, rec);
+        if (rec.status !== 'running') rec = await this.#write(rec, (r) => ({ ...r, status: 'running', attempts: job.attemptsMade + 1 }));
+        const step = rec.step as Exclude<Step, 'done'>;
+        const startedAt = new Date(ctx.now()).toISOString();
+        const outcome = await STEP_FNS[step](ctx, rec);
         if (outcome.kind === 'wait') {
-          await this.#wait(job, token, id, rec.step, outcome.until, outcome.reason);
+          await this.#wait(job, token, rec, step, outcome.until, outcome.reason);
           return;
         }
-        await this.#record(id, rec.step, 'completed', outcome.detail, (r) => ({ ...r, ...outcome.patch, step: outcome.next, lastError: undefined }));
+        // Completing the last step finishes the rotation in the same write.
+        const finished = outcome.next === 'done';
+        rec = await this.#record(
+          rec,
+          { step, status: 'completed', detail: outcome.detail, startedAt },
+          (r) => ({ ...r, ...outcome.patch, step: outcome.next, lastError: undefined, ...(finished ? { status: 'succeeded', finishedAt: new Date(ctx.now()).toISOString() } : {}) }),
+        );
+        if (finished) return;
       } catch (err) {
         if (err instanceof DelayedError) throw err;
         const e = describeError(err);
+        // Writes below start from a fresh read: the failure may have come from a write.
+        const current = await repo.get(id);
+        if (!current || isTerminal(current.status)) return;
         if (isTransient(err)) {
           const last = job.attemptsMade + 1 >= this.#d.maxAttempts;
           if (last) {
-            await this.#finish(id, 'failed', undefined, `gave up after ${this.#d.maxAttempts} attempts`, e, stepName);
+            await this.#finish(current, 'failed', undefined, `gave up after ${this.#d.maxAttempts} attempts`, e, stepName);
             log.error({ rotationId: id, step: stepName, err: e }, 'rotation failed: transient errors did not clear');
             return;
           }
-          await this.#record(id, stepName, 'retrying', e.message, (r) => ({ ...r, lastError: { ...e, at: new Date(ctx.now()).toISOString() } }));
+          await this.#record(current, { step: stepName, status: 'retrying', detail: e.message }, (r) => ({
+            ...r,
+            attempts: job.attemptsMade + 1,
+            lastError: { ...e, at: new Date(ctx.now()).toISOString() },
+          }));
           log.warn({ rotationId: id, step: stepName, err: e }, 'step failed; will retry');
           throw err;
         }
-        if (rec.undo) {
+        if (current.undo) {
           // The undo itself cannot proceed: stop, and say what is left for the operator.
-          await this.#finish(id, 'failed', undefined, `undo stopped: ${e.message}`, {
-            code: e.code,
-            message: `${rec.error ? `${rec.error.message}; ` : ''}undo stopped: ${e.message}${rec.newKeySid ? ` (new key ${rec.newKeySid} may remain at Twilio)` : ''}`,
-          }, 'rollback');
+          const message = `${current.error ? `${current.error.message}; ` : ''}undo stopped: ${e.message}${current.newKeySid ? ` (new key ${current.newKeySid} may remain at Twilio)` : ''}`;
+          await this.#finish(current, 'failed', undefined, `undo stopped: ${e.message}`, { code: e.code, message }, 'rollback');
           log.error({ rotationId: id, err: e }, 'undo failed');
           return;
         }
-        log.error({ rotationId: id, step: rec.step, err: e }, 'step failed permanently; undoing the rotation');
-        await this.#record(id, rec.step, 'failed', e.message, (r) => ({ ...r, error: e, undo: r.undo ?? { reason: 'failure' } }));
+        log.error({ rotationId: id, step: current.step, err: e }, 'step failed permanently; undoing the rotation');
+        rec = await this.#record(current, { step: current.step, status: 'failed', detail: e.message }, (r) => ({ ...r, error: e, undo: r.undo ?? { reason: 'failure' } }));
       }
     }
   }
 
-  /** One undo phase. True when the job should stop (finished, or waiting as a delayed job). */
-  async #undoPhase(job: Job<RotationJobData>, token: string | undefined, rec: RotationRecord): Promise<boolean> {
+  /** One undo phase: the record to continue with, or undefined when the job stops (finished, or waiting as a delayed job). */
+  async #undoPhase(job: Job<RotationJobData>, token: string | undefined, rec: RotationRecord): Promise<RotationRecord | undefined> {
     const outcome = await undoRotation(this.#d.ctx, rec);
     if (outcome.kind === 'persist') {
-      await this.#record(rec.id, 'rollback', 'undo', outcome.detail, (r) => ({ ...r, status: 'running', undo: outcome.undo }));
-      return false;
+      return this.#record(rec, { step: 'rollback', status: 'undo', detail: outcome.detail }, (r) => ({ ...r, status: 'running', undo: outcome.undo }));
     }
     if (outcome.kind === 'wait') {
-      await this.#wait(job, token, rec.id, 'rollback', outcome.until, outcome.reason);
-      return true;
+      await this.#wait(job, token, rec, 'rollback', outcome.until, outcome.reason);
+      return undefined;
     }
-    await this.#finish(rec.id, undoOutcome(rec.undo!.reason), undefined, outcome.detail, undefined, 'rollback');
-    return true;
+    // Marked complete so a retry of a failed rotation knows it may start afresh (domain retryMode).
+    const completed = { undo: { ...rec.undo!, completedAt: new Date(this.#d.ctx.now()).toISOString() } };
+    await this.#finish(rec, undoOutcome(rec.undo!.reason), undefined, outcome.detail, undefined, 'rollback', completed);
+    return undefined;
   }
 
-  async #wait(job: Job<RotationJobData>, token: string | undefined, id: string, step: Step | 'rollback', until: number, reason: string): Promise<void> {
-    await this.#record(id, step, 'waiting', reason, (r) => ({ ...r, status: 'waiting' }), true);
+  async #wait(job: Job<RotationJobData>, token: string | undefined, rec: RotationRecord, step: Step | 'rollback', until: number, reason: string): Promise<never> {
+    const last = rec.history.at(-1);
+    // A re-armed wait (woken early, not yet due) adds no second entry.
+    if (rec.status !== 'waiting' || last?.status !== 'waiting' || last.step !== step) {
+      await this.#record(rec, { step, status: 'waiting', detail: reason }, (r) => ({ ...r, status: 'waiting' }));
+    }
     await job.moveToDelayed(until, token);
     // A cancel that arrived between the record write and the move found no delayed job to wake.
-    const after = await this.#d.repo.get(id);
+    const after = await this.#d.repo.get(rec.id);
     if (step !== 'rollback' && after?.undo) await job.promote().catch(() => undefined);
     throw new DelayedError();
   }
 
   /** Terminal transition. `step` moves the record's step (success); the history names `where` it ended. */
   async #finish(
-    id: string,
+    rec: RotationRecord,
     status: RotationRecord['status'],
     step: Step | undefined,
     detail: string,
     error?: { code: string; message: string },
     where: Step | 'rollback' = step ?? 'done',
+    extra: Partial<RotationRecord> = {},
   ): Promise<void> {
     const now = new Date(this.#d.ctx.now()).toISOString();
-    await this.#record(id, where, 'finished', detail, (r) => ({
+    await this.#record(rec, { step: where, status: 'finished', detail }, (r) => ({
       ...r,
       status,
       ...(step ? { step } : {}),
       finishedAt: now,
       ...(error ? { error } : {}),
       lastError: undefined,
+      ...extra,
     }));
   }
 
-  async #record(
-    id: string,
-    step: Step | 'rollback',
-    status: HistoryEntry['status'],
-    detail: string | undefined,
-    change: (r: RotationRecord) => RotationRecord,
-    onlyIfNew = false,
-  ): Promise<void> {
+  /** Persist a change with a history entry (and its event); returns the record as written. */
+  async #record(base: RotationRecord, what: Omit<HistoryEntry, 'at' | 'by'>, change: (r: RotationRecord) => RotationRecord): Promise<RotationRecord> {
     const at = new Date(this.#d.ctx.now()).toISOString();
-    const entry: HistoryEntry = { step, status, at, ...(detail ? { detail } : {}), by: this.#by };
-    const rec = await this.#d.repo.update(
-      id,
-      (r) => {
-        const last = r.history.at(-1);
-        // A re-armed wait (woken early, not yet due) should not add an entry each time.
-        const history = onlyIfNew && last?.status === status && last.step === step ? r.history : withHistory(r.history, entry);
-        return { ...change(r), history, updatedAt: at };
-      },
-      entry,
-    );
+    const entry: HistoryEntry = { ...what, at, by: this.#by };
+    if (!entry.detail) delete entry.detail;
+    const rec = await this.#d.repo.update(base.id, (r) => ({ ...change(r), history: withHistory(r.history, entry), updatedAt: at }), entry, base);
     this.#d.onTransition?.(rec, entry);
+    return rec;
+  }
+
+  /** Persist a change that is not a transition worth a history entry (status running). */
+  async #write(base: RotationRecord, change: (r: RotationRecord) => RotationRecord): Promise<RotationRecord> {
+    const at = new Date(this.#d.ctx.now()).toISOString();
+    return this.#d.repo.update(base.id, (r) => ({ ...change(r), updatedAt: at }), undefined, base);
   }
 }
 

@@ -16,6 +16,8 @@ export interface RotationWorkerOptions {
   log: Logger;
   /** How often to look for rotations whose job went missing (0 disables). */
   recoveryIntervalMs?: number;
+  /** Finished rotation records older than this are pruned, hourly (0 keeps them forever). */
+  retentionMs?: number;
 }
 
 export interface RotationWorker {
@@ -48,11 +50,25 @@ export function startRotationWorker(opts: RotationWorkerOptions): RotationWorker
     }, opts.recoveryIntervalMs ?? 30_000);
     timer.unref();
   }
+  let pruneTimer: NodeJS.Timeout | undefined;
+  const retentionMs = opts.retentionMs ?? 0;
+  if (retentionMs > 0) {
+    const prune = (): void => {
+      opts.processor.repo.prune(Date.now() - retentionMs).then(
+        (n) => n > 0 && opts.log.info({ pruned: n }, 'pruned finished rotation records past retention'),
+        (err: Error) => opts.log.warn({ err: { message: err.message } }, 'retention prune failed'),
+      );
+    };
+    prune();
+    pruneTimer = setInterval(prune, 3_600_000);
+    pruneTimer.unref();
+  }
   return {
     worker,
     recover,
     close: async () => {
       if (timer) clearInterval(timer);
+      if (pruneTimer) clearInterval(pruneTimer);
       await worker.close();
     },
   };

@@ -33,6 +33,7 @@ export class FileSecretStore implements SecretStore {
   readonly kind = 'file' as const;
   readonly #dir: string;
   readonly #key: Buffer;
+  #dirReady: Promise<unknown> | undefined;
 
   constructor(opts: FileStoreOptions) {
     if (opts.key.length !== 32) throw new StoreError('store_config', 'FILE_STORE_KEY must be 32 bytes, base64-encoded (openssl rand -base64 32)');
@@ -95,7 +96,12 @@ export class FileSecretStore implements SecretStore {
   }
 
   async #update(path: string, change: (entry: PlainEntry) => PlainEntry | undefined): Promise<void> {
-    await mkdir(this.#dir, { recursive: true, mode: 0o700 });
+    // Once per process (and again if it failed): not a mkdir syscall on every write.
+    this.#dirReady ??= mkdir(this.#dir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+      this.#dirReady = undefined;
+      throw err;
+    });
+    await this.#dirReady;
     await withFileLock(`${this.#file(path)}.lock`, async () => {
       const entry = await this.#load(path);
       const next = change(entry);

@@ -25,6 +25,8 @@ export interface UndoState {
   /** When the new key may be deleted (ISO), once the old key is current again. */
   deleteAfter?: string;
   requestedBy?: string;
+  /** Set when the undo finished (the old key is current again, the new key gone): a retry may start afresh. */
+  completedAt?: string;
 }
 
 export type HistoryEvent = 'created' | 'started' | 'completed' | 'waiting' | 'retrying' | 'failed' | 'undo' | 'finished';
@@ -34,6 +36,8 @@ export interface HistoryEntry {
   status: HistoryEvent;
   at: string;
   detail?: string;
+  /** When the step began (completed entries): with `at`, the interval it ran. */
+  startedAt?: string;
   /** Which worker ran it (host:pid), for tracing. */
   by?: string;
   /** Consecutive retries folded into one entry. */
@@ -121,6 +125,35 @@ export function canUndo(rec: RotationRecord, action: 'cancel' | 'rollback'): Act
 export function canRetry(rec: RotationRecord): ActionVerdict {
   if (rec.status !== 'failed') return { ok: false, reason: `only a failed rotation can be retried; this one is ${rec.status}` };
   return { ok: true };
+}
+
+/**
+ * How a failed rotation is retried:
+ *  - `restart`: it failed and its undo finished (old key current, new key deleted): a fresh attempt
+ *    from create-secondary.
+ *  - `resume-undo`: its undo stopped part-way: finish the undo first (a later retry restarts).
+ *  - `resume`: transient errors outlasted the job's attempts with nothing undone: carry on from
+ *    the step it was in.
+ */
+export type RetryMode = 'restart' | 'resume-undo' | 'resume';
+
+export function retryMode(rec: RotationRecord): RetryMode {
+  if (!rec.undo) return 'resume';
+  return rec.undo.completedAt ? 'restart' : 'resume-undo';
+}
+
+/** The record a retry writes (status pending, ready to be enqueued again). */
+export function retriedRecord(rec: RotationRecord, entry: HistoryEntry): RotationRecord {
+  const mode = retryMode(rec);
+  const base: RotationRecord = { ...rec, status: 'pending', updatedAt: entry.at, history: withHistory(rec.history, entry) };
+  delete base.finishedAt;
+  delete base.lastError;
+  if (mode === 'resume-undo') return base;
+  delete base.error;
+  if (mode === 'resume') return base;
+  const fresh: RotationRecord = { ...base, step: 'create-secondary', attempts: 0 };
+  for (const k of ['oldKeySid', 'newKeySid', 'operationalizedAt', 'promotedAt', 'promoteAfter', 'undo'] as const) delete fresh[k];
+  return fresh;
 }
 
 /** The status a finished undo leaves. */

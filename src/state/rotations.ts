@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
-import { isTerminal, type HistoryEntry, type RotationRecord, type RotationStatus } from '../domain/rotation.ts';
+import { isTerminal, STATUSES, type HistoryEntry, type RotationRecord, type RotationStatus } from '../domain/rotation.ts';
+import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 
 /**
@@ -49,6 +50,56 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'e', ARGV[6])
 return 1
 `;
 
+// A retry takes the per-account lock again, atomically with the write: another rotation that is
+// in flight for the account wins, and its id is returned.
+// KEYS: record, lock, oldStatusIdx, newStatusIdx, events
+// ARGV: expectedRev, json, id, score, event, maxlen, recordKeyPrefix
+const RESTART = `
+local cur = redis.call('GET', KEYS[1])
+if not cur then return -1 end
+if tostring(cjson.decode(cur).rev) ~= ARGV[1] then return 0 end
+local holder = redis.call('GET', KEYS[2])
+if holder and holder ~= ARGV[3] then
+  local other = redis.call('GET', ARGV[7] .. holder)
+  if other then
+    local status = cjson.decode(other).status
+    if status ~= 'succeeded' and status ~= 'failed' and status ~= 'cancelled' and status ~= 'rolled_back' then
+      return holder
+    end
+  end
+end
+redis.call('SET', KEYS[2], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[2])
+if KEYS[3] ~= KEYS[4] then
+  redis.call('ZREM', KEYS[3], ARGV[3])
+  redis.call('ZADD', KEYS[4], ARGV[4], ARGV[3])
+end
+redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[6], '*', 'e', ARGV[5])
+return 1
+`;
+
+// Retention: finished records created before ARGV[2] go, with their index entries.
+// ARGV: prefix, cutoffMs, batch
+const PRUNE = `
+local prefix, cutoff, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local removed = 0
+for _, status in ipairs({'succeeded', 'failed', 'cancelled', 'rolled_back'}) do
+  local idx = prefix .. ':status:' .. status
+  local ids = redis.call('ZRANGEBYSCORE', idx, '-inf', cutoff, 'LIMIT', 0, batch - removed)
+  for _, id in ipairs(ids) do
+    local key = prefix .. ':rot:' .. id
+    local rec = redis.call('GET', key)
+    if rec then redis.call('ZREM', prefix .. ':acct:' .. cjson.decode(rec).accountSid .. ':rots', id) end
+    redis.call('DEL', key)
+    redis.call('ZREM', prefix .. ':rots', id)
+    redis.call('ZREM', idx, id)
+    removed = removed + 1
+  end
+  if removed >= batch then break end
+end
+return removed
+`;
+
 /** One change of a rotation, as the API's event stream and the dashboard see it. Never secret. */
 export interface RotationEvent {
   type: 'rotation';
@@ -78,8 +129,11 @@ export class RotationRepository {
   readonly #redis: Redis;
   readonly #eventsMaxLen: number;
 
+  readonly #prefix: string;
+
   constructor(redis: Redis, prefix: string, opts: { eventsMaxLen?: number } = {}) {
     this.#redis = redis;
+    this.#prefix = prefix;
     this.keys = redisKeys(prefix);
     this.#eventsMaxLen = opts.eventsMaxLen ?? 10_000;
   }
@@ -89,7 +143,7 @@ export class RotationRepository {
    */
   async create(rec: RotationRecord): Promise<{ created: true } | { created: false; existingId: string }> {
     const k = this.keys;
-    const existing = (await this.#redis.eval(
+    const existing = (await runScript(this.#redis, 
       CREATE,
       6,
       k.accountLock(rec.accountSid),
@@ -123,15 +177,16 @@ export class RotationRepository {
    * Read-modify-write with optimistic concurrency (the record's `rev`). `change` returns the next
    * record, or undefined to leave it. Retries when another writer got there first.
    */
-  async update(id: string, change: (rec: RotationRecord) => RotationRecord | undefined, transition?: HistoryEntry): Promise<RotationRecord> {
+  async update(id: string, change: (rec: RotationRecord) => RotationRecord | undefined, transition?: HistoryEntry, base?: RotationRecord): Promise<RotationRecord> {
     for (let attempt = 0; attempt < 50; attempt++) {
-      const rec = await this.get(id);
+      // `base` (the caller's last known copy) saves a read; a stale one just fails the check below.
+      const rec = attempt === 0 && base ? base : await this.get(id);
       if (!rec) throw new Error(`rotation ${id} not found`);
       const next = change(rec);
       if (!next) return rec;
       const written: RotationRecord = { ...next, rev: rec.rev + 1 };
       const k = this.keys;
-      const ok = (await this.#redis.eval(
+      const ok = (await runScript(this.#redis, 
         UPDATE,
         5,
         k.rotation(id),
@@ -151,6 +206,58 @@ export class RotationRepository {
       if (ok === -1) throw new Error(`rotation ${id} not found`);
     }
     throw new RotationConflictError(id);
+  }
+
+  /**
+   * Put a finished rotation back in flight (a retry): `next` is written only if the record is still
+   * at `expectedRev` and no other rotation of the account is in flight; the account lock is taken
+   * in the same script.
+   */
+  async restart(
+    current: RotationRecord,
+    next: RotationRecord,
+    transition: HistoryEntry,
+  ): Promise<{ ok: true; record: RotationRecord } | { ok: false; conflict: 'changed' } | { ok: false; conflict: 'in_flight'; existingId: string }> {
+    const written: RotationRecord = { ...next, rev: current.rev + 1 };
+    const k = this.keys;
+    const result = (await runScript(this.#redis, 
+      RESTART,
+      5,
+      k.rotation(current.id),
+      k.accountLock(current.accountSid),
+      k.byStatus(current.status),
+      k.byStatus(written.status),
+      k.events,
+      String(current.rev),
+      JSON.stringify(written),
+      current.id,
+      String(Date.parse(written.createdAt)),
+      JSON.stringify(eventOf(written, transition)),
+      String(this.#eventsMaxLen),
+      k.rotation(''),
+    )) as number | string;
+    if (result === 1) return { ok: true, record: written };
+    if (result === -1) throw new Error(`rotation ${current.id} not found`);
+    if (result === 0) return { ok: false, conflict: 'changed' };
+    return { ok: false, conflict: 'in_flight', existingId: String(result) };
+  }
+
+  /** Counts per status (the status indexes' sizes), for metrics. */
+  async countByStatus(): Promise<Record<RotationStatus, number>> {
+    const pipe = this.#redis.pipeline();
+    for (const s of STATUSES) pipe.zcard(this.keys.byStatus(s));
+    const results = (await pipe.exec()) ?? [];
+    return Object.fromEntries(STATUSES.map((s, i) => [s, Number(results[i]?.[1] ?? 0)])) as Record<RotationStatus, number>;
+  }
+
+  /** Remove finished rotations created before `cutoffMs` (RETENTION_DAYS); returns how many went. */
+  async prune(cutoffMs: number, batch = 500): Promise<number> {
+    let total = 0;
+    for (;;) {
+      const removed = Number(await runScript(this.#redis, PRUNE, 0, this.#prefix, String(cutoffMs), String(batch)));
+      total += removed;
+      if (removed < batch) return total;
+    }
   }
 
   /** Newest first. The cursor is opaque: `<score>:<id>` of the last item returned. */

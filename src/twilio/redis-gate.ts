@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { ConcurrencyGate } from './gate.ts';
+import { runScript } from '../state/lua.ts';
 
 // KEYS[1] slots zset; ARGV: limit, ttlMs, id...  → the ids granted (up to the free slots).
 // Scores are lease expiries on Redis's own clock, so hosts with skewed clocks agree.
@@ -100,7 +101,7 @@ export class RedisConcurrencyGate implements ConcurrencyGate {
       const ids = Array.from({ length: want }, () => randomUUID());
       let granted: string[] = [];
       try {
-        granted = (await this.#redis.eval(ACQUIRE, 1, this.#o.key, String(this.#o.limit), String(this.#o.leaseMs), ...ids)) as string[];
+        granted = (await runScript(this.#redis, ACQUIRE, 1, this.#o.key, String(this.#o.limit), String(this.#o.leaseMs), ...ids)) as string[];
       } catch {
         granted = [];
       }
@@ -126,7 +127,7 @@ export class RedisConcurrencyGate implements ConcurrencyGate {
 
   #renew(): void {
     if (this.#held.size === 0) return;
-    this.#redis.eval(RENEW, 1, this.#o.key, String(this.#o.leaseMs), ...this.#held.keys()).catch(() => undefined);
+    runScript(this.#redis, RENEW, 1, this.#o.key, String(this.#o.leaseMs), ...this.#held.keys()).catch(() => undefined);
   }
 
   /** Stop renewing and give back every slot this process holds. */

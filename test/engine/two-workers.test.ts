@@ -5,19 +5,19 @@ import { spawnRotator, type RotatorProcess } from '../helpers/processes.ts';
 import type { Runtime } from '../../src/runtime.ts';
 import type { RotationRecord } from '../../src/domain/rotation.ts';
 
-/** Steps of one rotation must never overlap: every `started` is closed before the next opens. */
+/**
+ * Steps of one rotation must never overlap: each completed step ran over [startedAt, at], and
+ * those intervals follow one another in order.
+ */
 function overlappingSteps(rec: RotationRecord): string[] {
   const problems: string[] = [];
-  let open: { step: string; by?: string } | undefined;
-  for (const h of rec.history) {
-    if (h.status === 'started') {
-      if (open) problems.push(`${h.step} started by ${h.by} while ${open.step} (by ${open.by}) was running`);
-      open = { step: h.step, by: h.by };
-    } else if (open && ['completed', 'retrying', 'failed', 'waiting'].includes(h.status)) {
-      if (h.by !== open.by) problems.push(`${open.step} opened by ${open.by} closed by ${h.by}`);
-      open = undefined;
-    }
+  let lastEnd = 0;
+  for (const h of rec.history.filter((e) => e.status === 'completed')) {
+    const start = Date.parse(h.startedAt!);
+    if (!(start >= lastEnd)) problems.push(`${rec.id}: ${h.step} started at ${h.startedAt} before the previous step ended`);
+    lastEnd = Date.parse(h.at);
   }
+  if (rec.history.filter((e) => e.status === 'completed').length !== 4) problems.push(`${rec.id}: expected 4 completed steps`);
   return problems;
 }
 

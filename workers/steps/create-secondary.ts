@@ -21,7 +21,7 @@ export async function createSecondaryKey(ctx: StepContext, rec: RotationRecord):
   let detail: string;
   if (entry.pending?.rotationId === rec.id) {
     credential = entry.pending.credential;
-    detail = `adopted pending key ${credential.apiKeySid} from an interrupted run`;
+    detail = 'adopted the pending key of an interrupted run';
   } else {
     await deleteOrphans(ctx, rec, held);
     ctx.crash('create-secondary:start');
@@ -30,7 +30,7 @@ export async function createSecondaryKey(ctx: StepContext, rec: RotationRecord):
     credential = { accountSid: rec.accountSid, apiKeySid: created.sid, apiKeySecret: created.secret };
     await ctx.store.putPending(path, rec.id, credential);
     ctx.crash('create-secondary:after-store-pending');
-    detail = `created key ${credential.apiKeySid}`;
+    detail = 'created';
   }
 
   if (oldKeySid === credential.apiKeySid) throw new PermanentError('invariant', `new key ${credential.apiKeySid} equals the old key`);
@@ -40,7 +40,7 @@ export async function createSecondaryKey(ctx: StepContext, rec: RotationRecord):
     kind: 'advance',
     patch: { newKeySid: credential.apiKeySid, oldKeySid },
     next: 'operationalize',
-    detail: `${detail}; verified${oldKeySid ? `; replaces ${oldKeySid}` : '; bootstrap'}`,
+    detail: `${detail}; verified${oldKeySid ? '' : '; bootstrap'}`,
   };
 }
 

@@ -19,5 +19,5 @@ export async function deleteOldKey(ctx: StepContext, rec: RotationRecord): Promi
   ctx.crash('delete-old:after-twilio-delete');
   await ctx.store.dropPrevious(path, old);
   ctx.crash('delete-old:done');
-  return { kind: 'advance', patch: {}, next: 'done', detail: result === 'deleted' ? `deleted ${old}` : `${old} was already gone at Twilio` };
+  return { kind: 'advance', patch: {}, next: 'done', detail: result === 'deleted' ? 'old key deleted' : 'old key was already gone at Twilio' };
 }

@@ -11,8 +11,8 @@ export async function operationalizeNewKey(ctx: StepContext, rec: RotationRecord
   if (!rec.newKeySid) throw new PermanentError('invariant', 'operationalize without a new key');
   const path = ctx.secretPath(rec.accountSid);
   ctx.crash('operationalize:start');
-  const entry = await ctx.store.read(path);
-  if (entry.current?.credential.apiKeySid !== rec.newKeySid) await ctx.store.promotePending(path, rec.id, rec.newKeySid);
+  // promotePending is itself idempotent (a no-op once the new key is current).
+  await ctx.store.promotePending(path, rec.id, rec.newKeySid);
   ctx.crash('operationalize:after-store');
   const at = rec.operationalizedAt ?? new Date(ctx.now()).toISOString();
   const bootstrap = rec.oldKeySid === null;
@@ -21,6 +21,6 @@ export async function operationalizeNewKey(ctx: StepContext, rec: RotationRecord
     kind: 'advance',
     patch: { operationalizedAt: at, ...(bootstrap ? {} : { promoteAfter: new Date(Date.parse(at) + ctx.drainMs).toISOString() }) },
     next: nextStep('operationalize', bootstrap),
-    detail: bootstrap ? `key ${rec.newKeySid} is current (bootstrap: no old key)` : `key ${rec.newKeySid} is current; ${rec.oldKeySid} stays valid during the drain`,
+    detail: bootstrap ? 'new key current (bootstrap)' : 'new key current; old key valid through the drain',
   };
 }

@@ -1,0 +1,176 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { startEmbeddedRedis } from '../src/state/redis.ts';
+import { openFileStore } from '../providers/file/index.ts';
+import { secretPath } from '../providers/secret-store.ts';
+import { Secret } from '../src/domain/secret.ts';
+import { RotationRepository } from '../src/state/rotations.ts';
+import { RotationService } from '../src/service/rotations.ts';
+import { createRotationQueue, enqueueRotation } from '../workers/queue.ts';
+import { cpuMs, peakRssMiB, pool, redisCommandCount, redisCpuMs, redisUsedMemory, round, spawnTs, type Proc } from './lib.ts';
+
+export interface EmulatorInfo {
+  url: string;
+  accountSid: string;
+  authToken: string;
+  subaccounts: Array<{ sid: string }>;
+}
+
+export interface FleetOptions {
+  n: number;
+  workers: number;
+  latencyMs: number;
+  twilioConcurrency: number;
+  workerConcurrency: number;
+  log?: (msg: string) => void;
+  /** Node flags for the worker processes, e.g. ['--cpu-prof', '--cpu-prof-dir=bench/profiles']. */
+  workerNodeArgs?: string[];
+}
+
+export interface FleetResult {
+  n: number;
+  workers: number;
+  wallSeconds: number;
+  twilioCalls: number;
+  twilioCallsPerRotation: number;
+  boundSeconds: number;
+  ratio: number;
+  rotationsPerSecond: number;
+  seen429: number;
+  succeeded: number;
+  failed: number;
+  cpuMsPerRotation: number;
+  redisCommandsPerRotation: number;
+  recordBytes: number;
+  retainedBytesPerRotation: number;
+  peakRssMiB: number;
+  machineCpuShare: number;
+  emulatorCpuMsPerCall: number;
+  redisCpuMsPerRotation: number;
+}
+
+/** Twilio emulator + private Redis + file store, seeded with N subaccounts whose keys are current in the store. */
+export async function prepareFleet(n: number, latencyMs: number, twilioConcurrency: number) {
+  const dir = await mkdtemp(join(tmpdir(), 'rotator-bench-'));
+  const redis = await startEmbeddedRedis({ dir: join(dir, 'redis'), persist: true });
+  const emulator = await spawnTs('test/emulators/twilio/main.ts', ['--port', '0', '--subaccounts', String(n), '--latency', String(latencyMs), '--concurrency', String(twilioConcurrency)], {}, (l) => l.startsWith('{'));
+  const emu = JSON.parse(emulator.firstLine) as EmulatorInfo;
+  const fileKey = randomBytes(32).toString('base64');
+  const storeDir = join(dir, 'secrets');
+  const store = await openFileStore({ dir: storeDir, keyBase64: fileKey, keyFile: join(dir, 'unused.key') });
+  const template = 'twilio/{accountSid}';
+  await pool(emu.subaccounts, 32, async (sub) => {
+    const res = await fetch(`${emu.url}/__emulator/keys`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ accountSid: sub.sid, friendlyName: 'app key' }) });
+    const key = (await res.json()) as { sid: string; secret: string };
+    const seedId = crypto.randomUUID();
+    const path = secretPath(template, sub.sid);
+    await store.putPending(path, seedId, { accountSid: sub.sid, apiKeySid: key.sid, apiKeySecret: new Secret(key.secret) });
+    await store.promotePending(path, seedId, key.sid);
+  });
+  const env: Record<string, string> = {
+    REDIS_URL: redis.url,
+    TWILIO_ACCOUNT_SID: emu.accountSid,
+    TWILIO_AUTH_TOKEN: emu.authToken,
+    TWILIO_BASE_URL: emu.url,
+    SECRET_STORE: 'file',
+    FILE_STORE_PATH: storeDir,
+    FILE_STORE_KEY: fileKey,
+    DATA_DIR: join(dir, 'data'),
+    DRAIN_SECONDS: '0',
+    LOG_LEVEL: 'warn',
+  };
+  return {
+    dir,
+    redis,
+    emulator,
+    emu,
+    store,
+    env,
+    async close() {
+      await emulator.stop();
+      await redis.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
+  const log = opts.log ?? (() => undefined);
+  log(`fleet N=${opts.n} workers=${opts.workers}: seeding`);
+  const fleet = await prepareFleet(opts.n, opts.latencyMs, opts.twilioConcurrency);
+  const r = new Redis(fleet.redis.url);
+  const workers: Proc[] = [];
+  try {
+    const env = { ...fleet.env, TWILIO_MAX_CONCURRENCY: String(opts.twilioConcurrency), WORKER_CONCURRENCY: String(opts.workerConcurrency), LOG_LEVEL: 'info' };
+    for (let i = 0; i < opts.workers; i++) workers.push(await spawnTs('src/main.ts', ['worker'], env, (l) => l.includes('worker started'), opts.workerNodeArgs));
+    const repo = new RotationRepository(r, 'rotator');
+    const queueConn = new Redis(fleet.redis.url, { maxRetriesPerRequest: null });
+    const queue = createRotationQueue(queueConn, 'rotator');
+    const service = new RotationService(repo, { enqueue: (id) => enqueueRotation(queue, id), wake: async () => undefined, requeue: (id) => enqueueRotation(queue, id) });
+
+    await fetch(`${fleet.emu.url}/__emulator/stats/reset`, { method: 'POST' });
+    await r.config('RESETSTAT');
+    const memBefore = await redisUsedMemory(r);
+    const cpuBefore = workers.map((w) => cpuMs(w.child.pid!));
+    const emuCpuBefore = cpuMs(fleet.emulator.child.pid!);
+    const redisCpuBefore = await redisCpuMs(r);
+    log(`fleet N=${opts.n} workers=${opts.workers}: rotating`);
+
+    const t0 = performance.now();
+    await pool(fleet.emu.subaccounts, 64, async (sub) => {
+      await service.start({ accountSid: sub.sid, trigger: 'schedule', reason: 'bench' });
+    });
+    for (;;) {
+      const [ok, failed] = await Promise.all([r.zcard('rotator:status:succeeded'), r.zcard('rotator:status:failed')]);
+      if (ok + failed >= opts.n) break;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    const wallSeconds = (performance.now() - t0) / 1000;
+
+    const cpu = workers.reduce((sum, w, i) => sum + cpuMs(w.child.pid!) - cpuBefore[i]!, 0);
+    const emulatorCpuMs = cpuMs(fleet.emulator.child.pid!) - emuCpuBefore;
+    const redisCpu = (await redisCpuMs(r)) - redisCpuBefore;
+    const rss = Math.max(...workers.map((w) => peakRssMiB(w.child.pid!)));
+    const commands = await redisCommandCount(r);
+    const stats = (await (await fetch(`${fleet.emu.url}/__emulator/stats`)).json()) as { requests: number; rejected429: number; byStatus: Record<string, number> };
+    const [succeeded, failed] = await Promise.all([r.zcard('rotator:status:succeeded'), r.zcard('rotator:status:failed')]);
+
+    // Memory a finished rotation keeps: its record plus its entries in the indexes.
+    const ids = await r.zrange('rotator:rots', '0', '199');
+    const recordBytes = (await Promise.all(ids.map((id) => r.memory('USAGE', `rotator:rot:${id}`)))).reduce((a: number, b) => a + Number(b ?? 0), 0) / ids.length;
+    await queue.close();
+    queueConn.disconnect();
+    const memAfter = await redisUsedMemory(r);
+
+    const boundSeconds = (stats.requests * opts.latencyMs) / 1000 / opts.twilioConcurrency;
+    return {
+      n: opts.n,
+      workers: opts.workers,
+      wallSeconds: round(wallSeconds, 2),
+      twilioCalls: stats.requests,
+      twilioCallsPerRotation: round(stats.requests / opts.n, 2),
+      boundSeconds: round(boundSeconds, 2),
+      ratio: round(wallSeconds / boundSeconds, 3),
+      rotationsPerSecond: round(opts.n / wallSeconds, 1),
+      seen429: stats.rejected429,
+      succeeded,
+      failed,
+      cpuMsPerRotation: round(cpu / opts.n, 3),
+      redisCommandsPerRotation: round(commands / opts.n, 1),
+      recordBytes: Math.round(recordBytes),
+      retainedBytesPerRotation: Math.round((memAfter - memBefore) / opts.n),
+      peakRssMiB: round(rss, 1),
+      // Everything shares this machine's cores: what the emulator and Redis used alongside.
+      machineCpuShare: round((cpu + emulatorCpuMs + redisCpu) / (wallSeconds * 1000), 2),
+      emulatorCpuMsPerCall: round(emulatorCpuMs / stats.requests, 3),
+      redisCpuMsPerRotation: round(redisCpu / opts.n, 3),
+    };
+  } finally {
+    await Promise.all(workers.map((w) => w.stop()));
+    r.disconnect();
+    await fleet.close();
+  }
+}
