@@ -372,6 +372,25 @@ describe('Twilio emulator options', () => {
     }
   });
 
+  it('denyParent refuses the parent on one subaccount while that subaccount\'s own keys keep working', async () => {
+    const emu = await startTwilioEmulator({ subaccounts: 2 });
+    try {
+      const [a, b] = emu.subaccounts;
+      const appKey = emu.seedKey(a!.sid, 'app');
+      emu.denyParent(a!.sid, true);
+      const parent = twilio(emu.parent.accountSid, emu.parent.authToken, { httpClient: new EmulatorRequestClient(emu.url) });
+      const err = await failure(parent.api.v2010.accounts(a!.sid).keys.list());
+      expect([err.status, err.code]).toEqual([401, 20003]);
+      expect(await parent.api.v2010.accounts(b!.sid).keys.list()).toEqual([]);
+      const app = twilio(appKey.sid, appKey.secret, { accountSid: a!.sid, httpClient: new EmulatorRequestClient(emu.url) });
+      expect((await app.messages.create({ to: '+15005550006', from: '+15005550001', body: 'hi' })).sid).toMatch(/^SM/);
+      emu.denyParent(a!.sid, false);
+      expect(await parent.api.v2010.accounts(a!.sid).keys.list()).toHaveLength(1);
+    } finally {
+      await emu.close();
+    }
+  });
+
   it('close() returns promptly while a timeout fault holds a request', async () => {
     const emu = await startTwilioEmulator({ subaccounts: 0 });
     const c = twilio(emu.parent.accountSid, emu.parent.authToken, { httpClient: new EmulatorRequestClient(emu.url) });

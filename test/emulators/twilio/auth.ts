@@ -85,7 +85,7 @@ export function authorize(
   }
   if (target.sid === principal.account.sid) return true;
   const isParentOfTarget = principal.account.tree !== undefined && target.ownerAccountSid === principal.account.sid;
-  if (!isParentOfTarget) return false;
+  if (!isParentOfTarget || target.parentDenied) return false;
   return principal.type === 'auth_token' || parentMainKeyOnSubaccounts;
 }
 

@@ -103,6 +103,8 @@ export interface TwilioEmulator {
   /** Undoes the last `revokeCredential` of that sid; false when there is nothing to undo. */
   restoreCredential(sid: string): boolean;
   setAccountStatus(sid: string, status: AccountStatus): void;
+  /** Refuse (or allow again) the parent's credentials on one subaccount; its own keys keep working. */
+  denyParent(accountSid: string, denied: boolean): void;
   account(sid: string): AccountView | undefined;
   setFaults(update: FaultUpdate): FaultSnapshot;
   faults(): FaultSnapshot;
@@ -354,6 +356,9 @@ export async function startTwilioEmulator(opts: TwilioEmulatorOptions = {}): Pro
       a.status = status;
       a.dateUpdated = new Date();
     },
+    denyParent(accountSid: string, denied: boolean): void {
+      mustAccount(accountSid).parentDenied = denied;
+    },
     account(sid: string): AccountView | undefined {
       const a = state.accounts.get(sid);
       return a ? accountView(a) : undefined;
@@ -437,6 +442,9 @@ export async function startTwilioEmulator(opts: TwilioEmulatorOptions = {}): Pro
         }
         case 'GET /keys':
           return ok({ keys: controls.listKeys(query.get('accountSid') ?? '') });
+        case 'POST /deny-parent':
+          controls.denyParent(str('accountSid'), json['denied'] !== false);
+          return ok(controls.account(str('accountSid')));
         case 'POST /account-status':
           controls.setAccountStatus(str('sid'), str('status') as AccountStatus);
           return ok(controls.account(str('sid')));

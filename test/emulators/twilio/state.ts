@@ -20,6 +20,11 @@ export interface AccountRecord {
   /** Equals `sid` for a parent (top-level) account, as Twilio reports it. */
   readonly ownerAccountSid: string;
   status: AccountStatus;
+  /**
+   * The parent's credentials are refused on this subaccount (401 20003) while its own keys keep
+   * working: how a test revokes "the admin credential for one subaccount".
+   */
+  parentDenied?: boolean;
   readonly dateCreated: Date;
   dateUpdated: Date;
   readonly keys: OrderedIndex<KeyRecord>;
