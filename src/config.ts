@@ -51,6 +51,12 @@ export interface Config {
   trustProxy: boolean | string;
   /** Test-only: named lines at which the worker kills itself with SIGKILL (see workers/crash-points.ts). */
   crashPoints: string[];
+  /** HTTP API: OIDC, rate limits, CORS, idempotency, server-sent events (readApi below). */
+  api: ApiConfig;
+  /** Default rotation policy of a managed subaccount (ROTATION_POLICY). */
+  rotationPolicy: RotationPolicyName;
+  /** How often a worker re-reads the subaccount list from Twilio (ACCOUNT_SYNC_SECONDS; 0 = never). */
+  accountSyncIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -116,6 +122,9 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     retentionDays: int('RETENTION_DAYS', 400),
     trustProxy: trust === undefined ? false : trust === 'true' ? true : trust === 'false' ? false : trust,
     crashPoints: (str('ROTATOR_CRASH_POINTS') ?? '').split(',').map((s) => s.trim()).filter(Boolean),
+    api: readApi(str, int, problems),
+    rotationPolicy: readPolicy(str, problems),
+    accountSyncIntervalMs: int('ACCOUNT_SYNC_SECONDS', 3600) * 1000,
   };
   if (problems.length) throw new ConfigError(problems);
   return cfg;
@@ -183,4 +192,78 @@ function readStore(str: (n: string) => string | undefined, problems: string[], d
 export function readEnvironment(): Env {
   if (existsSync('.env')) loadDotenv({ path: '.env', quiet: true });
   return process.env;
+}
+
+export type ApiRole = 'viewer' | 'operator' | 'admin';
+export type RotationPolicyName = 'quarterly' | 'monthly';
+
+/** Bearer JWTs from an SSO provider, verified against its JWKS (OIDC_*). */
+export interface OidcConfig {
+  jwksUrl: string;
+  issuer?: string;
+  audience?: string;
+  /** Claim holding the user's groups or roles (dotted path allowed); unset: `roles`, then `groups`. */
+  roleClaim?: string;
+  /** Claim value → role (`OIDC_ROLE_MAP=rotator-admins:admin,sre:operator`); unset: the values are role names. */
+  roleMap?: Record<string, ApiRole>;
+}
+
+export interface ApiConfig {
+  oidc?: OidcConfig;
+  /** Requests per window, per client IP and per token name (RATE_LIMIT_MAX, RATE_LIMIT_WINDOW). */
+  rateLimitMax: number;
+  rateLimitWindowMs: number;
+  /** Origins allowed by CORS; empty = no CORS headers (browsers refuse cross-origin calls). */
+  corsOrigins: string[];
+  idempotencyTtlSeconds: number;
+  sseMaxClients: number;
+  sseHeartbeatMs: number;
+}
+
+const API_ROLES: readonly string[] = ['viewer', 'operator', 'admin'];
+
+function readApi(str: (n: string) => string | undefined, int: (n: string, fallback: number, min?: number) => number, problems: string[]): ApiConfig {
+  const jwksUrl = str('OIDC_JWKS_URL');
+  let oidc: OidcConfig | undefined;
+  if (jwksUrl) {
+    if (!/^https?:\/\//.test(jwksUrl)) problems.push(`OIDC_JWKS_URL must be an http(s) URL (got "${jwksUrl}")`);
+    const mapSpec = str('OIDC_ROLE_MAP');
+    let roleMap: Record<string, ApiRole> | undefined;
+    if (mapSpec) {
+      roleMap = {};
+      for (const part of mapSpec.split(',').map((p) => p.trim()).filter(Boolean)) {
+        const at = part.lastIndexOf(':');
+        const value = part.slice(0, at);
+        const role = part.slice(at + 1);
+        if (at <= 0 || !API_ROLES.includes(role)) problems.push(`OIDC_ROLE_MAP entry "${part}" must be <claim value>:<viewer|operator|admin>`);
+        else roleMap[value] = role as ApiRole;
+      }
+    }
+    oidc = { jwksUrl, issuer: str('OIDC_ISSUER'), audience: str('OIDC_AUDIENCE'), roleClaim: str('OIDC_ROLE_CLAIM'), roleMap };
+    if (!oidc.issuer || !oidc.audience) problems.push('OIDC_ISSUER and OIDC_AUDIENCE are required with OIDC_JWKS_URL: without them a token minted for another application would be accepted');
+  }
+  const window = str('RATE_LIMIT_WINDOW') ?? '60s';
+  const m = /^(\d+)\s*(ms|s|m|h)?$/.exec(window);
+  if (!m || Number(m[1]) <= 0) problems.push(`RATE_LIMIT_WINDOW must be a duration such as 60s, 1m or 500ms (got "${window}")`);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m?.[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  const corsOrigins = (str('CORS_ORIGINS') ?? '').split(',').map((o) => o.trim()).filter(Boolean);
+  for (const o of corsOrigins) if (!/^https?:\/\/[^/]+$/.test(o)) problems.push(`CORS_ORIGINS entries must be origins such as https://ops.example.com (got "${o}")`);
+  return {
+    oidc,
+    rateLimitMax: int('RATE_LIMIT_MAX', 300, 1),
+    rateLimitWindowMs: m ? Number(m[1]) * unit : 60_000,
+    corsOrigins,
+    idempotencyTtlSeconds: int('IDEMPOTENCY_TTL_SECONDS', 86_400, 60),
+    sseMaxClients: int('SSE_MAX_CLIENTS', 200, 1),
+    sseHeartbeatMs: int('SSE_HEARTBEAT_SECONDS', 15, 1) * 1000,
+  };
+}
+
+function readPolicy(str: (n: string) => string | undefined, problems: string[]): RotationPolicyName {
+  const p = str('ROTATION_POLICY') ?? 'quarterly';
+  if (p !== 'quarterly' && p !== 'monthly') {
+    problems.push(`ROTATION_POLICY must be quarterly (90 days) or monthly (30 days) (got "${p}")`);
+    return 'quarterly';
+  }
+  return p;
 }

@@ -14,6 +14,12 @@ import { TwilioAdmin, type TwilioKeyOps } from './twilio/admin.ts';
 import { RedisConcurrencyGate } from './twilio/redis-gate.ts';
 import { buildApp } from './api/app.ts';
 import { parseApiTokens } from './api/tokens.ts';
+import { createOidcVerifier } from './api/oidc.ts';
+import { AccountRepository } from './state/accounts.ts';
+import { AuditLog } from './state/audit.ts';
+import { recordSucceededRotation, startAccountSync } from './service/accounts.ts';
+import { Metrics } from './metrics.ts';
+import type { HistoryEntry, RotationRecord } from './domain/rotation.ts';
 import { createRotationQueue, enqueueRotation, type RotationJobData } from '../workers/queue.ts';
 import { startRotationWorker, type RotationWorker } from '../workers/rotation-worker.ts';
 import { StepLease } from '../workers/lease.ts';
@@ -37,6 +43,9 @@ export interface Runtime {
   service: RotationService;
   queue: Queue<RotationJobData>;
   store: SecretStore;
+  accounts: AccountRepository;
+  audit: AuditLog;
+  metrics: Metrics;
   app?: FastifyInstance;
   worker?: RotationWorker;
   /** Listen on HOST:PORT; resolves to the URL. */
@@ -74,16 +83,39 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       const job = await queue.getJob(id);
       if (job && (await job.isDelayed())) await job.promote().catch(() => undefined);
     },
+    // A retried rotation's old job is finished (completed or failed): remove it so the id can be
+    // enqueued again. A job still active is about to finish; the worker's recovery sweep re-enqueues then.
+    requeue: async (id) => {
+      const job = await queue.getJob(id);
+      const state = job ? await job.getState() : 'missing';
+      if (state === 'completed' || state === 'failed') await job!.remove().catch(() => undefined);
+      else if (state !== 'missing' && state !== 'unknown') return;
+      await enqueueRotation(queue, id);
+    },
   };
   const service = new RotationService(repo, rotationQueue);
-  const store = opts.store ?? (await openSecretStore(cfg.store));
+  const metrics = new Metrics();
+  metrics.setSources({ rotationCounts: () => repo.countByStatus(), queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized') });
+  const store = metrics.instrumentStore(opts.store ?? (await openSecretStore(cfg.store)));
+  const accounts = new AccountRepository(redis, cfg.redisPrefix, { defaultPolicy: cfg.rotationPolicy });
+  const audit = new AuditLog(redis, cfg.redisPrefix);
 
   let app: FastifyInstance | undefined;
   if (opts.api) {
     app = await buildApp({
       repo,
       service,
+      accounts,
+      audit,
+      metrics,
+      redis,
+      connectRedis: () => redis.duplicate({ lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
       tokens: parseApiTokens(cfg.apiTokens),
+      oidc: cfg.api.oidc ? createOidcVerifier(cfg.api.oidc) : undefined,
+      rateLimit: { max: cfg.api.rateLimitMax, windowMs: cfg.api.rateLimitWindowMs },
+      corsOrigins: cfg.api.corsOrigins,
+      idempotencyTtlSeconds: cfg.api.idempotencyTtlSeconds,
+      sse: { heartbeatMs: cfg.api.sseHeartbeatMs, maxClients: cfg.api.sseMaxClients },
       logger: log,
       trustProxy: cfg.trustProxy,
       readiness: {
@@ -93,21 +125,38 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
         store: () => store.check(),
       },
     });
-    if (!cfg.apiTokens) log.warn('API_TOKENS is empty: every API request but health will be refused (npm run mint-token -- <name> <role>)');
+    if (!cfg.apiTokens && !cfg.api.oidc) log.warn('API_TOKENS is empty: every API request but health will be refused (npm run mint-token -- <name> <role>)');
   }
 
   let worker: RotationWorker | undefined;
   let workerConn: Redis | undefined;
   let gate: RedisConcurrencyGate | undefined;
+  let accountSync: { stop(): void } | undefined;
+  // Every persisted step transition feeds the audit chain, the account inventory and the metrics;
+  // none of them may stop a rotation, so failures are logged and counted.
+  const onTransition = (rec: RotationRecord, entry: HistoryEntry): void => {
+    metrics.observeTransition(rec, entry);
+    const detail = entry.detail ? { detail: entry.detail } : {};
+    audit
+      .append({ kind: 'rotation', actor: entry.by ?? 'worker', action: `step.${entry.status}`, rotationId: rec.id, accountSid: rec.accountSid, step: entry.step, ...detail })
+      .catch((err: Error) => {
+        metrics.auditErrors.inc();
+        log.error({ rotationId: rec.id, err: { message: err.message } }, 'audit append failed');
+      });
+    if (rec.status === 'succeeded') {
+      recordSucceededRotation(accounts, rec).catch((err: Error) => log.warn({ rotationId: rec.id, err: { message: err.message } }, 'could not update the account inventory'));
+    }
+  };
   if (opts.worker) {
     // One cap on concurrent Twilio requests for the parent account, across every worker process.
     gate = cfg.twilio ? new RedisConcurrencyGate(redis, { key: `${cfg.redisPrefix}:twilio:slots:${cfg.twilio.accountSid}`, limit: cfg.twilioMaxConcurrency }) : undefined;
     const twilio =
       opts.twilio ??
       (cfg.twilio && gate
-        ? new TwilioAdmin({ credential: cfg.twilio, baseUrl: cfg.twilioBaseUrl, timeoutMs: cfg.twilioTimeoutMs, gate })
+        ? new TwilioAdmin({ credential: cfg.twilio, baseUrl: cfg.twilioBaseUrl, timeoutMs: cfg.twilioTimeoutMs, gate, observe: metrics.observeTwilio })
         : undefined);
     if (!twilio) throw new Error('the worker needs TWILIO_ACCOUNT_SID and an admin credential');
+    if (cfg.accountSyncIntervalMs > 0) accountSync = startAccountSync({ twilio, accounts, log, intervalMs: cfg.accountSyncIntervalMs });
     workerConn = connectRedis(redisUrl, 'worker');
     workerConn.on('error', () => undefined);
     worker = startRotationWorker({
@@ -123,6 +172,7 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       processor: {
         repo,
         log,
+        onTransition: (rec, entry) => onTransition(rec, entry),
         lease: new StepLease(redis, (id) => repo.keys.stepLease(id), cfg.jobLockMs),
         ctx: {
           twilio,
@@ -145,6 +195,9 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
     service,
     queue,
     store,
+    accounts,
+    audit,
+    metrics,
     app,
     worker,
     async listen() {
@@ -153,6 +206,7 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
     },
     async close() {
       await app?.close();
+      accountSync?.stop();
       await worker?.close();
       await gate?.close();
       await queue.close();

@@ -1,32 +1,64 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import helmet from '@fastify/helmet';
+import cors from '@fastify/cors';
+import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { RotationRepository } from '../state/rotations.ts';
 import type { RotationService } from '../service/rotations.ts';
+import type { AccountRepository } from '../state/accounts.ts';
+import type { AuditLog } from '../state/audit.ts';
+import { Metrics } from '../metrics.ts';
 import type { TokenEntry } from './tokens.ts';
-import { errorsPlugin } from './plugins/errors.ts';
+import type { OidcVerifier } from './oidc.ts';
+import { IdempotencyStore } from './idempotency.ts';
+import { clientErrorHandler, errorsPlugin, frameworkErrors } from './plugins/errors.ts';
 import { authPlugin } from './plugins/auth.ts';
+import { rateLimitPlugin } from './plugins/rate-limit.ts';
+import { auditPlugin } from './plugins/audit.ts';
+import { docsPlugin } from './plugins/docs.ts';
 import { rotationRoutes } from './routes/rotations.ts';
 import { healthRoutes, type ReadinessCheck } from './routes/health.ts';
+import { accountRoutes } from './routes/accounts.ts';
+import { eventRoutes } from './routes/events.ts';
+import { auditRoutes } from './routes/audit.ts';
+import { metricsRoutes } from './routes/metrics.ts';
 
 export interface AppDeps {
   repo: RotationRepository;
   service: RotationService;
+  accounts: AccountRepository;
+  audit: AuditLog;
+  /** Idempotency keys and the events stream's replay reads. */
+  redis: Redis;
+  /** A new Redis connection for one event-stream client (blocking reads). */
+  connectRedis: () => Redis;
   tokens: readonly TokenEntry[];
+  oidc?: OidcVerifier;
   readiness: Record<string, ReadinessCheck>;
+  metrics?: Metrics;
   logger?: Logger | false;
   trustProxy?: boolean | string;
   bodyLimit?: number;
+  rateLimit?: { max: number; windowMs: number };
+  corsOrigins?: readonly string[];
+  idempotencyTtlSeconds?: number;
+  sse?: { heartbeatMs?: number; maxClients?: number };
+  now?: () => number;
+  version?: string;
 }
 
 /** The HTTP surface, built from its dependencies so tests can `inject()` without a port. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const metrics = deps.metrics ?? new Metrics({ defaultMetrics: false });
   const app = Fastify({
     ...(deps.logger ? { loggerInstance: deps.logger as FastifyBaseLogger } : { logger: false }),
     trustProxy: deps.trustProxy ?? false,
     bodyLimit: deps.bodyLimit ?? 16 * 1024,
     requestIdHeader: false,
     genReqId: () => crypto.randomUUID(),
+    frameworkErrors,
+    clientErrorHandler,
     ajv: {
       // Reject unknown fields instead of silently dropping them; coerce query strings only.
       customOptions: { removeAdditional: false, coerceTypes: 'array', allErrors: false },
@@ -36,11 +68,42 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // JSON only: a text/plain body is refused with 415 rather than validated as a string.
   app.removeContentTypeParser('text/plain');
   await app.register(errorsPlugin);
-  await app.register(authPlugin, { tokens: deps.tokens });
-  app.addHook('onSend', async (req, reply) => {
+  await app.register(helmet, { global: true });
+  if (deps.corsOrigins?.length) {
+    await app.register(cors, { origin: [...deps.corsOrigins], methods: ['GET', 'POST'], allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'last-event-id'], maxAge: 600 });
+  }
+  // Hook order matters: per-address limit, then authentication, then per-principal limit.
+  await app.register(rateLimitPlugin, deps.rateLimit ?? { max: 300, windowMs: 60_000 });
+  await app.register(authPlugin, { tokens: deps.tokens, oidc: deps.oidc });
+  app.addHook('onRequest', (req, reply) => app.limitByPrincipal(req, reply));
+  await app.register(auditPlugin, { audit: deps.audit, onError: () => metrics.auditErrors.inc() });
+  app.addHook('onSend', async (req, reply, payload) => {
     reply.header('x-request-id', req.id);
+    return payload;
   });
+  app.addHook('onResponse', async (req, reply) => {
+    const route = req.routeOptions.url ?? 'unmatched';
+    metrics.httpRequests.inc({ method: req.method, route, status: String(reply.statusCode) });
+    metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000);
+  });
+  await app.register(docsPlugin, { version: deps.version ?? '0.1.0' });
+
+  const now = deps.now ?? Date.now;
   await app.register(healthRoutes, { checks: deps.readiness });
-  await app.register(rotationRoutes, { repo: deps.repo, service: deps.service });
+  await app.register(metricsRoutes, { metrics });
+  await app.register(rotationRoutes, {
+    repo: deps.repo,
+    service: deps.service,
+    idempotency: new IdempotencyStore(deps.redis, (k) => deps.repo.keys.idempotency(k), deps.idempotencyTtlSeconds ?? 86_400),
+  });
+  await app.register(accountRoutes, { accounts: deps.accounts, now });
+  await app.register(eventRoutes, {
+    streamKey: deps.repo.keys.events,
+    redis: deps.redis,
+    connect: deps.connectRedis,
+    heartbeatMs: deps.sse?.heartbeatMs ?? 15_000,
+    maxClients: deps.sse?.maxClients ?? 200,
+  });
+  await app.register(auditRoutes, { audit: deps.audit });
   return app;
 }

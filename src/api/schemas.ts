@@ -68,3 +68,83 @@ export const ListQuery = Type.Object(
 );
 
 export const IdParams = Type.Object({ id: RotationId }, { additionalProperties: false });
+
+export const ListReply = Type.Object({ items: Type.Array(RotationT), nextCursor: Nullable(Type.String()) });
+
+export const StartHeaders = Type.Object({
+  'idempotency-key': Type.Optional(
+    Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x20-\\x7e]+$', description: 'Repeat a POST safely: the same key and body return the first answer (kept 24 h, per token)' }),
+  ),
+});
+
+export const Cursor = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$', description: 'nextCursor of the previous page' });
+
+export const AccountT = Type.Object({
+  accountSid: Type.String(),
+  friendlyName: Type.String(),
+  status: Type.String({ description: 'Twilio status: active, suspended or closed' }),
+  currentKeySid: Nullable(Type.String()),
+  keyAgeDays: Type.Integer({ description: 'days since the last rotation, or since Rotator first saw the subaccount' }),
+  lastRotatedAt: Nullable(Type.String()),
+  nextRotationAt: Type.String(),
+  policy: Type.Unsafe<'quarterly' | 'monthly'>({ type: 'string', enum: ['quarterly', 'monthly'] }),
+  overdue: Type.Boolean(),
+});
+
+export const AccountsQuery = Type.Object(
+  {
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),
+    cursor: Type.Optional(Cursor),
+  },
+  { additionalProperties: false },
+);
+
+export const AccountsReply = Type.Object({ items: Type.Array(AccountT), nextCursor: Nullable(Type.String()) });
+
+export const StreamId = Type.String({ pattern: '^[0-9]{1,20}-[0-9]{1,20}$', maxLength: 41, description: 'a stream id (as sent in `id:`)' });
+
+export const EventsQuery = Type.Object({ lastEventId: Type.Optional(StreamId) }, { additionalProperties: false });
+export const EventsHeaders = Type.Object({ 'last-event-id': Type.Optional(StreamId) });
+
+const Since = Type.String({ maxLength: 40, pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9:.]+(Z|[+-][0-9]{2}:[0-9]{2}))?$', description: 'ISO 8601 date or date-time' });
+
+export const AuditQuery = Type.Object(
+  {
+    accountSid: Type.Optional(AccountSid),
+    rotationId: Type.Optional(RotationId),
+    since: Type.Optional(Since),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),
+    cursor: Type.Optional(StreamId),
+  },
+  { additionalProperties: false },
+);
+
+export const AuditExportQuery = Type.Object(
+  { accountSid: Type.Optional(AccountSid), rotationId: Type.Optional(RotationId), since: Type.Optional(Since) },
+  { additionalProperties: false },
+);
+
+export const AuditEntryT = Type.Object({
+  id: Type.String(),
+  at: Type.String(),
+  kind: Type.String(),
+  actor: Type.String(),
+  role: Type.Optional(Type.String()),
+  action: Type.String(),
+  rotationId: Type.Optional(Type.String()),
+  accountSid: Type.Optional(Type.String()),
+  step: Type.Optional(Type.String()),
+  detail: Type.Optional(Type.String()),
+  ip: Type.Optional(Type.String()),
+  requestId: Type.Optional(Type.String()),
+  status: Type.Optional(Type.Integer()),
+  prev: Type.String(),
+  hash: Type.String(),
+});
+
+export const AuditReply = Type.Object({ items: Type.Array(AuditEntryT), nextCursor: Nullable(Type.String()) });
+
+/** The error answers a route documents (and serialises through ErrorBody). */
+export function errorResponses(...statuses: number[]): Record<number, typeof ErrorBody> {
+  return Object.fromEntries(statuses.map((s) => [s, ErrorBody]));
+}

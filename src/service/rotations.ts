@@ -1,4 +1,4 @@
-import { canUndo, newRotationId, withHistory, type RotationRecord } from '../domain/rotation.ts';
+import { canRetry, canUndo, newRotationId, retriedRecord, retryMode, withHistory, type HistoryEntry, type RotationRecord } from '../domain/rotation.ts';
 import type { RotationRepository } from '../state/rotations.ts';
 
 /** What starting, waking and undoing rotations needs from the queue. */
@@ -6,6 +6,8 @@ export interface RotationQueue {
   enqueue(rotationId: string): Promise<void>;
   /** Wake a rotation waiting as a delayed job (a cancel should not wait out the drain). */
   wake(rotationId: string): Promise<void>;
+  /** Enqueue again a rotation whose job finished (a retry): the old job is removed first. */
+  requeue(rotationId: string): Promise<void>;
 }
 
 export interface StartRequest {
@@ -18,7 +20,7 @@ export interface StartRequest {
 
 export type StartResult = { started: true; record: RotationRecord } | { started: false; existing: RotationRecord };
 
-export type ActionResult = { ok: true; record: RotationRecord } | { ok: false; reason: string; record?: RotationRecord };
+export type ActionResult = { ok: true; record: RotationRecord } | { ok: false; reason: string; record?: RotationRecord; inFlight?: string };
 
 /**
  * Starting and steering rotations: used by the API now, by the scheduler and CLI next.
@@ -88,5 +90,32 @@ export class RotationService {
     if (verdict) return verdict;
     await this.queue.wake(id);
     return { ok: true, record };
+  }
+
+  /**
+   * Retry a failed rotation (domain `retryMode`): a fully undone one restarts from
+   * create-secondary, an interrupted undo is finished, one that ran out of attempts resumes its
+   * step. It takes the account's lock again: refused while another rotation is in flight.
+   */
+  async retry(id: string, by?: string): Promise<ActionResult | undefined> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const current = await this.repo.get(id);
+      if (!current) return undefined;
+      const v = canRetry(current);
+      if (!v.ok) return { ok: false, reason: v.reason, record: current };
+      const mode = retryMode(current);
+      const what = mode === 'restart' ? 'starting again from create-secondary' : mode === 'resume-undo' ? 'finishing the interrupted undo' : `resuming ${current.step}`;
+      const step: HistoryEntry['step'] = mode === 'restart' ? 'create-secondary' : mode === 'resume-undo' ? 'rollback' : current.step;
+      const entry: HistoryEntry = { step, status: 'retrying', at: new Date(this.now()).toISOString(), detail: `retry requested${by ? ` by ${by}` : ''}: ${what}` };
+      const result = await this.repo.restart(current, retriedRecord(current, entry), entry);
+      if (result.ok) {
+        await this.queue.requeue(id);
+        return { ok: true, record: result.record };
+      }
+      if (result.conflict === 'in_flight') {
+        return { ok: false, reason: `rotation ${result.existingId} is in flight for ${current.accountSid}; retry this one after it finishes`, record: current, inFlight: result.existingId };
+      }
+    }
+    throw new Error(`rotation ${id} kept changing during the retry`);
   }
 }

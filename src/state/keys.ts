@@ -12,6 +12,13 @@ export function redisKeys(prefix: string) {
     stepLease: (id: string) => `${prefix}:lease:${id}`,
     idempotency: (key: string) => `${prefix}:idem:${key}`,
     events: `${prefix}:events`,
+    /** Hash-chained audit stream, and the hash of its last entry (so a deleted tail is detectable). */
+    audit: `${prefix}:audit`,
+    auditHead: `${prefix}:audit:head`,
+    /** Managed subaccounts: one JSON string each, a lexical index, and an index by next rotation due. */
+    account: (accountSid: string) => `${prefix}:account:${accountSid}`,
+    accounts: `${prefix}:accounts`,
+    accountsDue: `${prefix}:accounts:due`,
   };
 }
 export type RedisKeys = ReturnType<typeof redisKeys>;

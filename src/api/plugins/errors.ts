@@ -1,4 +1,5 @@
-import type { FastifyError, FastifyInstance } from 'fastify';
+import type { Socket } from 'node:net';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { HttpError } from '../errors.ts';
 
@@ -8,34 +9,62 @@ import { HttpError } from '../errors.ts';
  * internals (which might name a path or a credential).
  */
 export const errorsPlugin = fp(async (app: FastifyInstance) => {
-  app.setErrorHandler((err: FastifyError | HttpError, req, reply) => {
-    const requestId = req.id;
-    if (err instanceof HttpError) {
-      return reply.status(err.statusCode).send({ ...err.extra, error: { code: err.code, message: err.message, requestId } });
-    }
-    if (err.validation) {
-      const message = `${err.validationContext ?? 'request'}${err.message.replace(/^(body|querystring|params|headers)/, '')}`;
-      return reply.status(400).send({ error: { code: 'invalid_request', message, requestId } });
-    }
-    const status = err.statusCode ?? 500;
-    if (status >= 400 && status < 500) {
-      const code = FASTIFY_CODES[err.code] ?? 'bad_request';
-      return reply.status(status).send({ error: { code, message: err.message, requestId } });
-    }
-    req.log.error({ err: { message: err.message, code: err.code } }, 'unhandled error');
-    return reply.status(500).send({ error: { code: 'internal', message: 'internal error; see the server log for this request id', requestId } });
-  });
+  app.setErrorHandler((err: FastifyError | HttpError, req, reply) => sendError(err, req, reply));
 
   app.setNotFoundHandler((req, reply) => {
-    reply.status(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${req.url.split('?')[0]}`, requestId: req.id } });
+    reply.status(404).send({ error: { code: 'not_found', message: `no route ${req.method} ${safePath(req.url)}`, requestId: req.id } });
   });
 });
+
+export function sendError(err: FastifyError | HttpError | Error, req: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const requestId = req.id;
+  if (err instanceof HttpError) {
+    return reply.status(err.statusCode).send({ ...err.extra, error: { code: err.code, message: err.message, requestId } });
+  }
+  const e = err as FastifyError;
+  if (e.validation) {
+    const message = `${e.validationContext ?? 'request'}${e.message.replace(/^(body|querystring|params|headers)/, '')}`;
+    return reply.status(400).send({ error: { code: 'invalid_request', message: message.slice(0, 500), requestId } });
+  }
+  const status = typeof e.statusCode === 'number' ? e.statusCode : 500;
+  if (status >= 400 && status < 500) {
+    const code = FASTIFY_CODES[e.code] ?? (status === 404 ? 'not_found' : status === 429 ? 'rate_limited' : 'bad_request');
+    return reply.status(status).send({ error: { code, message: (e.message || 'bad request').slice(0, 500), requestId } });
+  }
+  req.log.error({ err: { message: e.message, code: e.code } }, 'unhandled error');
+  return reply.status(500).send({ error: { code: 'internal', message: 'internal error; see the server log for this request id', requestId } });
+}
+
+/** Fastify's `frameworkErrors`: a malformed URL or an over-long parameter, before any route runs. */
+export function frameworkErrors(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
+  sendError(err, req, reply);
+}
+
+/** Node's `clientError` (a request too malformed to parse): the same body shape, written to the socket. */
+export function clientErrorHandler(err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, text, code] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'Request Timeout', 'timeout'] : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'Request Header Fields Too Large', 'headers_too_large'] : [400, 'Bad Request', 'malformed_request'];
+  const body = JSON.stringify({ error: { code, message: status === 400 ? 'the request could not be parsed as HTTP' : text } });
+  if (socket.writable) socket.write(`HTTP/1.1 ${status} ${text}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n${body}`);
+  socket.destroy(err);
+}
+
+/** The path as the client sent it, trimmed for an error message (never the query: it may carry anything). */
+function safePath(url: string): string {
+  const path = url.split('?')[0] ?? '';
+  return path.length > 200 ? `${path.slice(0, 200)}…` : path;
+}
 
 const FASTIFY_CODES: Record<string, string> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'body_too_large',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
-  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_json',
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'invalid_content_length',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'invalid_json',
   FST_ERR_CTP_INVALID_JSON_BODY: 'invalid_json',
+  FST_ERR_CTP_INVALID_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_EMPTY_TYPE: 'unsupported_media_type',
+  FST_ERR_BAD_URL: 'bad_url',
+  FST_ERR_MAX_PARAM_LENGTH: 'param_too_long',
   FST_ERR_VALIDATION: 'invalid_request',
 };

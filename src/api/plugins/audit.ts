@@ -1,0 +1,55 @@
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import { ACCOUNT_SID } from '../../domain/rotation.ts';
+import type { AuditLog } from '../../state/audit.ts';
+
+const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Routes that change something name their audit action (`rotation.start`, …). */
+    audit?: string;
+  }
+  interface FastifyRequest {
+    /** What the handler acted on, when the request alone does not say (a new rotation's id). */
+    auditTarget?: { rotationId?: string; accountSid?: string; detail?: string };
+  }
+}
+
+/**
+ * Every request to a route that changes something is appended to the audit chain — who (principal
+ * and role), what (action and target), from where (client address), the request id and the
+ * status it was answered with — including refused ones (401/403/409/4xx). Requests turned away by
+ * the rate limiter are not: a flood would only bury the trail. Only validated identifiers are
+ * recorded, never raw input, never a token.
+ */
+export const auditPlugin = fp(async (app: FastifyInstance, opts: { audit: AuditLog; onError?: (err: Error) => void }) => {
+  app.decorateRequest('auditTarget', undefined);
+  app.addHook('onSend', async (req, reply, payload) => {
+    const action = req.routeOptions.config?.audit;
+    if (!action || reply.statusCode === 429) return payload;
+    const params = req.params as { id?: unknown } | undefined;
+    const body = req.body as { accountSid?: unknown } | undefined;
+    const rotationId = req.auditTarget?.rotationId ?? (typeof params?.id === 'string' && ID.test(params.id) ? params.id : undefined);
+    const accountSid = req.auditTarget?.accountSid ?? (body && typeof body === 'object' && typeof body.accountSid === 'string' && ACCOUNT_SID.test(body.accountSid) ? body.accountSid : undefined);
+    try {
+      await opts.audit.append({
+        kind: 'api',
+        actor: req.principal?.name ?? 'anonymous',
+        ...(req.principal ? { role: req.principal.role } : {}),
+        action,
+        ...(rotationId ? { rotationId } : {}),
+        ...(accountSid ? { accountSid } : {}),
+        ...(req.auditTarget?.detail ? { detail: req.auditTarget.detail } : {}),
+        ip: req.ip,
+        requestId: req.id,
+        status: reply.statusCode,
+      });
+    } catch (err) {
+      // The action has happened; failing the answer would only make the client repeat it.
+      req.log.error({ err: { message: (err as Error).message } }, 'audit append failed');
+      opts.onError?.(err as Error);
+    }
+    return payload;
+  });
+});

@@ -1,0 +1,41 @@
+import type { FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+
+/**
+ * The OpenAPI 3.1 document (GET /docs/json) built from every route's TypeBox schemas, and the
+ * Swagger UI (GET /docs). Registered before the routes so it sees them all. Public, like health.
+ */
+export const docsPlugin = fp(async (app: FastifyInstance, opts: { version: string }) => {
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Rotator API',
+        version: opts.version,
+        description:
+          'Zero-downtime rotation of Twilio API keys. Authenticate with `Authorization: Bearer <token>`: an API token (npm run mint-token) or, when configured, an OIDC JWT. Roles: viewer < operator < admin. Errors are `{"error": {"code", "message", "requestId"}}`.',
+      },
+      components: { securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } } },
+      tags: [
+        { name: 'rotations', description: 'Start, follow and steer rotations' },
+        { name: 'accounts', description: 'Managed subaccounts' },
+        { name: 'events', description: 'Live rotation changes' },
+        { name: 'audit', description: 'The hash-chained audit trail' },
+        { name: 'operations', description: 'Health, readiness, metrics' },
+      ],
+    },
+    // Every route with a role needs the bearer token; document it per operation.
+    transform: ({ schema, url, route }) => {
+      const role = (route.config as { role?: string } | undefined)?.role;
+      const s = { ...(schema ?? {}) } as Record<string, unknown>;
+      if (role) {
+        s.security = [{ bearer: [] }];
+        s.description = `${typeof s.description === 'string' ? `${s.description}\n\n` : ''}Requires the **${role}** role.`;
+      }
+      return { schema: s as never, url };
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true, uiConfig: { deepLinking: true } });
+});

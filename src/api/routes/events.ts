@@ -1,0 +1,145 @@
+import type { ServerResponse } from 'node:http';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { Redis } from 'ioredis';
+import { HttpError } from '../errors.ts';
+import { errorResponses, EventsHeaders, EventsQuery } from '../schemas.ts';
+
+export interface EventRoutesDeps {
+  /** The rotation events stream (`${prefix}:events`, written with every record update). */
+  streamKey: string;
+  /** A new connection for one client's blocking reads. */
+  connect(): Redis;
+  /** For the replay checks (first and last ids). */
+  redis: Redis;
+  heartbeatMs: number;
+  maxClients: number;
+}
+
+type Row = [string, string[]];
+
+/**
+ * GET /v1/events: server-sent events of rotation changes. Each client gets its own Redis
+ * connection reading the stream with XREAD BLOCK from where it is, so `Last-Event-ID` (header, or
+ * `?lastEventId=` for clients that cannot set headers) replays exactly what it missed, then
+ * continues live. `id:` is the stream id. A comment line every heartbeat keeps proxies from
+ * closing an idle stream. The stream ends when the client goes, when Redis fails (the browser
+ * reconnects with its Last-Event-ID) and when the app closes.
+ */
+export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (app, deps) => {
+  const open = new Set<() => void>();
+  app.addHook('preClose', async () => {
+    for (const end of [...open]) end();
+  });
+
+  app.get(
+    '/v1/events',
+    {
+      config: { role: 'viewer' },
+      exposeHeadRoute: false,
+      schema: {
+        summary: 'Server-sent events of rotation changes (text/event-stream), resumable with Last-Event-ID',
+        tags: ['events'],
+        querystring: EventsQuery,
+        headers: EventsHeaders,
+        response: {
+          200: { description: 'event: rotation, id: stream id, data: {type, id, accountSid, status, step, at, transition}', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+          ...errorResponses(400, 401, 403, 429, 503),
+        },
+      },
+    },
+    async (req, reply) => {
+      if (open.size >= deps.maxClients) {
+        reply.header('retry-after', 5);
+        throw new HttpError(503, 'too_many_streams', `this server already serves ${deps.maxClients} event streams; retry shortly`);
+      }
+      const resumeFrom = req.headers['last-event-id'] ?? req.query.lastEventId;
+      // Resolve where to start before the headers go out, so a Redis failure is still a clean error.
+      const [first] = (await deps.redis.xrange(deps.streamKey, '-', '+', 'COUNT', 1)) as Row[];
+      let cursor: string;
+      let gap = false;
+      if (resumeFrom) {
+        cursor = resumeFrom;
+        gap = resumeFrom !== '0-0' && first !== undefined && compareIds(first[0], resumeFrom) > 0 && !(await idExists(deps.redis, deps.streamKey, resumeFrom));
+      } else {
+        const [last] = (await deps.redis.xrevrange(deps.streamKey, '+', '-', 'COUNT', 1)) as Row[];
+        cursor = last?.[0] ?? '0-0';
+      }
+
+      const conn = deps.connect();
+      conn.on('error', () => undefined);
+      const raw = reply.raw;
+      let ended = false;
+      const end = (): void => {
+        if (ended) return;
+        ended = true;
+        open.delete(end);
+        conn.disconnect();
+        if (!raw.writableEnded) raw.end();
+      };
+      open.add(end);
+      raw.on('close', end);
+      raw.on('error', end);
+
+      reply.hijack();
+      raw.writeHead(200, {
+        ...(reply.getHeaders() as Record<string, string>),
+        'content-type': 'text/event-stream; charset=utf-8',
+        'cache-control': 'no-cache, no-transform',
+        connection: 'keep-alive',
+        'x-accel-buffering': 'no',
+        'x-request-id': req.id,
+      });
+      raw.write(`retry: 3000\n: connected${resumeFrom ? `, replaying after ${resumeFrom}` : ''}\n\n`);
+      if (gap) raw.write(`event: resync\ndata: {"reason":"events after ${resumeFrom} were trimmed; reload the full state"}\n\n`);
+
+      void (async () => {
+        try {
+          if (!ended) await conn.connect();
+          while (!ended) {
+            const res = (await conn.xread('COUNT', 200, 'BLOCK', deps.heartbeatMs, 'STREAMS', deps.streamKey, cursor)) as Array<[string, Row[]]> | null;
+            if (ended) break;
+            const rows = res?.[0]?.[1] ?? [];
+            if (rows.length === 0) {
+              raw.write(': heartbeat\n\n');
+              continue;
+            }
+            for (const [id, fields] of rows) {
+              cursor = id;
+              const data = fields[1] ?? '{}';
+              if (!raw.write(`id: ${id}\nevent: rotation\ndata: ${data}\n\n`)) await drained(raw);
+              if (ended) break;
+            }
+          }
+        } catch (err) {
+          if (!ended) req.log.warn({ err: { message: (err as Error).message } }, 'event stream ended by a Redis error');
+        } finally {
+          end();
+        }
+      })();
+      return reply;
+    },
+  );
+};
+
+function drained(raw: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      raw.off('drain', done);
+      raw.off('close', done);
+      resolve();
+    };
+    raw.on('drain', done);
+    raw.on('close', done);
+  });
+}
+
+function compareIds(a: string, b: string): number {
+  const [am = 0n, as = 0n] = a.split('-').map(BigInt);
+  const [bm = 0n, bs = 0n] = b.split('-').map(BigInt);
+  return am === bm ? (as === bs ? 0 : as < bs ? -1 : 1) : am < bm ? -1 : 1;
+}
+
+async function idExists(redis: Redis, key: string, id: string): Promise<boolean> {
+  const rows = (await redis.xrange(key, id, id)) as Row[];
+  return rows.length > 0;
+}

@@ -1,0 +1,124 @@
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { SecretStore } from '../providers/secret-store.ts';
+import { STATUSES, type HistoryEntry, type RotationRecord, type RotationStatus } from './domain/rotation.ts';
+import type { TwilioCallObserver } from './twilio/http.ts';
+
+/**
+ * Prometheus metrics on a registry of their own (several runtimes may share a process in tests).
+ * Labels are closed sets — statuses, steps, HTTP methods and codes, route templates, store
+ * operations — never an id, a SID, a URL with parameters, a token or a secret.
+ */
+export interface MetricsSources {
+  /** Rotations per status, read from Redis at scrape time (true across every process). */
+  rotationCounts?: () => Promise<Record<RotationStatus, number>>;
+  /** BullMQ job counts per state. */
+  queueCounts?: () => Promise<Record<string, number>>;
+}
+
+export class Metrics {
+  readonly registry = new Registry();
+  readonly twilioRequests: Counter<'method' | 'status'>;
+  readonly twilioErrors: Counter<'status' | 'code'>;
+  readonly twilioDuration: Histogram<'method'>;
+  readonly transitions: Counter<'step' | 'event'>;
+  readonly stepDuration: Histogram<'step'>;
+  readonly storeErrors: Counter<'operation' | 'code'>;
+  readonly httpRequests: Counter<'method' | 'route' | 'status'>;
+  readonly httpDuration: Histogram<'method' | 'route'>;
+  readonly auditErrors: Counter;
+  #sources: MetricsSources = {};
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    const registers = [this.registry];
+    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry });
+    this.twilioRequests = new Counter({ name: 'rotator_twilio_requests_total', help: 'HTTP requests to Twilio, by method and status (0: no answer)', labelNames: ['method', 'status'], registers });
+    this.twilioErrors = new Counter({ name: 'rotator_twilio_errors_total', help: 'Twilio requests that failed, by HTTP status and Twilio error code', labelNames: ['status', 'code'], registers });
+    this.twilioDuration = new Histogram({ name: 'rotator_twilio_request_seconds', help: 'Twilio request latency', labelNames: ['method'], buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10], registers });
+    this.transitions = new Counter({ name: 'rotator_rotation_transitions_total', help: 'Rotation history events recorded by workers in this process', labelNames: ['step', 'event'], registers });
+    this.stepDuration = new Histogram({
+      name: 'rotator_step_duration_seconds',
+      help: 'Time from a step starting to completing (from rotation history), by step',
+      labelNames: ['step'],
+      buckets: [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600],
+      registers,
+    });
+    this.storeErrors = new Counter({ name: 'rotator_store_errors_total', help: 'Secret store operations that failed, by operation and error code', labelNames: ['operation', 'code'], registers });
+    this.httpRequests = new Counter({ name: 'rotator_http_requests_total', help: 'API requests by method, route template and status', labelNames: ['method', 'route', 'status'], registers });
+    this.httpDuration = new Histogram({ name: 'rotator_http_request_seconds', help: 'API latency by route template', labelNames: ['method', 'route'], buckets: [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1], registers });
+    this.auditErrors = new Counter({ name: 'rotator_audit_append_errors_total', help: 'Audit entries that could not be appended', registers });
+
+    const sources = (): MetricsSources => this.#sources;
+    new Gauge({
+      name: 'rotator_rotations',
+      help: 'Rotations by status (all processes; from Redis)',
+      labelNames: ['status'],
+      registers,
+      async collect() {
+        const counts = await sources().rotationCounts?.();
+        if (!counts) return;
+        for (const s of STATUSES) this.set({ status: s }, counts[s] ?? 0);
+      },
+    });
+    new Gauge({
+      name: 'rotator_queue_jobs',
+      help: 'Rotation jobs in the BullMQ queue, by state',
+      labelNames: ['state'],
+      registers,
+      async collect() {
+        const counts = await sources().queueCounts?.();
+        if (!counts) return;
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
+  }
+
+  setSources(sources: MetricsSources): void {
+    this.#sources = { ...this.#sources, ...sources };
+  }
+
+  /** TwilioAdmin's per-call observer. */
+  readonly observeTwilio: TwilioCallObserver = (call) => {
+    this.twilioRequests.inc({ method: call.method, status: String(call.status) });
+    this.twilioDuration.observe({ method: call.method }, call.durationMs / 1000);
+    if (call.status === 0 || call.status >= 400) this.twilioErrors.inc({ status: String(call.status), code: call.errorCode !== undefined ? String(call.errorCode) : 'none' });
+  };
+
+  /** The processor's onTransition: counts events; a completed step's duration comes from its history. */
+  observeTransition(rec: RotationRecord, entry: HistoryEntry): void {
+    this.transitions.inc({ step: entry.step, event: entry.status });
+    if (entry.status !== 'completed') return;
+    if (entry.startedAt) {
+      const seconds = (Date.parse(entry.at) - Date.parse(entry.startedAt)) / 1000;
+      if (Number.isFinite(seconds) && seconds >= 0) this.stepDuration.observe({ step: entry.step }, seconds);
+      return;
+    }
+    for (let i = rec.history.length - 2; i >= 0; i--) {
+      const h = rec.history[i]!;
+      if (h.step === entry.step && h.status === 'started') {
+        const seconds = (Date.parse(entry.at) - Date.parse(h.at)) / 1000;
+        if (Number.isFinite(seconds) && seconds >= 0) this.stepDuration.observe({ step: entry.step }, seconds);
+        return;
+      }
+    }
+  }
+
+  /** The store with every failed operation counted by its error code (StoreError codes are a closed set). */
+  instrumentStore(store: SecretStore): SecretStore {
+    const errors = this.storeErrors;
+    return new Proxy(store, {
+      get(target, prop, receiver) {
+        const value = Reflect.get(target, prop, receiver) as unknown;
+        if (typeof value !== 'function' || typeof prop !== 'string' || prop === 'close') return value;
+        return async (...args: unknown[]) => {
+          try {
+            return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          } catch (err) {
+            const code = (err as { code?: unknown }).code;
+            errors.inc({ operation: prop, code: typeof code === 'string' && /^[a-z_]{1,40}$/.test(code) ? code : 'unknown' });
+            throw err;
+          }
+        };
+      },
+    });
+  }
+}
