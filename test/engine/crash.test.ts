@@ -4,16 +4,17 @@ import { startEngine, startRotation, waitFinished, expectSettled } from '../help
 import { spawnRotator } from '../helpers/processes.ts';
 import { dumpRedis, findSecrets } from '../helpers/leaks.ts';
 import { CRASH_POINTS } from '../../workers/crash-points.ts';
+import { STORE_KINDS } from '../helpers/stores.ts';
 
 /**
  * A worker process is SIGKILLed at every step boundary and between Twilio's key creation and the
  * store write; a fresh worker process must finish the rotation with nothing orphaned or lost.
  */
-describe('crash safety: SIGKILL at every step boundary', () => {
+describe.each(STORE_KINDS)('crash safety with the %s store: SIGKILL at every step boundary', (kind) => {
   let stack: Stack;
 
   beforeAll(async () => {
-    stack = await startStack({ subaccounts: CRASH_POINTS.length, drainSeconds: 0.2 });
+    stack = await startStack({ subaccounts: CRASH_POINTS.length, drainSeconds: 0.2, store: kind });
     await stack.seedAll();
   });
 
@@ -59,11 +60,11 @@ describe('crash safety: SIGKILL at every step boundary', () => {
 
   it('finishes every rotation after a kill at each of the crash points', async () => {
     const points = [...CRASH_POINTS];
-    // Four at a time: each runs two worker processes in sequence.
-    for (let i = 0; i < points.length; i += 4) {
-      await Promise.all(points.slice(i, i + 4).map((p, j) => crashAt(p, i + j)));
+    // Six at a time: each runs two worker processes in sequence.
+    for (let i = 0; i < points.length; i += 6) {
+      await Promise.all(points.slice(i, i + 6).map((p, j) => crashAt(p, i + j)));
     }
-    const secrets = stack.emu.issuedSecrets();
+    const secrets = [...stack.emu.issuedSecrets(), ...stack.backend.secrets];
     expect(findSecrets(secrets, await dumpRedis(stack.redis.url))).toEqual([]);
     expect(findSecrets(secrets, [stack.logs.text()])).toEqual([]);
   }, 240_000);

@@ -4,17 +4,18 @@ import { startEngine, startRotation, waitFinished, expectSettled } from '../help
 import { SimulatedConsumer } from '../helpers/consumer.ts';
 import { dumpRedis, findSecrets } from '../helpers/leaks.ts';
 import type { Runtime } from '../../src/runtime.ts';
+import { STORE_KINDS } from '../helpers/stores.ts';
 
 const REFRESH_MS = 250;
 const DRAIN_SECONDS = 0.5; // ≥ the consumers' refresh interval, as the drain contract requires
 const ROTATIONS_PER_ACCOUNT = 7;
 
-describe('zero downtime', () => {
+describe.each(STORE_KINDS)('zero downtime with the %s store', (kind) => {
   let stack: Stack;
   let rt: Runtime;
 
   beforeAll(async () => {
-    stack = await startStack({ subaccounts: 3, drainSeconds: DRAIN_SECONDS });
+    stack = await startStack({ subaccounts: 3, drainSeconds: DRAIN_SECONDS, store: kind });
     await stack.seedAll();
     rt = await startEngine(stack);
   });
@@ -64,7 +65,7 @@ describe('zero downtime', () => {
     }
 
     // No key secret or auth token the emulator ever issued is anywhere in Redis or the logs.
-    const secrets = stack.emu.issuedSecrets();
+    const secrets = [...stack.emu.issuedSecrets(), ...stack.backend.secrets];
     expect(secrets.length).toBeGreaterThan(21);
     expect(findSecrets(secrets, await dumpRedis(stack.redis.url))).toEqual([]);
     expect(findSecrets(secrets, [stack.logs.text()])).toEqual([]);

@@ -1,7 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
 import { startTwilioEmulator, type TwilioEmulator, type TwilioEmulatorOptions } from '../emulators/twilio/server.ts';
@@ -10,6 +9,7 @@ import { openSecretStore } from '../../src/stores.ts';
 import { secretPath, type SecretStore } from '../../providers/secret-store.ts';
 import { Secret } from '../../src/domain/secret.ts';
 import { createLogger } from '../../src/logger.ts';
+import { startStoreBackend, type StoreBackend, type StoreKind } from './stores.ts';
 
 /** Log lines captured from every component in a test, for leak scans. */
 export class LogCapture extends Writable {
@@ -30,6 +30,7 @@ export interface Stack {
   env: Record<string, string>;
   cfg: Config;
   store: SecretStore;
+  backend: StoreBackend;
   logs: LogCapture;
   path(accountSid: string): string;
   /** Give every subaccount a pre-existing key, current in the store (as a user would have). */
@@ -42,6 +43,7 @@ export interface StackOptions {
   drainSeconds?: number;
   emulator?: TwilioEmulatorOptions;
   env?: Record<string, string>;
+  store?: StoreKind;
 }
 
 /** A private Redis, the Twilio emulator and a file store in a temp dir: what one test needs. */
@@ -49,14 +51,16 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const dir = await mkdtemp(join(tmpdir(), 'rotator-test-'));
   const redis = await startEmbeddedRedis({ dir: join(dir, 'redis'), persist: false });
   const emu = await startTwilioEmulator({ subaccounts: opts.subaccounts ?? 3, ...opts.emulator });
+  const backend = await startStoreBackend(opts.store ?? 'file', dir);
+  // The AWS SDK takes credentials from this process's environment (its default chain); child
+  // processes get them through `env`.
+  for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'] as const) if (backend.env[name]) process.env[name] = backend.env[name];
   const env: Record<string, string> = {
     REDIS_URL: redis.url,
     TWILIO_ACCOUNT_SID: emu.parent.accountSid,
     TWILIO_AUTH_TOKEN: emu.parent.authToken,
     TWILIO_BASE_URL: emu.url,
-    SECRET_STORE: 'file',
-    FILE_STORE_PATH: join(dir, 'secrets'),
-    FILE_STORE_KEY: randomBytes(32).toString('base64'),
+    ...backend.env,
     DATA_DIR: join(dir, 'data'),
     DRAIN_SECONDS: String(opts.drainSeconds ?? 0),
     JOB_LOCK_MS: '2000',
@@ -75,6 +79,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     env,
     cfg,
     store,
+    backend,
     logs,
     path,
     async seedAll() {
@@ -87,6 +92,7 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     },
     async close() {
       await store.close();
+      await backend.close();
       await emu.close();
       await redis.stop();
       await rm(dir, { recursive: true, force: true });

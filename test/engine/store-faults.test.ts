@@ -1,0 +1,67 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startStack, waitFor, type Stack } from '../helpers/stack.ts';
+import { startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
+import type { Runtime } from '../../src/runtime.ts';
+
+describe.each(['aws', 'vault'] as const)('the %s store failing mid-rotation', (kind) => {
+  let stack: Stack;
+  let rt: Runtime;
+
+  beforeAll(async () => {
+    stack = await startStack({ subaccounts: 3, drainSeconds: 0.5, store: kind });
+    await stack.seedAll();
+    rt = await startEngine(stack);
+  });
+
+  afterAll(async () => {
+    await rt?.close();
+    await stack?.close();
+  });
+
+  it('an outage during the drain delays the rotation, which then finishes consistently', async () => {
+    const sid = stack.emu.subaccounts[0]!.sid;
+    const rec = await startRotation(rt, sid);
+    await waitFor('the drain', async () => (await rt.repo.get(rec.id))?.status === 'waiting');
+    await stack.backend.setDown(true);
+    // The drain ends while the store is down: promote and delete-old must wait for it.
+    await waitFor('a retry against the dead store', async () => (await rt.repo.get(rec.id))?.lastError?.code === 'store_unavailable', 20_000);
+    const during = await rt.repo.get(rec.id);
+    expect(during?.status).not.toBe('succeeded');
+    await stack.backend.setDown(false);
+    const done = await waitFinished(rt, rec.id);
+    expect(done.status).toBe('succeeded');
+    expect(done.history.some((h) => h.status === 'retrying')).toBe(true);
+    const settled = await expectSettled(stack, sid);
+    expect(settled.problems).toEqual([]);
+    expect(settled.currentKeySid).toBe(done.newKeySid);
+  });
+
+  it('a store that is down before the rotation starts only delays it', async () => {
+    const sid = stack.emu.subaccounts[1]!.sid;
+    await stack.backend.setDown(true);
+    const rec = await startRotation(rt, sid);
+    await waitFor('a retry', async () => (await rt.repo.get(rec.id))?.lastError !== undefined, 20_000);
+    await stack.backend.setDown(false);
+    const done = await waitFinished(rt, rec.id);
+    expect(done.status).toBe('succeeded');
+    expect((await expectSettled(stack, sid)).problems).toEqual([]);
+  });
+
+  it('a permission error fails the rotation with a readable cause and deletes the key it created', async () => {
+    const sid = stack.emu.subaccounts[2]!.sid;
+    const before = stack.emu.listKeys(sid).map((k) => k.sid);
+    await stack.backend.denyWrites(true);
+    try {
+      const done = await waitFinished(rt, (await startRotation(rt, sid)).id);
+      expect(done.status).toBe('failed');
+      expect(done.error?.code).toBe('store_permission');
+      expect(done.error?.message).toMatch(/permission|denied|not authorized|policy/i);
+      // A key was created at Twilio before the write was refused, and the undo deleted it.
+      expect(done.history.some((h) => h.step === 'rollback' && /deleted new key/.test(h.detail ?? ''))).toBe(true);
+      expect(stack.emu.listKeys(sid).map((k) => k.sid)).toEqual(before);
+      expect((await stack.store.readCurrent(stack.path(sid)))?.apiKeySid).toBe(before[0]);
+    } finally {
+      await stack.backend.denyWrites(false);
+    }
+  });
+});
