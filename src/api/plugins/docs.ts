@@ -37,5 +37,19 @@ export const docsPlugin = fp(async (app: FastifyInstance, opts: { version: strin
       return { schema: s as never, url };
     },
   });
-  await app.register(swaggerUi, { routePrefix: '/docs', staticCSP: true, uiConfig: { deepLinking: true } });
+  await app.register(swaggerUi, {
+    routePrefix: '/docs',
+    staticCSP: true,
+    uiConfig: { deepLinking: true },
+    // The UI hides its own routes; list the two that are part of the API's contract.
+    transformSpecification: (spec) => {
+      const doc = spec as { paths?: Record<string, unknown> };
+      doc.paths = {
+        ...doc.paths,
+        '/docs': { get: { summary: 'This API in Swagger UI', tags: ['operations'], responses: { 200: { description: 'HTML page' } } } },
+        '/docs/json': { get: { summary: 'This OpenAPI document', tags: ['operations'], responses: { 200: { description: 'OpenAPI 3.1 JSON' } } } },
+      };
+      return doc;
+    },
+  });
 });
