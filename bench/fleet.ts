@@ -140,7 +140,11 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
 
     // Memory a finished rotation keeps: its record plus its entries in the indexes.
     const ids = await r.zrange('rotator:rots', '0', '199');
-    const recordBytes = (await Promise.all(ids.map((id) => r.memory('USAGE', `rotator:rot:${id}`)))).reduce((a: number, b) => a + Number(b ?? 0), 0) / ids.length;
+    const keyBytes = (await Promise.all(ids.map((id) => r.memory('USAGE', `rotator:rot:${id}`, 'SAMPLES', '0')))).reduce((a: number, b) => a + Number(b ?? 0), 0) / ids.length;
+    // Each record also sits in three sorted sets (all, per account, per status): their share.
+    const indexBytes = await indexBytesPerRecord(r);
+    const recordBytes = keyBytes + indexBytes;
+    log(`record key ${Math.round(keyBytes)} B + index share ${Math.round(indexBytes)} B`);
     await queue.close();
     queueConn.disconnect();
     const memAfter = await redisUsedMemory(r);
@@ -173,4 +177,18 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     r.disconnect();
     await fleet.close();
   }
+}
+
+/** Bytes each rotation costs in the sorted-set indexes: total MEMORY USAGE of the indexes / members. */
+async function indexBytesPerRecord(r: Redis): Promise<number> {
+  let bytes = 0;
+  let cursor = '0';
+  const members = await r.zcard('rotator:rots');
+  do {
+    const [next, keys] = await r.scan(cursor, 'MATCH', 'rotator:*rots', 'COUNT', 1000);
+    cursor = next;
+    for (const k of keys) bytes += Number((await r.memory('USAGE', k, 'SAMPLES', '0')) ?? 0);
+  } while (cursor !== '0');
+  for (const status of ['succeeded', 'failed']) bytes += Number((await r.memory('USAGE', `rotator:status:${status}`, 'SAMPLES', '0')) ?? 0);
+  return members ? bytes / members : 0;
 }

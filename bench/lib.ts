@@ -9,7 +9,14 @@ export interface Proc {
 }
 
 /** Start a child with tsx; resolve once `ready(line)` matches a stdout line. */
-export async function spawnTs(script: string, args: string[], env: Record<string, string>, ready: (line: string) => boolean, extraNodeArgs: string[] = []): Promise<Proc & { firstLine: string }> {
+export async function spawnTs(
+  script: string,
+  args: string[],
+  env: Record<string, string>,
+  ready: (line: string) => boolean,
+  extraNodeArgs: string[] = [],
+  probe?: () => Promise<boolean>,
+): Promise<Proc & { firstLine: string }> {
   const child = spawn(process.execPath, [...extraNodeArgs, '--import', 'tsx', script, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -30,6 +37,19 @@ export async function spawnTs(script: string, args: string[], env: Record<string
     child.once('exit', (code) => {
       if (!done) reject(new Error(`${script} exited (${code}) before it was ready: ${errText}`));
     });
+    if (probe) {
+      const poll = async (): Promise<void> => {
+        while (!done && child.exitCode === null) {
+          if (await probe()) {
+            done = true;
+            resolve('');
+            return;
+          }
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      };
+      void poll();
+    }
   });
   return {
     child,

@@ -63,7 +63,6 @@ export interface RotationRecord {
   oldKeySid?: string | null;
   newKeySid?: string;
   operationalizedAt?: string;
-  promotedAt?: string;
   /** When the drain ends and promote may proceed (ISO). */
   promoteAfter?: string;
   undo?: UndoState;
@@ -152,7 +151,7 @@ export function retriedRecord(rec: RotationRecord, entry: HistoryEntry): Rotatio
   delete base.error;
   if (mode === 'resume') return base;
   const fresh: RotationRecord = { ...base, step: 'create-secondary', attempts: 0 };
-  for (const k of ['oldKeySid', 'newKeySid', 'operationalizedAt', 'promotedAt', 'promoteAfter', 'undo'] as const) delete fresh[k];
+  for (const k of ['oldKeySid', 'newKeySid', 'operationalizedAt', 'promoteAfter', 'undo'] as const) delete fresh[k];
   return fresh;
 }
 

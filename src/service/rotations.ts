@@ -48,7 +48,7 @@ export class RotationService {
       createdAt: at,
       updatedAt: at,
       rev: 0,
-      history: [{ step: 'create-secondary', status: 'created', at, detail: req.reason ? `requested: ${req.reason}` : 'requested' }],
+      history: [{ step: 'create-secondary', status: 'created', at }],
     };
     const result = await this.repo.create(record);
     if (!result.created) {

@@ -23,5 +23,5 @@ export async function promoteNewKey(ctx: StepContext, rec: RotationRecord): Prom
   }
   await verifyWithPropagation(ctx, current);
   ctx.crash('promote:done');
-  return { kind: 'advance', patch: { promotedAt: new Date(now).toISOString() }, next: 'delete-old', detail: 'new key verified, primary' };
+  return { kind: 'advance', patch: {}, next: 'delete-old', detail: 'new key verified, primary' };
 }
