@@ -21,6 +21,12 @@ export const HistoryEntryT = Type.Object({
 });
 
 const Nullable = <T extends Parameters<typeof Type.Union>[0][number]>(t: T) => Type.Union([t, Type.Null()]);
+/**
+ * A string or null as `type: ['string', 'null']` (JSON Schema 2020-12, OpenAPI 3.1) rather than
+ * anyOf: fast-json-stringify picks an anyOf branch by running the validator on every value, which
+ * made serialising a page of 100 accounts cost more than reading them from Redis.
+ */
+const NullableString = (opts: { description?: string } = {}) => Type.Unsafe<string | null>({ type: ['string', 'null'], ...opts });
 
 export const RotationT = Type.Object({
   id: Type.String(),
@@ -28,19 +34,19 @@ export const RotationT = Type.Object({
   accountSid: Type.String(),
   status: Status,
   step: StepT,
-  oldKeySid: Nullable(Type.String()),
-  newKeySid: Nullable(Type.String()),
-  reason: Nullable(Type.String()),
+  oldKeySid: NullableString(),
+  newKeySid: NullableString(),
+  reason: NullableString(),
   dryRun: Type.Boolean(),
   trigger: Type.String(),
-  requestedBy: Nullable(Type.String()),
+  requestedBy: NullableString(),
   createdAt: Type.String(),
   updatedAt: Type.String(),
-  operationalizedAt: Nullable(Type.String()),
-  promoteAfter: Nullable(Type.String()),
-  finishedAt: Nullable(Type.String()),
+  operationalizedAt: NullableString(),
+  promoteAfter: NullableString(),
+  finishedAt: NullableString(),
   attempts: Type.Integer(),
-  undo: Nullable(Type.Object({ reason: Type.String(), deleteAfter: Nullable(Type.String()) })),
+  undo: Nullable(Type.Object({ reason: Type.String(), deleteAfter: NullableString() })),
   history: Type.Array(HistoryEntryT),
   error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
   lastError: Type.Optional(Type.Object({ code: Type.String(), message: Type.String(), at: Type.String() })),
@@ -69,7 +75,10 @@ export const ListQuery = Type.Object(
 
 export const IdParams = Type.Object({ id: RotationId }, { additionalProperties: false });
 
-export const ListReply = Type.Object({ items: Type.Array(RotationT), nextCursor: Nullable(Type.String()) });
+/** A list item: the record without its history (GET /v1/rotations/{id} has it), so a page stays small. */
+export const RotationSummaryT = Type.Omit(RotationT, ['history']);
+
+export const ListReply = Type.Object({ items: Type.Array(RotationSummaryT), nextCursor: NullableString() });
 
 export const StartHeaders = Type.Object({
   'idempotency-key': Type.Optional(
@@ -83,9 +92,9 @@ export const AccountT = Type.Object({
   accountSid: Type.String(),
   friendlyName: Type.String(),
   status: Type.String({ description: 'Twilio status: active, suspended or closed' }),
-  currentKeySid: Nullable(Type.String()),
+  currentKeySid: NullableString(),
   keyAgeDays: Type.Integer({ description: 'days since the last rotation, or since Rotator first saw the subaccount' }),
-  lastRotatedAt: Nullable(Type.String()),
+  lastRotatedAt: NullableString(),
   nextRotationAt: Type.String(),
   policy: Type.Unsafe<'quarterly' | 'monthly'>({ type: 'string', enum: ['quarterly', 'monthly'] }),
   overdue: Type.Boolean(),
@@ -99,7 +108,7 @@ export const AccountsQuery = Type.Object(
   { additionalProperties: false },
 );
 
-export const AccountsReply = Type.Object({ items: Type.Array(AccountT), nextCursor: Nullable(Type.String()) });
+export const AccountsReply = Type.Object({ items: Type.Array(AccountT), nextCursor: NullableString() });
 
 export const StreamId = Type.String({ pattern: '^[0-9]{1,20}-[0-9]{1,20}$', maxLength: 41, description: 'a stream id (as sent in `id:`)' });
 
@@ -142,7 +151,7 @@ export const AuditEntryT = Type.Object({
   hash: Type.String(),
 });
 
-export const AuditReply = Type.Object({ items: Type.Array(AuditEntryT), nextCursor: Nullable(Type.String()) });
+export const AuditReply = Type.Object({ items: Type.Array(AuditEntryT), nextCursor: NullableString() });
 
 /** The error answers a route documents (and serialises through ErrorBody). */
 export function errorResponses(...statuses: number[]): Record<number, typeof ErrorBody> {

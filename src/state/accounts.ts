@@ -1,11 +1,13 @@
 import type { Redis } from 'ioredis';
+import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 
 /**
- * Managed subaccounts in Redis: one small hash per account (Redis keeps it as a compact listpack),
- * a lexical index for paging by SID, and an index scored by when the next rotation is due. Fields
- * are written separately by the inventory sync (name, status) and by finished rotations (current
- * key, last rotation), so neither overwrites the other.
+ * Managed subaccounts in Redis: one small JSON string per account (timestamps as epoch ms), a
+ * lexical index for paging by SID, and an index scored by when the next rotation is due. Every
+ * write is a Lua script that merges only its own fields, so the inventory sync (name, status) and
+ * finished rotations (current key, last rotation) never overwrite each other. A page is one ZRANGE
+ * and one MGET.
  */
 
 export const POLICY_DAYS = { quarterly: 90, monthly: 30 } as const;
@@ -19,12 +21,19 @@ export interface AccountRecord {
   status: string;
   policy: RotationPolicy;
   currentKeySid: string | null;
-  lastRotatedAt: string | null;
+  lastRotatedAtMs: number | null;
   lastRotationId: string | null;
-  firstSeenAt: string;
+  firstSeenAtMs: number;
 }
 
-export interface AccountView extends AccountRecord {
+/** What GET /v1/accounts shows. */
+export interface AccountView {
+  accountSid: string;
+  friendlyName: string;
+  status: string;
+  policy: RotationPolicy;
+  currentKeySid: string | null;
+  lastRotatedAt: string | null;
   keyAgeDays: number;
   nextRotationAt: string;
   overdue: boolean;
@@ -37,50 +46,74 @@ export interface SubaccountInfo {
 }
 
 /** When the next rotation is due: a policy period after the last rotation, or after Rotator first saw the account. */
-export function nextRotationMs(rec: Pick<AccountRecord, 'lastRotatedAt' | 'firstSeenAt' | 'policy'>): number {
-  const base = Date.parse(rec.lastRotatedAt ?? rec.firstSeenAt);
-  return base + POLICY_DAYS[rec.policy] * DAY_MS;
+export function nextRotationMs(rec: Pick<AccountRecord, 'lastRotatedAtMs' | 'firstSeenAtMs' | 'policy'>): number {
+  return (rec.lastRotatedAtMs ?? rec.firstSeenAtMs) + POLICY_DAYS[rec.policy] * DAY_MS;
 }
 
 export function accountView(rec: AccountRecord, now: number): AccountView {
   const next = nextRotationMs(rec);
-  const since = Date.parse(rec.lastRotatedAt ?? rec.firstSeenAt);
-  return { ...rec, keyAgeDays: Math.max(0, Math.floor((now - since) / DAY_MS)), nextRotationAt: new Date(next).toISOString(), overdue: now > next };
+  const since = rec.lastRotatedAtMs ?? rec.firstSeenAtMs;
+  return {
+    accountSid: rec.accountSid,
+    friendlyName: rec.friendlyName,
+    status: rec.status,
+    policy: rec.policy,
+    currentKeySid: rec.currentKeySid,
+    lastRotatedAt: rec.lastRotatedAtMs === null ? null : new Date(rec.lastRotatedAtMs).toISOString(),
+    keyAgeDays: Math.max(0, Math.floor((now - since) / DAY_MS)),
+    nextRotationAt: new Date(next).toISOString(),
+    overdue: now > next,
+  };
 }
 
-// KEYS: account hash, lexical index, due index
-// ARGV: sid, friendlyName, status, nowIso, defaultPolicy, quarterlyMs, monthlyMs, nowMs
+/** As stored: the same facts as AccountRecord, timestamps in epoch ms. */
+interface StoredAccount {
+  friendlyName?: string;
+  status?: string;
+  policy?: string;
+  currentKeySid?: string;
+  lastRotatedAt?: number;
+  lastRotationId?: string;
+  firstSeenAt?: number;
+}
+
+// KEYS: account, lexical index, due index
+// ARGV: sid, friendlyName, status, nowMs, defaultPolicy, quarterlyMs, monthlyMs
 const UPSERT = `
-redis.call('HSET', KEYS[1], 'friendlyName', ARGV[2], 'status', ARGV[3])
-local created = redis.call('HSETNX', KEYS[1], 'firstSeenAt', ARGV[4])
-redis.call('HSETNX', KEYS[1], 'policy', ARGV[5])
+local raw = redis.call('GET', KEYS[1])
+local a
+local created = 0
+if raw then a = cjson.decode(raw) else a = { firstSeenAt = tonumber(ARGV[4]), policy = ARGV[5] }; created = 1 end
+a.friendlyName = ARGV[2]
+a.status = ARGV[3]
+redis.call('SET', KEYS[1], cjson.encode(a))
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 if created == 1 then
   local period = ARGV[6]
-  if redis.call('HGET', KEYS[1], 'policy') == 'monthly' then period = ARGV[7] end
-  redis.call('ZADD', KEYS[3], tonumber(ARGV[8]) + tonumber(period), ARGV[1])
+  if a.policy == 'monthly' then period = ARGV[7] end
+  redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(period), ARGV[1])
 end
 return created
 `;
 
-// KEYS: account hash, lexical index, due index
-// ARGV: sid, keySid, rotatedAtIso, rotatedAtMs, rotationId, defaultPolicy, quarterlyMs, monthlyMs
+// KEYS: account, lexical index, due index
+// ARGV: sid, keySid, rotatedAtMs, rotationId, defaultPolicy, quarterlyMs, monthlyMs
 const ROTATED = `
-local last = tonumber(redis.call('HGET', KEYS[1], 'lastRotatedAtMs') or '0')
-if last > tonumber(ARGV[4]) then return 0 end
-redis.call('HSETNX', KEYS[1], 'firstSeenAt', ARGV[3])
-redis.call('HSETNX', KEYS[1], 'friendlyName', '')
-redis.call('HSETNX', KEYS[1], 'status', 'active')
-redis.call('HSETNX', KEYS[1], 'policy', ARGV[6])
-redis.call('HSET', KEYS[1], 'currentKeySid', ARGV[2], 'lastRotatedAt', ARGV[3], 'lastRotatedAtMs', ARGV[4], 'lastRotationId', ARGV[5])
-local period = ARGV[7]
-if redis.call('HGET', KEYS[1], 'policy') == 'monthly' then period = ARGV[8] end
+local raw = redis.call('GET', KEYS[1])
+local a
+if raw then a = cjson.decode(raw) else a = { firstSeenAt = tonumber(ARGV[3]), policy = ARGV[5], friendlyName = '', status = 'active' } end
+local at = tonumber(ARGV[3])
+if type(a.lastRotatedAt) == 'number' and a.lastRotatedAt > at then return 0 end
+a.currentKeySid = ARGV[2]
+a.lastRotatedAt = at
+a.lastRotationId = ARGV[4]
+redis.call('SET', KEYS[1], cjson.encode(a))
+local period = ARGV[6]
+if a.policy == 'monthly' then period = ARGV[7] end
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
-redis.call('ZADD', KEYS[3], tonumber(ARGV[4]) + tonumber(period), ARGV[1])
+redis.call('ZADD', KEYS[3], at + tonumber(period), ARGV[1])
 return 1
 `;
-
-const FIELDS = ['friendlyName', 'status', 'policy', 'currentKeySid', 'lastRotatedAt', 'lastRotationId', 'firstSeenAt'] as const;
 
 export class AccountRepository {
   readonly #redis: Redis;
@@ -100,21 +133,7 @@ export class AccountRepository {
     for (let i = 0; i < accounts.length; i += 500) {
       const pipe = this.#redis.pipeline();
       for (const a of accounts.slice(i, i + 500)) {
-        pipe.eval(
-          UPSERT,
-          3,
-          k.account(a.accountSid),
-          k.accounts,
-          k.accountsDue,
-          a.accountSid,
-          a.friendlyName,
-          a.status,
-          new Date(now).toISOString(),
-          this.#defaultPolicy,
-          String(POLICY_DAYS.quarterly * DAY_MS),
-          String(POLICY_DAYS.monthly * DAY_MS),
-          String(now),
-        );
+        pipe.eval(UPSERT, 3, k.account(a.accountSid), k.accounts, k.accountsDue, a.accountSid, a.friendlyName, a.status, String(now), this.#defaultPolicy, String(POLICY_DAYS.quarterly * DAY_MS), String(POLICY_DAYS.monthly * DAY_MS));
       }
       for (const [err, created] of (await pipe.exec()) ?? []) {
         if (err) throw err;
@@ -127,7 +146,8 @@ export class AccountRepository {
   /** A rotation of the account succeeded: its new key is current. Older news never overwrites newer. */
   async recordRotation(accountSid: string, keySid: string, rotatedAt: string, rotationId: string): Promise<void> {
     const k = this.#keys;
-    await this.#redis.eval(
+    await runScript(
+      this.#redis,
       ROTATED,
       3,
       k.account(accountSid),
@@ -135,7 +155,6 @@ export class AccountRepository {
       k.accountsDue,
       accountSid,
       keySid,
-      rotatedAt,
       String(Date.parse(rotatedAt)),
       rotationId,
       this.#defaultPolicy,
@@ -148,7 +167,7 @@ export class AccountRepository {
     return (await this.#read([accountSid]))[0];
   }
 
-  /** Ordered by SID; the cursor is the last SID returned (opaque to clients). */
+  /** Ordered by SID; the cursor is the last SID returned. */
   async list(opts: { limit: number; cursor?: string }): Promise<{ items: AccountRecord[]; nextCursor: string | null }> {
     const min = opts.cursor ? `(${opts.cursor}` : '-';
     const sids = await this.#redis.zrangebylex(this.#keys.accounts, min, '+', 'LIMIT', 0, opts.limit + 1);
@@ -168,25 +187,20 @@ export class AccountRepository {
 
   async #read(sids: readonly string[]): Promise<AccountRecord[]> {
     if (sids.length === 0) return [];
-    const pipe = this.#redis.pipeline();
-    for (const sid of sids) pipe.hmget(this.#keys.account(sid), ...FIELDS);
-    const rows = (await pipe.exec()) ?? [];
+    const values = await this.#redis.mget(sids.map((sid) => this.#keys.account(sid)));
     const out: AccountRecord[] = [];
-    sids.forEach((sid, i) => {
-      const [err, values] = rows[i] ?? [];
-      if (err) throw err;
-      const v = values as Array<string | null>;
-      if (!v || v.every((x) => x === null)) return;
-      const [friendlyName, status, policy, currentKeySid, lastRotatedAt, lastRotationId, firstSeenAt] = v;
+    values.forEach((raw, i) => {
+      if (!raw) return;
+      const a = JSON.parse(raw) as StoredAccount;
       out.push({
-        accountSid: sid,
-        friendlyName: friendlyName ?? '',
-        status: status ?? 'active',
-        policy: policy === 'monthly' ? 'monthly' : 'quarterly',
-        currentKeySid: currentKeySid || null,
-        lastRotatedAt: lastRotatedAt || null,
-        lastRotationId: lastRotationId || null,
-        firstSeenAt: firstSeenAt ?? new Date(0).toISOString(),
+        accountSid: sids[i] as string,
+        friendlyName: a.friendlyName ?? '',
+        status: a.status ?? 'active',
+        policy: a.policy === 'monthly' ? 'monthly' : 'quarterly',
+        currentKeySid: a.currentKeySid ?? null,
+        lastRotatedAtMs: typeof a.lastRotatedAt === 'number' ? a.lastRotatedAt : null,
+        lastRotationId: a.lastRotationId ?? null,
+        firstSeenAtMs: typeof a.firstSeenAt === 'number' ? a.firstSeenAt : 0,
       });
     });
     return out;
