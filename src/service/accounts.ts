@@ -35,5 +35,5 @@ export function startAccountSync(opts: { twilio: Pick<TwilioKeyOps, 'listSubacco
 /** A succeeded rotation (not a dry run) makes its new key the account's current one. */
 export async function recordSucceededRotation(accounts: AccountRepository, rec: RotationRecord): Promise<void> {
   if (rec.status !== 'succeeded' || rec.dryRun || !rec.newKeySid) return;
-  await accounts.recordRotation(rec.accountSid, rec.newKeySid, rec.finishedAt ?? rec.updatedAt, rec.id);
+  await accounts.recordRotation(rec.accountSid, rec.newKeySid, rec.finishedAt ?? rec.updatedAt);
 }
