@@ -68,7 +68,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // JSON only: a text/plain body is refused with 415 rather than validated as a string.
   app.removeContentTypeParser('text/plain');
   await app.register(errorsPlugin);
-  await app.register(helmet, { global: true });
+  // No upgrade-insecure-requests: TLS is the deployment's choice, and the demo's /docs is plain HTTP.
+  await app.register(helmet, { global: true, contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } } });
   if (deps.corsOrigins?.length) {
     await app.register(cors, { origin: [...deps.corsOrigins], methods: ['GET', 'POST'], allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'last-event-id'], maxAge: 600 });
   }
