@@ -67,7 +67,7 @@ describe('GET /v1/events (server-sent events)', () => {
   const sid = () => `AC${randomBytes(16).toString('hex')}`;
 
   beforeAll(async () => {
-    h = await startApiHarness({ env: { SSE_HEARTBEAT_SECONDS: '1' }, logLevel: 'warn' });
+    h = await startApiHarness({ env: { SSE_HEARTBEAT_SECONDS: '1', SSE_MAX_CLIENTS: '4' }, logLevel: 'warn' });
     base = await h.app.listen({ host: '127.0.0.1', port: 0 });
   });
   afterAll(async () => h?.close());
@@ -145,6 +145,22 @@ describe('GET /v1/events (server-sent events)', () => {
     await waitFor('three stream readers', async () => (await readers()) === 3, 5_000);
     for (const c of clients) c.close();
     await waitFor('the readers to close', async () => (await readers()) === 0, 5_000);
+  });
+
+  it('refuses streams beyond SSE_MAX_CLIENTS with 503 and Retry-After, and takes them again once one closes', async () => {
+    const clients = await Promise.all([open(), open(), open(), open()]);
+    expect(clients.map((c) => c.status)).toEqual([200, 200, 200, 200]);
+    const res = await fetch(`${base}/v1/events`, { headers: bearer(h.tokens.viewer) });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toBe('5');
+    expect((await res.json()).error.code).toBe('too_many_streams');
+    clients[0]!.close();
+    await waitFor('a free slot', async () => {
+      const c = await open();
+      c.close();
+      return c.status === 200;
+    }, 5_000);
+    for (const c of clients) c.close();
   });
 
   it('ends open streams cleanly when the app closes', async () => {
