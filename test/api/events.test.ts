@@ -153,7 +153,7 @@ describe('GET /v1/events (server-sent events)', () => {
     const res = await fetch(`${base}/v1/events`, { headers: bearer(h.tokens.viewer) });
     expect(res.status).toBe(503);
     expect(res.headers.get('retry-after')).toBe('5');
-    expect((await res.json()).error.code).toBe('too_many_streams');
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('too_many_streams');
     clients[0]!.close();
     await waitFor('a free slot', async () => {
       const c = await open();

@@ -100,6 +100,6 @@ describe('hardening: rate limits, security headers, CORS, request ids, malformed
     expect(JSON.parse(raw.slice(raw.indexOf('\r\n\r\n') + 4))).toMatchObject({ error: { code: 'malformed_request', message: expect.any(String) } });
     const url = await fetch(`${base}/v1/rotations/%E0%A4%A`, { headers: bearer(h.tokens.admin) });
     expect(url.status).toBe(400);
-    expect((await url.json()).error.code).toBe('bad_url');
+    expect(((await url.json()) as { error: { code: string } }).error.code).toBe('bad_url');
   });
 });
