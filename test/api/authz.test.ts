@@ -2,7 +2,8 @@ import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { InjectOptions } from 'fastify';
 import { dumpRedis } from '../helpers/leaks.ts';
-import { bearer, rotationIn, startApiHarness, type ApiHarness } from './support.ts';
+import { createOidcVerifier } from '../../src/api/oidc.ts';
+import { AUDIENCE, bearer, ISSUER, rotationIn, startApiHarness, type ApiHarness } from './support.ts';
 
 type Need = 'public' | 'viewer' | 'operator' | 'admin';
 const RANK = { viewer: 0, operator: 1, admin: 2 } as const;
@@ -132,6 +133,14 @@ describe('authorization matrix', () => {
     expect(audit.json().items[0]).toMatchObject({ actor: 'oidc:alice@example.com', role: 'operator', action: 'rotation.start', status: 202 });
     const rec = await h.rt.repo.get(res.json().id);
     expect(rec?.requestedBy).toBe('oidc:alice@example.com');
+  });
+
+  it('caches the identity provider\'s keys, and answers 503 (never lets in) when they cannot be fetched', async () => {
+    // Dozens of JWTs were verified above, some with an unknown key id: the JWKS was fetched only a few times.
+    expect(h.idp.requests()).toBeGreaterThanOrEqual(1);
+    expect(h.idp.requests()).toBeLessThanOrEqual(3);
+    const unreachable = createOidcVerifier({ jwksUrl: 'http://127.0.0.1:9/jwks.json', issuer: ISSUER, audience: AUDIENCE, roleClaim: 'groups', roleMap: { 'rotator-admins': 'admin' } }, { fetchTimeoutMs: 500 });
+    expect(await unreachable(await h.jwt('admin'))).toMatchObject({ ok: false, status: 503, code: 'auth_unavailable' });
   });
 
   it('never writes a token to the logs or to Redis', async () => {
