@@ -1,5 +1,6 @@
 import { open, readFile, unlink } from 'node:fs/promises';
 import { StoreError } from '../store-error.ts';
+import { fileStoreError } from './errors.ts';
 
 const STALE_MS = 30_000;
 
@@ -17,7 +18,7 @@ function alive(pid: number): boolean {
  * threads of one worker or two processes on one host — never interleave. A lock left by a process
  * that died (SIGKILL) is broken when its pid is gone or it is older than STALE_MS.
  */
-export async function withFileLock<T>(lockPath: string, fn: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
+export async function withFileLock<T>(lockPath: string, dir: string, fn: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
   const started = Date.now();
   let delay = 2;
   for (;;) {
@@ -27,7 +28,8 @@ export async function withFileLock<T>(lockPath: string, fn: () => Promise<T>, ti
       await handle.close();
       break;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      // A directory that refuses new files (EPERM, EACCES…) is the store's error, classified like any other.
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw fileStoreError(err, 'lock', dir);
       await breakIfStale(lockPath);
       if (Date.now() - started > timeoutMs) {
         throw new StoreError('store_unavailable', `file store lock ${lockPath} is held by another writer for over ${timeoutMs} ms`);

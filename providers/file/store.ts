@@ -6,6 +6,7 @@ import { StoreError } from '../store-error.ts';
 import { credentialFromObject, plainCredential, type TwilioApiKeyCredential } from '../../src/domain/secret.ts';
 import { open as openSealed, seal } from './crypto.ts';
 import { withFileLock } from './lock.ts';
+import { fileStoreError } from './errors.ts';
 
 interface PlainVersion {
   credential: Record<string, string>;
@@ -50,10 +51,8 @@ export class FileSecretStore implements SecretStore {
     try {
       sealed = await readFile(this.#file(path));
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') return {};
-      if (code === 'EACCES' || code === 'EPERM') throw new StoreError('store_permission', `no permission to read the file store at ${this.#dir}: fix its owner or mode`);
-      throw new StoreError('store_unavailable', `cannot read the file store at ${this.#dir} (${code ?? 'error'})`);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
+      throw fileStoreError(err, 'read', this.#dir);
     }
     const plain = openSealed(this.#key, path, sealed);
     return JSON.parse(plain.toString('utf8')) as PlainEntry;
@@ -86,12 +85,7 @@ export class FileSecretStore implements SecretStore {
       }
     } catch (err) {
       await unlink(tmp).catch(() => undefined);
-      if (err instanceof StoreError) throw err;
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS') {
-        throw new StoreError('store_permission', `no permission to write the file store at ${this.#dir}: fix its owner or mode`);
-      }
-      throw new StoreError('store_unavailable', `cannot write the file store at ${this.#dir} (${code ?? 'error'})`);
+      throw fileStoreError(err, 'write', this.#dir);
     }
   }
 
@@ -99,10 +93,10 @@ export class FileSecretStore implements SecretStore {
     // Once per process (and again if it failed): not a mkdir syscall on every write.
     this.#dirReady ??= mkdir(this.#dir, { recursive: true, mode: 0o700 }).catch((err: unknown) => {
       this.#dirReady = undefined;
-      throw err;
+      throw fileStoreError(err, 'write', this.#dir);
     });
     await this.#dirReady;
-    await withFileLock(`${this.#file(path)}.lock`, async () => {
+    await withFileLock(`${this.#file(path)}.lock`, this.#dir, async () => {
       const entry = await this.#load(path);
       const next = change(entry);
       if (next) await this.#save(path, next);
@@ -177,11 +171,8 @@ export class FileSecretStore implements SecretStore {
       await handle.close();
       await unlink(probe);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new StoreError(
-        code === 'EACCES' || code === 'EPERM' || code === 'EROFS' ? 'store_permission' : 'store_unavailable',
-        `the file store directory ${this.#dir} is not writable (${code ?? 'error'}): set FILE_STORE_PATH to a writable directory`,
-      );
+      const e = fileStoreError(err, 'write', this.#dir);
+      throw new StoreError(e.code as 'store_permission' | 'store_unavailable', `the file store directory ${this.#dir} is not writable: ${e.message}; set FILE_STORE_PATH to a writable directory`, err);
     }
   }
 

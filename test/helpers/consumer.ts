@@ -7,6 +7,8 @@ export interface ConsumerStats {
   ok: number;
   unauthorized: number;
   otherErrors: number;
+  /** Store reads that failed: the consumer then sends nothing until it can read again. */
+  storeErrors: number;
   keysUsed: Set<string>;
   /** Each 401 with the key that got it, for diagnosis. */
   failures: Array<{ accountSid: string; keySid: string; at: number; readAt: number }>;
@@ -18,7 +20,7 @@ export interface ConsumerStats {
  * a Standard key, Messages API).
  */
 export class SimulatedConsumer {
-  readonly stats: ConsumerStats = { requests: 0, ok: 0, unauthorized: 0, otherErrors: 0, keysUsed: new Set(), failures: [] };
+  readonly stats: ConsumerStats = { requests: 0, ok: 0, unauthorized: 0, otherErrors: 0, storeErrors: 0, keysUsed: new Set(), failures: [] };
   readonly #cache = new Map<string, { cred: TwilioApiKeyCredential; readAt: number }>();
   #running = false;
   #loop?: Promise<void>;
@@ -55,8 +57,18 @@ export class SimulatedConsumer {
     let i = 0;
     while (this.#running) {
       const sid = this.opts.accounts[i++ % this.opts.accounts.length] as string;
-      const entry = await this.#credential(sid);
-      if (!entry) continue;
+      let entry: { cred: TwilioApiKeyCredential; readAt: number } | undefined;
+      try {
+        entry = await this.#credential(sid);
+      } catch {
+        // The store cannot be read: a credential older than the refresh interval is never used
+        // (the drain contract covers applications that re-read), so send nothing until it can.
+        this.stats.storeErrors++;
+      }
+      if (!entry) {
+        await new Promise((r) => setTimeout(r, this.opts.pauseMs ?? 5));
+        continue;
+      }
       const { cred, readAt } = entry;
       const client = twilio(cred.apiKeySid, cred.apiKeySecret.reveal(), { accountSid: sid, httpClient: httpClient as never });
       this.stats.requests++;

@@ -1,0 +1,59 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { fileStoreError } from '../../providers/file/errors.ts';
+import { FileSecretStore } from '../../providers/file/store.ts';
+import { StoreError } from '../../providers/store-error.ts';
+import { isTransient } from '../../src/domain/errors.ts';
+import { Secret } from '../../src/domain/secret.ts';
+
+const errno = (code: string): NodeJS.ErrnoException => Object.assign(new Error(`${code}: failed`), { code });
+
+describe('file store error classification', () => {
+  it('EACCES and EROFS are permanent permission errors; EPERM and the rest are transient', () => {
+    for (const code of ['EACCES', 'EROFS']) {
+      const e = fileStoreError(errno(code), 'write', '/srv/secrets');
+      expect([e.code, isTransient(e)], code).toEqual(['store_permission', false]);
+      expect(e.message).toMatch(/owner or mode/);
+    }
+    for (const code of ['EPERM', 'ENOSPC', 'EIO']) {
+      const e = fileStoreError(errno(code), 'lock', '/srv/secrets');
+      expect([e.code, isTransient(e)], code).toEqual(['store_unavailable', true]);
+    }
+    expect(fileStoreError(errno('EPERM'), 'write', '/srv/secrets').message).toMatch(/immutable/);
+  });
+
+  // chattr +i needs root on a file system with attributes (ext4 here); elsewhere there is nothing to test.
+  const canChattr = process.getuid?.() === 0 && spawnSync('chattr', ['--help']).error === undefined;
+  let dir: string | undefined;
+  afterEach(async () => {
+    if (!dir) return;
+    spawnSync('chattr', ['-i', join(dir, 'secrets')]);
+    await rm(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  it.skipIf(!canChattr)('a store directory made immutable refuses writes with a transient error, and reads still work', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'rotator-filestore-'));
+    const store = new FileSecretStore({ dir: join(dir, 'secrets'), key: randomBytes(32) });
+    const path = 'twilio/ACx';
+    const cred = (sid: string) => ({ accountSid: 'AC' + '0'.repeat(32), apiKeySid: sid, apiKeySecret: new Secret(randomBytes(16).toString('hex')) });
+    await store.putPending(path, 'r1', cred('SK1'));
+    await store.promotePending(path, 'r1', 'SK1');
+    const r = spawnSync('chattr', ['+i', join(dir, 'secrets')]);
+    if (r.status !== 0) return; // a file system without attributes (tmpfs): nothing to test
+    // The lock file cannot be created: before the fix this escaped as a raw EPERM (code "internal",
+    // permanent), which failed and undid every rotation that wrote during the stretch.
+    const err = await store.putPending(path, 'r2', cred('SK2')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreError);
+    expect((err as StoreError).code).toBe('store_unavailable');
+    expect(isTransient(err)).toBe(true);
+    expect((await store.readCurrent(path))?.apiKeySid).toBe('SK1');
+    spawnSync('chattr', ['-i', join(dir, 'secrets')]);
+    await store.putPending(path, 'r2', cred('SK2'));
+    expect((await store.read(path)).pending?.credential.apiKeySid).toBe('SK2');
+  });
+});
