@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../../src/config.ts';
+import { loadConfig, type ConfigError } from '../../src/config.ts';
 
 const base = { REDIS_URL: 'redis://127.0.0.1:1', DATA_DIR: '/tmp/rotator-config-test' };
 const load = (env: Record<string, string>) => loadConfig({ ...base, ...env }, { requireTwilio: false });
