@@ -4,7 +4,8 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { AuditLog, canonicalJson, chainHash, exportedChainSource, GENESIS, redisChainSource, verifyAuditChain } from '../../src/state/audit.ts';
+import fc from 'fast-check';
+import { APPEND_HASHING, AuditLog, canonicalJson, chainHash, exportedChainSource, GENESIS, redisChainSource, verifyAuditChain } from '../../src/state/audit.ts';
 import { bearer, startApiHarness, type ApiHarness } from './support.ts';
 
 /** `npm run audit:verify` as a real child process against the test's Redis. */
@@ -92,12 +93,30 @@ describe('audit trail', () => {
     expect(await runVerify(h.rt.redisUrl, prefix, ['--file', path])).toMatchObject({ code: 0, out: expect.stringMatching(/chain intact/) });
   });
 
-  it('chains appends from several processes (connections) correctly', async () => {
-    const logs = Array.from({ length: 4 }, () => new AuditLog(new Redis(h.rt.redisUrl), prefix));
-    await Promise.all(logs.flatMap((log, i) => Array.from({ length: 25 }, (_, j) => log.append({ kind: 'rotation', actor: `worker-${i}`, action: 'step.completed', detail: `n${j}` }))));
-    const verdict = await verifyAuditChain(redisChainSource(redis, prefix));
-    expect(verdict.ok).toBe(true);
-    expect(verdict.count).toBeGreaterThanOrEqual(100);
+  it('chains appends from several processes (connections) correctly, losing none under contention', async () => {
+    const before = await redis.xlen(streamKey);
+    const conns = Array.from({ length: 8 }, () => new Redis(h.rt.redisUrl));
+    // Half compare-and-append first (falling back to hashing in Redis when they keep losing), half hash in Redis at once.
+    const logs = conns.map((c, i) => new AuditLog(c, prefix, { casAttempts: i % 2 ? 3 : 0 }));
+    await Promise.all(logs.flatMap((log, i) => Array.from({ length: 40 }, (_, j) => log.append({ kind: 'rotation', actor: `worker-${i}`, action: 'step.completed', detail: `n${j} ü ✓` }))));
+    for (const c of conns) c.disconnect();
+    expect(await redis.xlen(streamKey)).toBe(before + 320);
+    expect(await verifyAuditChain(redisChainSource(redis, prefix))).toMatchObject({ ok: true, count: before + 320 });
+  });
+
+  it('hashes in Lua exactly as node:crypto does (any text, any length)', async () => {
+    const key = `${prefix}:lua-sha-check`;
+    await fc.assert(
+      fc.asyncProperty(fc.string({ unit: 'grapheme', maxLength: 300 }), fc.string({ maxLength: 70 }), async (entry, head) => {
+        await redis.del(key, `${key}:head`);
+        if (head) await redis.set(`${key}:head`, head);
+        const [, prev, hash] = (await redis.eval(APPEND_HASHING, 2, key, `${key}:head`, entry, GENESIS)) as [string, string, string];
+        expect(prev).toBe(head || GENESIS);
+        expect(hash).toBe(chainHash(prev, entry));
+      }),
+      { numRuns: 300 },
+    );
+    await redis.del(key, `${key}:head`);
   });
 
   it('never holds a secret or token', async () => {
