@@ -55,5 +55,11 @@ describe('GET /docs/json and /docs', () => {
     expect(res.statusCode).toBe(200);
     expect(res.headers['content-type']).toMatch(/text\/html/);
     expect(res.body).toMatch(/swagger-ui/i);
+    // Its scripts are files of its own (CSP 'self'), and nothing forces HTTPS on a plain-HTTP deployment.
+    expect(res.headers['content-security-policy']).toMatch(/script-src 'self'/);
+    expect(res.headers['content-security-policy']).not.toMatch(/upgrade-insecure-requests/);
+    for (const src of [...res.body.matchAll(/<script src="([^"]+)"/g)].map((m) => m[1]!)) {
+      expect((await h.app.inject({ method: 'GET', url: src })).statusCode, src).toBe(200);
+    }
   });
 });

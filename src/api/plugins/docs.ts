@@ -40,6 +40,8 @@ export const docsPlugin = fp(async (app: FastifyInstance, opts: { version: strin
   await app.register(swaggerUi, {
     routePrefix: '/docs',
     staticCSP: true,
+    // As for the API (app.ts): TLS is the deployment's choice; the demo serves the UI over plain HTTP.
+    transformStaticCSP: (header) => header.replace(/\s*upgrade-insecure-requests;?/, ''),
     uiConfig: { deepLinking: true },
     // The UI hides its own routes; list the two that are part of the API's contract.
     transformSpecification: (spec) => {
