@@ -108,7 +108,10 @@ export class Metrics {
     return new Proxy(store, {
       get(target, prop, receiver) {
         const value = Reflect.get(target, prop, receiver) as unknown;
-        if (typeof value !== 'function' || typeof prop !== 'string' || prop === 'close') return value;
+        if (typeof value !== 'function' || typeof prop !== 'string') return value;
+        // Bound to the store itself: providers keep state in private (#) fields, which a call
+        // through the proxy as `this` cannot reach.
+        if (prop === 'close') return (value as () => Promise<void>).bind(target);
         return async (...args: unknown[]) => {
           try {
             return await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
