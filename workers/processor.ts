@@ -123,6 +123,13 @@ export class RotationProcessor {
           log.error({ rotationId: id, err: e }, 'undo failed');
           return;
         }
+        if (current.step === 'delete-old' || current.step === 'done') {
+          // Past the point of no return: the old key may already be deleted at Twilio, so an undo
+          // would make a dead key current again. Stop here; a retry resumes delete-old.
+          await this.#finish(current, 'failed', undefined, `delete-old stopped: ${e.message}; retry the rotation to finish deleting the old key`, e, current.step);
+          log.error({ rotationId: id, step: current.step, err: e }, 'delete-old failed permanently; not undoing (the old key may be gone)');
+          return;
+        }
         log.error({ rotationId: id, step: current.step, err: e }, 'step failed permanently; undoing the rotation');
         rec = await this.#record(current, { step: current.step, status: 'failed', detail: e.message }, (r) => ({ ...r, error: e, undo: r.undo ?? { reason: 'failure' } }));
       }
