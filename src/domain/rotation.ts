@@ -83,6 +83,18 @@ export function isTerminal(status: RotationStatus): boolean {
   return TERMINAL.has(status);
 }
 
+/**
+ * Whether a rotation holds its subaccount (the per-account lock): while in flight, and also after
+ * failing part-way — its undo stopped, or it gave up mid-step — until a retry finishes it. The
+ * store and Twilio are then half-way: a new rotation built on that state would push the old key
+ * out of the store while it is still valid at Twilio, and the later retry of the failed one would
+ * undo the new one's work. Dry runs change nothing and never hold the account once finished.
+ */
+export function holdsAccount(rec: Pick<RotationRecord, 'status' | 'dryRun' | 'undo'>): boolean {
+  if (!isTerminal(rec.status)) return true;
+  return rec.status === 'failed' && !rec.dryRun && !rec.undo?.completedAt;
+}
+
 export function nextStep(step: Step, bootstrap: boolean): Step {
   switch (step) {
     case 'create-secondary':

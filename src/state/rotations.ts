@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { isTerminal, STATUSES, type HistoryEntry, type RotationRecord, type RotationStatus } from '../domain/rotation.ts';
+import { holdsAccount, STATUSES, type HistoryEntry, type RotationRecord, type RotationStatus } from '../domain/rotation.ts';
 import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 
@@ -12,16 +12,21 @@ import { redisKeys, type RedisKeys } from './keys.ts';
  * Every write is a Lua script so the record, its indexes, the lock and the event move together.
  */
 
-const CREATE = `
+const HOLDS = `
+-- holdsAccount() of src/domain/rotation.ts: in flight, or failed part-way (undo not completed).
+local function holds(json)
+  local r = cjson.decode(json)
+  local s = r.status
+  if s ~= 'succeeded' and s ~= 'failed' and s ~= 'cancelled' and s ~= 'rolled_back' then return true end
+  return s == 'failed' and r.dryRun ~= true and not (type(r.undo) == 'table' and r.undo.completedAt)
+end
+`;
+
+const CREATE = `${HOLDS}
 local existing = redis.call('GET', KEYS[1])
 if existing then
   local rec = redis.call('GET', ARGV[6] .. existing)
-  if rec then
-    local status = cjson.decode(rec).status
-    if status ~= 'succeeded' and status ~= 'failed' and status ~= 'cancelled' and status ~= 'rolled_back' then
-      return existing
-    end
-  end
+  if rec and holds(rec) then return existing end
 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
@@ -54,19 +59,14 @@ return 1
 // in flight for the account wins, and its id is returned.
 // KEYS: record, lock, oldStatusIdx, newStatusIdx, events
 // ARGV: expectedRev, json, id, score, event, maxlen, recordKeyPrefix
-const RESTART = `
+const RESTART = `${HOLDS}
 local cur = redis.call('GET', KEYS[1])
 if not cur then return -1 end
 if tostring(cjson.decode(cur).rev) ~= ARGV[1] then return 0 end
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[3] then
   local other = redis.call('GET', ARGV[7] .. holder)
-  if other then
-    local status = cjson.decode(other).status
-    if status ~= 'succeeded' and status ~= 'failed' and status ~= 'cancelled' and status ~= 'rolled_back' then
-      return holder
-    end
-  end
+  if other and holds(other) then return holder end
 end
 redis.call('SET', KEYS[2], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[2])
@@ -198,7 +198,7 @@ export class RotationRepository {
         encodeRecord(written),
         id,
         String(Date.parse(written.createdAt)),
-        isTerminal(written.status) ? '1' : '0',
+        holdsAccount(written) ? '0' : '1',
         JSON.stringify(eventOf(written, transition)),
         String(this.#eventsMaxLen),
       )) as number;
