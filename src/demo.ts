@@ -53,7 +53,7 @@ async function demo(): Promise<void> {
   const sub = emu.subaccounts[0]!.sid;
   console.log(`
 Rotator demo
-  API:            ${url}   (OpenAPI: ${url}/docs once issue 4 lands)
+  API:            ${url}   (OpenAPI UI: ${url}/docs)
   Twilio emulator ${emu.url}   parent ${emu.parent.accountSid}, subaccounts ${emu.subaccounts.map((s) => s.sid).join(', ')}
   Redis:          ${rt.redisUrl} (embedded, data in .data/demo/redis)
   Secret store:   encrypted files in ${cfg.store.kind === 'file' ? cfg.store.dir : cfg.store.kind}

@@ -67,6 +67,8 @@ export interface RotationRecord {
   promoteAfter?: string;
   undo?: UndoState;
   attempts: number;
+  /** How many times a retry started this rotation afresh (each attempt stages under its own id). */
+  restarts?: number;
   createdAt: string;
   updatedAt: string;
   finishedAt?: string;
@@ -78,6 +80,15 @@ export interface RotationRecord {
 }
 
 export const MAX_HISTORY = 60;
+
+/**
+ * The id a rotation's pending secret is staged under. A restarted rotation stages under a new one:
+ * stores keep what was staged before (AWS keeps the version, and refuses a different value under
+ * the same ClientRequestToken), so an attempt must never reuse an earlier attempt's id.
+ */
+export function stagingId(rec: Pick<RotationRecord, 'id' | 'restarts'>): string {
+  return rec.restarts ? `${rec.id}-r${rec.restarts}` : rec.id;
+}
 
 export function isTerminal(status: RotationStatus): boolean {
   return TERMINAL.has(status);
@@ -162,7 +173,7 @@ export function retriedRecord(rec: RotationRecord, entry: HistoryEntry): Rotatio
   if (mode === 'resume-undo') return base;
   delete base.error;
   if (mode === 'resume') return base;
-  const fresh: RotationRecord = { ...base, step: 'create-secondary', attempts: 0 };
+  const fresh: RotationRecord = { ...base, step: 'create-secondary', attempts: 0, restarts: (rec.restarts ?? 0) + 1 };
   for (const k of ['oldKeySid', 'newKeySid', 'operationalizedAt', 'promoteAfter', 'undo'] as const) delete fresh[k];
   return fresh;
 }

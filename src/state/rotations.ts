@@ -167,10 +167,11 @@ export class RotationRepository {
     return json ? decodeRecord(json) : undefined;
   }
 
-  async getMany(ids: string[]): Promise<RotationRecord[]> {
+  /** With `withoutHistory`, records come back with an empty history: cheaper for list pages. */
+  async getMany(ids: string[], withoutHistory = false): Promise<RotationRecord[]> {
     if (ids.length === 0) return [];
     const values = await this.#redis.mget(ids.map((id) => this.keys.rotation(id)));
-    return values.filter((v): v is string => v !== null).map(decodeRecord);
+    return values.filter((v): v is string => v !== null).map((v) => decodeRecord(v, withoutHistory));
   }
 
   /**
@@ -261,7 +262,8 @@ export class RotationRepository {
   }
 
   /** Newest first. The cursor is opaque: `<score>:<id>` of the last item returned. */
-  async list(opts: { accountSid?: string; status?: RotationStatus; limit: number; cursor?: string }): Promise<Page<RotationRecord>> {
+  /** `withoutHistory`: list pages show summaries; decoding every history timestamp is their largest cost. */
+  async list(opts: { accountSid?: string; status?: RotationStatus; limit: number; cursor?: string; withoutHistory?: boolean }): Promise<Page<RotationRecord>> {
     const k = this.keys;
     // Pick the smallest index that answers the query; filter the other criterion in memory.
     const index = opts.accountSid ? k.accountRotations(opts.accountSid) : opts.status ? k.byStatus(opts.status) : k.allRotations;
@@ -276,7 +278,7 @@ export class RotationRepository {
       const want = opts.limit - items.length + 1;
       const ids = [...tied, ...(await this.#redis.zrevrangebyscore(index, max, '-inf', 'LIMIT', 0, want))];
       if (ids.length === 0) return { items, nextCursor: null };
-      const recs = await this.getMany(ids.slice(0, want));
+      const recs = await this.getMany(ids.slice(0, want), opts.withoutHistory);
       for (const r of recs) {
         if (items.length === opts.limit) return { items, nextCursor: encodeCursor(items.at(-1)!) };
         if (filter(r)) items.push(r);
@@ -340,11 +342,11 @@ export function encodeRecord(rec: RotationRecord): string {
   return JSON.stringify(out);
 }
 
-export function decodeRecord(json: string): RotationRecord {
+export function decodeRecord(json: string, withoutHistory = false): RotationRecord {
   const raw = JSON.parse(json) as Record<string, unknown>;
   const iso = (v: unknown): unknown => (typeof v === 'number' ? new Date(v).toISOString() : v);
   for (const k of TOP_TIMES) if (raw[k] !== undefined) raw[k] = iso(raw[k]);
-  raw.history = (raw.history as Array<Record<string, unknown>>).map((h) => ({ ...h, at: iso(h.at), ...(h.startedAt !== undefined ? { startedAt: iso(h.startedAt) } : {}) }));
+  raw.history = withoutHistory ? [] : (raw.history as Array<Record<string, unknown>>).map((h) => ({ ...h, at: iso(h.at), ...(h.startedAt !== undefined ? { startedAt: iso(h.startedAt) } : {}) }));
   const undo = raw.undo as Record<string, unknown> | undefined;
   if (undo) raw.undo = { ...undo, ...(undo.deleteAfter !== undefined ? { deleteAfter: iso(undo.deleteAfter) } : {}), ...(undo.completedAt !== undefined ? { completedAt: iso(undo.completedAt) } : {}) };
   return raw as unknown as RotationRecord;

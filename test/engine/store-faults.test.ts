@@ -64,4 +64,23 @@ describe.each(['aws', 'vault'] as const)('the %s store failing mid-rotation', (k
       await stack.backend.denyWrites(false);
     }
   });
+
+  it('a retry after a fully undone failure stages under a fresh id and succeeds (stores keep what the first attempt staged)', async () => {
+    const sid = stack.emu.subaccounts[2]!.sid;
+    // The new key is staged as pending, then Twilio refuses it on every verification: the
+    // rotation fails in create-secondary, and its undo discards the pending and deletes the key.
+    stack.emu.setFaults({ failNext: { count: 4, status: 401, match: { path: '/Messages\\.json$' } } });
+    const rec = await startRotation(rt, sid);
+    const failed = await waitFinished(rt, rec.id);
+    expect(failed.status).toBe('failed');
+    expect(failed.error?.code).toBe('twilio_new_key_unauthorized');
+    const retried = await rt.service.retry(rec.id, 'test');
+    expect(retried?.ok).toBe(true);
+    const done = await waitFinished(rt, rec.id);
+    expect(done.status, JSON.stringify(done.error)).toBe('succeeded');
+    expect(done.restarts).toBe(1);
+    const settled = await expectSettled(stack, sid);
+    expect(settled.problems).toEqual([]);
+    expect(settled.currentKeySid).toBe(done.newKeySid);
+  });
 });

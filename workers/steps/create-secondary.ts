@@ -1,5 +1,5 @@
 import { PermanentError } from '../../src/domain/errors.ts';
-import type { RotationRecord } from '../../src/domain/rotation.ts';
+import { stagingId, type RotationRecord } from '../../src/domain/rotation.ts';
 import type { TwilioApiKeyCredential } from '../../src/domain/secret.ts';
 import { keyName, type StepContext, type StepOutcome } from './context.ts';
 import { verifyWithPropagation } from './verify.ts';
@@ -19,7 +19,7 @@ export async function createSecondaryKey(ctx: StepContext, rec: RotationRecord):
 
   let credential: TwilioApiKeyCredential;
   let detail: string;
-  if (entry.pending?.rotationId === rec.id) {
+  if (entry.pending?.rotationId === stagingId(rec)) {
     credential = entry.pending.credential;
     detail = 'adopted the pending key of an interrupted run';
   } else {
@@ -28,7 +28,7 @@ export async function createSecondaryKey(ctx: StepContext, rec: RotationRecord):
     const created = await ctx.twilio.createKey(rec.accountSid, keyName(ctx.keyNamePrefix, rec.id));
     ctx.crash('create-secondary:after-create-key');
     credential = { accountSid: rec.accountSid, apiKeySid: created.sid, apiKeySecret: created.secret };
-    await ctx.store.putPending(path, rec.id, credential);
+    await ctx.store.putPending(path, stagingId(rec), credential);
     ctx.crash('create-secondary:after-store-pending');
     detail = 'created';
   }

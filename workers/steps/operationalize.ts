@@ -1,4 +1,4 @@
-import { nextStep, type RotationRecord } from '../../src/domain/rotation.ts';
+import { nextStep, stagingId, type RotationRecord } from '../../src/domain/rotation.ts';
 import { PermanentError } from '../../src/domain/errors.ts';
 import type { StepContext, StepOutcome } from './context.ts';
 
@@ -12,7 +12,7 @@ export async function operationalizeNewKey(ctx: StepContext, rec: RotationRecord
   const path = ctx.secretPath(rec.accountSid);
   ctx.crash('operationalize:start');
   // promotePending is itself idempotent (a no-op once the new key is current).
-  await ctx.store.promotePending(path, rec.id, rec.newKeySid);
+  await ctx.store.promotePending(path, stagingId(rec), rec.newKeySid);
   ctx.crash('operationalize:after-store');
   const at = rec.operationalizedAt ?? new Date(ctx.now()).toISOString();
   const bootstrap = rec.oldKeySid === null;

@@ -1,5 +1,5 @@
 import { PermanentError } from '../../src/domain/errors.ts';
-import type { RotationRecord, UndoState } from '../../src/domain/rotation.ts';
+import { stagingId, type RotationRecord, type UndoState } from '../../src/domain/rotation.ts';
 import { keyName, type StepContext } from './context.ts';
 
 export type UndoOutcome =
@@ -28,7 +28,7 @@ export async function undoRotation(ctx: StepContext, rec: RotationRecord): Promi
 
   if (undo.drain && !undo.deleteAfter) {
     if (rec.newKeySid) await ctx.store.restorePrevious(path, rec.newKeySid);
-    await ctx.store.discardPending(path, rec.id);
+    await ctx.store.discardPending(path, stagingId(rec));
     const deleteAfter = new Date(ctx.now() + ctx.drainMs).toISOString();
     return { kind: 'persist', undo: { ...undo, deleteAfter }, detail: `old key ${rec.oldKeySid ?? '(none)'} is current again; new key deleted after ${deleteAfter}` };
   }
@@ -37,7 +37,7 @@ export async function undoRotation(ctx: StepContext, rec: RotationRecord): Promi
     return { kind: 'wait', until: Date.parse(undo.deleteAfter), reason: `draining the new key until ${undo.deleteAfter}` };
   }
 
-  if (!undo.drain) await ctx.store.discardPending(path, rec.id);
+  if (!undo.drain) await ctx.store.discardPending(path, stagingId(rec));
   // Whatever happened before, delete only keys of this rotation that no stage of the store holds.
   const entry = await ctx.store.read(path);
   const held = new Set([entry.current, entry.pending, entry.previous].filter((v) => v).map((v) => v!.credential.apiKeySid));

@@ -84,7 +84,7 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
     async (req) => {
       const { accountSid, status, limit, cursor } = req.query;
       if (cursor !== undefined && !decodeCursor(cursor)) throw new HttpError(400, 'invalid_cursor', 'cursor is not one this API returned');
-      const page = await repo.list({ accountSid, status, limit: limit ?? 50, cursor });
+      const page = await repo.list({ accountSid, status, limit: limit ?? 50, cursor, withoutHistory: true });
       return { items: page.items.map(publicRotation), nextCursor: page.nextCursor };
     },
   );

@@ -4,7 +4,8 @@
  */
 
 /** 429/500/503 answer Twilio-style JSON; 'reset' destroys the socket; 'timeout' never answers. */
-export type FaultKind = 429 | 500 | 503 | 'reset' | 'timeout';
+/** 401 stands for a credential Twilio stops accepting for a moment (answered 20003 like a bad one). */
+export type FaultKind = 401 | 429 | 500 | 503 | 'reset' | 'timeout';
 
 /** Restricts a rule to some requests, e.g. `{method: 'POST', path: '/Keys\\.json$'}`. */
 export interface FaultMatch {
@@ -59,7 +60,7 @@ export interface InjectedFault {
   phase: 'before' | 'after';
 }
 
-const KINDS: readonly FaultKind[] = [429, 500, 503, 'reset', 'timeout'];
+const KINDS: readonly FaultKind[] = [401, 429, 500, 503, 'reset', 'timeout'];
 
 interface CompiledRule {
   rule: FailNextRule;
@@ -189,5 +190,5 @@ function assertNumber(name: string, v: unknown, min: number): asserts v is numbe
 }
 
 function assertKind(name: string, k: unknown): asserts k is FaultKind {
-  if (!KINDS.includes(k as FaultKind)) throw new Error(`${name} must be one of 429, 500, 503, 'reset', 'timeout'`);
+  if (!KINDS.includes(k as FaultKind)) throw new Error(`${name} must be one of 401, 429, 500, 503, 'reset', 'timeout'`);
 }

@@ -210,7 +210,9 @@ export async function startTwilioEmulator(opts: TwilioEmulatorOptions = {}): Pro
       return 0;
     }
     const reply =
-      kind === 429
+      kind === 401
+        ? twilioError(401, 20003, 'Authenticate')
+        : kind === 429
         ? twilioError(429, 20429, 'Too Many Requests')
         : kind === 503
           ? twilioError(503, 20503, 'Service Unavailable')
