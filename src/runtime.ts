@@ -17,6 +17,7 @@ import { parseApiTokens } from './api/tokens.ts';
 import { createOidcVerifier } from './api/oidc.ts';
 import { AccountRepository } from './state/accounts.ts';
 import { AuditLog } from './state/audit.ts';
+import { AuditRelay, transitionAuditFields } from './service/audit-relay.ts';
 import { recordSucceededRotation, startAccountSync } from './service/accounts.ts';
 import { Metrics } from './metrics.ts';
 import type { HistoryEntry, RotationRecord } from './domain/rotation.ts';
@@ -133,21 +134,23 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   let gate: RedisConcurrencyGate | undefined;
   let accountSync: { stop(): void } | undefined;
   // Every persisted step transition feeds the audit chain, the account inventory and the metrics;
-  // none of them may stop a rotation, so failures are logged and counted.
+  // none of them may stop a rotation, so failures are logged and counted. An audit append lost
+  // here (the process dies, Redis restarts) is made good by the audit relay below; the entry
+  // carries the transition's own time, which is how the relay recognises it.
   const onTransition = (rec: RotationRecord, entry: HistoryEntry): void => {
     metrics.observeTransition(rec, entry);
-    const detail = entry.detail ? { detail: entry.detail } : {};
-    audit
-      .append({ kind: 'rotation', actor: entry.by ?? 'worker', action: `step.${entry.status}`, rotationId: rec.id, accountSid: rec.accountSid, step: entry.step, ...detail })
-      .catch((err: Error) => {
-        metrics.auditErrors.inc();
-        log.error({ rotationId: rec.id, err: { message: err.message } }, 'audit append failed');
-      });
+    audit.append(transitionAuditFields(rec.id, rec.accountSid, entry, 'worker'), Date.parse(entry.at)).catch((err: Error) => {
+      metrics.auditErrors.inc();
+      log.error({ rotationId: rec.id, err: { message: err.message } }, 'audit append failed');
+    });
     if (rec.status === 'succeeded') {
       recordSucceededRotation(accounts, rec).catch((err: Error) => log.warn({ rotationId: rec.id, err: { message: err.message } }, 'could not update the account inventory'));
     }
   };
+  let auditRelay: AuditRelay | undefined;
   if (opts.worker) {
+    auditRelay = new AuditRelay({ redis, prefix: cfg.redisPrefix, audit, log });
+    auditRelay.start();
     // One cap on concurrent Twilio requests for the parent account, across every worker process.
     gate = cfg.twilio ? new RedisConcurrencyGate(redis, { key: `${cfg.redisPrefix}:twilio:slots:${cfg.twilio.accountSid}`, limit: cfg.twilioMaxConcurrency }) : undefined;
     const twilio =
@@ -208,6 +211,7 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       await app?.close();
       accountSync?.stop();
       await worker?.close();
+      await auditRelay?.stop();
       await gate?.close();
       await queue.close();
       await store.close();

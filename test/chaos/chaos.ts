@@ -309,8 +309,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       log(`operator retries ${unfinished.length} unfinished failed rotation(s)`);
       for (const r of unfinished) await driver.operatorRetry(r.id, r.accountSid, true);
     }
-    // Consumers keep running for a drain after the last change, so a late deletion would show.
+    // Consumers keep running for a drain after the last change, so a late deletion would show;
+    // meanwhile the workers' audit relay reaches the last transition.
     await new Promise((r) => setTimeout(r, DRAIN_SECONDS * 1000 + REFRESH_MS));
+    const lastEvent = ((await observerRedis.xrevrange(`${REDIS_PREFIX}:events`, '+', '-', 'COUNT', 1)) as Array<[string, string[]]>)[0]?.[0];
+    await waitUntil(60_000, async () => !lastEvent || (await observerRedis.get(`${REDIS_PREFIX}:audit:relay:cursor`)) === lastEvent);
     const stats: ConsumerStats[] = await Promise.all(consumers.map((c) => c.stop()));
     await observer.stop();
 
@@ -327,9 +330,23 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     }
     observer.violations(DRAIN_SECONDS * 1000).forEach(violation);
     const consumer401s = stats.reduce((n, s) => n + s.unauthorized, 0);
-    for (const f of stats.flatMap((s) => s.failures)) {
-      const del = observer.deletedAt.get(f.keySid);
-      violation(`consumer got 401 with ${f.keySid} on ${f.accountSid} at ${new Date(f.at).toISOString()} (read ${f.at - f.readAt} ms earlier${del ? `; deleted at Twilio ${del.at - f.readAt} ms after that read` : ''})`);
+    const byKey = new Map<string, Array<{ accountSid: string; at: number; readAt: number }>>();
+    for (const f of stats.flatMap((s) => s.failures)) byKey.set(f.keySid, [...(byKey.get(f.keySid) ?? []), f]);
+    for (const [keySid, fs] of byKey) {
+      const first = fs.reduce((a, b) => (b.at < a.at ? b : a));
+      const del = observer.deletedAt.get(keySid);
+      violation(
+        `consumers got ${fs.length} × 401 with ${keySid} on ${first.accountSid}, first at ${new Date(first.at).toISOString()} with a credential read ${first.at - first.readAt} ms earlier` +
+          (del ? `; Twilio deleted the key ${del.at - first.readAt} ms after that read` : '; the key was not deleted by Rotator'),
+      );
+    }
+    // For every key behind a violation, the rotations that touched it: what to look at first.
+    const suspects = new Set([...byKey.keys(), ...observer.violations(DRAIN_SECONDS * 1000).map((v) => /key (SK[0-9a-f]{32})/.exec(v)?.[1] ?? '')]);
+    suspects.delete('');
+    for (const keySid of suspects) {
+      for (const r of records.filter((x) => x.oldKeySid === keySid || x.newKeySid === keySid)) {
+        log(`  ${keySid} is the ${r.oldKeySid === keySid ? 'old' : 'new'} key of ${r.id} (${r.status}): ${r.history.map((h) => `${h.at.slice(11, 23)} ${h.step}/${h.status}${h.count ? `×${h.count}` : ''}${h.detail ? ` (${h.detail.slice(0, 80)})` : ''}`).join(' → ')}`);
+      }
     }
 
     // The audit chain: intact (in-process and with the operator's command), and complete.
@@ -339,7 +356,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     if (cli.code !== 0) violation(`npm run audit:verify exited ${cli.code}: ${cli.output.trim()}`);
     const audit: AuditEntry[] = [];
     for await (const e of new AuditLog(observerRedis, REDIS_PREFIX).entries()) audit.push(e);
-    checkAuditCoverage(records, audit).forEach(violation);
+    const coverage = checkAuditCoverage(records, audit);
+    coverage.problems.forEach(violation);
 
     // No secret anywhere: Redis (live values and the AOF), every line any process printed.
     const secrets = [...emu.issuedSecrets(), ...backend.secrets, operator.token, emu.parent.authToken];
@@ -382,6 +400,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         keysDeleted: observer.deletedAt.size,
         storeSamples: observer.samples,
         auditEntries: audit.length,
+        auditDuplicates: coverage.duplicates,
         processLives: Object.fromEntries(all.map((p) => [p.name, p.lives])),
         maxEventLoopLagMs: Math.round(lag.max / 1e6),
         durationS: Math.round(elapsed / 1000),

@@ -1,0 +1,183 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { HistoryEntry } from '../domain/rotation.ts';
+import type { AuditFields, AuditLog } from '../state/audit.ts';
+import { redisKeys } from '../state/keys.ts';
+import { runScript } from '../state/lua.ts';
+import type { RotationEvent } from '../state/rotations.ts';
+
+/**
+ * Every rotation transition reaches the audit chain, whatever dies when.
+ *
+ * A transition is written atomically with its record and an event in the events stream (see
+ * state/rotations.ts); the process that made it then appends its audit entry at once. That append
+ * is a second write: a worker SIGKILLed, or Redis restarting, between the two loses it — and the
+ * transitions the API writes (created, cancel/rollback requested, retry) have only the request's
+ * own audit entry, lost the same way if the API dies between the write and its answer.
+ *
+ * The relay closes both gaps. It follows the events stream from a cursor and, for every
+ * transition older than `settleMs` (time for the immediate append to land), appends the entry
+ * unless the chain already has it: same rotation, step, action and time (`at` is the
+ * transition's own time in both). Checking the chain rather than trusting the cursor makes a
+ * crash between the append and the cursor update harmless: the entry is found and skipped. One
+ * relay works at a time (a lease), so there are no duplicates either, short of a relay stalled
+ * past its lease.
+ */
+export interface AuditRelayOptions {
+  redis: Redis;
+  prefix: string;
+  audit: AuditLog;
+  log: Logger;
+  /** How old a transition must be before the relay looks at it (default 5 s). */
+  settleMs?: number;
+  intervalMs?: number;
+  leaseMs?: number;
+  now?: () => number;
+}
+
+/** The chain entry of one transition: the same fields whichever process writes it. */
+export function transitionAuditFields(rotationId: string, accountSid: string, entry: HistoryEntry, defaultActor: string): AuditFields {
+  return {
+    kind: 'rotation',
+    actor: entry.by ?? defaultActor,
+    action: `step.${entry.status}`,
+    rotationId,
+    accountSid,
+    step: entry.step,
+    ...(entry.detail ? { detail: entry.detail } : {}),
+  };
+}
+
+const EXTEND = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
+const BATCH = 200;
+/** An immediate append lands within this long after its transition, even through a Redis restart. */
+const LATE_APPEND_MS = 60_000;
+
+type Row = [string, string[]];
+
+export class AuditRelay {
+  readonly #o: Required<Omit<AuditRelayOptions, 'now'>> & { now: () => number };
+  readonly #eventsKey: string;
+  readonly #auditKey: string;
+  readonly #cursorKey: string;
+  readonly #leaseKey: string;
+  readonly #token = randomUUID();
+  #timer: NodeJS.Timeout | undefined;
+  #running: Promise<unknown> = Promise.resolve();
+  #leader = false;
+  /** Entries this relay appended (for tests and metrics). */
+  appended = 0;
+
+  constructor(opts: AuditRelayOptions) {
+    this.#o = { settleMs: 5_000, intervalMs: 1_000, leaseMs: 10_000, now: Date.now, ...opts };
+    const k = redisKeys(opts.prefix);
+    this.#eventsKey = k.events;
+    this.#auditKey = k.audit;
+    this.#cursorKey = `${k.audit}:relay:cursor`;
+    this.#leaseKey = `${k.audit}:relay:lease`;
+  }
+
+  start(): void {
+    const tick = (): void => {
+      this.#running = this.pump().catch((err: Error) => this.#o.log.warn({ err: { message: err.message } }, 'audit relay: will try again'));
+      void this.#running.finally(() => {
+        if (!this.#timer) return;
+        this.#timer = setTimeout(tick, this.#o.intervalMs);
+        this.#timer.unref();
+      });
+    };
+    this.#timer = setTimeout(tick, this.#o.intervalMs);
+    this.#timer.unref();
+  }
+
+  async stop(): Promise<void> {
+    const t = this.#timer;
+    this.#timer = undefined;
+    if (t) clearTimeout(t);
+    await this.#running.catch(() => undefined);
+    if (this.#leader) await this.#o.redis.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`, 1, this.#leaseKey, this.#token).catch(() => undefined);
+  }
+
+  /** Relay every settled transition not yet in the chain; returns how many entries were appended. */
+  async pump(): Promise<number> {
+    const { redis } = this.#o;
+    if (!(await this.#lease())) return 0;
+    let appended = 0;
+    for (;;) {
+      const cursor = (await redis.get(this.#cursorKey)) ?? '0-0';
+      const rows = (await redis.xrange(this.#eventsKey, `(${cursor}`, '+', 'COUNT', BATCH)) as Row[];
+      const settledBefore = this.#o.now() - this.#o.settleMs;
+      const ready = rows.filter(([id]) => streamTime(id) <= settledBefore);
+      if (ready.length === 0) return appended;
+      const first = streamTime(ready[0]![0]);
+      const last = streamTime(ready.at(-1)![0]);
+      const present = await this.#entriesBetween(first - 1_000, last + LATE_APPEND_MS);
+      for (const [id, fields] of ready) {
+        const event = parseEvent(fields);
+        const t = event?.transition;
+        if (event && t) {
+          const key = identity(event.id, t.step, `step.${t.status}`, t.at);
+          if (!present.has(key)) {
+            await this.#o.audit.append(transitionAuditFields(event.id, event.accountSid, t, 'api'), Date.parse(t.at));
+            present.add(key);
+            appended++;
+            this.appended++;
+          }
+        }
+        await redis.set(this.#cursorKey, id);
+      }
+      if (ready.length < rows.length || rows.length < BATCH) return appended;
+    }
+  }
+
+  async #lease(): Promise<boolean> {
+    const { redis, leaseMs } = this.#o;
+    if (this.#leader && Number(await runScript(redis, EXTEND, 1, this.#leaseKey, this.#token, String(leaseMs))) === 1) return true;
+    this.#leader = (await redis.set(this.#leaseKey, this.#token, 'PX', leaseMs, 'NX')) === 'OK';
+    return this.#leader;
+  }
+
+  /** Identities of the rotation entries in the chain appended between two times (stream ids). */
+  async #entriesBetween(fromMs: number, toMs: number): Promise<Set<string>> {
+    const out = new Set<string>();
+    let min = `${Math.max(0, fromMs)}-0`;
+    for (;;) {
+      const rows = (await this.#o.redis.xrange(this.#auditKey, min, `${toMs}-0`, 'COUNT', 1_000)) as Row[];
+      for (const [, fields] of rows) {
+        const json = fieldOf(fields, 'e');
+        if (!json) continue;
+        try {
+          const e = JSON.parse(json) as AuditFields & { at: string };
+          if (e.kind === 'rotation' && e.rotationId) out.add(identity(e.rotationId, e.step, e.action, e.at));
+        } catch {
+          // Not ours to judge: verification reports a damaged entry.
+        }
+      }
+      const lastRow = rows.at(-1);
+      if (rows.length < 1_000 || !lastRow) return out;
+      min = `(${lastRow[0]}`;
+    }
+  }
+}
+
+function identity(rotationId: string, step: string | undefined, action: string, at: string): string {
+  return `${rotationId}|${step ?? ''}|${action}|${Date.parse(at)}`;
+}
+
+function streamTime(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
+}
+
+function fieldOf(fields: string[], name: string): string | undefined {
+  for (let i = 0; i + 1 < fields.length; i += 2) if (fields[i] === name) return fields[i + 1];
+  return undefined;
+}
+
+function parseEvent(fields: string[]): RotationEvent | undefined {
+  try {
+    return JSON.parse(fieldOf(fields, 'e') ?? '') as RotationEvent;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,119 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
+import { RotationRepository } from '../../src/state/rotations.ts';
+import { AuditLog, redisChainSource, verifyAuditChain, type AuditEntry } from '../../src/state/audit.ts';
+import { AuditRelay, transitionAuditFields } from '../../src/service/audit-relay.ts';
+import { createLogger } from '../../src/logger.ts';
+import { newRotationId, withHistory, type HistoryEntry, type RotationRecord } from '../../src/domain/rotation.ts';
+
+/**
+ * Found by the chaos suite: a worker SIGKILLed (or Redis restarting) between a transition's record
+ * write and its audit append lost the audit entry; so did the API dying between writing a rotation
+ * and answering. The relay appends, from the events stream written with each record, every
+ * transition the chain lacks — exactly once.
+ */
+describe('audit relay', () => {
+  let dir: string;
+  let server: EmbeddedRedis;
+  let redis: Redis;
+  let repo: RotationRepository;
+  let audit: AuditLog;
+  const log = createLogger('silent');
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'rotator-relay-'));
+    server = await startEmbeddedRedis({ dir, persist: false });
+    redis = new Redis(server.url);
+    repo = new RotationRepository(redis, 'r');
+    audit = new AuditLog(redis, 'r');
+  });
+  afterAll(async () => {
+    redis.disconnect();
+    await server.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function entriesOf(id: string): Promise<AuditEntry[]> {
+    const out: AuditEntry[] = [];
+    for await (const e of audit.entries({ rotationId: id })) out.push(e);
+    return out;
+  }
+
+  it('appends every transition the chain lacks, once, whatever was appended before and whenever the relay died', async () => {
+    const at = new Date().toISOString();
+    const accountSid = `AC${'1'.repeat(32)}`;
+    const rec: RotationRecord = {
+      id: newRotationId(),
+      kind: 'api-key',
+      accountSid,
+      status: 'pending',
+      step: 'create-secondary',
+      dryRun: false,
+      trigger: 'api',
+      attempts: 0,
+      createdAt: at,
+      updatedAt: at,
+      rev: 0,
+      history: [{ step: 'create-secondary', status: 'created', at, detail: 'requested' }],
+    };
+    // Written by the API, which died before its request audit: the chain has nothing for it.
+    await repo.create(rec);
+    const step = async (entry: HistoryEntry, appendNow: boolean): Promise<void> => {
+      const written = await repo.update(rec.id, (r) => ({ ...r, status: 'running', history: withHistory(r.history, entry) }), entry);
+      if (appendNow) await audit.append(transitionAuditFields(written.id, written.accountSid, entry, 'worker'), Date.parse(entry.at));
+    };
+    const t = (ms: number) => new Date(Date.parse(at) + ms).toISOString();
+    // A worker appended this one itself…
+    await step({ step: 'create-secondary', status: 'completed', at: t(5), by: 'host:1', detail: 'created; verified' }, true);
+    // …was SIGKILLed before appending this one…
+    await step({ step: 'operationalize', status: 'completed', at: t(9), by: 'host:1' }, false);
+    // …and a retry was folded into history while Redis was away.
+    await step({ step: 'promote', status: 'retrying', at: t(12), by: 'host:2', detail: 'store unavailable' }, false);
+
+    const relay = new AuditRelay({ redis, prefix: 'r', audit, log, settleMs: 0 });
+    expect(await relay.pump()).toBe(3);
+    const entries = await entriesOf(rec.id);
+    expect(entries.map((e) => `${e.step}|${e.action}|${e.actor}|${e.at}`).sort()).toEqual(
+      [`create-secondary|step.created|api|${at}`, `create-secondary|step.completed|host:1|${t(5)}`, `operationalize|step.completed|host:1|${t(9)}`, `promote|step.retrying|host:2|${t(12)}`].sort(),
+    );
+    // Again: nothing new. And after a crash between an append and the cursor update: still nothing new.
+    expect(await relay.pump()).toBe(0);
+    await redis.del('r:audit:relay:cursor');
+    expect(await relay.pump()).toBe(0);
+    expect(await entriesOf(rec.id)).toHaveLength(4);
+    expect(await verifyAuditChain(redisChainSource(redis, 'r'))).toMatchObject({ ok: true, count: 4 });
+    await relay.stop();
+  });
+
+  it('waits for a transition to settle, and only one relay works at a time', async () => {
+    const at = new Date().toISOString();
+    const rec: RotationRecord = {
+      id: newRotationId(),
+      kind: 'api-key',
+      accountSid: `AC${'2'.repeat(32)}`,
+      status: 'pending',
+      step: 'create-secondary',
+      dryRun: false,
+      trigger: 'api',
+      attempts: 0,
+      createdAt: at,
+      updatedAt: at,
+      rev: 0,
+      history: [{ step: 'create-secondary', status: 'created', at }],
+    };
+    await repo.create(rec);
+    const patient = new AuditRelay({ redis, prefix: 'r2', audit: new AuditLog(redis, 'r2'), log, settleMs: 60_000 });
+    const other = new AuditRelay({ redis, prefix: 'r2', audit: new AuditLog(redis, 'r2'), log, settleMs: 0 });
+    const repo2 = new RotationRepository(redis, 'r2');
+    await repo2.create({ ...rec, id: newRotationId() });
+    expect(await patient.pump()).toBe(0); // too fresh: the immediate append may still be on its way
+    expect(await other.pump()).toBe(0); // the lease is the first relay's
+    await patient.stop();
+    expect(await other.pump()).toBe(1);
+    await other.stop();
+  });
+});
