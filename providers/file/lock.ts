@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { open, readFile, unlink } from 'node:fs/promises';
 import { StoreError } from '../store-error.ts';
 import { fileStoreError } from './errors.ts';
@@ -16,15 +17,18 @@ function alive(pid: number): boolean {
 /**
  * An exclusive lock file (O_EXCL create) around one entry's read-modify-write, so two writers —
  * threads of one worker or two processes on one host — never interleave. A lock left by a process
- * that died (SIGKILL) is broken when its pid is gone or it is older than STALE_MS.
+ * that died (SIGKILL) is broken when its pid is gone or it is older than STALE_MS. The lock file
+ * holds `<pid> <created ms> <random>`, so a holder can tell its own lock from a successor's.
  */
 export async function withFileLock<T>(lockPath: string, dir: string, fn: () => Promise<T>, timeoutMs = 10_000): Promise<T> {
   const started = Date.now();
   let delay = 2;
+  let content = '';
   for (;;) {
     try {
       const handle = await open(lockPath, 'wx', 0o600);
-      await handle.writeFile(`${process.pid} ${Date.now()}`);
+      content = `${process.pid} ${Date.now()} ${randomBytes(8).toString('hex')}`;
+      await handle.writeFile(content);
       await handle.close();
       break;
     } catch (err) {
@@ -41,7 +45,33 @@ export async function withFileLock<T>(lockPath: string, dir: string, fn: () => P
   try {
     return await fn();
   } finally {
-    await unlink(lockPath).catch(() => undefined);
+    await release(lockPath, content);
+  }
+}
+
+/**
+ * Remove our lock. When the directory refuses it (EPERM: the immutable attribute was set while we
+ * held the lock), keep trying in the background: otherwise every writer of this entry would wait
+ * until the lock goes stale. Only our own lock is removed (the file still has our content), and
+ * only before anyone else may consider it stale — nobody breaks a live process's fresh lock.
+ */
+async function release(lockPath: string, content: string): Promise<void> {
+  try {
+    await unlink(lockPath);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    const createdAt = Number(content.split(' ')[1]);
+    const retry = (): void => {
+      const t = setTimeout(() => {
+        if (Date.now() - createdAt > STALE_MS - 5_000) return;
+        readFile(lockPath, 'utf8').then(
+          (text) => (text === content ? unlink(lockPath).catch(retry) : undefined),
+          () => undefined,
+        );
+      }, 200);
+      t.unref();
+    };
+    retry();
   }
 }
 

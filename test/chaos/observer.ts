@@ -19,6 +19,8 @@ export class KeyObserver {
   readonly lastSeenCurrent = new Map<string, number>();
   /** keySid → when Twilio deleted it (the emulator's log time). */
   readonly deletedAt = new Map<string, { at: number; accountSid: string }>();
+  /** keySid → when Twilio refused it (401), for judging consumers' 401s by Twilio's own clock. */
+  readonly refusedAt = new Map<string, number[]>();
   samples = 0;
   readErrors = 0;
   #authSeq = 0;
@@ -69,6 +71,7 @@ export class KeyObserver {
   #followDeletions(): void {
     for (const e of this.opts.emu.authLog(this.#authSeq)) {
       this.#authSeq = e.seq;
+      if (e.status === 401 && e.principal.startsWith('SK')) this.refusedAt.set(e.principal, [...(this.refusedAt.get(e.principal) ?? []), e.at]);
       if (e.method !== 'DELETE' || e.status !== 204) continue;
       const m = DELETE_KEY.exec(e.path);
       if (m && !this.deletedAt.has(m[2]!)) this.deletedAt.set(m[2]!, { at: e.at, accountSid: m[1]! });

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { fileStoreError } from '../../providers/file/errors.ts';
 import { FileSecretStore } from '../../providers/file/store.ts';
+import { withFileLock } from '../../providers/file/lock.ts';
 import { StoreError } from '../../providers/store-error.ts';
 import { isTransient } from '../../src/domain/errors.ts';
 import { Secret } from '../../src/domain/secret.ts';
@@ -56,4 +57,21 @@ describe('file store error classification', () => {
     await store.putPending(path, 'r2', cred('SK2'));
     expect((await store.read(path)).pending?.credential.apiKeySid).toBe('SK2');
   });
+
+  it.skipIf(!canChattr)('a lock held while the directory became immutable does not block writers once the stretch is over', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'rotator-filestore-'));
+    const secrets = join(dir, 'secrets');
+    spawnSync('mkdir', ['-p', secrets]);
+    const lock = join(secrets, 'x.enc.lock');
+    // The holder cannot remove its lock file while the attribute is set…
+    await withFileLock(lock, secrets, async () => {
+      if (spawnSync('chattr', ['+i', secrets]).status !== 0) throw new Error('chattr failed');
+    });
+    spawnSync('chattr', ['-i', secrets]);
+    // …and before the fix every writer then waited for it to go stale (30 s), timing out at 10 s.
+    const started = Date.now();
+    await withFileLock(lock, secrets, async () => undefined, 3_000);
+    expect(Date.now() - started).toBeLessThan(2_000);
+  });
 });
+
