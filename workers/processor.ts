@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { describeError, isTransient, PermanentError, TransientError } from '../src/domain/errors.ts';
 import { isTerminal, undoOutcome, withHistory, type HistoryEntry, type RotationRecord, type Step } from '../src/domain/rotation.ts';
 import type { RotationRepository } from '../src/state/rotations.ts';
+import { isRedisUnavailable } from '../src/state/redis.ts';
 import type { StepLease } from './lease.ts';
 import type { RotationJobData } from './queue.ts';
 import type { StepContext, StepOutcome } from './steps/context.ts';
@@ -95,8 +96,11 @@ export class RotationProcessor {
           (r) => ({ ...r, ...outcome.patch, step: outcome.next, lastError: undefined, ...(finished ? { status: 'succeeded', finishedAt: new Date(ctx.now()).toISOString() } : {}) }),
         );
         if (finished) return;
-      } catch (err) {
-        if (err instanceof DelayedError) throw err;
+      } catch (caught) {
+        if (caught instanceof DelayedError) throw caught;
+        // A write (or read) that Redis did not answer — it is restarting — is retried like any
+        // transient failure, never taken for a reason to fail and undo the rotation.
+        const err = isRedisUnavailable(caught) ? new TransientError('redis_unavailable', `Redis did not answer (${(caught as Error).message}); retrying`, caught) : caught;
         const e = describeError(err);
         // Writes below start from a fresh read: the failure may have come from a write.
         const current = await repo.get(id);

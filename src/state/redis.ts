@@ -16,6 +16,19 @@ export function connectRedis(url: string, role: 'worker' | 'api'): Redis {
   return new Redis(url, { ...opts, lazyConnect: false });
 }
 
+/**
+ * Redis could not be reached or is not serving yet (restarting, loading its AOF, failing over):
+ * the errors ioredis raises then. Transient for anything that retries — never a reason to fail a
+ * rotation.
+ */
+export function isRedisUnavailable(err: unknown): boolean {
+  if (!err || typeof err !== 'object') return false;
+  const e = err as { name?: unknown; message?: unknown; code?: unknown };
+  if (e.name === 'MaxRetriesPerRequestError') return true;
+  if (typeof e.code === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT'].includes(e.code)) return true;
+  return typeof e.message === 'string' && /^(Connection is closed|Stream isn't writeable|LOADING |TRYAGAIN |CLUSTERDOWN |MASTERDOWN |READONLY )/.test(e.message);
+}
+
 export interface EmbeddedRedis {
   url: string;
   stop(): Promise<void>;

@@ -15,7 +15,8 @@ import { mintToken } from '../../src/api/tokens.ts';
 import { startTwilioEmulator } from '../emulators/twilio/server.ts';
 import { startStoreBackend, type StoreKind } from '../helpers/stores.ts';
 import { SimulatedConsumer, type ConsumerStats } from '../helpers/consumer.ts';
-import { dumpRedis, findSecrets } from '../helpers/leaks.ts';
+import { dumpRedis } from '../helpers/leaks.ts';
+import { findSecretsFast as findSecrets } from './leaks.ts';
 import { ChaosApi } from './api-client.ts';
 import { ChaosRedis, freePort } from './redis.ts';
 import { ManagedProcess } from './processes.ts';
@@ -414,6 +415,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         failedBy: tally(records.filter((r) => r.status === 'failed').map((r) => `${r.error?.code ?? r.lastError?.code ?? '?'}${r.history.some((h) => h.detail?.startsWith('undo stopped')) ? ' (undo stopped once)' : ''}`)),
         undoRequests: driver.undoRequests,
         operatorRetries: driver.operatorRetries,
+        idempotencyWaits: driver.idempotencyWaits,
         apiRetries: client.retries,
         consumerRequests: stats.reduce((n, s) => n + s.requests, 0),
         consumerStoreErrors: stats.reduce((n, s) => n + s.storeErrors, 0),
@@ -456,6 +458,7 @@ class Driver {
   started = 0;
   undoRequests = { cancel: 0, rollback: 0, refused: 0 };
   operatorRetries = 0;
+  idempotencyWaits = 0;
   #done = false;
   #enough: Promise<void>;
   #resolveEnough!: () => void;
@@ -495,7 +498,19 @@ class Driver {
   }
 
   async #start(sid: string): Promise<{ id: string; fresh: boolean } | undefined> {
-    const res = await this.d.client.request<{ id?: string; error?: { code: string; message: string } }>('POST', '/v1/rotations', { accountSid: sid, reason: 'chaos' }, { 'idempotency-key': crypto.randomUUID() });
+    // The same Idempotency-Key across retries: an answer lost with a killed API is replayed. A key
+    // still "in progress" (its request died with the API, or could not release it while Redis was
+    // away; it expires in a minute) is retried shortly, then given up for a fresh one — safe, as a
+    // second rotation of the account would only get 409 with the first one's id.
+    let key = crypto.randomUUID();
+    let res;
+    for (let attempt = 0; ; attempt++) {
+      res = await this.d.client.request<{ id?: string; error?: { code: string; message: string } }>('POST', '/v1/rotations', { accountSid: sid, reason: 'chaos' }, { 'idempotency-key': key });
+      if (res.status !== 409 || res.body.error?.code !== 'idempotency_in_progress') break;
+      this.idempotencyWaits++;
+      await new Promise((r) => setTimeout(r, 1_000));
+      if (attempt >= 2) key = crypto.randomUUID();
+    }
     if (res.status === 202 && res.body.id) return { id: res.body.id, fresh: true };
     if (res.status === 409 && res.body.error?.code === 'rotation_in_flight' && res.body.id) return { id: res.body.id, fresh: false };
     this.d.violation(`POST /v1/rotations for ${sid} answered ${res.status}: ${JSON.stringify(res.body).slice(0, 300)}`);

@@ -8,6 +8,12 @@ import { runChaos, type ChaosReport } from './chaos.ts';
  * One run per store (all three in turn by default), each printing its faults as they happen, every
  * invariant violation on a line of its own, and one summary line. Exit code 1 on any violation.
  */
+// The AWS SDK in this process warns once about future Node versions: noise in a run's output.
+process.removeAllListeners('warning');
+process.on('warning', (w) => {
+  if (w.name !== 'NodeVersionSupportWarning') console.warn(`${w.name}: ${w.message}`);
+});
+
 async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
