@@ -1,5 +1,3 @@
-import type { PublicRotation } from '../../src/domain/rotation.ts';
-
 export interface ApiAnswer<T = Record<string, unknown>> {
   status: number;
   body: T;
@@ -38,9 +36,5 @@ export class ChaosApi {
         await new Promise((r) => setTimeout(r, Math.min(1_000, 100 * 2 ** Math.min(attempt, 4))));
       }
     }
-  }
-
-  get(id: string): Promise<ApiAnswer<PublicRotation>> {
-    return this.request<PublicRotation>('GET', `/v1/rotations/${id}`);
   }
 }

@@ -42,7 +42,6 @@ async function main(): Promise<number> {
     console.log(report.summary);
     reports.push(report);
   }
-  if (reports.length > 1) for (const r of reports) console.log(r.summary);
   return reports.some((r) => r.violations.length > 0) ? 1 : 0;
 }
 
