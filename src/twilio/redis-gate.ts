@@ -32,7 +32,7 @@ export interface RedisGateOptions {
   limit: number;
   /** A slot of a process that died is reclaimed after this long. */
   leaseMs?: number;
-  /** A slot handed from one local request to the next this many times goes back to Redis, so other processes get their turn. */
+  /** A slot handed from one local request to the next this many times goes back to Redis, so other processes get their turn (default 8). */
   maxHandoffs?: number;
 }
 
@@ -58,7 +58,7 @@ export class RedisConcurrencyGate implements ConcurrencyGate {
 
   constructor(redis: Redis, opts: RedisGateOptions) {
     this.#redis = redis;
-    this.#o = { leaseMs: 30_000, maxHandoffs: 64, ...opts };
+    this.#o = { leaseMs: 30_000, maxHandoffs: 8, ...opts };
     this.#renewTimer = setInterval(() => this.#renew(), Math.max(250, Math.floor(this.#o.leaseMs / 3)));
     this.#renewTimer.unref();
   }
@@ -87,10 +87,11 @@ export class RedisConcurrencyGate implements ConcurrencyGate {
     }
     if (next) this.#waiters.unshift(next);
     this.#held.delete(slot);
-    this.#redis.zrem(this.#o.key, slot).then(
-      () => void this.#pump(),
-      () => void this.#pump(),
-    );
+    // Not straight back into the pump: a process whose requests keep every slot busy would win
+    // each race against the others' polls, and a second worker would add nothing. A short pause
+    // lets any process take the slot.
+    const later = (): void => void setTimeout(() => void this.#pump(), 2);
+    this.#redis.zrem(this.#o.key, slot).then(later, later);
   }
 
   async #pump(): Promise<void> {
@@ -112,7 +113,7 @@ export class RedisConcurrencyGate implements ConcurrencyGate {
         else this.#release(slot);
       }
       if (granted.length > 0) this.#backoff = 1;
-      else this.#backoff = Math.min(this.#backoff * 2, 25);
+      else this.#backoff = Math.min(this.#backoff * 2, 4);
     } finally {
       this.#pumping = false;
     }

@@ -50,6 +50,24 @@ describe('RedisConcurrencyGate: one cap across processes', () => {
     expect(await client().zcard('cap:a')).toBe(0);
   });
 
+  it('does not starve a process while another keeps every slot busy', async () => {
+    const busy = new RedisConcurrencyGate(client(), { key: 'cap:c', limit: 4 });
+    const quiet = new RedisConcurrencyGate(client(), { key: 'cap:c', limit: 4 });
+    const use = async (g: RedisConcurrencyGate): Promise<void> => {
+      const release = await g.acquire();
+      await new Promise((r) => setTimeout(r, 5));
+      release();
+    };
+    let busyDone = 0;
+    const flood = Promise.all(Array.from({ length: 400 }, () => use(busy).then(() => busyDone++)));
+    await new Promise((r) => setTimeout(r, 20));
+    await Promise.all(Array.from({ length: 20 }, () => use(quiet)));
+    // The quiet process got its 20 turns while the busy one still had most of its 400 to go.
+    expect(busyDone).toBeLessThan(300);
+    await flood;
+    await Promise.all([busy.close(), quiet.close()]);
+  });
+
   it('reclaims the slots of a process that died holding them once their lease expires', async () => {
     const deadClient = new Redis(server.url);
     const dead = new RedisConcurrencyGate(deadClient, { key: 'cap:b', limit: 2, leaseMs: 400 });
