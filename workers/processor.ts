@@ -98,6 +98,11 @@ export class RotationProcessor {
         if (finished) return;
       } catch (caught) {
         if (caught instanceof DelayedError) throw caught;
+        if (caught instanceof LostJobError) {
+          // Not a failure of the rotation: the job is another delivery's now, and it carries on.
+          log.warn({ rotationId: id, err: { message: caught.message } }, 'lost the job to another worker; leaving the rotation to it');
+          throw caught;
+        }
         // A write (or read) that Redis did not answer — it is restarting — is retried like any
         // transient failure, never taken for a reason to fail and undo the rotation.
         const err = isRedisUnavailable(caught) ? new TransientError('redis_unavailable', `Redis did not answer (${(caught as Error).message}); retrying`, caught) : caught;
@@ -162,7 +167,12 @@ export class RotationProcessor {
     if (rec.status !== 'waiting' || last?.status !== 'waiting' || last.step !== step) {
       await this.#record(rec, { step, status: 'waiting', detail: reason }, (r) => ({ ...r, status: 'waiting' }));
     }
-    await job.moveToDelayed(until, token);
+    try {
+      await job.moveToDelayed(until, token);
+    } catch (err) {
+      if (lostTheJob(err)) throw new LostJobError((err as Error).message);
+      throw err;
+    }
     // A cancel that arrived between the record write and the move found no delayed job to wake.
     const after = await this.#d.repo.get(rec.id);
     if (step !== 'rollback' && after?.undo) await job.promote().catch(() => undefined);
@@ -206,6 +216,24 @@ export class RotationProcessor {
     const at = new Date(this.#d.ctx.now()).toISOString();
     return this.#d.repo.update(base.id, (r) => ({ ...change(r), updatedAt: at }), undefined, base);
   }
+}
+
+/**
+ * This delivery no longer owns its job: the job lock expired (the process was starved, or Redis
+ * restarted and renewals failed), the stalled job went back to the queue and another worker has
+ * it. The step lease kept the two from overlapping; what this delivery recorded stands, and the
+ * other one continues from the record.
+ */
+export class LostJobError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'LostJobError';
+  }
+}
+
+/** BullMQ refusing to move a job this delivery no longer holds (finished-errors.js). */
+function lostTheJob(err: unknown): boolean {
+  return err instanceof Error && /^(Missing lock for job|Lock mismatch for job|Missing key for job|Job \S+ is not in the \S+ state)/.test(err.message);
 }
 
 export function assertNever(x: never): never {

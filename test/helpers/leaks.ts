@@ -14,12 +14,16 @@ export async function dumpRedis(url: string): Promise<string[]> {
       for (const key of keys) {
         out.push(key);
         const type = await r.type(key);
+        // Appended one by one: spreading a long stream or set into push() overflows the stack.
+        const add = (values: Iterable<string>): void => {
+          for (const v of values) out.push(v);
+        };
         if (type === 'string') out.push((await r.getBuffer(key))?.toString('latin1') ?? '');
-        else if (type === 'hash') out.push(...(await r.hgetallBuffer(key).then((h) => Object.entries(h).flatMap(([f, v]) => [f, v.toString('latin1')]))));
-        else if (type === 'list') out.push(...(await r.lrangeBuffer(key, '0', '-1')).map((b) => b.toString('latin1')));
-        else if (type === 'set') out.push(...(await r.smembers(key)));
-        else if (type === 'zset') out.push(...(await r.zrange(key, '0', '-1')));
-        else if (type === 'stream') out.push(...((await r.xrange(key, '-', '+')) as Array<[string, string[]]>).flatMap(([, f]) => f));
+        else if (type === 'hash') add(await r.hgetallBuffer(key).then((h) => Object.entries(h).flatMap(([f, v]) => [f, v.toString('latin1')])));
+        else if (type === 'list') add((await r.lrangeBuffer(key, '0', '-1')).map((b) => b.toString('latin1')));
+        else if (type === 'set') add(await r.smembers(key));
+        else if (type === 'zset') add(await r.zrange(key, '0', '-1'));
+        else if (type === 'stream') add(((await r.xrange(key, '-', '+')) as Array<[string, string[]]>).flatMap(([, f]) => f));
       }
     } while (cursor !== '0');
   } finally {

@@ -23,27 +23,66 @@ class MaxRetriesPerRequestError extends Error {
   }
 }
 
+let dir: string;
+let server: EmbeddedRedis;
+let redis: Redis;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'rotator-blip-'));
+  server = await startEmbeddedRedis({ dir: join(dir, 'redis'), persist: false });
+  redis = new Redis(server.url);
+});
+afterAll(async () => {
+  redis.disconnect();
+  await server.stop();
+  await rm(dir, { recursive: true, force: true });
+});
+
+function harness(repo: RotationRepository, moveToDelayed?: () => Promise<void>) {
+  const keys: Array<{ sid: string; friendlyName: string }> = [];
+  const twilio: TwilioKeyOps = {
+    listKeys: async () => keys.slice(),
+    createKey: async (_sid, friendlyName) => {
+      const key = { sid: `SK${randomBytes(16).toString('hex')}`, friendlyName };
+      keys.push(key);
+      return { sid: key.sid, secret: new Secret(randomBytes(16).toString('hex')) };
+    },
+    deleteKey: async () => 'deleted',
+    verifyKey: async () => undefined,
+    listSubaccounts: async () => [],
+  };
+  const store = new FileSecretStore({ dir: join(dir, 'secrets'), key: randomBytes(32) });
+  const processor = new RotationProcessor({
+    repo,
+    log: createLogger('silent'),
+    maxAttempts: 30,
+    lease: new StepLease(redis, (id) => `p:lease:${id}`, 2_000),
+    ctx: {
+      twilio,
+      store,
+      secretPath: (sid) => `twilio/${sid}`,
+      keyNamePrefix: 'rotator',
+      drainMs: 60_000,
+      gates: [],
+      now: Date.now,
+      crash: () => undefined,
+    },
+  });
+  const job = (rotationId: string, attemptsMade = 0) => ({ data: { rotationId }, attemptsMade, moveToDelayed: moveToDelayed ?? (async () => undefined), promote: async () => undefined }) as unknown as Job<RotationJobData>;
+  return { processor, keys, job, store };
+}
+
+function pending(accountSid: string): RotationRecord {
+  const at = new Date().toISOString();
+  return { id: newRotationId(), kind: 'api-key', accountSid, status: 'pending', step: 'create-secondary', dryRun: false, trigger: 'api', attempts: 0, createdAt: at, updatedAt: at, rev: 0, history: [{ step: 'create-secondary', status: 'created', at }] };
+}
+
 /**
  * Found by the chaos suite: while Redis restarted, a worker's write of a completed step failed with
  * ioredis's MaxRetriesPerRequestError. The processor took that unknown error for a permanent
  * failure (code "internal"), failed the rotation and undid it — for a Redis blip.
  */
 describe('the processor when Redis does not answer a write', () => {
-  let dir: string;
-  let server: EmbeddedRedis;
-  let redis: Redis;
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'rotator-blip-'));
-    server = await startEmbeddedRedis({ dir: join(dir, 'redis'), persist: false });
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis.disconnect();
-    await server.stop();
-    await rm(dir, { recursive: true, force: true });
-  });
-
   it('retries the step later instead of failing and undoing the rotation', async () => {
     const repo = new RotationRepository(redis, 'p');
     let blips = 1;
@@ -52,52 +91,51 @@ describe('the processor when Redis does not answer a write', () => {
       if (transition?.status === 'completed' && blips-- > 0) return Promise.reject(new MaxRetriesPerRequestError('Reached the max retries per request limit (which is 2).'));
       return update(id, change, transition, base);
     };
-    const accountSid = `AC${'3'.repeat(32)}`;
-    const keys: Array<{ sid: string; friendlyName: string }> = [];
-    const twilio: TwilioKeyOps = {
-      listKeys: async () => keys.slice(),
-      createKey: async (_sid, friendlyName) => {
-        const key = { sid: `SK${randomBytes(16).toString('hex')}`, friendlyName };
-        keys.push(key);
-        return { sid: key.sid, secret: new Secret(randomBytes(16).toString('hex')) };
-      },
-      deleteKey: async () => 'deleted',
-      verifyKey: async () => undefined,
-      listSubaccounts: async () => [],
-    };
-    const processor = new RotationProcessor({
-      repo,
-      log: createLogger('silent'),
-      maxAttempts: 30,
-      lease: new StepLease(redis, (id) => `p:lease:${id}`, 2_000),
-      ctx: {
-        twilio,
-        store: new FileSecretStore({ dir: join(dir, 'secrets'), key: randomBytes(32) }),
-        secretPath: (sid) => `twilio/${sid}`,
-        keyNamePrefix: 'rotator',
-        drainMs: 0,
-        gates: [],
-        now: Date.now,
-        crash: () => undefined,
-      },
-    });
-    const at = new Date().toISOString();
-    const rec: RotationRecord = { id: newRotationId(), kind: 'api-key', accountSid, status: 'pending', step: 'create-secondary', dryRun: false, trigger: 'api', attempts: 0, createdAt: at, updatedAt: at, rev: 0, history: [{ step: 'create-secondary', status: 'created', at }] };
+    const { processor, keys, job } = harness(repo);
+    // A bootstrap (empty store): create-secondary, then operationalize, then done.
+    const rec = pending(`AC${'3'.repeat(32)}`);
     await repo.create(rec);
-    const job = { data: { rotationId: rec.id }, attemptsMade: 0 } as unknown as Job<RotationJobData>;
 
     // The first delivery meets the blip: the job fails (BullMQ retries it), the rotation does not.
-    await expect(processor.process(job)).rejects.toThrow(/Redis did not answer/);
+    await expect(processor.process(job(rec.id))).rejects.toThrow(/Redis did not answer/);
     const after = await repo.get(rec.id);
     expect(after?.status).toBe('running');
     expect(after?.undo).toBeUndefined();
     expect(after?.lastError?.code).toBe('redis_unavailable');
 
     // The retry adopts the staged key (no second key at Twilio) and finishes the bootstrap.
-    await processor.process({ ...job, attemptsMade: 1 } as unknown as Job<RotationJobData>);
+    await processor.process(job(rec.id, 1));
     const done = await repo.get(rec.id);
     expect(done?.status).toBe('succeeded');
     expect(keys).toHaveLength(1);
     expect(done?.newKeySid).toBe(keys[0]!.sid);
+  });
+});
+
+/**
+ * Found by the long chaos run: a worker whose job lock had expired (Redis restarting, the process
+ * starved) reached the drain and asked BullMQ to delay the job: "Missing lock for job …". The
+ * processor took that for a permanent failure of the rotation and undid it — while another worker
+ * had already taken the job over.
+ */
+describe('the processor when its job was taken over', () => {
+  it('leaves the rotation as recorded (waiting out the drain) for the worker that has the job now', async () => {
+    const repo = new RotationRepository(redis, 'q');
+    const { processor, job, store } = harness(repo, async () => {
+      throw new Error('Missing lock for job x. moveToDelayed');
+    });
+    const seeded = pending(`AC${'4'.repeat(32)}`);
+    // Not a bootstrap: the subaccount has a current key, so the rotation drains before promote.
+    const old = { accountSid: seeded.accountSid, apiKeySid: `SK${'5'.repeat(32)}`, apiKeySecret: new Secret('old-secret-value') };
+    await store.putPending(`twilio/${seeded.accountSid}`, 'seed', old);
+    await store.promotePending(`twilio/${seeded.accountSid}`, 'seed', old.apiKeySid);
+    await repo.create(seeded);
+    const lost = job(seeded.id);
+    await expect(processor.process(lost)).rejects.toThrow(/Missing lock/);
+    const rec = await repo.get(seeded.id);
+    expect(rec?.status).toBe('waiting');
+    expect(rec?.step).toBe('promote');
+    expect(rec?.undo).toBeUndefined();
+    expect(rec?.error).toBeUndefined();
   });
 });
