@@ -12,6 +12,7 @@ import { Redis } from 'ioredis';
 export class ChaosRedis {
   readonly url: string;
   #child: ChildProcess | undefined;
+  #stopped = false;
 
   private constructor(
     readonly port: number,
@@ -32,6 +33,7 @@ export class ChaosRedis {
   }
 
   async #spawn(): Promise<void> {
+    if (this.#stopped) return;
     const args = [
       '--port', String(this.port),
       '--bind', '127.0.0.1',
@@ -95,6 +97,7 @@ export class ChaosRedis {
   }
 
   async stop(): Promise<void> {
+    this.#stopped = true;
     const child = this.#child;
     if (!child || child.exitCode !== null || child.signalCode !== null) return;
     const exited = new Promise((r) => child.once('exit', r));

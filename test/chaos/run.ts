@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { STORE_KINDS, type StoreKind } from '../helpers/stores.ts';
-import { runChaos, type ChaosReport } from './chaos.ts';
+import { abortChaos, runChaos, type ChaosReport } from './chaos.ts';
 
 /**
  * `npm run chaos -- [--rotations 200] [--workers 3] [--minutes 2] [--seed 1] [--store file|aws|vault|all]`
@@ -13,6 +13,13 @@ process.removeAllListeners('warning');
 process.on('warning', (w) => {
   if (w.name !== 'NodeVersionSupportWarning') console.warn(`${w.name}: ${w.message}`);
 });
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    console.log(`chaos: ${signal}: stopping the run's processes and restoring what it changed`);
+    void abortChaos().finally(() => process.exit(130));
+  });
+}
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
