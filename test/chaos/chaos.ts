@@ -87,7 +87,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     log(`VIOLATION ${v}`);
   };
   const cleanups: Array<() => Promise<void>> = [];
+  let finishing = false;
   const cleanUp = async (): Promise<void> => {
+    finishing = true;
     for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
     await rm(dir, { recursive: true, force: true }).catch(() => undefined);
   };
@@ -205,6 +207,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const lanes: Promise<void>[] = [];
     const quiet = (sid: string): boolean => !active.denyWrites && !active.storeDown && !active.denyParent.has(sid);
     const driver = new Driver({ client, repo, rng: new Rng(o.seed ^ 0x5eed), target: o.rotations, until: t0 + durationMs, quiet, violation, log });
+    // A lane that throws has stopped driving its subaccount: a violation, unless the run is being torn down.
+    const runLane = (sid: string, index: number): Promise<void> =>
+      driver.lane(sid, index).catch((err: Error) => {
+        if (!finishing) violation(`the driver's lane for ${sid} failed: ${err.message}`);
+      });
     let redisBusy: Promise<void> | undefined;
     const inject = async (e: FaultEvent): Promise<void> => {
       const applied = (): void => {
@@ -286,7 +293,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           accounts.push(sub.sid);
           preexisting.set(sub.sid, []);
           applied();
-          lanes.push(driver.lane(sub.sid, accounts.length));
+          lanes.push(runLane(sub.sid, accounts.length));
           return;
         }
       }
@@ -294,7 +301,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     for (const e of schedule) later(e.at, () => inject(e));
 
     // ---- the driver ----
-    for (const [i, sid] of accounts.entries()) lanes.push(driver.lane(sid, i));
+    for (const [i, sid] of accounts.entries()) lanes.push(runLane(sid, i));
     await driver.startedEnough();
     log(`+${((Date.now() - t0) / 1000).toFixed(1)}s ${driver.started} rotations started: stopping the faults`);
 
