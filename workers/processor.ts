@@ -1,7 +1,7 @@
 import { hostname } from 'node:os';
 import { DelayedError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
-import { describeError, isTransient, PermanentError, TransientError } from '../src/domain/errors.ts';
+import { describeError, isTransient, TransientError } from '../src/domain/errors.ts';
 import { isTerminal, undoOutcome, withHistory, type HistoryEntry, type RotationRecord, type Step } from '../src/domain/rotation.ts';
 import type { RotationRepository } from '../src/state/rotations.ts';
 import { isRedisUnavailable } from '../src/state/redis.ts';
@@ -234,8 +234,4 @@ export class LostJobError extends Error {
 /** BullMQ refusing to move a job this delivery no longer holds (finished-errors.js). */
 function lostTheJob(err: unknown): boolean {
   return err instanceof Error && /^(Missing lock for job|Lock mismatch for job|Missing key for job|Job \S+ is not in the \S+ state)/.test(err.message);
-}
-
-export function assertNever(x: never): never {
-  throw new PermanentError('invariant', `unexpected ${String(x)}`);
 }

@@ -48,16 +48,6 @@ export function serializeCredential(c: TwilioApiKeyCredential): string {
   return JSON.stringify({ accountSid: c.accountSid, apiKeySid: c.apiKeySid, apiKeySecret: c.apiKeySecret.reveal() });
 }
 
-export function parseCredential(json: string): TwilioApiKeyCredential {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(json);
-  } catch {
-    throw new TypeError('stored secret is not JSON');
-  }
-  return credentialFromObject(raw);
-}
-
 export function credentialFromObject(raw: unknown): TwilioApiKeyCredential {
   const o = raw as Record<string, unknown> | null;
   if (!o || typeof o.accountSid !== 'string' || typeof o.apiKeySid !== 'string' || typeof o.apiKeySecret !== 'string') {
