@@ -48,7 +48,12 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
         if (!result.started) {
           const id = result.existing.id;
           req.auditTarget = { rotationId: id, accountSid: req.body.accountSid };
-          answer = { status: 409, body: { id, error: { code: 'rotation_in_flight', message: `rotation ${id} is already in flight for ${req.body.accountSid}` } } };
+          // A rotation that failed part-way keeps its subaccount until it is retried (its state is half done).
+          const message =
+            result.existing.status === 'failed'
+              ? `rotation ${id} of ${req.body.accountSid} failed part-way and still holds the subaccount: retry it (POST /v1/rotations/${id}/retry) before starting another`
+              : `rotation ${id} is already in flight for ${req.body.accountSid}`;
+          answer = { status: 409, body: { id, error: { code: 'rotation_in_flight', message } } };
         } else {
           const r = result.record;
           req.auditTarget = { rotationId: r.id, accountSid: r.accountSid };
