@@ -51,8 +51,6 @@ export function transitionAuditFields(rotationId: string, accountSid: string, en
 
 const EXTEND = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
 const BATCH = 200;
-/** An immediate append lands within this long after its transition, even through a Redis restart. */
-const LATE_APPEND_MS = 60_000;
 
 type Row = [string, string[]];
 
@@ -66,6 +64,9 @@ export class AuditRelay {
   #timer: NodeJS.Timeout | undefined;
   #running: Promise<unknown> = Promise.resolve();
   #leader = false;
+  readonly #chain = new ChainIndex();
+  /** Bumped whenever the connection to Redis is (re)established. */
+  #generation = 0;
   /** Entries this relay appended (for tests and metrics). */
   appended = 0;
 
@@ -76,6 +77,7 @@ export class AuditRelay {
     this.#auditKey = k.audit;
     this.#cursorKey = `${k.audit}:relay:cursor`;
     this.#leaseKey = `${k.audit}:relay:lease`;
+    opts.redis.on('ready', () => this.#generation++);
   }
 
   start(): void {
@@ -102,17 +104,18 @@ export class AuditRelay {
   /** Relay every settled transition not yet in the chain; returns how many entries were appended. */
   async pump(): Promise<number> {
     const { redis } = this.#o;
-    if (!(await this.#lease())) return 0;
+    if (!(await this.#lease())) {
+      this.#chain.clear();
+      return 0;
+    }
     let appended = 0;
+    let cursor = (await redis.get(this.#cursorKey)) ?? '0-0';
     for (;;) {
-      const cursor = (await redis.get(this.#cursorKey)) ?? '0-0';
       const rows = (await redis.xrange(this.#eventsKey, `(${cursor}`, '+', 'COUNT', BATCH)) as Row[];
       const settledBefore = this.#o.now() - this.#o.settleMs;
       const ready = rows.filter(([id]) => streamTime(id) <= settledBefore);
       if (ready.length === 0) return appended;
-      const first = streamTime(ready[0]![0]);
-      const last = streamTime(ready.at(-1)![0]);
-      const present = await this.#entriesBetween(first - 1_000, last + LATE_APPEND_MS);
+      const present = await this.#chainFrom(streamTime(ready[0]![0]) - 1_000);
       for (const [id, fields] of ready) {
         const event = parseEvent(fields);
         const t = event?.transition;
@@ -120,13 +123,15 @@ export class AuditRelay {
           const key = identity(event.id, t.step, `step.${t.status}`, t.at);
           if (!present.has(key)) {
             await this.#o.audit.append(transitionAuditFields(event.id, event.accountSid, t, 'api'), Date.parse(t.at));
-            present.add(key);
+            present.set(key, this.#o.now());
             appended++;
             this.appended++;
           }
         }
-        await redis.set(this.#cursorKey, id);
+        cursor = id;
       }
+      // Once per batch: a crash before this line re-reads the batch, and the chain check skips what was appended.
+      await redis.set(this.#cursorKey, cursor);
       if (ready.length < rows.length || rows.length < BATCH) return appended;
     }
   }
@@ -138,26 +143,62 @@ export class AuditRelay {
     return this.#leader;
   }
 
-  /** Identities of the rotation entries in the chain appended between two times (stream ids). */
-  async #entriesBetween(fromMs: number, toMs: number): Promise<Set<string>> {
-    const out = new Set<string>();
-    let min = `${Math.max(0, fromMs)}-0`;
+  /**
+   * Identities of the rotation entries in the chain appended since `fromMs` (stream time).
+   *
+   * Kept between calls and extended from where the last read stopped: re-reading the whole window
+   * for every batch of events cost more than the rotations themselves at a few hundred per second.
+   * The copy is dropped when the connection to Redis was lost (a restart may have lost the newest
+   * entries) and when it does not reach back to `fromMs`.
+   */
+  async #chainFrom(fromMs: number): Promise<Map<string, number>> {
+    const c = this.#chain;
+    if (c.generation !== this.#generation || c.fromMs > fromMs) {
+      c.clear();
+      c.generation = this.#generation;
+      c.fromMs = Math.max(0, fromMs);
+      c.after = undefined;
+    }
     for (;;) {
-      const rows = (await this.#o.redis.xrange(this.#auditKey, min, `${toMs}-0`, 'COUNT', 1_000)) as Row[];
-      for (const [, fields] of rows) {
+      const min = c.after ? `(${c.after}` : `${c.fromMs}-0`;
+      const rows = (await this.#o.redis.xrange(this.#auditKey, min, '+', 'COUNT', 1_000)) as Row[];
+      for (const [id, fields] of rows) {
         const json = fieldOf(fields, 'e');
         if (!json) continue;
         try {
           const e = JSON.parse(json) as AuditFields & { at: string };
-          if (e.kind === 'rotation' && e.rotationId) out.add(identity(e.rotationId, e.step, e.action, e.at));
+          if (e.kind === 'rotation' && e.rotationId) c.entries.set(identity(e.rotationId, e.step, e.action, e.at), streamTime(id));
         } catch {
           // Not ours to judge: verification reports a damaged entry.
         }
       }
       const lastRow = rows.at(-1);
-      if (rows.length < 1_000 || !lastRow) return out;
-      min = `(${lastRow[0]}`;
+      if (lastRow) c.after = lastRow[0];
+      if (rows.length < 1_000) break;
     }
+    // Forget what no later batch can ask about (events come in stream order); insertion order is stream order.
+    for (const [key, ms] of c.entries) {
+      if (ms >= fromMs) break;
+      c.entries.delete(key);
+    }
+    c.fromMs = Math.max(c.fromMs, fromMs);
+    return c.entries;
+  }
+}
+
+/** The relay's copy of the recent chain: entry identities → their stream time. */
+class ChainIndex {
+  entries = new Map<string, number>();
+  /** Covers entries appended at or after this stream time… */
+  fromMs = 0;
+  /** …up to and including this stream id. */
+  after: string | undefined;
+  generation = -1;
+
+  clear(): void {
+    this.entries.clear();
+    this.after = undefined;
+    this.generation = -1;
   }
 }
 

@@ -56,16 +56,23 @@ export function chainHash(prev: string, canonical: string): string {
 }
 
 // Appending reads the chain head and XADDs in one script, so appenders in any number of processes
-// form one chain. Fast path, compare-and-append: the caller hashed against the head it knows; the
-// entry is written only if that is still the head, else the current head comes back to re-hash.
-// KEYS: stream, head   ARGV: expectedPrev, entryJson, hash, genesis
+// form one chain. Fast path, compare-and-append: the caller hashed a batch of entries against the
+// head it knows; they are written only if that is still the head, else the current head comes back
+// to re-hash. A batch is what queued up in this process while the previous append was in flight
+// (group commit): one round trip for many entries when transitions come faster than Redis answers.
+// KEYS: stream, head   ARGV: expectedPrev, genesis, then (entryJson, hash) per entry
 const APPEND = `
 local head = redis.call('GET', KEYS[2])
-if not head then head = ARGV[4] end
+if not head then head = ARGV[2] end
 if head ~= ARGV[1] then return {0, head} end
-local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[2], 'prev', ARGV[1], 'hash', ARGV[3])
-redis.call('SET', KEYS[2], ARGV[3])
-return {1, id}
+local ids = {1}
+local prev = ARGV[1]
+for i = 3, #ARGV, 2 do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'e', ARGV[i], 'prev', prev, 'hash', ARGV[i + 1])
+  prev = ARGV[i + 1]
+end
+redis.call('SET', KEYS[2], prev)
+return ids
 `;
 
 // Contended path: the script hashes itself (SHA-256 in Lua with the bit library, byte-for-byte the
@@ -138,12 +145,23 @@ const BATCH = 500;
 
 type Row = [string, string[]];
 
+interface Queued {
+  body: AuditFields & { at: string };
+  json: string;
+  resolve: (e: AuditEntry) => void;
+  reject: (err: unknown) => void;
+}
+
+/** At most this many entries go in one append script (it blocks Redis while it runs). */
+const MAX_BATCH = 100;
+
 export class AuditLog {
   readonly #redis: Redis;
   readonly #keys: RedisKeys;
   #head: string | undefined;
-  /** Appends from this process go one at a time, so they do not race each other for the head. */
-  #tail: Promise<unknown> = Promise.resolve();
+  /** Entries waiting for the append in flight to finish: this process appends one batch at a time. */
+  #queue: Queued[] = [];
+  #flushing = false;
 
   readonly #casAttempts: number;
 
@@ -154,30 +172,59 @@ export class AuditLog {
   }
 
   append(fields: AuditFields, now: number = Date.now()): Promise<AuditEntry> {
-    const run = this.#tail.then(() => this.#append(fields, now));
-    this.#tail = run.catch(() => undefined);
-    return run;
+    const body = { ...fields, at: new Date(now).toISOString() };
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ body, json: canonicalJson(body), resolve, reject });
+      if (!this.#flushing) void this.#flush();
+    });
   }
 
-  async #append(fields: AuditFields, now: number): Promise<AuditEntry> {
-    const body = { ...fields, at: new Date(now).toISOString() };
-    const json = canonicalJson(body);
+  async #flush(): Promise<void> {
+    this.#flushing = true;
+    try {
+      while (this.#queue.length) {
+        const batch = this.#queue.splice(0, MAX_BATCH);
+        try {
+          await this.#appendBatch(batch);
+        } catch (err) {
+          // Whatever failed may or may not have reached Redis: forget our copy of the head.
+          this.#head = undefined;
+          for (const q of batch) q.reject(err);
+        }
+      }
+    } finally {
+      this.#flushing = false;
+    }
+  }
+
+  /** Appends and settles every entry of the batch (a rejection after a resolve is a no-op). */
+  async #appendBatch(batch: Queued[]): Promise<void> {
     const k = this.#keys;
     if (this.#casAttempts > 0) {
       let prev = this.#head ?? ((await this.#redis.get(k.auditHead)) || GENESIS);
       for (let attempt = 0; attempt < this.#casAttempts; attempt++) {
-        const hash = chainHash(prev, json);
-        const [ok, value] = (await runScript(this.#redis, APPEND, 2, k.audit, k.auditHead, prev, json, hash, GENESIS)) as [number, string];
-        if (ok === 1) {
-          this.#head = hash;
-          return { ...body, id: value, prev, hash };
+        const links: Array<{ prev: string; hash: string }> = [];
+        let p = prev;
+        for (const q of batch) {
+          const hash = chainHash(p, q.json);
+          links.push({ prev: p, hash });
+          p = hash;
         }
-        prev = value;
+        const reply = (await runScript(this.#redis, APPEND, 2, k.audit, k.auditHead, prev, GENESIS, ...batch.flatMap((q, i) => [q.json, links[i]!.hash]))) as Array<number | string>;
+        if (reply[0] === 1) {
+          this.#head = p;
+          batch.forEach((q, i) => q.resolve({ ...q.body, id: String(reply[i + 1]), ...links[i]! }));
+          return;
+        }
+        prev = String(reply[1]);
       }
     }
-    const [id, prev, hash] = (await runScript(this.#redis, APPEND_HASHING, 2, k.audit, k.auditHead, json, GENESIS)) as [string, string, string];
-    this.#head = hash;
-    return { ...body, id, prev, hash };
+    // Contended: the hashing script cannot lose a race, one entry at a time.
+    for (const q of batch) {
+      const [id, prev, hash] = (await runScript(this.#redis, APPEND_HASHING, 2, k.audit, k.auditHead, q.json, GENESIS)) as [string, string, string];
+      this.#head = hash;
+      q.resolve({ ...q.body, id, prev, hash });
+    }
   }
 
   /** Newest first, filtered; a page may hold fewer than `limit` entries when the scan budget ran out (follow nextCursor). */

@@ -116,4 +116,61 @@ describe('audit relay', () => {
     expect(await other.pump()).toBe(1);
     await other.stop();
   });
+
+  it('keeps its copy of the chain between pumps, and drops it when Redis was away (the newest entries may be lost)', async () => {
+    const prefix = 'r3';
+    const repo3 = new RotationRepository(redis, prefix);
+    const audit3 = new AuditLog(redis, prefix);
+    const relay = new AuditRelay({ redis, prefix, audit: audit3, log, settleMs: 0 });
+    // Audit entries the relay reads back, to tell "extends its copy" from "re-reads the window".
+    let auditRowsRead = 0;
+    const xrange = redis.xrange.bind(redis) as (...a: string[]) => Promise<unknown[]>;
+    (redis as unknown as { xrange: (...a: string[]) => Promise<unknown[]> }).xrange = async (...a: string[]) => {
+      const rows = await xrange(...a);
+      if (a[0] === `${prefix}:audit`) auditRowsRead += rows.length;
+      return rows;
+    };
+    let made = 0;
+    const started = async (n: number, appendNow: boolean): Promise<void> => {
+      for (let i = 0; i < n; i++) {
+        const at = new Date().toISOString();
+        const entry: HistoryEntry = { step: 'create-secondary', status: 'created', at };
+        const rec: RotationRecord = { id: newRotationId(), kind: 'api-key', accountSid: `AC${(made++).toString(16).padStart(32, '0')}`, status: 'pending', step: 'create-secondary', dryRun: false, trigger: 'api', attempts: 0, createdAt: at, updatedAt: at, rev: 0, history: [entry] };
+        expect(await repo3.create(rec)).toEqual({ created: true });
+        if (appendNow) await audit3.append(transitionAuditFields(rec.id, rec.accountSid, entry, 'api'), Date.parse(at));
+      }
+    };
+    await started(300, true);
+    expect(await relay.pump()).toBe(0);
+    // The next pump reads only what is new: 300 more events (two batches) and their entries.
+    await started(300, true);
+    auditRowsRead = 0;
+    expect(await relay.pump()).toBe(0);
+    expect(auditRowsRead).toBe(300);
+
+    // Entries appended while our copy is held are still seen; entries that vanish with a Redis
+    // restart are not taken as present: the connection drops, and the copy with it.
+    await started(5, false);
+    expect(await relay.pump()).toBe(5);
+    await started(1, true);
+    const lastId = ((await redis.xrevrange(`${prefix}:audit`, '+', '-', 'COUNT', 1)) as Array<[string, string[]]>)[0]![0];
+    await redis.xdel(`${prefix}:audit`, lastId);
+    redis.disconnect(true);
+    await new Promise((r) => redis.once('ready', r));
+    expect(await relay.pump()).toBe(1);
+    await relay.stop();
+    delete (redis as unknown as { xrange?: unknown }).xrange;
+  });
+
+  it('appends what queued up while an append was in flight in one round trip, as one valid chain', async () => {
+    const prefix = 'r4';
+    const audit4 = new AuditLog(redis, prefix);
+    const evalsBefore = Number(/cmdstat_evalsha:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0);
+    const written = await Promise.all(Array.from({ length: 250 }, (_, i) => audit4.append({ kind: 'rotation', actor: 'w', action: 'step.completed', detail: `n${i}` })));
+    const evals = Number(/cmdstat_evalsha:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0) - evalsBefore;
+    expect(evals).toBeLessThanOrEqual(5);
+    expect(written.map((e) => e.detail)).toEqual(Array.from({ length: 250 }, (_, i) => `n${i}`));
+    for (let i = 1; i < written.length; i++) expect(written[i]!.prev).toBe(written[i - 1]!.hash);
+    expect(await verifyAuditChain(redisChainSource(redis, prefix))).toMatchObject({ ok: true, count: 250 });
+  });
 });
