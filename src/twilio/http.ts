@@ -1,4 +1,5 @@
-import twilio from 'twilio';
+import http from 'node:http';
+import https from 'node:https';
 import type IRequestClient from 'twilio/lib/base/RequestClient.js';
 import { backoffDelay, sleep } from '../domain/backoff.ts';
 import type { ConcurrencyGate } from './gate.ts';
@@ -31,13 +32,17 @@ const TWILIO_ORIGIN = /^https:\/\/[a-z0-9.-]*twilio\.com(?::443)?/;
  * twilio-node's pluggable httpClient: base-URL rewrite, the global concurrency cap, and retries
  * that twilio-node lacks (its autoRetry covers 429 only and is bypassed by a custom client).
  *
+ * The transport is node:http(s) on keep-alive agents rather than twilio-node's axios-based
+ * RequestClient: at fleet scale axios' per-request config merging and interceptors were the
+ * largest single cost of a rotation after the store. Bodies come back as text; twilio-node parses
+ * them (it accepts a string body wherever it reads one).
+ *
  * What is retried here: 429 always (Twilio never processed it); other transient failures only for
  * reads and deletes. A POST that failed with a 5xx or a reset may have been processed (a key may
  * exist), so it is NOT repeated here: the step that issued it re-runs from the top, and its first
  * act is to find keys named for its rotation and reconcile them.
  */
 export function createTwilioHttpClient(opts: TwilioHttpOptions): { request(o: RequestOptions): Promise<HttpResponse> } {
-  const inner = new twilio.RequestClient({ timeout: opts.timeoutMs, keepAlive: true, autoRetry: false });
   const maxAttempts = opts.maxAttempts ?? 5;
   const rewrite = (uri: string): string => (opts.baseUrl ? uri.replace(TWILIO_ORIGIN, opts.baseUrl) : uri);
 
@@ -51,7 +56,7 @@ export function createTwilioHttpClient(opts: TwilioHttpOptions): { request(o: Re
         let response: HttpResponse | undefined;
         let failure: unknown;
         try {
-          response = (await inner.request({ ...o, uri: rewrite(o.uri), timeout: o.timeout ?? opts.timeoutMs })) as HttpResponse;
+          response = await send(o, rewrite(o.uri), o.timeout ?? opts.timeoutMs);
         } catch (err) {
           failure = err;
         } finally {
@@ -72,6 +77,49 @@ export function createTwilioHttpClient(opts: TwilioHttpOptions): { request(o: Re
   };
 }
 
+const agents = {
+  'http:': new http.Agent({ keepAlive: true, maxSockets: 512 }),
+  'https:': new https.Agent({ keepAlive: true, maxSockets: 512 }),
+};
+
+/** One exchange, as twilio-node's RequestClient makes it: Basic auth, form or JSON body, no redirects. */
+function send(o: RequestOptions, uri: string, timeoutMs: number): Promise<HttpResponse> {
+  const url = new URL(uri);
+  if (o.params) for (const [k, v] of formPairs(o.params as Record<string, unknown>)) url.searchParams.append(k, v);
+  const headers: Record<string, string | number> = { ...(o.headers as Record<string, string> | undefined) };
+  delete headers.Connection;
+  if (o.username && o.password) headers.Authorization = `Basic ${Buffer.from(`${o.username}:${o.password}`).toString('base64')}`;
+  let body: string | undefined;
+  if (o.data) {
+    const type = headers['Content-Type'];
+    if (type === 'application/x-www-form-urlencoded') body = new URLSearchParams(formPairs(o.data as Record<string, unknown>)).toString();
+    else if (type === 'application/json') body = JSON.stringify(o.data);
+  }
+  if (body !== undefined) headers['Content-Length'] = Buffer.byteLength(body);
+  const isHttps = url.protocol === 'https:';
+  return new Promise((resolve, reject) => {
+    const req = (isHttps ? https : http).request(url, { method: o.method.toUpperCase(), headers, agent: agents[isHttps ? 'https:' : 'http:'], timeout: timeoutMs }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ statusCode: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), headers: res.headers }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error(`timeout of ${timeoutMs}ms exceeded`), { code: 'ETIMEDOUT' })));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** Form fields as twilio-node sends them: arrays repeat their key, undefined is left out. */
+function formPairs(data: Record<string, unknown>): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (const [k, v] of Object.entries(data)) {
+    if (v === undefined) continue;
+    for (const item of Array.isArray(v) ? v : [v]) if (item !== undefined) out.push([k, String(item)]);
+  }
+  return out;
+}
+
 function errorCodeOf(response: HttpResponse | undefined): number | undefined {
   if (!response || response.statusCode < 400) return undefined;
   try {
@@ -83,8 +131,8 @@ function errorCodeOf(response: HttpResponse | undefined): number | undefined {
 }
 
 /**
- * axios errors carry the request config, including the Basic-auth password: keep only what
- * classification needs so nothing downstream can log a credential.
+ * Transport errors may carry request details (headers with the Basic-auth password): keep only
+ * what classification needs so nothing downstream can log a credential.
  */
 function scrub(err: unknown): Error {
   const e = err as { code?: string; message?: string };
