@@ -124,7 +124,7 @@ describe('audit relay', () => {
     const relay = new AuditRelay({ redis, prefix, audit: audit3, log, settleMs: 0 });
     // Audit entries the relay reads back, to tell "extends its copy" from "re-reads the window".
     let auditRowsRead = 0;
-    const xrange = redis.xrange.bind(redis) as (...a: string[]) => Promise<unknown[]>;
+    const xrange = redis.xrange.bind(redis) as unknown as (...a: string[]) => Promise<unknown[]>;
     (redis as unknown as { xrange: (...a: string[]) => Promise<unknown[]> }).xrange = async (...a: string[]) => {
       const rows = await xrange(...a);
       if (a[0] === `${prefix}:audit`) auditRowsRead += rows.length;
