@@ -1,4 +1,4 @@
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { SecretEntry, SecretStore, StoredVersion } from '../secret-store.ts';
@@ -7,6 +7,11 @@ import { credentialFromObject, plainCredential, type TwilioApiKeyCredential } fr
 import { open as openSealed, seal } from './crypto.ts';
 import { withFileLock } from './lock.ts';
 import { fileStoreError } from './errors.ts';
+import { fsyncDir, groupCommit } from './dir-sync.ts';
+import { close, fsync, open, read, rename, unlink, write } from './fs.ts';
+
+/** An entry is a few hundred bytes: a buffer this size reads one in a single read(), without fstat. */
+const READ_SIZE = 2048;
 
 interface PlainVersion {
   credential: Record<string, string>;
@@ -23,23 +28,29 @@ export interface FileStoreOptions {
   dir: string;
   /** 32-byte AES-256 key. */
   key: Buffer;
+  /** fsync of the directory after a rename or unlink; replaced by tests to see when it runs. */
+  syncDir?: (dir: string) => Promise<void>;
 }
 
 /**
  * The embedded default store: one AES-256-GCM file per secret path holding all three stages, so a
  * stage transition is one atomic rename (temp file, fsync, rename, fsync dir). Readers never take
- * the lock: rename guarantees they see the old file or the new one, never a torn one.
+ * the lock: rename guarantees they see the old file or the new one, never a torn one. Writes
+ * share the directory fsync (group commit): each still returns only once its rename is durable.
  */
 export class FileSecretStore implements SecretStore {
   readonly kind = 'file' as const;
   readonly #dir: string;
   readonly #key: Buffer;
+  readonly #syncDir: () => Promise<void>;
   #dirReady: Promise<unknown> | undefined;
 
   constructor(opts: FileStoreOptions) {
     if (opts.key.length !== 32) throw new StoreError('store_config', 'FILE_STORE_KEY must be 32 bytes, base64-encoded (openssl rand -base64 32)');
     this.#dir = opts.dir;
     this.#key = opts.key;
+    const syncDir = opts.syncDir ?? fsyncDir;
+    this.#syncDir = groupCommit(() => syncDir(opts.dir));
   }
 
   #file(path: string): string {
@@ -49,7 +60,7 @@ export class FileSecretStore implements SecretStore {
   async #load(path: string): Promise<PlainEntry> {
     let sealed: Buffer;
     try {
-      sealed = await readFile(this.#file(path));
+      sealed = await readWhole(this.#file(path));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return {};
       throw fileStoreError(err, 'read', this.#dir);
@@ -60,31 +71,20 @@ export class FileSecretStore implements SecretStore {
 
   async #save(path: string, entry: PlainEntry): Promise<void> {
     const target = this.#file(path);
-    const tmp = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-    const empty = !entry.current && !entry.pending && !entry.previous;
+    let tmp: string | undefined;
     try {
-      if (empty) {
+      if (!entry.current && !entry.pending && !entry.previous) {
         await unlink(target).catch((err: NodeJS.ErrnoException) => {
           if (err.code !== 'ENOENT') throw err;
         });
       } else {
-        const handle = await open(tmp, 'wx', 0o600);
-        try {
-          await handle.writeFile(seal(this.#key, path, Buffer.from(JSON.stringify(entry))));
-          await handle.sync();
-        } finally {
-          await handle.close();
-        }
+        tmp = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+        await writeDurably(tmp, seal(this.#key, path, Buffer.from(JSON.stringify(entry))));
         await rename(tmp, target);
       }
-      const dirHandle = await open(this.#dir, 'r');
-      try {
-        await dirHandle.sync();
-      } finally {
-        await dirHandle.close();
-      }
+      await this.#syncDir();
     } catch (err) {
-      await unlink(tmp).catch(() => undefined);
+      if (tmp) await unlink(tmp).catch(() => undefined);
       throw fileStoreError(err, 'write', this.#dir);
     }
   }
@@ -167,8 +167,7 @@ export class FileSecretStore implements SecretStore {
     try {
       await mkdir(this.#dir, { recursive: true, mode: 0o700 });
       const probe = join(this.#dir, `.probe-${process.pid}`);
-      const handle = await open(probe, 'w', 0o600);
-      await handle.close();
+      await close(await open(probe, 'w', 0o600));
       await unlink(probe);
     } catch (err) {
       const e = fileStoreError(err, 'write', this.#dir);
@@ -185,4 +184,31 @@ function toVersion(v: PlainVersion): StoredVersion {
 
 function sameCredential(a: Record<string, string>, b: Record<string, string>): boolean {
   return a.accountSid === b.accountSid && a.apiKeySid === b.apiKeySid && a.apiKeySecret === b.apiKeySecret;
+}
+
+/** The whole file. A short read of a regular file is its end, so the usual entry takes one read(). */
+async function readWhole(file: string): Promise<Buffer> {
+  const fd = await open(file, 'r');
+  try {
+    let buf = Buffer.allocUnsafe(READ_SIZE);
+    let len = 0;
+    for (;;) {
+      len += (await read(fd, buf, len, buf.length - len, len)).bytesRead;
+      if (len < buf.length) return buf.subarray(0, len);
+      buf = Buffer.concat([buf], buf.length * 2);
+    }
+  } finally {
+    await close(fd);
+  }
+}
+
+/** Create `file` with `data`, on disk before this returns (the rename that follows publishes it). */
+async function writeDurably(file: string, data: Buffer): Promise<void> {
+  const fd = await open(file, 'wx', 0o600);
+  try {
+    for (let done = 0; done < data.length; ) done += (await write(fd, data, done, data.length - done, done)).bytesWritten;
+    await fsync(fd);
+  } finally {
+    await close(fd);
+  }
 }
