@@ -1,4 +1,4 @@
-import { Type } from 'typebox';
+import { Type, type Static } from 'typebox';
 import { STATUSES, STEPS, type RotationStatus, type Step } from '../domain/rotation.ts';
 
 export const AccountSid = Type.String({ pattern: '^AC[0-9a-f]{32}$', description: 'AC followed by 32 lowercase hex digits' });
@@ -77,6 +77,7 @@ export const IdParams = Type.Object({ id: RotationId }, { additionalProperties: 
 
 /** A list item: the record without its history (GET /v1/rotations/{id} has it), so a page stays small. */
 export const RotationSummaryT = Type.Omit(RotationT, ['history']);
+export type RotationSummary = Static<typeof RotationSummaryT>;
 
 export const ListReply = Type.Object({ items: Type.Array(RotationSummaryT), nextCursor: NullableString() });
 

@@ -102,7 +102,9 @@ describe('a failed rotation retried to success, with its audit, inventory and me
     const longAgo = Date.now() - 120 * 86_400_000;
     const stale = Array.from({ length: 5 }, (_, i) => ({ accountSid: `AC${String(i).padStart(32, '0')}`, friendlyName: `old ${i}`, status: 'active' }));
     await accounts.upsertMany(stale, longAgo);
-    const page1 = (await api('GET', '/v1/accounts?limit=4')).json();
+    const res1 = await api('GET', '/v1/accounts?limit=4');
+    expect(res1.headers['content-type']).toBe('application/json; charset=utf-8');
+    const page1 = res1.json();
     expect(page1.items).toHaveLength(4);
     const page2 = (await api('GET', `/v1/accounts?limit=4&cursor=${page1.nextCursor}`)).json();
     expect(page2.items).toHaveLength(4);

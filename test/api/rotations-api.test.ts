@@ -59,7 +59,9 @@ describe('rotations API', () => {
   });
 
   it('pages newest first with an opaque cursor', async () => {
-    const page1 = (await app.inject({ method: 'GET', url: '/v1/rotations?limit=1', headers: auth(viewer.token) })).json();
+    const res1 = await app.inject({ method: 'GET', url: '/v1/rotations?limit=1', headers: auth(viewer.token) });
+    expect(res1.headers['content-type']).toBe('application/json; charset=utf-8');
+    const page1 = res1.json();
     expect(page1.items).toHaveLength(1);
     expect(page1.nextCursor).toBeTruthy();
     const page2 = (await app.inject({ method: 'GET', url: `/v1/rotations?limit=1&cursor=${page1.nextCursor}`, headers: auth(viewer.token) })).json();

@@ -18,7 +18,7 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountReposit
         response: { 200: AccountsReply, ...errorResponses(400, 401, 403, 429) },
       },
     },
-    async (req) => {
+    async (req, reply) => {
       const { limit, cursor } = req.query;
       let after: string | undefined;
       if (cursor !== undefined) {
@@ -27,10 +27,12 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountReposit
       }
       const page = await accounts.list({ limit: limit ?? 100, cursor: after });
       const t = now();
-      return {
-        items: page.items.map((a) => accountView(a, t)),
-        nextCursor: page.nextCursor ? Buffer.from(page.nextCursor, 'latin1').toString('base64url') : null,
-      };
+      const items = page.items.map((a) => accountView(a, t));
+      // accountView builds exactly AccountT's shape (test/unit/list-pages.test.ts compares the
+      // bytes), so the native serializer stands in for the schema's, which cost a quarter of the
+      // request's CPU on a page of 100.
+      reply.type('application/json; charset=utf-8').serializer(JSON.stringify);
+      return { items, nextCursor: page.nextCursor ? Buffer.from(page.nextCursor, 'latin1').toString('base64url') : null };
     },
   );
 };

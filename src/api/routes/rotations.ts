@@ -1,10 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { publicRotation } from '../../domain/rotation.ts';
+import { publicRotation, type RotationRecord } from '../../domain/rotation.ts';
 import { decodeCursor, type RotationRepository } from '../../state/rotations.ts';
 import type { ActionResult, RotationService } from '../../service/rotations.ts';
 import { HttpError } from '../errors.ts';
 import { IdempotencyStore, type StoredAnswer } from '../idempotency.ts';
-import { errorResponses, ErrorBody, IdParams, ListQuery, ListReply, RotationT, StartBody, StartHeaders, StartReply } from '../schemas.ts';
+import { errorResponses, ErrorBody, IdParams, ListQuery, ListReply, RotationT, StartBody, StartHeaders, StartReply, type RotationSummary } from '../schemas.ts';
 
 export interface RotationRoutesDeps {
   repo: RotationRepository;
@@ -86,11 +86,16 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
       config: { role: 'viewer' },
       schema: { summary: 'List rotations, newest first', tags: ['rotations'], querystring: ListQuery, response: { 200: ListReply, ...errorResponses(400, 401, 403, 429) } },
     },
-    async (req) => {
+    async (req, reply) => {
       const { accountSid, status, limit, cursor } = req.query;
       if (cursor !== undefined && !decodeCursor(cursor)) throw new HttpError(400, 'invalid_cursor', 'cursor is not one this API returned');
       const page = await repo.list({ accountSid, status, limit: limit ?? 50, cursor, withoutHistory: true });
-      return { items: page.items.map(publicRotation), nextCursor: page.nextCursor };
+      const items = page.items.map(rotationSummary);
+      // rotationSummary builds exactly ListReply's shape (test/unit/list-pages.test.ts compares the
+      // bytes), so the native serializer stands in for the schema's: on a page of 50 the schema's
+      // string building and its garbage were a quarter of the request's CPU.
+      reply.type('application/json; charset=utf-8').serializer(JSON.stringify);
+      return { items, nextCursor: page.nextCursor };
     },
   );
 
@@ -134,3 +139,30 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
     );
   }
 };
+
+/** A list item (RotationSummaryT), its properties in the schema's order and nothing else. */
+export function rotationSummary(rec: RotationRecord): RotationSummary {
+  return {
+    id: rec.id,
+    kind: rec.kind,
+    accountSid: rec.accountSid,
+    status: rec.status,
+    step: rec.step,
+    oldKeySid: rec.oldKeySid ?? null,
+    newKeySid: rec.newKeySid ?? null,
+    reason: rec.reason ?? null,
+    dryRun: rec.dryRun,
+    trigger: rec.trigger,
+    requestedBy: rec.requestedBy ?? null,
+    createdAt: rec.createdAt,
+    updatedAt: rec.updatedAt,
+    operationalizedAt: rec.operationalizedAt ?? null,
+    promoteAfter: rec.promoteAfter ?? null,
+    finishedAt: rec.finishedAt ?? null,
+    attempts: rec.attempts,
+    undo: rec.undo ? { reason: rec.undo.reason, deleteAfter: rec.undo.deleteAfter ?? null } : null,
+    // Undefined is left out, as the schema's serializer leaves out an absent optional property.
+    error: rec.error ? { code: rec.error.code, message: rec.error.message } : undefined,
+    lastError: rec.lastError ? { code: rec.lastError.code, message: rec.lastError.message, at: rec.lastError.at } : undefined,
+  };
+}
