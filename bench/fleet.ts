@@ -52,6 +52,8 @@ export interface FleetResult {
   machineCpuShare: number;
   emulatorCpuMsPerCall: number;
   redisCpuMsPerRotation: number;
+  /** Mean time per rotation in each step (from the records' history), and from creation to finish. */
+  stepMs: Record<string, number>;
 }
 
 /** Twilio emulator + private Redis + file store, seeded with N subaccounts whose keys are current in the store. */
@@ -111,7 +113,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
   try {
     // As `npm run worker` starts it (UV_THREADPOOL_SIZE=16: see package.json and the README).
     const env = { ...fleet.env, UV_THREADPOOL_SIZE: '16', TWILIO_MAX_CONCURRENCY: String(opts.twilioConcurrency), WORKER_CONCURRENCY: String(opts.workerConcurrency), LOG_LEVEL: 'info' };
-    for (let i = 0; i < opts.workers; i++) workers.push(await spawnTs('src/main.ts', ['worker'], env, (l) => l.includes('worker started'), opts.workerNodeArgs));
+    for (let i = 0; i < opts.workers; i++) workers.push(await spawnTs('src/main.ts', ['worker'], env, (l) => l.includes('worker started'), opts.workerNodeArgs ?? (process.env.BENCH_WORKER_NODE_ARGS ? process.env.BENCH_WORKER_NODE_ARGS.split(' ') : undefined)));
     const repo = new RotationRepository(r, 'rotator');
     const queueConn = new Redis(fleet.redis.url, { maxRetriesPerRequest: null });
     const queue = createRotationQueue(queueConn, 'rotator');
@@ -136,6 +138,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     await pool(subs, 64, async (sub) => {
       await service.start({ accountSid: sub.sid, trigger: 'schedule', reason: 'bench' });
     });
+    log(`fleet N=${opts.n} workers=${opts.workers}: all started after ${((performance.now() - t0) / 1000).toFixed(2)} s`);
     for (;;) {
       const [ok, failed] = await Promise.all([r.zcard('rotator:status:succeeded'), r.zcard('rotator:status:failed')]);
       if (ok + failed >= opts.n + warmup) break;
@@ -158,6 +161,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     const keyBytes = (await Promise.all(ids.map((id) => r.memory('USAGE', `rotator:rot:${id}`, 'SAMPLES', '0')))).reduce((a: number, b) => a + Number(b ?? 0), 0) / ids.length;
     // Each record also sits in three sorted sets (all, per account, per status): their share.
     const indexBytes = await indexBytesPerRecord(r);
+    const stepMs = await stepTimes(r, 500);
     const recordBytes = keyBytes + indexBytes;
     log(`record key ${Math.round(keyBytes)} B + index share ${Math.round(indexBytes)} B`);
     await queue.close();
@@ -186,12 +190,34 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
       machineCpuShare: round((cpu + emulatorCpuMs + redisCpu) / (wallSeconds * 1000), 2),
       emulatorCpuMsPerCall: round(emulatorCpuMs / stats.requests, 3),
       redisCpuMsPerRotation: round(redisCpu / opts.n, 3),
+      stepMs,
     };
   } finally {
     await Promise.all(workers.map((w) => w.stop()));
     r.disconnect();
     await fleet.close();
   }
+}
+
+/** Where a rotation's time goes: mean ms per step (startedAt → completed), the wait before the first, and the whole. */
+async function stepTimes(r: Redis, sample: number): Promise<Record<string, number>> {
+  const ids = await r.zrange('rotator:rots', String(-sample), '-1');
+  const sums: Record<string, number> = {};
+  const recs = (await new RotationRepository(r, 'rotator').getMany(ids)).filter((x) => x.status === 'succeeded');
+  for (const rec of recs) {
+    const add = (k: string, ms: number): void => void (sums[k] = (sums[k] ?? 0) + ms);
+    const created = Date.parse(rec.createdAt);
+    let prev = created;
+    for (const h of rec.history) {
+      if (h.status !== 'completed' || !h.startedAt) continue;
+      const start = Date.parse(h.startedAt);
+      add(prev === created ? 'queued' : 'between steps', start - prev);
+      add(h.step, Date.parse(h.at) - start);
+      prev = Date.parse(h.at);
+    }
+    add('total', Date.parse(rec.finishedAt ?? rec.updatedAt) - created);
+  }
+  return Object.fromEntries(Object.entries(sums).map(([k, v]) => [k, round(v / Math.max(1, recs.length), 1)]));
 }
 
 /** Bytes each rotation costs in the sorted-set indexes: total MEMORY USAGE of the indexes / members. */

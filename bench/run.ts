@@ -73,6 +73,7 @@ function redisVersion(): string {
 }
 
 function markdown(r: typeof results): string {
+  const stepKeys = ['queued', 'create-secondary', 'operationalize', 'promote', 'delete-old', 'between steps', 'total'];
   const f = (x: FleetResult): string =>
     `| ${x.n.toLocaleString('en')} | ${x.workers} | ${x.wallSeconds} | ${x.twilioCalls.toLocaleString('en')} (${x.twilioCallsPerRotation}/rot) | ${x.boundSeconds} | **${x.ratio}** | ${x.rotationsPerSecond} | ${x.seen429} | ${x.succeeded}/${x.failed} |`;
   const c = (x: FleetResult): string => `| ${x.n.toLocaleString('en')} | ${x.workers} | ${x.cpuMsPerRotation} | ${x.redisCommandsPerRotation} | ${x.recordBytes} | ${x.retainedBytesPerRotation} | ${x.peakRssMiB} | ${x.emulatorCpuMsPerCall} | ${x.redisCpuMsPerRotation} | ${x.machineCpuShare} |`;
@@ -101,6 +102,14 @@ ${r.fleet.map(f).join('\n')}
 ${f(r.scaleOut.twoWorkers)}
 
 Scale-out at N = ${r.scaleOut.n.toLocaleString('en')}: 1 worker ${r.scaleOut.oneWorkerSeconds} s, 2 workers ${r.scaleOut.twoWorkersSeconds} s (speed-up ${r.scaleOut.speedup}×).
+
+Where one rotation's time goes, mean ms over the last 500 rotations of each run (from their history: each step's start to its
+completion; "queued" is creation to the first step, long because the whole fleet is enqueued at once). The Twilio calls alone
+take L = ${r.parameters.latencyMs} ms each: create-secondary makes three (list, create, verify), promote one (verify), delete-old one.
+
+| N | workers | ${stepKeys.join(' | ')} |
+|---|---|${stepKeys.map(() => '---').join('|')}|
+${[...r.fleet, r.scaleOut.twoWorkers].map((x) => `| ${x.n.toLocaleString('en')} | ${x.workers} | ${stepKeys.map((k) => x.stepMs[k] ?? '').join(' | ')} |`).join('\n')}
 
 ## Baseline: the hand-written loop
 
