@@ -86,4 +86,30 @@ describe('RedisConcurrencyGate: one cap across processes', () => {
     await survivor.close();
     await dead.close();
   });
+
+  it('keeps a released slot briefly for the next local request, and hands it over when another process waits', async () => {
+    const r = client();
+    const alone = new RedisConcurrencyGate(r, { key: 'cap:d', limit: 2, contentionCheckMs: 20 });
+    const zrems = async (): Promise<number> => Number(/cmdstat_zrem:calls=(\d+)/.exec(await r.info('commandstats'))?.[1] ?? 0);
+    const before = await zrems();
+    for (let i = 0; i < 50; i++) (await alone.acquire())();
+    // One process alone: the slot went back and forth between its own requests, never to Redis.
+    expect((await zrems()) - before).toBe(0);
+
+    // Another process wants slots while the first keeps both busy: it gets one.
+    const hog = Promise.all(
+      Array.from({ length: 400 }, async () => {
+        const release = await alone.acquire();
+        await new Promise((res) => setTimeout(res, 2));
+        release();
+      }),
+    );
+    const other = new RedisConcurrencyGate(client(), { key: 'cap:d', limit: 2, contentionCheckMs: 20 });
+    const t0 = Date.now();
+    (await other.acquire())();
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    await hog;
+    await Promise.all([alone.close(), other.close()]);
+    expect(await r.zcard('cap:d')).toBe(0);
+  });
 });
