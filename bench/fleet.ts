@@ -54,6 +54,8 @@ export interface FleetResult {
   redisCpuMsPerRotation: number;
   /** Mean time per rotation in each step (from the records' history), and from creation to finish. */
   stepMs: Record<string, number>;
+  /** Redis SLOWLOG over the measured run: commands slower than 1 ms, and the slowest kinds. */
+  slowlog: { over1ms: number; maxMs: number; top: Array<{ command: string; count: number; maxMs: number }> };
 }
 
 /** Twilio emulator + private Redis + file store, seeded with N subaccounts whose keys are current in the store. */
@@ -128,6 +130,10 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     const warmFailed = await r.zcard('rotator:status:failed');
     await fetch(`${fleet.emu.url}/__emulator/stats/reset`, { method: 'POST' });
     await r.config('RESETSTAT');
+    // Redis's own view of what is slow: every command over 1 ms during the measured run.
+    await r.config('SET', 'slowlog-log-slower-than', '1000');
+    await r.config('SET', 'slowlog-max-len', '10000');
+    await r.slowlog('RESET');
     const memBefore = await redisUsedMemory(r);
     const cpuBefore = workers.map((w) => cpuMs(w.child.pid!));
     const emuCpuBefore = cpuMs(fleet.emulator.child.pid!);
@@ -151,6 +157,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     const redisCpu = (await redisCpuMs(r)) - redisCpuBefore;
     const rss = Math.max(...workers.map((w) => peakRssMiB(w.child.pid!)));
     const commands = await redisCommandCount(r);
+    const slowlog = await slowCommands(r);
     const stats = (await (await fetch(`${fleet.emu.url}/__emulator/stats`)).json()) as { requests: number; rejected429: number; byStatus: Record<string, number> };
     const [allSucceeded, allFailed] = await Promise.all([r.zcard('rotator:status:succeeded'), r.zcard('rotator:status:failed')]);
     const failed = allFailed - warmFailed;
@@ -191,12 +198,31 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
       emulatorCpuMsPerCall: round(emulatorCpuMs / stats.requests, 3),
       redisCpuMsPerRotation: round(redisCpu / opts.n, 3),
       stepMs,
+      slowlog,
     };
   } finally {
     await Promise.all(workers.map((w) => w.stop()));
     r.disconnect();
     await fleet.close();
   }
+}
+
+async function slowCommands(r: Redis): Promise<FleetResult['slowlog']> {
+  const entries = (await r.slowlog('GET', 10000)) as Array<[number, number, number, string[]]>;
+  const byKind = new Map<string, { count: number; maxMs: number }>();
+  let maxMs = 0;
+  for (const [, , micros, args] of entries) {
+    // EVALSHA is named by its script's first key's kind, never by arguments (they may be anything).
+    const cmd = String(args[0] ?? '').toUpperCase();
+    const key = cmd === 'EVALSHA' || cmd === 'EVAL' ? `${cmd} ${String(args[3] ?? '').replace(/[:][^:]*$/, ':…')}` : cmd;
+    const k = byKind.get(key) ?? { count: 0, maxMs: 0 };
+    k.count++;
+    k.maxMs = Math.max(k.maxMs, micros / 1000);
+    byKind.set(key, k);
+    maxMs = Math.max(maxMs, micros / 1000);
+  }
+  const top = [...byKind.entries()].sort((a, b) => b[1].count - a[1].count).slice(0, 5).map(([command, v]) => ({ command, count: v.count, maxMs: round(v.maxMs, 1) }));
+  return { over1ms: entries.length, maxMs: round(maxMs, 1), top };
 }
 
 /** Where a rotation's time goes: mean ms per step (startedAt → completed), the wait before the first, and the whole. */

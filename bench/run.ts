@@ -120,6 +120,9 @@ take L = ${r.parameters.latencyMs} ms each: create-secondary makes three (list, 
 |---|---|${stepKeys.map(() => '---').join('|')}|
 ${[...r.fleet, r.scaleOut.twoWorkers].map((x) => `| ${x.n.toLocaleString('en')} | ${x.workers} | ${stepKeys.map((k) => x.stepMs[k] ?? '').join(' | ')} |`).join('\n')}
 
+Redis SLOWLOG during each measured run (commands slower than 1 ms; EVALSHA named by its first key):
+${[...r.fleet, r.scaleOut.twoWorkers].map((x) => `N = ${x.n.toLocaleString('en')}, ${x.workers} worker(s): ${x.slowlog.over1ms} (slowest ${x.slowlog.maxMs} ms)${x.slowlog.top.length ? ': ' + x.slowlog.top.map((t) => `${t.command} ×${t.count} (≤ ${t.maxMs} ms)`).join(', ') : ''}`).join('; ')}.
+
 ## Baseline: the hand-written loop
 
 For each subaccount in turn: create a key, write it to the store, delete the old key (${r.baseline.twilioCalls.toLocaleString('en')} Twilio calls for N = ${r.baseline.n.toLocaleString('en')}).
