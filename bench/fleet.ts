@@ -168,7 +168,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     const keyBytes = (await Promise.all(ids.map((id) => r.memory('USAGE', `rotator:rot:${id}`, 'SAMPLES', '0')))).reduce((a: number, b) => a + Number(b ?? 0), 0) / ids.length;
     // Each record also sits in three sorted sets (all, per account, per status): their share.
     const indexBytes = await indexBytesPerRecord(r);
-    const stepMs = await stepTimes(r, 500);
+    const stepMs = await stepTimes(r, repo, 500);
     const recordBytes = keyBytes + indexBytes;
     log(`record key ${Math.round(keyBytes)} B + index share ${Math.round(indexBytes)} B`);
     await queue.close();
@@ -226,10 +226,10 @@ async function slowCommands(r: Redis): Promise<FleetResult['slowlog']> {
 }
 
 /** Where a rotation's time goes: mean ms per step (startedAt → completed), the wait before the first, and the whole. */
-async function stepTimes(r: Redis, sample: number): Promise<Record<string, number>> {
+async function stepTimes(r: Redis, repo: RotationRepository, sample: number): Promise<Record<string, number>> {
   const ids = await r.zrange('rotator:rots', String(-sample), '-1');
   const sums: Record<string, number> = {};
-  const recs = (await new RotationRepository(r, 'rotator').getMany(ids)).filter((x) => x.status === 'succeeded');
+  const recs = (await repo.getMany(ids)).filter((x) => x.status === 'succeeded');
   for (const rec of recs) {
     const add = (k: string, ms: number): void => void (sums[k] = (sums[k] ?? 0) + ms);
     const created = Date.parse(rec.createdAt);

@@ -247,7 +247,8 @@ export function publicRotation(rec: RotationRecord): PublicRotation {
     attempts: rec.attempts,
     undo: rec.undo ? { reason: rec.undo.reason, deleteAfter: rec.undo.deleteAfter ?? null } : null,
     history: rec.history,
-    ...(rec.error ? { error: rec.error } : {}),
-    ...(rec.lastError ? { lastError: rec.lastError } : {}),
+    // Only the schema's fields: list pages serialize this with JSON.stringify, not the schema.
+    ...(rec.error ? { error: { code: rec.error.code, message: rec.error.message } } : {}),
+    ...(rec.lastError ? { lastError: { code: rec.lastError.code, message: rec.lastError.message, at: rec.lastError.at } } : {}),
   };
 }

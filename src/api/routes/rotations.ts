@@ -140,29 +140,8 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
   }
 };
 
-/** A list item (RotationSummaryT), its properties in the schema's order and nothing else. */
+/** A list item (RotationSummaryT): the detail without its history, properties in the schema's order. */
 export function rotationSummary(rec: RotationRecord): RotationSummary {
-  return {
-    id: rec.id,
-    kind: rec.kind,
-    accountSid: rec.accountSid,
-    status: rec.status,
-    step: rec.step,
-    oldKeySid: rec.oldKeySid ?? null,
-    newKeySid: rec.newKeySid ?? null,
-    reason: rec.reason ?? null,
-    dryRun: rec.dryRun,
-    trigger: rec.trigger,
-    requestedBy: rec.requestedBy ?? null,
-    createdAt: rec.createdAt,
-    updatedAt: rec.updatedAt,
-    operationalizedAt: rec.operationalizedAt ?? null,
-    promoteAfter: rec.promoteAfter ?? null,
-    finishedAt: rec.finishedAt ?? null,
-    attempts: rec.attempts,
-    undo: rec.undo ? { reason: rec.undo.reason, deleteAfter: rec.undo.deleteAfter ?? null } : null,
-    // Undefined is left out, as the schema's serializer leaves out an absent optional property.
-    error: rec.error ? { code: rec.error.code, message: rec.error.message } : undefined,
-    lastError: rec.lastError ? { code: rec.lastError.code, message: rec.lastError.message, at: rec.lastError.at } : undefined,
-  };
+  const { history: _history, ...summary } = publicRotation(rec);
+  return summary;
 }
