@@ -138,6 +138,14 @@ export interface AuditQuery {
 }
 
 export const STREAM_ID = /^\d{1,20}-\d{1,20}$/;
+const U64_MAX = 2n ** 64n - 1n;
+
+/** An id Redis accepts in a range: STREAM_ID's shape with both parts within 64 bits (20 digits can exceed that). */
+export function isRedisStreamId(id: string): boolean {
+  if (!STREAM_ID.test(id)) return false;
+  const [ms, seq] = id.split('-') as [string, string];
+  return BigInt(ms) <= U64_MAX && BigInt(seq) <= U64_MAX;
+}
 
 /** At most this many entries are read for one page of a filtered query; the cursor continues from there. */
 const SCAN_BUDGET = 5_000;
@@ -230,6 +238,8 @@ export class AuditLog {
   /** Newest first, filtered; a page may hold fewer than `limit` entries when the scan budget ran out (follow nextCursor). */
   async list(q: AuditQuery): Promise<{ items: AuditEntry[]; nextCursor: string | null }> {
     const items: AuditEntry[] = [];
+    // Nothing precedes 0-0 (and Redis refuses "(0-0" as the end of a range).
+    if (q.cursor && /^0+-0+$/.test(q.cursor)) return { items, nextCursor: null };
     const min = q.sinceMs !== undefined ? `${Math.max(0, Math.floor(q.sinceMs))}-0` : '-';
     let max = q.cursor ? `(${q.cursor}` : '+';
     let scanned = 0;

@@ -135,6 +135,10 @@ describe('GET /v1/events (server-sent events)', () => {
       expect(res.statusCode).toBe(400);
       expect(res.json().error.code).toBe('invalid_request');
     }
+    // The right shape but past 64 bits: Redis would refuse it mid-stream.
+    const res = await h.app.inject({ method: 'GET', url: '/v1/events', headers: { ...bearer(h.tokens.viewer), 'last-event-id': '99999999999999999999-0' } });
+    expect(res.statusCode).toBe(400);
+    expect(res.json().error.code).toBe('invalid_last_event_id');
   });
 
   it('releases its Redis connection when the client goes away', async () => {

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { AuditLog } from '../../state/audit.ts';
+import { isRedisStreamId, type AuditLog } from '../../state/audit.ts';
 import { HttpError } from '../errors.ts';
 import { AuditExportQuery, AuditQuery, AuditReply, errorResponses } from '../schemas.ts';
 
@@ -20,6 +20,7 @@ export const auditRoutes: FastifyPluginAsyncTypebox<{ audit: AuditLog }> = async
     },
     async (req) => {
       const { accountSid, rotationId, since, limit, cursor } = req.query;
+      if (cursor && !isRedisStreamId(cursor)) throw new HttpError(400, 'invalid_cursor', `cursor ${cursor} is not a stream id (each part at most 18446744073709551615)`);
       return audit.list({ accountSid, rotationId, sinceMs: sinceMs(since), limit: limit ?? 100, cursor });
     },
   );

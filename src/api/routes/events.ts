@@ -3,6 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Redis } from 'ioredis';
 import { HttpError } from '../errors.ts';
 import { errorResponses, EventsHeaders, EventsQuery } from '../schemas.ts';
+import { isRedisStreamId } from '../../state/audit.ts';
 
 export interface EventRoutesDeps {
   /** The rotation events stream (`${prefix}:events`, written with every record update). */
@@ -53,6 +54,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (ap
         throw new HttpError(503, 'too_many_streams', `this server already serves ${deps.maxClients} event streams; retry shortly`);
       }
       const resumeFrom = req.headers['last-event-id'] ?? req.query.lastEventId;
+      if (resumeFrom && !isRedisStreamId(resumeFrom)) throw new HttpError(400, 'invalid_last_event_id', `Last-Event-ID ${resumeFrom} is not a stream id (each part at most 18446744073709551615)`);
       // Resolve where to start before the headers go out, so a Redis failure is still a clean error.
       const [first] = (await deps.redis.xrange(deps.streamKey, '-', '+', 'COUNT', 1)) as Row[];
       let cursor: string;
