@@ -252,3 +252,11 @@ export function publicRotation(rec: RotationRecord): PublicRotation {
     ...(rec.lastError ? { lastError: { code: rec.lastError.code, message: rec.lastError.message, at: rec.lastError.at } } : {}),
   };
 }
+
+/** A list item (GET /v1/rotations): the public view without its history, properties in the schema's order. */
+export type RotationSummary = Omit<PublicRotation, 'history'>;
+
+export function rotationSummary(rec: RotationRecord): RotationSummary {
+  const { history: _history, ...summary } = publicRotation(rec);
+  return summary;
+}

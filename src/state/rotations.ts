@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
-import { holdsAccount, STATUSES, type HistoryEntry, type RotationRecord, type RotationStatus } from '../domain/rotation.ts';
-import { runScript } from './lua.ts';
+import { holdsAccount, rotationSummary, STATUSES, type HistoryEntry, type RotationRecord, type RotationStatus, type UndoState } from '../domain/rotation.ts';
+import { runScript, runScriptBuffer } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 import { isoTime } from './iso.ts';
 
@@ -13,13 +13,31 @@ import { isoTime } from './iso.ts';
  * Every write is a Lua script so the record, its indexes, the lock and the event move together.
  */
 
-const HOLDS = `
+// A stored record is '<public summary>\n<private part>' (encodeRecord), or one JSON object when an
+// earlier version wrote it. JSON text never holds a raw newline, so the first one is the separator.
+const RECORD = `
+local function parts(json)
+  local nl = string.find(json, '\\n', 1, true)
+  if not nl then
+    local r = cjson.decode(json)
+    return r, r
+  end
+  return cjson.decode(string.sub(json, 1, nl - 1)), cjson.decode(string.sub(json, nl + 1))
+end
+local function rev_of(json)
+  local rev = string.match(json, '\\n{"rev":(%d+)')
+  if rev then return rev end
+  return tostring(cjson.decode(json).rev)
+end
+`;
+
+const HOLDS = `${RECORD}
 -- holdsAccount() of src/domain/rotation.ts: in flight, or failed part-way (undo not completed).
 local function holds(json)
-  local r = cjson.decode(json)
+  local r, x = parts(json)
   local s = r.status
   if s ~= 'succeeded' and s ~= 'failed' and s ~= 'cancelled' and s ~= 'rolled_back' then return true end
-  return s == 'failed' and r.dryRun ~= true and not (type(r.undo) == 'table' and r.undo.completedAt)
+  return s == 'failed' and r.dryRun ~= true and not (type(x.undo) == 'table' and x.undo.completedAt)
 end
 `;
 
@@ -40,10 +58,10 @@ return false
 
 // KEYS: record, lock, oldStatusIdx, newStatusIdx, events
 // ARGV: expectedRev, json, id, score, releaseLock, event, maxlen
-const UPDATE = `
+const UPDATE = `${RECORD}
 local cur = redis.call('GET', KEYS[1])
 if not cur then return -1 end
-if tostring(cjson.decode(cur).rev) ~= ARGV[1] then return 0 end
+if rev_of(cur) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[1], ARGV[2])
 if KEYS[3] ~= KEYS[4] then
   redis.call('ZREM', KEYS[3], ARGV[3])
@@ -63,7 +81,7 @@ return 1
 const RESTART = `${HOLDS}
 local cur = redis.call('GET', KEYS[1])
 if not cur then return -1 end
-if tostring(cjson.decode(cur).rev) ~= ARGV[1] then return 0 end
+if rev_of(cur) ~= ARGV[1] then return 0 end
 local holder = redis.call('GET', KEYS[2])
 if holder and holder ~= ARGV[3] then
   local other = redis.call('GET', ARGV[7] .. holder)
@@ -81,7 +99,7 @@ return 1
 
 // Retention: finished records created before ARGV[2] go, with their index entries.
 // ARGV: prefix, cutoffMs, batch
-const PRUNE = `
+const PRUNE = `${RECORD}
 local prefix, cutoff, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local removed = 0
 for _, status in ipairs({'succeeded', 'failed', 'cancelled', 'rolled_back'}) do
@@ -90,7 +108,7 @@ for _, status in ipairs({'succeeded', 'failed', 'cancelled', 'rolled_back'}) do
   for _, id in ipairs(ids) do
     local key = prefix .. ':rot:' .. id
     local rec = redis.call('GET', key)
-    if rec then redis.call('ZREM', prefix .. ':acct:' .. cjson.decode(rec).accountSid .. ':rots', id) end
+    if rec then redis.call('ZREM', prefix .. ':acct:' .. parts(rec).accountSid .. ':rots', id) end
     redis.call('DEL', key)
     redis.call('ZREM', prefix .. ':rots', id)
     redis.call('ZREM', idx, id)
@@ -99,6 +117,64 @@ for _, status in ipairs({'succeeded', 'failed', 'cancelled', 'rolled_back'}) do
   if removed >= batch then break end
 end
 return removed
+`;
+
+// A page of list items. Walks the index newest first from the cursor (same-millisecond ids share a
+// score: those after the cursor's id come first, in the index's order), takes each record's
+// summary line ('s', then the text) or, for a record of an earlier version's layout, the record
+// ('r', then the record), and stops at `limit` items. Reply: the next cursor as '<score>:<id>' of
+// the last id looked at ('' when the index has nothing more), then the items' pairs.
+// KEYS: index
+// ARGV: limit, cursorScore ('' for the first page), cursorId, recordKeyPrefix, status ('' for any)
+const SUMMARY_PAGE = `${RECORD}
+local limit = tonumber(ARGV[1])
+local prefix, status = ARGV[4], ARGV[5]
+local out = { '' }
+local taken, looked = 0, 0
+local lastScore, lastId
+-- false once the page is full and another id exists (it then carries the cursor)
+local function take(id, score)
+  if taken == limit or looked >= 20 * (limit + 1) then return false end
+  looked = looked + 1
+  lastScore, lastId = score, id
+  local v = redis.call('GET', prefix .. id)
+  if not v then return true end
+  local nl = string.find(v, '\\n', 1, true)
+  if status ~= '' and parts(v).status ~= status then return true end
+  if nl then
+    out[#out + 1] = 's'
+    out[#out + 1] = string.sub(v, 1, nl - 1)
+  else
+    out[#out + 1] = 'r'
+    out[#out + 1] = v
+  end
+  taken = taken + 1
+  return true
+end
+local max = '+inf'
+if ARGV[2] ~= '' then
+  max = '(' .. ARGV[2]
+  local ties = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], ARGV[2])
+  table.sort(ties, function(a, b) return a > b end)
+  for _, id in ipairs(ties) do
+    if id < ARGV[3] and not take(id, ARGV[2]) then
+      out[1] = lastScore .. ':' .. lastId
+      return out
+    end
+  end
+end
+local offset = 0
+while true do
+  local batch = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', offset, limit + 1)
+  for i = 1, #batch, 2 do
+    if not take(batch[i], batch[i + 1]) then
+      out[1] = lastScore .. ':' .. lastId
+      return out
+    end
+  end
+  if #batch < 2 * (limit + 1) then return out end
+  offset = offset + limit + 1
+end
 `;
 
 /** One change of a rotation, as the API's event stream and the dashboard see it. Never secret. */
@@ -171,21 +247,34 @@ export class RotationRepository {
   /** With `withoutHistory`, records come back with an empty history: history is most of a record's bytes. */
   async getMany(ids: string[], withoutHistory = false): Promise<RotationRecord[]> {
     if (ids.length === 0) return [];
-    // As buffers: the client then decodes the page once rather than one string per record.
-    const values = await this.#redis.mgetBuffer(ids.map((id) => this.keys.rotation(id)));
-    const parts: Buffer[] = [];
-    for (const v of values) {
-      if (v === null) continue;
-      parts.push(parts.length ? COMMA : OPEN);
-      const cut = withoutHistory ? historyStart(v) : -1;
-      if (cut < 0) parts.push(v);
-      else parts.push(v.subarray(0, cut), HISTORY_END);
+    const values = await this.#redis.mget(ids.map((id) => this.keys.rotation(id)));
+    const out: RotationRecord[] = [];
+    for (const v of values) if (v !== null) out.push(decodeRecord(v, withoutHistory));
+    return out;
+  }
+
+  /**
+   * A page of list items (GET /v1/rotations), newest first, each the JSON text the API serves: one
+   * script cuts them from the stored records (encodeRecord puts each record's item first), so
+   * nothing is parsed or serialised here except records an earlier version wrote. The cursor is
+   * list()'s. A page can hold fewer than `limit` items and still have a cursor when the filter
+   * passed over many records: the client reads on.
+   */
+  async summaryPage(opts: { accountSid?: string; status?: RotationStatus; limit: number; cursor?: string }): Promise<{ items: Buffer[]; nextCursor: string | null }> {
+    const k = this.keys;
+    const index = opts.accountSid ? k.accountRotations(opts.accountSid) : opts.status ? k.byStatus(opts.status) : k.allRotations;
+    // Only a filter the index does not answer is checked record by record.
+    const statusFilter = opts.accountSid && opts.status ? opts.status : '';
+    const cursor = opts.cursor ? decodeCursor(opts.cursor) : undefined;
+    const reply = (await runScriptBuffer(this.#redis, SUMMARY_PAGE, 1, index, String(opts.limit), cursor ? String(cursor.score) : '', cursor?.id ?? '', k.rotation(''), statusFilter)) as Buffer[];
+    const items: Buffer[] = [];
+    for (let i = 1; i < reply.length; i += 2) {
+      const v = reply[i + 1]!;
+      // 'r': a record in an earlier version's layout, whole.
+      items.push(reply[i]![0] === 0x73 ? v : Buffer.from(JSON.stringify(rotationSummary(decodeRecord(v.toString('utf8'), true)))));
     }
-    if (parts.length === 0) return [];
-    parts.push(CLOSE);
-    const recs = JSON.parse(Buffer.concat(parts).toString('utf8')) as Array<Record<string, unknown>>;
-    for (const raw of recs) fromStored(raw, withoutHistory);
-    return recs as unknown as RotationRecord[];
+    const next = reply[0]!.toString();
+    return { items, nextCursor: next ? Buffer.from(next).toString('base64url') : null };
   }
 
   /**
@@ -338,54 +427,100 @@ export function decodeCursor(cursor: string): { score: number; id: string } | un
 }
 
 /**
- * Stored form of a record: timestamps as epoch milliseconds instead of ISO strings, which keeps a
- * finished record (five history entries) near 1.2 KB — under jemalloc's 1280-byte class — so a
- * retained record with its index entries stays within 2 KiB of Redis memory. History goes last so
- * a list page can skip it (historyStart). Callers only ever see ISO strings.
+ * Stored form of a record, two JSON texts on one line each:
+ *
+ *   <the list item, exactly as GET /v1/rotations serves it>\n{"rev":N, <the rest>, "history":[…]}
+ *
+ * A list page is then the first lines of its records joined by commas: nothing to parse or
+ * serialise (SUMMARY_PAGE cuts them in Redis). The second text holds `rev` first (the update
+ * scripts read it without decoding), whatever the summary does not carry exactly — the full undo
+ * state, an oldKeySid of null (a bootstrap: decided, nothing to replace), restarts, and any field a
+ * later version adds — and the history, each entry an array with its times as epoch milliseconds.
+ * A finished record stays under 1 KiB (jemalloc's 1024-byte class), so one retained with its index
+ * entries stays within the 2 KiB the benchmark allows. Callers only ever see ISO strings.
+ *
+ * Records an earlier version wrote (one JSON object, epoch-ms times, history last or first) still
+ * read; they are rewritten in this form on their next change.
  */
-const TOP_TIMES = ['createdAt', 'updatedAt', 'operationalizedAt', 'promoteAfter', 'finishedAt'] as const;
+const SUMMARY_FIELDS: ReadonlySet<string> = new Set(['id', 'kind', 'accountSid', 'status', 'step', 'oldKeySid', 'newKeySid', 'reason', 'dryRun', 'trigger', 'requestedBy', 'createdAt', 'updatedAt', 'operationalizedAt', 'promoteAfter', 'finishedAt', 'attempts', 'error', 'lastError']);
+/** Summary fields that are null there when absent from the record. */
+const NULLABLE = ['oldKeySid', 'newKeySid', 'reason', 'requestedBy', 'operationalizedAt', 'promoteAfter', 'finishedAt'] as const;
+const HISTORY_FIELDS = ['step', 'status', 'at', 'detail', 'startedAt', 'by', 'count'] as const;
 
 export function encodeRecord(rec: RotationRecord): string {
-  const { history, ...rest } = rec;
-  const out: Record<string, unknown> = rest;
-  for (const k of TOP_TIMES) if (typeof rec[k] === 'string') out[k] = Date.parse(rec[k] as string);
-  if (rec.undo?.deleteAfter || rec.undo?.completedAt) {
-    out.undo = { ...rec.undo, ...(rec.undo.deleteAfter ? { deleteAfter: Date.parse(rec.undo.deleteAfter) } : {}), ...(rec.undo.completedAt ? { completedAt: Date.parse(rec.undo.completedAt) } : {}) };
+  const rest: Record<string, unknown> = { rev: rec.rev };
+  for (const [k, v] of Object.entries(rec)) {
+    if (v === undefined || k === 'rev' || k === 'history') continue;
+    if (SUMMARY_FIELDS.has(k) && !(v === null && k === 'oldKeySid') && !(k === 'error' && !isExactly(v, ['code', 'message'])) && !(k === 'lastError' && !isExactly(v, ['code', 'message', 'at']))) continue;
+    rest[k] = k === 'undo' ? storedUndo(v as UndoState) : v;
   }
-  out.history = history.map((h) => {
-    const e: Record<string, unknown> = { ...h, at: Date.parse(h.at) };
-    if (h.startedAt) e.startedAt = Date.parse(h.startedAt);
-    return e;
-  });
-  return JSON.stringify(out);
+  const created = Date.parse(rec.createdAt);
+  rest.history = rec.history.map((h) => storedHistory(h, created));
+  return `${JSON.stringify(rotationSummary(rec))}\n${JSON.stringify(rest)}`;
 }
 
-const HISTORY_KEY = Buffer.from('"history":[');
-const HISTORY_END = Buffer.from(']}');
-const [OPEN, COMMA, CLOSE] = ['[', ',', ']'].map((c) => Buffer.from(c)) as [Buffer, Buffer, Buffer];
+/** Whether the summary's projection of an error object ({code, message[, at]}) loses nothing. */
+function isExactly(v: unknown, keys: string[]): boolean {
+  const o = v as Record<string, unknown>;
+  const own = Object.keys(o);
+  return own.length === keys.length && keys.every((k) => typeof o[k] === 'string');
+}
+
+function storedUndo(undo: UndoState): Record<string, unknown> {
+  return { ...undo, ...(undo.deleteAfter ? { deleteAfter: Date.parse(undo.deleteAfter) } : {}), ...(undo.completedAt ? { completedAt: Date.parse(undo.completedAt) } : {}) };
+}
 
 /**
- * Where a stored record's history entries start, when it stores history last (encodeRecord does):
- * only history is an array, so a record ending in `]}` ends with it, and the first `"history":[`
- * is its key (a string value's quotes are escaped). -1 otherwise: the record is used whole.
+ * [step, status, at, detail, startedAt, by, count], trailing absent ones left off. `at` is stored as
+ * milliseconds after the record's creation and `startedAt` as milliseconds before `at`: a few
+ * digits each instead of thirteen.
  */
-function historyStart(json: Buffer): number {
-  const n = json.length;
-  if (n < 2 || json[n - 2] !== 0x5d || json[n - 1] !== 0x7d) return -1;
-  const at = json.indexOf(HISTORY_KEY);
-  return at < 0 ? -1 : at + HISTORY_KEY.length;
+function storedHistory(h: HistoryEntry, created: number): unknown[] {
+  const at = Date.parse(h.at);
+  const row: unknown[] = [h.step, h.status, at - created, h.detail ?? null, h.startedAt ? at - Date.parse(h.startedAt) : null, h.by ?? null, h.count ?? null];
+  while (row.length > 3 && row.at(-1) === null) row.pop();
+  return row;
+}
+
+function historyFromRow(row: unknown[], created: number): HistoryEntry {
+  const at = created + (row[2] as number);
+  const h: Record<string, unknown> = { step: row[0], status: row[1], at: isoTime(at) };
+  for (let i = 3; i < HISTORY_FIELDS.length; i++) {
+    const v = row[i];
+    if (v === null || v === undefined) continue;
+    h[HISTORY_FIELDS[i]!] = i === 4 ? isoTime(at - (v as number)) : v;
+  }
+  return h as unknown as HistoryEntry;
 }
 
 export function decodeRecord(json: string, withoutHistory = false): RotationRecord {
-  return fromStored(JSON.parse(json) as Record<string, unknown>, withoutHistory);
+  const nl = json.indexOf('\n');
+  if (nl < 0) return fromStored(JSON.parse(json) as Record<string, unknown>, withoutHistory);
+  const rec = JSON.parse(json.slice(0, nl)) as Record<string, unknown>;
+  const rest = JSON.parse(json.slice(nl + 1)) as Record<string, unknown>;
+  for (const k of NULLABLE) if (rec[k] === null) delete rec[k];
+  delete rec.undo;
+  for (const [k, v] of Object.entries(rest)) {
+    if (k === 'history') rec.history = withoutHistory ? [] : (v as unknown[][]).map((row) => historyFromRow(row, Date.parse(rec.createdAt as string)));
+    else if (k === 'undo') rec.undo = undoFromStored(v as Record<string, unknown>);
+    else rec[k] = v;
+  }
+  return rec as unknown as RotationRecord;
 }
 
-/** A parsed stored record as callers see it, in place. Helpers at module level: under tsx every closure created costs a `__name` call. */
+function undoFromStored(undo: Record<string, unknown>): Record<string, unknown> {
+  return { ...undo, ...(undo.deleteAfter !== undefined ? { deleteAfter: iso(undo.deleteAfter) } : {}), ...(undo.completedAt !== undefined ? { completedAt: iso(undo.completedAt) } : {}) };
+}
+
+/** Earlier versions' layout: one object, these times as epoch milliseconds, history entries as objects. */
+const TOP_TIMES = ['createdAt', 'updatedAt', 'operationalizedAt', 'promoteAfter', 'finishedAt'] as const;
+
+/** A parsed record of an earlier version's layout as callers see it, in place. */
 function fromStored(raw: Record<string, unknown>, withoutHistory: boolean): RotationRecord {
   for (const k of TOP_TIMES) if (raw[k] !== undefined) raw[k] = iso(raw[k]);
   raw.history = withoutHistory ? [] : (raw.history as Array<Record<string, unknown>>).map(historyFromStored);
   const undo = raw.undo as Record<string, unknown> | undefined;
-  if (undo) raw.undo = { ...undo, ...(undo.deleteAfter !== undefined ? { deleteAfter: iso(undo.deleteAfter) } : {}), ...(undo.completedAt !== undefined ? { completedAt: iso(undo.completedAt) } : {}) };
+  if (undo) raw.undo = undoFromStored(undo);
   return raw as unknown as RotationRecord;
 }
 

@@ -10,7 +10,6 @@ import { encodeRecord, RotationRepository } from '../../src/state/rotations.ts';
 import { AccountRepository, accountView } from '../../src/state/accounts.ts';
 import { isoTime } from '../../src/state/iso.ts';
 import { newRotationId, publicRotation, STATUSES, STEPS, type RotationRecord } from '../../src/domain/rotation.ts';
-import { rotationSummary } from '../../src/api/routes/rotations.ts';
 import { AccountsReply, ListReply } from '../../src/api/schemas.ts';
 
 /**
@@ -31,7 +30,8 @@ describe('list pages', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'rotator-pages-'));
     server = await startEmbeddedRedis({ dir, persist: false });
-    redis = new Redis(server.url);
+    // As the API's shared connection: auto-pipelined.
+    redis = new Redis(server.url, { enableAutoPipelining: true });
     ref = Fastify();
     ref.get('/rotations', { schema: { response: { 200: ListReply } } }, async () => refPayload);
     ref.get('/accounts', { schema: { response: { 200: AccountsReply } } }, async () => refPayload);
@@ -87,58 +87,113 @@ describe('list pages', () => {
       return rec;
     });
 
-  /** The layout written before history went last: history first, everything else after it. */
-  const historyFirst = (rec: RotationRecord): string => {
-    const stored = JSON.parse(encodeRecord(rec)) as Record<string, unknown>;
-    const { history, ...rest } = stored;
-    return JSON.stringify({ history, ...rest });
+  /**
+   * Layouts earlier versions wrote, which must still read: one JSON object with the times as epoch
+   * milliseconds, history last (`v1`) or, before that, first.
+   */
+  const v1 = (rec: RotationRecord, historyAt: 'last' | 'first' = 'last'): string => {
+    const ms = (t: string | undefined) => (t === undefined ? undefined : Date.parse(t));
+    const { history, ...rest } = rec;
+    const top: Record<string, unknown> = { ...rest };
+    for (const k of ['createdAt', 'updatedAt', 'operationalizedAt', 'promoteAfter', 'finishedAt'] as const) if (rec[k] !== undefined) top[k] = ms(rec[k]);
+    if (rec.undo) top.undo = { ...rec.undo, ...(rec.undo.deleteAfter ? { deleteAfter: ms(rec.undo.deleteAfter) } : {}), ...(rec.undo.completedAt ? { completedAt: ms(rec.undo.completedAt) } : {}) };
+    const h = history.map((e) => ({ ...e, at: ms(e.at), ...(e.startedAt ? { startedAt: ms(e.startedAt) } : {}) }));
+    return JSON.stringify(historyAt === 'last' ? { ...top, history: h } : { history: h, ...top });
+  };
+  const historyFirst = (rec: RotationRecord): string => v1(rec, 'first');
+  const layouts = ['now', 'v1', 'history first'] as const;
+  const storeAs = async (redis: Redis, repo: RotationRepository, rec: RotationRecord, layout: (typeof layouts)[number]) => {
+    if (layout !== 'now') await redis.set(repo.keys.rotation(rec.id), v1(rec, layout === 'v1' ? 'last' : 'first'));
   };
 
   it('a rotations page is the schema serializer’s output of the full records, without history', async () => {
     await fc.assert(
-      fc.asyncProperty(fc.array(fc.tuple(record, fc.boolean()), { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 14 }), async (recs, limit) => {
+      fc.asyncProperty(fc.array(fc.tuple(record, fc.constantFrom(...layouts)), { minLength: 1, maxLength: 12 }), fc.integer({ min: 1, max: 14 }), async (recs, limit) => {
         const prefix = `p${run++}`;
         const repo = new RotationRepository(redis, prefix);
-        for (const [i, [rec, oldLayout]] of recs.entries()) {
+        for (const [i, [rec, layout]] of recs.entries()) {
           rec.accountSid = `AC${i.toString(16).padStart(32, '0')}`;
           expect((await repo.create(rec)).created).toBe(true);
-          if (oldLayout) await redis.set(repo.keys.rotation(rec.id), historyFirst(rec));
+          await storeAs(redis, repo, rec, layout);
+          // Every layout reads back as the record written.
+          expect(await repo.get(rec.id)).toEqual(rec);
         }
-        const page = await repo.list({ limit, withoutHistory: true });
-        const full = await Promise.all(page.items.map(async (r) => (await repo.get(r.id))!));
-        expect(page.items.every((r) => r.history.length === 0)).toBe(true);
-        const ours = JSON.stringify({ items: page.items.map(rotationSummary), nextCursor: page.nextCursor });
-        expect(ours).toBe(await viaSchema('/rotations', { items: full.map(publicRotation), nextCursor: page.nextCursor }));
+        const page = await repo.summaryPage({ limit });
+        const full = await repo.list({ limit });
+        const ours = `{"items":[${page.items.join(',')}],"nextCursor":${JSON.stringify(page.nextCursor)}}`;
+        expect(ours).toBe(await viaSchema('/rotations', { items: full.items.map(publicRotation), nextCursor: full.nextCursor }));
         expect(page.items).toHaveLength(Math.min(limit, recs.length));
         expect(page.nextCursor !== null).toBe(recs.length > limit);
+        expect(page.nextCursor).toBe(full.nextCursor);
       }),
       { numRuns: 40 },
     );
   });
 
-  it('pages the same records with and without history, in the same order, with the same cursors', async () => {
+  it('pages the same records as list() does, in the same order, with ties, filters and every layout', async () => {
     const repo = new RotationRepository(redis, 'same');
     const base = Date.now() - 100_000;
-    for (let i = 0; i < 25; i++) {
+    const statuses = ['succeeded', 'failed', 'running'] as const;
+    for (let i = 0; i < 40; i++) {
       const at = new Date(base + Math.floor(i / 3) * 1000).toISOString(); // ties: three per millisecond
-      const rec: RotationRecord = { id: newRotationId(base + Math.floor(i / 3) * 1000), kind: 'api-key', accountSid: `AC${i.toString(16).padStart(32, '0')}`, status: 'succeeded', step: 'done', dryRun: false, trigger: 'api', attempts: 1, createdAt: at, updatedAt: at, rev: 0, history: [{ step: 'done', status: 'completed', at }] };
-      await repo.create(rec);
-      if (i % 2) await redis.set(repo.keys.rotation(rec.id), historyFirst(rec));
+      const rec: RotationRecord = { id: newRotationId(base + Math.floor(i / 3) * 1000), kind: 'api-key', accountSid: `AC${(i % 3).toString(16).padStart(32, '0')}`, status: statuses[i % 3]!, step: 'done', dryRun: false, trigger: 'api', attempts: 1, createdAt: at, updatedAt: at, rev: 0, history: [{ step: 'done', status: 'completed', at }] };
+      // A distinct account per record keeps the in-flight lock out of the way; the index is what counts.
+      await repo.create({ ...rec, accountSid: `AC${i.toString(16).padStart(32, 'f')}` });
+      await redis.zadd(repo.keys.accountRotations(rec.accountSid), String(Date.parse(at)), rec.id);
+      await redis.set(repo.keys.rotation(rec.id), i % 3 === 0 ? v1(rec) : i % 3 === 1 ? historyFirst(rec) : encodeRecord(rec));
     }
-    const walk = async (withoutHistory: boolean) => {
+    const walk = async (filter: { accountSid?: string; status?: (typeof statuses)[number] }, limit: number, summaries: boolean) => {
       const ids: string[] = [];
       let cursor: string | undefined;
-      for (let pages = 0; pages < 10 && (pages === 0 || cursor); pages++) {
-        const page = await repo.list({ limit: 4, cursor, withoutHistory });
-        ids.push(...page.items.map((r) => r.id));
-        cursor = page.nextCursor ?? undefined;
+      for (let pages = 0; pages < 60 && (pages === 0 || cursor); pages++) {
+        if (summaries) {
+          const page = await repo.summaryPage({ ...filter, limit, cursor });
+          ids.push(...page.items.map((b) => (JSON.parse(b.toString()) as { id: string }).id));
+          cursor = page.nextCursor ?? undefined;
+        } else {
+          const page = await repo.list({ ...filter, limit, cursor });
+          ids.push(...page.items.map((r) => r.id));
+          cursor = page.nextCursor ?? undefined;
+        }
       }
       return ids;
     };
-    const summaries = await walk(true);
-    expect(summaries).toHaveLength(25);
-    expect(new Set(summaries).size).toBe(25);
-    expect(summaries).toEqual(await walk(false));
+    for (const [filter, expected] of [
+      [{}, 40],
+      [{ status: 'failed' }, 13],
+      [{ accountSid: `AC${'1'.padStart(32, '0')}` }, 13],
+      [{ accountSid: `AC${'1'.padStart(32, '0')}`, status: 'failed' }, 13],
+      [{ accountSid: `AC${'1'.padStart(32, '0')}`, status: 'running' }, 0],
+    ] as const) {
+      for (const limit of [1, 4, 50]) {
+        const ids = await walk(filter, limit, true);
+        expect(ids, JSON.stringify(filter)).toHaveLength(expected);
+        expect(new Set(ids).size).toBe(expected);
+        expect(ids).toEqual(await walk(filter, limit, false));
+      }
+    }
+  });
+
+  it('older layouts keep working in the write scripts: update, restart, prune, the in-flight check', async () => {
+    const repo = new RotationRepository(redis, 'old');
+    const at = new Date(Date.now() - 10 * 86_400_000).toISOString();
+    const sid = `AC${'9'.padStart(32, '0')}`;
+    const rec: RotationRecord = { id: newRotationId(Date.parse(at)), kind: 'api-key', accountSid: sid, status: 'running', step: 'promote', dryRun: false, trigger: 'api', attempts: 1, createdAt: at, updatedAt: at, rev: 3, undo: { reason: 'failure', completedAt: at }, history: [{ step: 'promote', status: 'started', at }] };
+    expect((await repo.create(rec)).created).toBe(true);
+    await redis.set(repo.keys.rotation(rec.id), v1(rec));
+    // In flight in the old layout: holds the account.
+    const other = { ...rec, id: newRotationId(Date.parse(at) + 1), rev: 0 };
+    expect(await repo.create(other)).toEqual({ created: false, existingId: rec.id });
+    // rev read from the old layout: a stale base is refused and retried, the write lands.
+    const failed = await repo.update(rec.id, (r) => ({ ...r, status: 'failed', step: 'promote' }), undefined, { ...rec, rev: 2 });
+    expect(failed.rev).toBe(4);
+    expect((await redis.get(repo.keys.rotation(rec.id)))!.includes('\n{"rev":4')).toBe(true);
+    // Failed with its undo completed: no longer holds the account.
+    await redis.set(repo.keys.rotation(rec.id), v1({ ...failed, rev: 4 }));
+    expect((await repo.create(other)).created).toBe(true);
+    expect(await repo.prune(Date.now())).toBe(1);
+    expect(await repo.get(rec.id)).toBeUndefined();
+    expect(await redis.zscore(repo.keys.accountRotations(sid), rec.id)).toBeNull();
   });
 
   it('an accounts page is the schema serializer’s output', async () => {
