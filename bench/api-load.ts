@@ -16,6 +16,8 @@ export interface RouteLoad {
   requestsPerSecond: number;
   p50Ms: number;
   p99Ms: number;
+  p90Ms: number;
+  maxMs: number;
   non2xx: number;
 }
 
@@ -63,7 +65,7 @@ function finishedRecord(i: number, createdMs: number): RotationRecord {
  * The read API under load: N finished rotation records and N accounts in Redis, the API as its own
  * process, autocannon from this one.
  */
-export async function runApiLoad(opts: { records: number; accounts: number; connections: number; seconds: number; log?: (m: string) => void; nodeArgs?: string[] }): Promise<{ routes: RouteLoad[]; redisBytesPerRecord: number }> {
+export async function runApiLoad(opts: { records: number; accounts: number; connections: number; seconds: number; log?: (m: string) => void; nodeArgs?: string[]; routes?: string[] }): Promise<{ routes: RouteLoad[]; redisBytesPerRecord: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'rotator-apibench-'));
   const server = await startEmbeddedRedis({ dir, persist: false });
   const redis = new Redis(server.url);
@@ -103,10 +105,10 @@ export async function runApiLoad(opts: { records: number; accounts: number; conn
     );
     try {
       const routes: RouteLoad[] = [];
-      for (const route of ['/v1/rotations?limit=50', '/v1/accounts?limit=100', `/v1/rotations/${sampleId}`]) {
+      for (const route of opts.routes ?? ['/v1/rotations?limit=50', '/v1/accounts?limit=100', '/v1/rotations/{id}']) {
         opts.log?.(`api: ${route}`);
-        const r = await autocannon({ url: `http://127.0.0.1:${port}${route}`, connections: opts.connections, duration: opts.seconds, headers: { authorization: `Bearer ${viewer.token}` } });
-        routes.push({ route: route.replace(sampleId, '{id}'), requestsPerSecond: round(r.requests.average, 0), p50Ms: r.latency.p50, p99Ms: r.latency.p99, non2xx: r.non2xx });
+        const r = await autocannon({ url: `http://127.0.0.1:${port}${route.replace('{id}', sampleId)}`, connections: opts.connections, duration: opts.seconds, headers: { authorization: `Bearer ${viewer.token}` } });
+        routes.push({ route, requestsPerSecond: round(r.requests.average, 0), p50Ms: r.latency.p50, p99Ms: r.latency.p99, p90Ms: r.latency.p90, maxMs: r.latency.max, non2xx: r.non2xx });
       }
       return { routes, redisBytesPerRecord: round(redisBytesPerRecord, 0) };
     } finally {

@@ -22,26 +22,3 @@ export async function runScript(redis: Redis, script: string, numKeys: number, .
   }
 }
 
-/**
- * ioredis has a Buffer-replying twin of every command, these two included, but declares neither
- * (and its callBuffer loses the command name under auto-pipelining).
- */
-interface BufferScripts {
-  evalshaBuffer(sha: string, numKeys: number, ...args: Array<string | number>): Promise<unknown>;
-  evalBuffer(script: string, numKeys: number, ...args: Array<string | number>): Promise<unknown>;
-}
-
-/** runScript with the reply's strings as Buffers (bytes passed on as they are, never decoded). */
-export async function runScriptBuffer(redis: Redis, script: string, numKeys: number, ...args: Array<string | number>): Promise<unknown> {
-  let sha = shas.get(script);
-  if (!sha) {
-    sha = createHash('sha1').update(script).digest('hex');
-    shas.set(script, sha);
-  }
-  try {
-    return await (redis as unknown as BufferScripts).evalshaBuffer(sha, numKeys, ...args);
-  } catch (err) {
-    if (!String((err as Error).message).includes('NOSCRIPT')) throw err;
-    return (redis as unknown as BufferScripts).evalBuffer(script, numKeys, ...args);
-  }
-}

@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import { holdsAccount, rotationSummary, STATUSES, type HistoryEntry, type RotationRecord, type RotationStatus, type UndoState } from '../domain/rotation.ts';
-import { runScript, runScriptBuffer } from './lua.ts';
+import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 import { isoTime } from './iso.ts';
 
@@ -119,64 +119,6 @@ end
 return removed
 `;
 
-// A page of list items. Walks the index newest first from the cursor (same-millisecond ids share a
-// score: those after the cursor's id come first, in the index's order), takes each record's
-// summary line ('s', then the text) or, for a record of an earlier version's layout, the record
-// ('r', then the record), and stops at `limit` items. Reply: the next cursor as '<score>:<id>' of
-// the last id looked at ('' when the index has nothing more), then the items' pairs.
-// KEYS: index
-// ARGV: limit, cursorScore ('' for the first page), cursorId, recordKeyPrefix, status ('' for any)
-const SUMMARY_PAGE = `${RECORD}
-local limit = tonumber(ARGV[1])
-local prefix, status = ARGV[4], ARGV[5]
-local out = { '' }
-local taken, looked = 0, 0
-local lastScore, lastId
--- false once the page is full and another id exists (it then carries the cursor)
-local function take(id, score)
-  if taken == limit or looked >= 20 * (limit + 1) then return false end
-  looked = looked + 1
-  lastScore, lastId = score, id
-  local v = redis.call('GET', prefix .. id)
-  if not v then return true end
-  local nl = string.find(v, '\\n', 1, true)
-  if status ~= '' and parts(v).status ~= status then return true end
-  if nl then
-    out[#out + 1] = 's'
-    out[#out + 1] = string.sub(v, 1, nl - 1)
-  else
-    out[#out + 1] = 'r'
-    out[#out + 1] = v
-  end
-  taken = taken + 1
-  return true
-end
-local max = '+inf'
-if ARGV[2] ~= '' then
-  max = '(' .. ARGV[2]
-  local ties = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[2], ARGV[2])
-  table.sort(ties, function(a, b) return a > b end)
-  for _, id in ipairs(ties) do
-    if id < ARGV[3] and not take(id, ARGV[2]) then
-      out[1] = lastScore .. ':' .. lastId
-      return out
-    end
-  end
-end
-local offset = 0
-while true do
-  local batch = redis.call('ZREVRANGEBYSCORE', KEYS[1], max, '-inf', 'WITHSCORES', 'LIMIT', offset, limit + 1)
-  for i = 1, #batch, 2 do
-    if not take(batch[i], batch[i + 1]) then
-      out[1] = lastScore .. ':' .. lastId
-      return out
-    end
-  end
-  if #batch < 2 * (limit + 1) then return out end
-  offset = offset + limit + 1
-end
-`;
-
 /** One change of a rotation, as the API's event stream and the dashboard see it. Never secret. */
 export interface RotationEvent {
   type: 'rotation';
@@ -254,27 +196,43 @@ export class RotationRepository {
   }
 
   /**
-   * A page of list items (GET /v1/rotations), newest first, each the JSON text the API serves: one
-   * script cuts them from the stored records (encodeRecord puts each record's item first), so
-   * nothing is parsed or serialised here except records an earlier version wrote. The cursor is
-   * list()'s. A page can hold fewer than `limit` items and still have a cursor when the filter
-   * passed over many records: the client reads on.
+   * A page of list items (GET /v1/rotations), newest first, each the JSON text the API serves, cut
+   * from the stored records (encodeRecord puts each record's item on its first line): nothing is
+   * parsed or serialised except records an earlier version wrote, or when a status filter applies
+   * on top of an account's index. The records come with a plain MGET — a script that cut them in
+   * Redis cost Redis 150 µs a page against 4 µs, as Lua copies every value twice. Same order and
+   * cursors as list().
    */
   async summaryPage(opts: { accountSid?: string; status?: RotationStatus; limit: number; cursor?: string }): Promise<{ items: Buffer[]; nextCursor: string | null }> {
     const k = this.keys;
     const index = opts.accountSid ? k.accountRotations(opts.accountSid) : opts.status ? k.byStatus(opts.status) : k.allRotations;
     // Only a filter the index does not answer is checked record by record.
-    const statusFilter = opts.accountSid && opts.status ? opts.status : '';
-    const cursor = opts.cursor ? decodeCursor(opts.cursor) : undefined;
-    const reply = (await runScriptBuffer(this.#redis, SUMMARY_PAGE, 1, index, String(opts.limit), cursor ? String(cursor.score) : '', cursor?.id ?? '', k.rotation(''), statusFilter)) as Buffer[];
+    const status = opts.accountSid && opts.status ? opts.status : undefined;
     const items: Buffer[] = [];
-    for (let i = 1; i < reply.length; i += 2) {
-      const v = reply[i + 1]!;
-      // 'r': a record in an earlier version's layout, whole.
-      items.push(reply[i]![0] === 0x73 ? v : Buffer.from(JSON.stringify(rotationSummary(decodeRecord(v.toString('utf8'), true)))));
+    let cursor = opts.cursor ? decodeCursor(opts.cursor) : undefined;
+    for (let guard = 0; guard < 20; guard++) {
+      const want = opts.limit - items.length + 1;
+      // Same-millisecond ids share a score: those after the cursor's id come first, in the index's order.
+      const tied = cursor ? (await this.#redis.zrangebyscore(index, String(cursor.score), String(cursor.score))).filter((id) => id < cursor!.id).sort().reverse() : [];
+      const ranked = await this.#redis.zrevrangebyscore(index, cursor ? `(${cursor.score}` : '+inf', '-inf', 'WITHSCORES', 'LIMIT', 0, want);
+      const ids = tied.slice(0, want);
+      const scores = ids.map(() => cursor!.score);
+      for (let i = 0; i < ranked.length && ids.length < want; i += 2) {
+        ids.push(ranked[i]!);
+        scores.push(Number(ranked[i + 1]));
+      }
+      if (ids.length === 0) return { items, nextCursor: null };
+      const values = await this.#redis.mgetBuffer(ids.map((id) => k.rotation(id)));
+      for (let i = 0; i < ids.length; i++) {
+        if (items.length === opts.limit) return { items, nextCursor: cursorOf(scores[i - 1]!, ids[i - 1]!) };
+        const item = summaryBytes(values[i] ?? null, status);
+        if (item) items.push(item);
+      }
+      if (ids.length < want) return { items, nextCursor: null };
+      cursor = { score: scores.at(-1)!, id: ids.at(-1)! };
     }
-    const next = reply[0]!.toString();
-    return { items, nextCursor: next ? Buffer.from(next).toString('base64url') : null };
+    // Twenty batches passed over without filling the page (a narrow filter): the client reads on.
+    return { items, nextCursor: cursor ? cursorOf(cursor.score, cursor.id) : null };
   }
 
   /**
@@ -417,7 +375,24 @@ function eventOf(rec: RotationRecord, transition?: HistoryEntry): RotationEvent 
 }
 
 function encodeCursor(rec: RotationRecord): string {
-  return Buffer.from(`${Date.parse(rec.createdAt)}:${rec.id}`).toString('base64url');
+  return cursorOf(Date.parse(rec.createdAt), rec.id);
+}
+
+function cursorOf(score: number, id: string): string {
+  return Buffer.from(`${score}:${id}`).toString('base64url');
+}
+
+/** A stored record's list item: its first line, or, in an earlier version's layout, rendered. Undefined when missing or filtered out. */
+function summaryBytes(stored: Buffer | null, status: RotationStatus | undefined): Buffer | undefined {
+  if (!stored) return undefined;
+  const nl = stored.indexOf(0x0a);
+  if (nl < 0) {
+    const rec = decodeRecord(stored.toString('utf8'), true);
+    return status && rec.status !== status ? undefined : Buffer.from(JSON.stringify(rotationSummary(rec)));
+  }
+  const item = stored.subarray(0, nl);
+  if (status && (JSON.parse(item.toString('utf8')) as { status: string }).status !== status) return undefined;
+  return item;
 }
 
 export function decodeCursor(cursor: string): { score: number; id: string } | undefined {
