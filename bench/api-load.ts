@@ -9,7 +9,7 @@ import { RotationRepository } from '../src/state/rotations.ts';
 import { AccountRepository } from '../src/state/accounts.ts';
 import { newRotationId, withHistory, type RotationRecord } from '../src/domain/rotation.ts';
 import { mintToken } from '../src/api/tokens.ts';
-import { pool, redisUsedMemory, round, spawnTs } from './lib.ts';
+import { cpuMs, pool, redisCpuMs, redisUsedMemory, round, spawnTs } from './lib.ts';
 
 export interface RouteLoad {
   route: string;
@@ -19,6 +19,17 @@ export interface RouteLoad {
   p90Ms: number;
   maxMs: number;
   non2xx: number;
+  /** Alongside: CPU per request of the API process and of Redis (µs), and the cores the API used. */
+  apiCpuUsPerRequest: number;
+  redisCpuUsPerRequest: number;
+}
+
+/** The API's CPU and Redis's while `run` runs, per request answered. */
+async function cpuPerRequest<T extends { requests: { total: number } }>(pid: number, redis: Redis, run: () => Promise<T>): Promise<T & { apiUs: number; redisUs: number }> {
+  const [api0, redis0] = [cpuMs(pid), await redisCpuMs(redis)];
+  const r = await run();
+  const n = Math.max(1, r.requests.total);
+  return { ...r, apiUs: round(((cpuMs(pid) - api0) * 1000) / n, 0), redisUs: round((((await redisCpuMs(redis)) - redis0) * 1000) / n, 0) };
 }
 
 const hex = (n: number, len = 32): string => n.toString(16).padStart(len, '0');
@@ -107,8 +118,8 @@ export async function runApiLoad(opts: { records: number; accounts: number; conn
       const routes: RouteLoad[] = [];
       for (const route of opts.routes ?? ['/v1/rotations?limit=50', '/v1/accounts?limit=100', '/v1/rotations/{id}']) {
         opts.log?.(`api: ${route}`);
-        const r = await autocannon({ url: `http://127.0.0.1:${port}${route.replace('{id}', sampleId)}`, connections: opts.connections, duration: opts.seconds, headers: { authorization: `Bearer ${viewer.token}` } });
-        routes.push({ route, requestsPerSecond: round(r.requests.average, 0), p50Ms: r.latency.p50, p99Ms: r.latency.p99, p90Ms: r.latency.p90, maxMs: r.latency.max, non2xx: r.non2xx });
+        const r = await cpuPerRequest(api.child.pid!, redis, () => autocannon({ url: `http://127.0.0.1:${port}${route.replace('{id}', sampleId)}`, connections: opts.connections, duration: opts.seconds, headers: { authorization: `Bearer ${viewer.token}` } }));
+        routes.push({ route, requestsPerSecond: round(r.requests.average, 0), p50Ms: r.latency.p50, p99Ms: r.latency.p99, p90Ms: r.latency.p90, maxMs: r.latency.max, non2xx: r.non2xx, apiCpuUsPerRequest: r.apiUs, redisCpuUsPerRequest: r.redisUs });
       }
       return { routes, redisBytesPerRecord: round(redisBytesPerRecord, 0) };
     } finally {

@@ -67,19 +67,6 @@ export function accountView(rec: AccountRecord, now: number): AccountView {
 }
 
 /**
- * accountView(rec, now) as the JSON text JSON.stringify makes of it, built directly: a page of 100
- * accounts spent more on building the view objects and serialising them than on anything else.
- * test/unit/list-pages.test.ts holds it to the schema serializer's bytes.
- */
-export function accountJson(rec: AccountRecord, now: number): string {
-  const since = rec.lastRotatedAtMs ?? rec.firstSeenAtMs;
-  const next = nextRotationMs(rec);
-  const last = rec.lastRotatedAtMs === null ? 'null' : `"${isoTime(rec.lastRotatedAtMs)}"`;
-  const key = rec.currentKeySid === null ? 'null' : JSON.stringify(rec.currentKeySid);
-  return `{"accountSid":${JSON.stringify(rec.accountSid)},"friendlyName":${JSON.stringify(rec.friendlyName)},"status":${JSON.stringify(rec.status)},"currentKeySid":${key},"keyAgeDays":${Math.max(0, Math.floor((now - since) / DAY_MS))},"lastRotatedAt":${last},"nextRotationAt":"${isoTime(next)}","policy":"${rec.policy}","overdue":${now > next}}`;
-}
-
-/**
  * As stored, kept small (benchmarks count it against each finished rotation): n friendlyName,
  * s status, p policy ('m' monthly, else quarterly), k current key SID, r last rotated (epoch ms),
  * f first seen (epoch ms).

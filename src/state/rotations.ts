@@ -119,6 +119,26 @@ end
 return removed
 `;
 
+// The next ids of an index, newest first, as one text '<score> <id> <score> <id> …': ids tied at
+// the cursor's score and after its id first (same-millisecond ids share a score; in the index's
+// order), then up to ARGV[2] below it. One string rather than an array: ioredis decodes a reply
+// element by element, and a page's hundred elements cost the API more than the page itself.
+// KEYS: index
+// ARGV: max ('+inf' or '(<score>'), count, cursor score ('' for the first page), cursor id
+const PAGE_IDS = `
+local out = {}
+if ARGV[3] ~= '' then
+  local ties = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[3], ARGV[3])
+  table.sort(ties, function(a, b) return a > b end)
+  for _, id in ipairs(ties) do
+    if id < ARGV[4] then out[#out + 1] = ARGV[3] .. ' ' .. id end
+  end
+end
+local ranked = redis.call('ZREVRANGEBYSCORE', KEYS[1], ARGV[1], '-inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
+for i = 1, #ranked, 2 do out[#out + 1] = ranked[i + 1] .. ' ' .. ranked[i] end
+return table.concat(out, ' ')
+`;
+
 /** One change of a rotation, as the API's event stream and the dashboard see it. Never secret. */
 export interface RotationEvent {
   type: 'rotation';
@@ -212,14 +232,13 @@ export class RotationRepository {
     let cursor = opts.cursor ? decodeCursor(opts.cursor) : undefined;
     for (let guard = 0; guard < 20; guard++) {
       const want = opts.limit - items.length + 1;
-      // Same-millisecond ids share a score: those after the cursor's id come first, in the index's order.
-      const tied = cursor ? (await this.#redis.zrangebyscore(index, String(cursor.score), String(cursor.score))).filter((id) => id < cursor!.id).sort().reverse() : [];
-      const ranked = await this.#redis.zrevrangebyscore(index, cursor ? `(${cursor.score}` : '+inf', '-inf', 'WITHSCORES', 'LIMIT', 0, want);
-      const ids = tied.slice(0, want);
-      const scores = ids.map(() => cursor!.score);
-      for (let i = 0; i < ranked.length && ids.length < want; i += 2) {
-        ids.push(ranked[i]!);
-        scores.push(Number(ranked[i + 1]));
+      const text = (await runScript(this.#redis, PAGE_IDS, 1, index, cursor ? `(${cursor.score}` : '+inf', String(want), cursor ? String(cursor.score) : '', cursor?.id ?? '')) as string;
+      const words = text ? text.split(' ') : [];
+      const ids: string[] = [];
+      const scores: number[] = [];
+      for (let i = 0; i < words.length && ids.length < want; i += 2) {
+        scores.push(Number(words[i]));
+        ids.push(words[i + 1]!);
       }
       if (ids.length === 0) return { items, nextCursor: null };
       const values = await this.#redis.mgetBuffer(ids.map((id) => k.rotation(id)));

@@ -7,7 +7,7 @@ import Fastify, { type FastifyInstance } from 'fastify';
 import { Redis } from 'ioredis';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
 import { encodeRecord, RotationRepository } from '../../src/state/rotations.ts';
-import { accountJson, AccountRepository, accountView } from '../../src/state/accounts.ts';
+import { AccountRepository, accountView } from '../../src/state/accounts.ts';
 import { isoTime } from '../../src/state/iso.ts';
 import { newRotationId, publicRotation, STATUSES, STEPS, type RotationRecord } from '../../src/domain/rotation.ts';
 import { AccountsReply, ListReply } from '../../src/api/schemas.ts';
@@ -205,11 +205,11 @@ describe('list pages', () => {
     expect(page.items.map((a) => a.accountSid)).toEqual([0, 1, 2].map((i) => `AC${i.toString(16).padStart(32, '0')}`));
     expect(page.nextCursor).toBe(`AC${'2'.padStart(32, '0')}`);
     const payload = { items: page.items.map((a) => accountView(a, now)), nextCursor: 'QUJD' };
-    expect(`{"items":[${page.items.map((a) => accountJson(a, now)).join(',')}],"nextCursor":"QUJD"}`).toBe(await viaSchema('/accounts', payload));
+    expect(JSON.stringify(payload)).toBe(await viaSchema('/accounts', payload));
     expect((await accounts.list({ limit: 3, cursor: page.nextCursor! })).items.map((a) => a.friendlyName)).toEqual(['']);
   });
 
-  it('an account item is the schema serializer’s output of its view, for any content and time', async () => {
+  it('an accounts page serialised natively is the schema serializer’s output, for any content and time', async () => {
     const account = fc.record({
       accountSid: text,
       friendlyName: text,
@@ -222,7 +222,7 @@ describe('list pages', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(account, { maxLength: 5 }), ms, async (items, now) => {
         const payload = { items: items.map((a) => accountView(a, now)), nextCursor: null };
-        expect(`{"items":[${items.map((a) => accountJson(a, now)).join(',')}],"nextCursor":null}`).toBe(await viaSchema('/accounts', payload));
+        expect(JSON.stringify(payload)).toBe(await viaSchema('/accounts', payload));
       }),
       { numRuns: 300 },
     );

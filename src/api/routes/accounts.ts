@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { accountJson, type AccountRepository } from '../../state/accounts.ts';
+import { accountView, type AccountRepository } from '../../state/accounts.ts';
 import { HttpError } from '../errors.ts';
 import { AccountsQuery, AccountsReply, errorResponses } from '../schemas.ts';
 
@@ -27,12 +27,12 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountReposit
       }
       const page = await accounts.list({ limit: limit ?? 100, cursor: after });
       const t = now();
-      let items = '';
-      for (const a of page.items) items += items ? `,${accountJson(a, t)}` : accountJson(a, t);
-      const next = page.nextCursor ? `"${Buffer.from(page.nextCursor, 'latin1').toString('base64url')}"` : 'null';
-      // accountJson writes exactly what AccountsReply's schema makes of accountView (the bytes are
-      // compared in test/unit/list-pages.test.ts); a string is sent as it is.
-      return reply.type('application/json; charset=utf-8').send(`{"items":[${items}],"nextCursor":${next}}` as never);
+      const items = page.items.map((a) => accountView(a, t));
+      // accountView builds exactly AccountT's shape (test/unit/list-pages.test.ts compares the
+      // bytes), so the native serializer stands in for the schema's, which cost a quarter of the
+      // request's CPU on a page of 100.
+      reply.type('application/json; charset=utf-8').serializer(JSON.stringify);
+      return { items, nextCursor: page.nextCursor ? Buffer.from(page.nextCursor, 'latin1').toString('base64url') : null };
     },
   );
 };
