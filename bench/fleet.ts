@@ -10,7 +10,7 @@ import { Secret } from '../src/domain/secret.ts';
 import { RotationRepository } from '../src/state/rotations.ts';
 import { RotationService } from '../src/service/rotations.ts';
 import { createRotationQueue, enqueueRotation } from '../workers/queue.ts';
-import { cpuMs, peakRssMiB, pool, redisCommandCount, redisCpuMs, redisUsedMemory, round, spawnTs, type Proc } from './lib.ts';
+import { cpuMs, cpuSplitMs, peakRssMiB, pool, redisCommandCount, redisCpuMs, redisUsedMemory, round, spawnTs, type Proc } from './lib.ts';
 
 export interface EmulatorInfo {
   url: string;
@@ -45,6 +45,8 @@ export interface FleetResult {
   succeeded: number;
   failed: number;
   cpuMsPerRotation: number;
+  /** The share of the workers' CPU spent in the kernel (system time): file-system work, mostly. */
+  workerSystemShare: number;
   redisCommandsPerRotation: number;
   recordBytes: number;
   retainedBytesPerRotation: number;
@@ -135,7 +137,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     await r.config('SET', 'slowlog-max-len', '10000');
     await r.slowlog('RESET');
     const memBefore = await redisUsedMemory(r);
-    const cpuBefore = workers.map((w) => cpuMs(w.child.pid!));
+    const cpuBefore = workers.map((w) => cpuSplitMs(w.child.pid!));
     const emuCpuBefore = cpuMs(fleet.emulator.child.pid!);
     const redisCpuBefore = await redisCpuMs(r);
     log(`fleet N=${opts.n} workers=${opts.workers}: rotating`);
@@ -152,7 +154,9 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     }
     const wallSeconds = (performance.now() - t0) / 1000;
 
-    const cpu = workers.reduce((sum, w, i) => sum + cpuMs(w.child.pid!) - cpuBefore[i]!, 0);
+    const cpuAfter = workers.map((w) => cpuSplitMs(w.child.pid!));
+    const systemCpu = cpuAfter.reduce((sum, c, i) => sum + c.system - cpuBefore[i]!.system, 0);
+    const cpu = systemCpu + cpuAfter.reduce((sum, c, i) => sum + c.user - cpuBefore[i]!.user, 0);
     const emulatorCpuMs = cpuMs(fleet.emulator.child.pid!) - emuCpuBefore;
     const redisCpu = (await redisCpuMs(r)) - redisCpuBefore;
     const rss = Math.max(...workers.map((w) => peakRssMiB(w.child.pid!)));
@@ -189,6 +193,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
       succeeded,
       failed,
       cpuMsPerRotation: round(cpu / opts.n, 3),
+      workerSystemShare: round(systemCpu / Math.max(1, cpu), 2),
       redisCommandsPerRotation: round(commands / opts.n, 1),
       recordBytes: Math.round(recordBytes),
       retainedBytesPerRotation: Math.round((memAfter - memBefore) / opts.n),

@@ -66,10 +66,16 @@ export async function spawnTs(
 
 /** CPU milliseconds (user + system) a process has used so far, from /proc. */
 export function cpuMs(pid: number): number {
+  const { user, system } = cpuSplitMs(pid);
+  return user + system;
+}
+
+/** User and system (kernel) CPU of a process so far, ms. */
+export function cpuSplitMs(pid: number): { user: number; system: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  return (ticks * 1000) / 100; // CLK_TCK is 100 on Linux
+  // CLK_TCK is 100 on Linux
+  return { user: Number(fields[11]) * 10, system: Number(fields[12]) * 10 };
 }
 
 /** Peak resident set (VmHWM) in MiB. */

@@ -83,7 +83,7 @@ function markdown(r: typeof results): string {
   const stepKeys = ['queued', 'create-secondary', 'operationalize', 'promote', 'delete-old', 'between steps', 'total'];
   const f = (x: FleetResult): string =>
     `| ${x.n.toLocaleString('en')} | ${x.workers} | ${x.wallSeconds} | ${x.twilioCalls.toLocaleString('en')} (${x.twilioCallsPerRotation}/rot) | ${x.boundSeconds} | **${x.ratio}** | ${x.rotationsPerSecond} | ${x.seen429} | ${x.succeeded}/${x.failed} |`;
-  const c = (x: FleetResult): string => `| ${x.n.toLocaleString('en')} | ${x.workers} | ${x.cpuMsPerRotation} | ${x.redisCommandsPerRotation} | ${x.recordBytes} | ${x.retainedBytesPerRotation} | ${x.peakRssMiB} | ${x.emulatorCpuMsPerCall} | ${x.redisCpuMsPerRotation} | ${x.machineCpuShare} |`;
+  const c = (x: FleetResult): string => `| ${x.n.toLocaleString('en')} | ${x.workers} | ${x.cpuMsPerRotation} (${Math.round(x.workerSystemShare * 100)}% kernel) | ${x.redisCommandsPerRotation} | ${x.recordBytes} | ${x.retainedBytesPerRotation} | ${x.peakRssMiB} | ${x.emulatorCpuMsPerCall} | ${x.redisCpuMsPerRotation} | ${x.machineCpuShare} |`;
   const g = Object.entries(r.goals).map(([k, v]) => `| ${k} | ${v.goal} | ${v.value} | ${v.met ? 'met' : '**missed**'} |`).join('\n');
   return `# Benchmarks
 
@@ -144,8 +144,8 @@ Finished records are kept for RETENTION_DAYS (default 400) and then pruned hourl
 ${records.toLocaleString('en')} finished rotation records and ${records.toLocaleString('en')} accounts in Redis (${r.api.redisBytesPerRecord} B of Redis per record with its index entries, account update and event);
 the API as its own process (request logging off), autocannon with 50 connections for ${quick ? 3 : 10} s per route, from the same machine.
 
-| route | requests/s | p50 ms | p99 ms | non-2xx |
-|---|---|---|---|---|
-${r.api.routes.map((x) => `| \`GET ${x.route}\` | ${x.requestsPerSecond} | ${x.p50Ms} | ${x.p99Ms} | ${x.non2xx} |`).join('\n')}
+| route | requests/s | p50 ms | p90 ms | p99 ms | max ms | non-2xx | API CPU µs / request | Redis CPU µs / request |
+|---|---|---|---|---|---|---|---|---|
+${r.api.routes.map((x) => `| \`GET ${x.route}\` | ${x.requestsPerSecond} | ${x.p50Ms} | ${x.p90Ms} | ${x.p99Ms} | ${x.maxMs} | ${x.non2xx} | ${x.apiCpuUsPerRequest} | ${x.redisCpuUsPerRequest} |`).join('\n')}
 `;
 }
