@@ -53,6 +53,13 @@ export interface FleetResult {
   peakRssMiB: number;
   machineCpuShare: number;
   emulatorCpuMsPerCall: number;
+  /**
+   * Twilio's side of the bound: the mean time a call held one of the emulator's C slots (arrival to
+   * close: L plus the emulator's own delay), and the share of C × wall its slots were held. wall /
+   * bound = (ms per call / L) / occupancy.
+   */
+  twilioMsPerCall: number;
+  twilioOccupancy: number;
   redisCpuMsPerRotation: number;
   /** Mean time per rotation in each step (from the records' history), and from creation to finish. */
   stepMs: Record<string, number>;
@@ -162,7 +169,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     const rss = Math.max(...workers.map((w) => peakRssMiB(w.child.pid!)));
     const commands = await redisCommandCount(r);
     const slowlog = await slowCommands(r);
-    const stats = (await (await fetch(`${fleet.emu.url}/__emulator/stats`)).json()) as { requests: number; rejected429: number; byStatus: Record<string, number> };
+    const stats = (await (await fetch(`${fleet.emu.url}/__emulator/stats`)).json()) as { requests: number; rejected429: number; byStatus: Record<string, number>; busyMs: number };
     const [allSucceeded, allFailed] = await Promise.all([r.zcard('rotator:status:succeeded'), r.zcard('rotator:status:failed')]);
     const failed = allFailed - warmFailed;
     const succeeded = allSucceeded - (warmup - warmFailed);
@@ -201,6 +208,8 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
       // Everything shares this machine's cores: what the emulator and Redis used alongside.
       machineCpuShare: round((cpu + emulatorCpuMs + redisCpu) / (wallSeconds * 1000), 2),
       emulatorCpuMsPerCall: round(emulatorCpuMs / stats.requests, 3),
+      twilioMsPerCall: round(stats.busyMs / stats.requests, 1),
+      twilioOccupancy: round(stats.busyMs / (opts.twilioConcurrency * wallSeconds * 1000), 3),
       redisCpuMsPerRotation: round(redisCpu / opts.n, 3),
       stepMs,
       slowlog,

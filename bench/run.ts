@@ -82,7 +82,7 @@ function redisVersion(): string {
 function markdown(r: typeof results): string {
   const stepKeys = ['queued', 'create-secondary', 'operationalize', 'promote', 'delete-old', 'between steps', 'total'];
   const f = (x: FleetResult): string =>
-    `| ${x.n.toLocaleString('en')} | ${x.workers} | ${x.wallSeconds} | ${x.twilioCalls.toLocaleString('en')} (${x.twilioCallsPerRotation}/rot) | ${x.boundSeconds} | **${x.ratio}** | ${x.rotationsPerSecond} | ${x.seen429} | ${x.succeeded}/${x.failed} |`;
+    `| ${x.n.toLocaleString('en')} | ${x.workers} | ${x.wallSeconds} | ${x.twilioCalls.toLocaleString('en')} (${x.twilioCallsPerRotation}/rot) | ${x.boundSeconds} | **${x.ratio}** | ${x.rotationsPerSecond} | ${x.seen429} | ${x.succeeded}/${x.failed} | ${x.twilioMsPerCall} | ${Math.round(x.twilioOccupancy * 100)}% |`;
   const c = (x: FleetResult): string => `| ${x.n.toLocaleString('en')} | ${x.workers} | ${x.cpuMsPerRotation} (${Math.round(x.workerSystemShare * 100)}% kernel) | ${x.redisCommandsPerRotation} | ${x.recordBytes} | ${x.retainedBytesPerRotation} | ${x.peakRssMiB} | ${x.emulatorCpuMsPerCall} | ${x.redisCpuMsPerRotation} | ${x.machineCpuShare} |`;
   const g = Object.entries(r.goals).map(([k, v]) => `| ${k} | ${v.goal} | ${v.value} | ${v.met ? 'met' : '**missed**'} |`).join('\n');
   return `# Benchmarks
@@ -103,10 +103,14 @@ ${g}
 
 ## Fleet rotation
 
-| N | workers | wall s | Twilio calls | bound s | wall / bound | rotations/s | 429s | ok/failed |
-|---|---|---|---|---|---|---|---|---|
+| N | workers | wall s | Twilio calls | bound s | wall / bound | rotations/s | 429s | ok/failed | Twilio ms per call | Twilio slots busy |
+|---|---|---|---|---|---|---|---|---|---|---|
 ${r.fleet.map(f).join('\n')}
 ${f(r.scaleOut.twoWorkers)}
+
+"Twilio ms per call" and "slots busy" are the emulator's view: how long each call held one of its C slots (L plus its own
+delay) and what share of C × wall its slots were held; wall / bound = (ms per call / L) / slots busy. The rest of a Twilio
+slot's time is Rotator's side: the request and response crossing the worker's event loop, and slots between two calls.
 
 N = ${r.fleet[0]!.n.toLocaleString('en')} ran three times (walls ${r.smallFleetWalls.join(' s, ')} s); the table shows the median run.
 

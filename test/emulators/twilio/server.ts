@@ -76,6 +76,8 @@ export interface EmulatorStats {
   faultsInjected: number;
   inFlight: number;
   inFlightPeak: number;
+  /** Sum over admitted requests of the time each held a concurrency slot here (arrival to close), ms. */
+  busyMs: number;
 }
 
 export interface AccountView {
@@ -266,7 +268,9 @@ export async function startTwilioEmulator(opts: TwilioEmulatorOptions = {}): Pro
     }
     stats.inFlight++;
     if (stats.inFlight > stats.inFlightPeak) stats.inFlightPeak = stats.inFlight;
+    const admitted = performance.now();
     res.once('close', () => {
+      stats.busyMs += performance.now() - admitted;
       stats.inFlight--;
       if (tree !== undefined) {
         const n = (inFlightByTree.get(tree) ?? 1) - 1;
@@ -542,7 +546,7 @@ class ControlError extends Error {
 }
 
 function freshStats(): EmulatorStats {
-  return { requests: 0, byStatus: {}, byRoute: {}, rejected429: 0, faultsInjected: 0, inFlight: 0, inFlightPeak: 0 };
+  return { requests: 0, byStatus: {}, byRoute: {}, rejected429: 0, faultsInjected: 0, inFlight: 0, inFlightPeak: 0, busyMs: 0 };
 }
 
 function readBody(req: http.IncomingMessage): Promise<string> {
