@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,6 +10,17 @@ import { withFileLock } from '../../providers/file/lock.ts';
 import { StoreError } from '../../providers/store-error.ts';
 import { isTransient } from '../../src/domain/errors.ts';
 import { Secret } from '../../src/domain/secret.ts';
+
+function run(cmd: string, args: string[]): Promise<{ stdout: string; stderr: string }> {
+  return new Promise((done, fail) => {
+    const p = spawn(cmd, args);
+    const out = { stdout: '', stderr: '' };
+    p.stdout.on('data', (d: Buffer) => (out.stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (out.stderr += d.toString()));
+    p.on('error', fail);
+    p.on('close', () => done(out));
+  });
+}
 
 const errno = (code: string): NodeJS.ErrnoException => Object.assign(new Error(`${code}: failed`), { code });
 
@@ -44,14 +55,19 @@ describe('file store error classification', () => {
     const cred = (sid: string) => ({ accountSid: 'AC' + '0'.repeat(32), apiKeySid: sid, apiKeySecret: new Secret(randomBytes(16).toString('hex')) });
     await store.putPending(path, 'r1', cred('SK1'));
     await store.promotePending(path, 'r1', 'SK1');
+    const entryFile = join(dir, 'secrets', `${encodeURIComponent(path)}.enc`);
+    const before = await readFile(entryFile);
     const r = spawnSync('chattr', ['+i', join(dir, 'secrets')]);
     if (r.status !== 0) return; // a file system without attributes (tmpfs): nothing to test
-    // The lock file cannot be created: before the fix this escaped as a raw EPERM (code "internal",
-    // permanent), which failed and undid every rotation that wrote during the stretch.
+    // The lock (a new name in the directory) cannot be created: before the fix this escaped as a
+    // raw EPERM (code "internal", permanent), which failed and undid every rotation that wrote
+    // during the stretch. The entry file itself is not immutable and is written in place, so the
+    // lock is what denies the write: the file must be untouched.
     const err = await store.putPending(path, 'r2', cred('SK2')).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(StoreError);
     expect((err as StoreError).code).toBe('store_unavailable');
     expect(isTransient(err)).toBe(true);
+    expect((await readFile(entryFile)).equals(before)).toBe(true);
     expect((await store.readCurrent(path))?.apiKeySid).toBe('SK1');
     spawnSync('chattr', ['-i', join(dir, 'secrets')]);
     await store.putPending(path, 'r2', cred('SK2'));
@@ -69,8 +85,18 @@ describe('file store error classification', () => {
     });
     spawnSync('chattr', ['-i', secrets]);
     // …and before the fix every writer then waited for it to go stale (30 s), timing out at 10 s.
+    // Another process: the holder's process removes its lock in the background once it can.
+    // spawn, not spawnSync: the holder's process must keep running meanwhile.
+    const child = await run(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', `
+      const { withFileLock } = await import(${JSON.stringify(new URL('../../providers/file/lock.ts', import.meta.url).pathname)});
+      const started = Date.now();
+      await withFileLock(${JSON.stringify(lock)}, ${JSON.stringify(secrets)}, async () => undefined, { timeoutMs: 3_000 });
+      console.log(Date.now() - started);`]);
+    expect(child.stderr).toBe('');
+    expect(Number(child.stdout)).toBeLessThan(2_000);
+    // This process: the next writer here removes the leftover at once.
     const started = Date.now();
-    await withFileLock(lock, secrets, async () => undefined, 3_000);
+    await withFileLock(lock, secrets, async () => undefined, { timeoutMs: 3_000 });
     expect(Date.now() - started).toBeLessThan(2_000);
   });
 });

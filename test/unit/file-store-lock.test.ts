@@ -1,14 +1,16 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { lstat, mkdtemp, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { link, lstat, mkdtemp, readdir, readFile, readlink, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { withFileLock } from '../../providers/file/lock.ts';
+import { withFileLock, type LockOptions } from '../../providers/file/lock.ts';
+import { ownerContent } from '../../providers/file/owner.ts';
 import { StoreError } from '../../providers/store-error.ts';
 
 const deadPid = (): number => spawnSync(process.execPath, ['-e', '']).pid;
 const lockContent = (pid: number, at: number): string => `${pid} ${at} ${randomBytes(8).toString('hex')}`;
+const LOCK_MODULE = new URL('../../providers/file/lock.ts', import.meta.url).pathname;
 
 describe('file store lock', () => {
   let dir: string;
@@ -19,14 +21,42 @@ describe('file store lock', () => {
   });
   afterEach(() => rm(dir, { recursive: true, force: true }));
 
-  /** The lock is free within `ms`: a writer gets it. */
-  const acquiredWithin = (ms: number) => withFileLock(lock, dir, async () => 'ran', ms);
+  /** The lock is free within `timeoutMs`: a writer gets it. */
+  const acquiredWithin = (timeoutMs: number, opts: LockOptions = {}) => withFileLock(lock, dir, async () => 'ran', { timeoutMs, ...opts });
+  const ownerFiles = async (): Promise<string[]> => (await readdir(dir)).filter((n) => n.startsWith('.owner-'));
 
-  it('is a symlink naming its holder while held, and gone after', async () => {
-    const seen = await withFileLock(lock, dir, async () => [(await lstat(lock)).isSymbolicLink(), await readlink(lock)] as const);
-    expect(seen[0]).toBe(true);
-    expect(seen[1]).toMatch(new RegExp(`^${process.pid} \\d+ [0-9a-f]{16}$`));
+  /** Another process's lock of this version: a hard link to its owner file. */
+  async function plantLock(pid: number): Promise<string> {
+    const nonce = randomBytes(4).toString('hex');
+    const owner = join(dir, `.owner-${pid}-${nonce}`);
+    await writeFile(owner, ownerContent(pid, nonce));
+    await link(owner, lock);
+    return owner;
+  }
+
+  it('is a hard link to this process\'s owner file while held, and only the link goes after', async () => {
+    const seen = await withFileLock(lock, dir, async () => {
+      const [owner] = await ownerFiles();
+      return { owner: owner!, lock: await lstat(lock), ownerStat: await lstat(join(dir, owner!)), text: await readFile(lock, 'utf8') };
+    });
+    expect(seen.owner).toMatch(new RegExp(`^\\.owner-${process.pid}-[0-9a-f]+$`));
+    expect(seen.lock.isFile()).toBe(true);
+    expect(seen.lock.ino).toBe(seen.ownerStat.ino);
+    expect(seen.lock.nlink).toBe(2);
+    expect(seen.text).toMatch(new RegExp(`^${process.pid} - [0-9a-f]+ \\S+$`));
     await expect(lstat(lock)).rejects.toMatchObject({ code: 'ENOENT' });
+    // The owner file stays, with the same inode, for the next lock: taking and releasing allocate none.
+    expect((await lstat(join(dir, seen.owner))).ino).toBe(seen.ownerStat.ino);
+    await acquiredWithin(100);
+    expect(await ownerFiles()).toEqual([seen.owner]);
+  });
+
+  it('reads, to the lock parser of the versions before it, as a pid with no time: never stale by age to them', async () => {
+    const text = await withFileLock(lock, dir, async () => readFile(lock, 'utf8'));
+    // What those versions did with a lock that is not a symbolic link (lock.ts before the hard link).
+    const [pid, at] = text.split(' ');
+    expect(Number(pid)).toBe(process.pid);
+    expect(Number(at) > 0).toBe(false);
   });
 
   it('a second writer waits for the holder and runs after it', async () => {
@@ -46,7 +76,119 @@ describe('file store lock', () => {
     expect(order).toEqual(['first in', 'first out', 'second']);
   });
 
-  it('a lock held by a live process past the timeout is store_unavailable, and is left alone', async () => {
+  it('two processes incrementing a counter under the lock, 200 times each, end at exactly 400', async () => {
+    const counter = join(dir, 'counter');
+    await writeFile(counter, '0');
+    // Read, yield, write: without mutual exclusion the two lose each other's increments.
+    const child = `
+      const { withFileLock } = await import(${JSON.stringify(LOCK_MODULE)});
+      const { readFile, writeFile } = await import('node:fs/promises');
+      for (let i = 0; i < 200; i++) {
+        await withFileLock(${JSON.stringify(lock)}, ${JSON.stringify(dir)}, async () => {
+          const n = Number(await readFile(${JSON.stringify(counter)}, 'utf8'));
+          await new Promise((r) => setTimeout(r, Math.random() < 0.5 ? 0 : 1));
+          await writeFile(${JSON.stringify(counter)}, String(n + 1));
+        });
+      }`;
+    const run = () =>
+      new Promise<number | null>((done, fail) => {
+        const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child], { stdio: ['ignore', 'inherit', 'inherit'] });
+        p.on('error', fail);
+        p.on('exit', done);
+      });
+    expect(await Promise.all([run(), run()])).toEqual([0, 0]);
+    expect(await readFile(counter, 'utf8')).toBe('400');
+  }, 60_000);
+
+  it('breaks the lock of a dead process at once, and removes its owner file once it holds no lock', async () => {
+    const owner = await plantLock(deadPid());
+    const started = Date.now();
+    expect(await acquiredWithin(1_000)).toBe('ran');
+    expect(Date.now() - started).toBeLessThan(500);
+    await expect(lstat(owner)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('several processes waiting on a dead process\'s lock break it once: never two holders at a time', async () => {
+    const ROUNDS = 15;
+    const WAITERS = 5;
+    const inside = join(dir, 'inside');
+    // Each round every waiter starts when `go-<round>` appears, all judging the same dead lock stale.
+    const child = (id: number): string => `
+      const { withFileLock } = await import(${JSON.stringify(LOCK_MODULE)});
+      const { existsSync } = await import('node:fs');
+      const { open, unlink, writeFile } = await import('node:fs/promises');
+      const at = (name) => ${JSON.stringify(dir)} + '/' + name;
+      for (let round = 0; round < ${ROUNDS}; round++) {
+        while (!existsSync(at('go-' + round))) await new Promise((r) => setTimeout(r, 1));
+        await withFileLock(${JSON.stringify(lock)}, ${JSON.stringify(dir)}, async () => {
+          // O_EXCL: fails if another holder is inside.
+          await (await open(${JSON.stringify(inside)}, 'wx')).close();
+          await new Promise((r) => setTimeout(r, 2));
+          await unlink(${JSON.stringify(inside)});
+        });
+        await writeFile(at('done-' + round + '-' + ${id}), '');
+      }`;
+    let failed = false;
+    const exits = Array.from({ length: WAITERS }, (_, id) => {
+      const p = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', child(id)], { stdio: ['ignore', 'inherit', 'inherit'] });
+      return new Promise<number | null>((done) =>
+        p.on('exit', (code) => {
+          failed ||= code !== 0;
+          done(code);
+        }),
+      );
+    });
+    const finished = async (round: number) => (await readdir(dir)).filter((n) => n.startsWith(`done-${round}-`)).length;
+    for (let round = 0; round < ROUNDS && !failed; round++) {
+      await plantLock(deadPid());
+      await writeFile(join(dir, `go-${round}`), '');
+      while (!failed && (await finished(round)) < WAITERS) await new Promise((r) => setTimeout(r, 5));
+    }
+    // When one failed, the others run through the remaining rounds and exit.
+    for (let round = 0; round < ROUNDS; round++) await writeFile(join(dir, `go-${round}`), '');
+    expect(await Promise.all(exits)).toEqual(Array(WAITERS).fill(0));
+  }, 60_000);
+
+  it('honours a live process\'s lock while its inode is touched within the stale window, and breaks it after', async () => {
+    const owner = await plantLock(process.ppid);
+    await expect(acquiredWithin(150, { staleMs: 600 })).rejects.toMatchObject({ code: 'store_unavailable' });
+    // The holder takes or releases another lock: link() sets the shared inode's ctime, so it looks alive.
+    await new Promise((r) => setTimeout(r, 400));
+    await link(owner, join(dir, 'y.enc.lock'));
+    await new Promise((r) => setTimeout(r, 300));
+    await expect(acquiredWithin(150, { staleMs: 600 })).rejects.toMatchObject({ code: 'store_unavailable' });
+    // No sign of life for longer than the stale window: broken. The owner of a live process stays.
+    await new Promise((r) => setTimeout(r, 500));
+    expect(await acquiredWithin(1_000, { staleMs: 600 })).toBe('ran');
+    expect((await lstat(owner)).nlink).toBe(2);
+  });
+
+  it('removes a lock of its own that an earlier holder in this process could not remove, instead of waiting on it', async () => {
+    await withFileLock(lock, dir, async () => undefined);
+    const [owner] = await ownerFiles();
+    // What a release refused by the directory (EPERM under `chattr +i`) leaves behind.
+    await link(join(dir, owner!), lock);
+    const started = Date.now();
+    expect(await acquiredWithin(1_000)).toBe('ran');
+    expect(Date.now() - started).toBeLessThan(500);
+  });
+
+  it('the owner files of dead processes that hold no lock are swept when a process first locks here', async () => {
+    const dead = deadPid();
+    const idle = join(dir, `.owner-${dead}-aa`);
+    await writeFile(idle, ownerContent(dead, 'aa'));
+    const holding = await plantLock(dead);
+    await link(holding, join(dir, 'other.enc.lock'));
+    const live = join(dir, `.owner-${process.ppid}-bb`);
+    await writeFile(live, ownerContent(process.ppid, 'bb'));
+    expect(await acquiredWithin(1_000)).toBe('ran');
+    await expect(lstat(idle)).rejects.toMatchObject({ code: 'ENOENT' });
+    // Still linked from another entry's lock: its owner file goes with that lock's breaker.
+    expect((await lstat(holding)).nlink).toBe(2);
+    expect((await lstat(live)).nlink).toBe(1);
+  });
+
+  it('a lock of the previous version (a symbolic link) held by a live process past the timeout is store_unavailable, and is left alone', async () => {
     const content = lockContent(process.ppid, Date.now());
     await symlink(content, lock);
     const err = await acquiredWithin(150).catch((e: unknown) => e);
@@ -55,7 +197,7 @@ describe('file store lock', () => {
     expect(await readlink(lock)).toBe(content);
   });
 
-  it('breaks a lock of a dead process, and one of a live process older than the stale window', async () => {
+  it('breaks a symbolic-link lock of a dead process, and one of a live process older than the stale window', async () => {
     await symlink(lockContent(deadPid(), Date.now()), lock);
     expect(await acquiredWithin(1_000)).toBe('ran');
     await symlink(lockContent(process.ppid, Date.now() - 60_000), lock);
