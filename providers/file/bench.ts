@@ -6,9 +6,10 @@
  * A cycle is what a rotation does to its entry — putPending, promotePending, dropPrevious (three
  * locked read-modify-writes) — over entries seeded with a current version, so every step writes.
  * Then `cycles × 3` lock-free reads. CPU is the whole process's (user + system, the libuv threads
- * included). Rounds repeat both in the same directory: system CPU varies a lot from run to run
- * (on ext4 it is mostly the kernel allocating inodes and waiting for the directory's lock, which
- * grows with how many files were deleted in the last seconds), so compare medians of several runs.
+ * included). Rounds repeat both in the same directory; compare medians of several runs. A write to
+ * an existing entry allocates and frees no inode (store.ts): when each write replaced its file and
+ * its lock, system CPU grew from run to run with the inodes ext4 had freed in the minutes before
+ * (its allocator skips them), and swung 2–3× between runs of the same code.
  */
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

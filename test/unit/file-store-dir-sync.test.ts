@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, statSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +16,9 @@ async function until(what: string, cond: () => boolean): Promise<void> {
   }
 }
 
-describe('file store directory fsync shared between writers', () => {
+// The directory is synced only when an entry file is created (or replaced whole): changes to an
+// existing entry are written in place and sync the file alone.
+describe('file store directory fsync shared between writers creating entries', () => {
   let dir: string;
   /** Each directory sync: the entries visible when it started, and how to complete (or fail) it. */
   let syncs: Array<{ seen: string[]; done: () => void; fail: (err: Error) => void }>;
@@ -56,21 +58,22 @@ describe('file store directory fsync shared between writers', () => {
     expect(syncs).toHaveLength(2);
   });
 
-  it('removing an emptied entry waits for a sync started after the unlink', async () => {
+  it('a change to an existing entry, emptying it included, is written in place: no directory sync, the file stays', async () => {
     const put = store.putPending('d', 'r1', cred('SKd'));
     await until('the sync', () => syncs.length === 1);
     syncs[0]!.done();
     await put;
+    const ino = statSync(join(dir, entryFile('d'))).ino;
 
-    let discarded = false;
-    const discard = store.discardPending('d', 'r1').then(() => (discarded = true));
-    await until('the sync after the unlink', () => syncs.length === 2);
-    expect(syncs[1]!.seen).not.toContain(entryFile('d'));
-    await new Promise((r) => setTimeout(r, 20));
-    expect(discarded).toBe(false);
-    syncs[1]!.done();
-    await discard;
+    // None of these waits for a directory sync: none would resolve, as nothing completes one.
+    await store.promotePending('d', 'r1', 'SKd');
+    await store.putPending('d', 'r2', cred('SKe'));
+    await store.discardPending('d', 'r2');
+    await store.restorePrevious('d', 'SKd');
+    expect(syncs).toHaveLength(1);
     expect(await store.read('d')).toEqual({});
+    // The emptied entry stays, holding an empty entry: no unlink, and it reads as a missing one does.
+    expect(statSync(join(dir, entryFile('d'))).ino).toBe(ino);
   });
 
   it('a failed sync fails every write waiting on it, as a transient store error', async () => {
