@@ -72,7 +72,7 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
     redisUrl = embedded.url;
     log.info({ redis: redisUrl }, 'started embedded redis-server (set REDIS_URL to use your own)');
   }
-  const redis = connectRedis(redisUrl, 'api');
+  const redis = connectRedis(redisUrl, 'shared', { autoPipeline: opts.worker });
   redis.on('error', (err) => log.warn({ err: { message: err.message } }, 'redis connection error'));
   const repo = new RotationRepository(redis, cfg.redisPrefix);
   const queueConn = connectRedis(redisUrl, 'worker');
