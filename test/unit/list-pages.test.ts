@@ -30,7 +30,7 @@ describe('list pages', () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'rotator-pages-'));
     server = await startEmbeddedRedis({ dir, persist: false });
-    // As the API's shared connection: auto-pipelined.
+    // Auto-pipelined, as the shared connection is in a process that runs a worker (the API's is not).
     redis = new Redis(server.url, { enableAutoPipelining: true });
     ref = Fastify();
     ref.get('/rotations', { schema: { response: { 200: ListReply } } }, async () => refPayload);
