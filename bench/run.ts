@@ -94,6 +94,8 @@ Figures in \`bench/results.json\`.
 Setup: the Twilio emulator adds L = ${r.parameters.latencyMs} ms to every request and allows C = ${r.parameters.twilioConcurrency} concurrent requests (429 beyond);
 Rotator's global Twilio cap (TWILIO_MAX_CONCURRENCY) = C; WORKER_CONCURRENCY = ${r.parameters.workerConcurrency}; DRAIN_SECONDS = 0; the encrypted file store.
 The bound is what Twilio allows: (Twilio calls made, counted by the emulator) × L / C.
+Each fleet run starts its worker(s) and rotates 1,000 other subaccounts first, not measured: JIT compilation and
+connections are a fixed cost of starting, not of the fleet's size.
 
 ## Goals
 
