@@ -5,10 +5,10 @@ import { redisKeys, type RedisKeys } from './keys.ts';
 import { isoTime } from './iso.ts';
 
 /**
- * Rotation records in Redis: one JSON string per rotation (record + history; about 1 KiB), sorted-set
- * indexes by creation time (all, per account, per status), the per-account in-flight lock, and an
- * events stream for the API and dashboard. Nothing secret is ever written here: records carry key
- * SIDs, never key secrets.
+ * Rotation records in Redis: one string per rotation (its list item, then the rest with its
+ * history; under 1 KiB once finished: see encodeRecord), sorted-set indexes by creation time (all,
+ * per account, per status), the per-account in-flight lock, and an events stream for the API and
+ * dashboard. Nothing secret is ever written here: records carry key SIDs, never key secrets.
  *
  * Every write is a Lua script so the record, its indexes, the lock and the event move together.
  */
