@@ -102,15 +102,24 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   const audit = new AuditLog(redis, cfg.redisPrefix);
 
   let app: FastifyInstance | undefined;
+  // With a worker in the same process (npm start) the shared connection auto-pipelines, which slows
+  // list pages (see connectRedis): the API then reads and writes through a connection of its own.
+  let apiRedis: Redis | undefined;
   if (opts.api) {
+    if (opts.worker) {
+      apiRedis = connectRedis(redisUrl, 'shared');
+      apiRedis.on('error', (err) => log.warn({ err: { message: err.message } }, 'redis connection error'));
+    }
+    const viaApi = apiRedis ?? redis;
+    const apiRepo = apiRedis ? new RotationRepository(apiRedis, cfg.redisPrefix) : repo;
     app = await buildApp({
-      repo,
-      service,
-      accounts,
-      audit,
+      repo: apiRepo,
+      service: apiRedis ? new RotationService(apiRepo, rotationQueue) : service,
+      accounts: apiRedis ? new AccountRepository(apiRedis, cfg.redisPrefix, { defaultPolicy: cfg.rotationPolicy }) : accounts,
+      audit: apiRedis ? new AuditLog(apiRedis, cfg.redisPrefix) : audit,
       metrics,
-      redis,
-      connectRedis: () => redis.duplicate({ lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
+      redis: viaApi,
+      connectRedis: () => viaApi.duplicate({ lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
       tokens: parseApiTokens(cfg.apiTokens),
       oidc: cfg.api.oidc ? createOidcVerifier(cfg.api.oidc) : undefined,
       rateLimit: { max: cfg.api.rateLimitMax, windowMs: cfg.api.rateLimitWindowMs },
@@ -121,7 +130,7 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       trustProxy: cfg.trustProxy,
       readiness: {
         redis: async () => {
-          if ((await redis.ping()) !== 'PONG') throw new Error('Redis did not answer PING');
+          if ((await viaApi.ping()) !== 'PONG') throw new Error('Redis did not answer PING');
         },
         store: () => store.check(),
       },
@@ -215,6 +224,7 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       await gate?.close();
       await queue.close();
       await store.close();
+      apiRedis?.disconnect();
       redis.disconnect();
       queueConn.disconnect();
       workerConn?.disconnect();
