@@ -33,6 +33,8 @@ export interface Config {
   redisPrefix: string;
   host: string;
   port: number;
+  /** A worker-only process serves /metrics and /healthz on HOST:METRICS_PORT (METRICS_PORT; 0 = not). */
+  metricsPort: number;
   logLevel: string;
   twilio?: TwilioAdminCredential;
   twilioBaseUrl?: string;
@@ -106,6 +108,7 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     redisPrefix: str('REDIS_PREFIX') ?? 'rotator',
     host: str('HOST') ?? '127.0.0.1',
     port: int('PORT', 8080),
+    metricsPort: int('METRICS_PORT', 0),
     logLevel: str('LOG_LEVEL') ?? 'info',
     twilio,
     twilioBaseUrl: baseUrl?.replace(/\/$/, ''),
@@ -126,6 +129,7 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     rotationPolicy: readPolicy(str, problems),
     accountSyncIntervalMs: int('ACCOUNT_SYNC_SECONDS', 3600) * 1000,
   };
+  if (cfg.metricsPort > 65_535 || !Number.isInteger(cfg.metricsPort)) problems.push(`METRICS_PORT must be a port number, 1–65535, or 0 for none (got "${str('METRICS_PORT')}")`);
   if (problems.length) throw new ConfigError(problems);
   return cfg;
 }

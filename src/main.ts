@@ -2,6 +2,7 @@ import { ConfigError, loadConfig } from './config.ts';
 import { createLogger } from './logger.ts';
 import { startRuntime } from './runtime.ts';
 import { RedisNotInstalledError } from './state/redis.ts';
+import { startOpsServer } from './ops-server.ts';
 
 /**
  * `npm start` (api + worker), `npm run api`, `npm run worker`. SIGTERM/SIGINT drain: the API stops
@@ -18,6 +19,9 @@ async function main(): Promise<void> {
   const rt = await startRuntime(cfg, { api: mode !== 'worker', worker: mode !== 'api', log });
   if (rt.app) log.info({ url: await rt.listen() }, 'API listening');
   if (rt.worker) log.info({ concurrency: cfg.workerConcurrency }, 'worker started');
+  // Without an API there is no /metrics: a worker-only process serves its own on METRICS_PORT.
+  const ops = !rt.app && cfg.metricsPort > 0 ? await startOpsServer({ host: cfg.host, port: cfg.metricsPort, metrics: rt.metrics }) : undefined;
+  if (ops) log.info({ url: ops.url }, 'metrics listening');
 
   let stopping = false;
   const stop = (signal: string): void => {
@@ -26,7 +30,7 @@ async function main(): Promise<void> {
     log.info({ signal }, 'draining');
     const force = setTimeout(() => process.exit(1), 30_000);
     force.unref();
-    rt.close().then(
+    Promise.all([ops?.close(), rt.close()]).then(
       () => process.exit(0),
       (err: Error) => {
         log.error({ err: { message: err.message } }, 'shutdown error');

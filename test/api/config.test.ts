@@ -36,4 +36,10 @@ describe('API settings in src/config.ts', () => {
     expect(found).toHaveLength(4);
     for (const name of ['RATE_LIMIT_MAX', 'RATE_LIMIT_WINDOW', 'CORS_ORIGINS', 'ROTATION_POLICY']) expect(found.some((p) => p.startsWith(name))).toBe(true);
   });
+
+  it('reads METRICS_PORT (a worker-only process serves /metrics there): none by default, a port, or a clear problem', () => {
+    expect(load({}).metricsPort).toBe(0);
+    expect(load({ METRICS_PORT: '9464' }).metricsPort).toBe(9464);
+    for (const bad of ['70000', '-1', 'http', '94.5']) expect(problems({ METRICS_PORT: bad }), bad).toEqual([expect.stringMatching(/^METRICS_PORT must be/)]);
+  });
 });

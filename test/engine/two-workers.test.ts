@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, type Stack } from '../helpers/stack.ts';
 import { startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
+import { createServer } from 'node:net';
 import { spawnRotator, type RotatorProcess } from '../helpers/processes.ts';
+import { findSecrets } from '../helpers/leaks.ts';
 import type { Runtime } from '../../src/runtime.ts';
 import type { RotationRecord } from '../../src/domain/rotation.ts';
 
@@ -21,17 +23,29 @@ function overlappingSteps(rec: RotationRecord): string[] {
   return problems;
 }
 
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
 describe('two worker processes on one queue', () => {
   let stack: Stack;
   let control: Runtime;
   let workers: RotatorProcess[];
+  let metricsPorts: number[];
 
   beforeAll(async () => {
     // Twilio allows 4 concurrent requests; the two processes share one cap of 4 through Redis.
     stack = await startStack({ subaccounts: 10, drainSeconds: 0, emulator: { concurrency: 4, latencyMs: 5 }, env: { TWILIO_MAX_CONCURRENCY: '4' } });
     await stack.seedAll();
     control = await startEngine(stack, {}, { api: false, worker: false });
-    workers = [0, 1].map(() => spawnRotator('worker', { ...stack.env, WORKER_CONCURRENCY: '8' }, stack.logs));
+    // Each worker-only process serves its own /metrics and /healthz (METRICS_PORT).
+    metricsPorts = [await freePort(), await freePort()];
+    workers = metricsPorts.map((port) => spawnRotator('worker', { ...stack.env, WORKER_CONCURRENCY: '8', HOST: '127.0.0.1', METRICS_PORT: String(port) }, stack.logs));
   });
 
   afterAll(async () => {
@@ -61,4 +75,23 @@ describe('two worker processes on one queue', () => {
     expect(stack.emu.stats().rejected429).toBe(0);
     expect(stack.emu.stats().inFlightPeak).toBe(4);
   }, 180_000);
+
+  it('each worker-only process serves its own step, Twilio and store metrics, and /healthz; nothing secret', async () => {
+    const texts: string[] = [];
+    for (const port of metricsPorts) {
+      const base = `http://127.0.0.1:${port}`;
+      expect((await fetch(`${base}/healthz`)).status).toBe(200);
+      const res = await fetch(`${base}/metrics`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+      const text = await res.text();
+      texts.push(text);
+      // This process ran steps and called Twilio (both took part, per the test before).
+      expect(text).toMatch(/^rotator_step_duration_seconds_count\{step="create-secondary"\} [1-9]/m);
+      expect(text).toMatch(/^rotator_twilio_requests_total\{[^}]*\} [1-9]/m);
+      expect((await fetch(`${base}/v1/rotations`)).status).toBe(404);
+      expect((await fetch(`${base}/metrics`, { method: 'POST' })).status).toBe(405);
+    }
+    expect(findSecrets(stack.emu.issuedSecrets(), texts)).toEqual([]);
+  });
 });
