@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { constants, readlinkSync, unlinkSync, type Stats } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, join, resolve } from 'node:path';
-import { close, fstat, open, read, readdir, unlink, write } from './fs.ts';
+import { close, fstat, lstat, open, read, readdir, unlink, write } from './fs.ts';
 
 /**
  * The owner file: each process that writes to a store directory creates, once, a file
@@ -155,7 +155,15 @@ function removeOwnersAtExit(): void {
   }
 }
 
-/** Remove the owner files of other processes that hold no lock and are dead or long idle. Best effort. */
+/** A temp file of a write that creates or regrows an entry (store.ts): `<entry>.<pid>.<8 hex>.tmp`. */
+const TEMP_FILE = /\.\d+\.[0-9a-f]{8}\.tmp$/;
+/** A temp file this old was left by a writer that died: creating an entry takes milliseconds. */
+const TEMP_ABANDONED_MS = 10 * 60_000;
+
+/**
+ * Remove the owner files of other processes that hold no lock and are dead or long idle, and temp
+ * files that writers killed mid-creation left behind (nothing else removes them). Best effort.
+ */
 async function sweep(dir: string, self: string, staleMs: number): Promise<void> {
   let names: string[];
   try {
@@ -163,6 +171,17 @@ async function sweep(dir: string, self: string, staleMs: number): Promise<void> 
   } catch {
     return;
   }
+  const abandoned = names.filter((n) => TEMP_FILE.test(n));
+  await Promise.all(
+    abandoned.map(async (name) => {
+      const file = join(dir, name);
+      try {
+        if (Date.now() - (await lstat(file)).mtimeMs > TEMP_ABANDONED_MS) await unlink(file);
+      } catch {
+        // Gone meanwhile (renamed into place or removed by its writer).
+      }
+    }),
+  );
   const others = names.filter((n) => n.startsWith(OWNER_PREFIX) && n !== basename(self));
   await Promise.all(
     others.map(async (name) => {

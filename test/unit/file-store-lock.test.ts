@@ -188,6 +188,18 @@ describe('file store lock', () => {
     expect((await lstat(live)).nlink).toBe(1);
   });
 
+  it('temp files that killed writers left are swept too, once old enough that no writer can still rename them', async () => {
+    const old = join(dir, `x.enc.${deadPid()}.0a1b2c3d.tmp`);
+    const fresh = join(dir, `y.enc.${process.pid}.deadbeef.tmp`);
+    await writeFile(old, 'partial');
+    await writeFile(fresh, 'in progress');
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    await utimes(old, hourAgo, hourAgo);
+    expect(await acquiredWithin(1_000)).toBe('ran');
+    await expect(lstat(old)).rejects.toMatchObject({ code: 'ENOENT' });
+    expect((await lstat(fresh)).isFile()).toBe(true);
+  });
+
   it('a lock of the previous version (a symbolic link) held by a live process past the timeout is store_unavailable, and is left alone', async () => {
     const content = lockContent(process.ppid, Date.now());
     await symlink(content, lock);
