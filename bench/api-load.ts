@@ -19,7 +19,7 @@ export interface RouteLoad {
   p90Ms: number;
   maxMs: number;
   non2xx: number;
-  /** Alongside: CPU per request of the API process and of Redis (µs), and the cores the API used. */
+  /** Alongside: CPU per request of the API process and of Redis (µs). */
   apiCpuUsPerRequest: number;
   redisCpuUsPerRequest: number;
 }
@@ -76,7 +76,7 @@ function finishedRecord(i: number, createdMs: number): RotationRecord {
  * The read API under load: N finished rotation records and N accounts in Redis, the API as its own
  * process, autocannon from this one.
  */
-export async function runApiLoad(opts: { records: number; accounts: number; connections: number; seconds: number; log?: (m: string) => void; nodeArgs?: string[]; routes?: string[] }): Promise<{ routes: RouteLoad[]; redisBytesPerRecord: number }> {
+export async function runApiLoad(opts: { records: number; accounts: number; connections: number; seconds: number; log?: (m: string) => void; nodeArgs?: string[] }): Promise<{ routes: RouteLoad[]; redisBytesPerRecord: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'rotator-apibench-'));
   const server = await startEmbeddedRedis({ dir, persist: false });
   const redis = new Redis(server.url);
@@ -116,7 +116,7 @@ export async function runApiLoad(opts: { records: number; accounts: number; conn
     );
     try {
       const routes: RouteLoad[] = [];
-      for (const route of opts.routes ?? ['/v1/rotations?limit=50', '/v1/accounts?limit=100', '/v1/rotations/{id}']) {
+      for (const route of ['/v1/rotations?limit=50', '/v1/accounts?limit=100', '/v1/rotations/{id}']) {
         opts.log?.(`api: ${route}`);
         const r = await cpuPerRequest(api.child.pid!, redis, () => autocannon({ url: `http://127.0.0.1:${port}${route.replace('{id}', sampleId)}`, connections: opts.connections, duration: opts.seconds, headers: { authorization: `Bearer ${viewer.token}` } }));
         routes.push({ route, requestsPerSecond: round(r.requests.average, 0), p50Ms: r.latency.p50, p99Ms: r.latency.p99, p90Ms: r.latency.p90, maxMs: r.latency.max, non2xx: r.non2xx, apiCpuUsPerRequest: r.apiUs, redisCpuUsPerRequest: r.redisUs });

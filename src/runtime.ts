@@ -74,7 +74,6 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   }
   const redis = connectRedis(redisUrl, 'shared', { autoPipeline: opts.worker });
   redis.on('error', (err) => log.warn({ err: { message: err.message } }, 'redis connection error'));
-  const repo = new RotationRepository(redis, cfg.redisPrefix);
   const queueConn = connectRedis(redisUrl, 'worker');
   queueConn.on('error', () => undefined);
   const queue = createRotationQueue(queueConn, cfg.redisPrefix);
@@ -94,12 +93,21 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       await enqueueRotation(queue, id);
     },
   };
-  const service = new RotationService(repo, rotationQueue);
+  // The state a process reads and writes through one connection.
+  const stateOn = (conn: Redis) => {
+    const rotations = new RotationRepository(conn, cfg.redisPrefix);
+    return {
+      repo: rotations,
+      service: new RotationService(rotations, rotationQueue),
+      accounts: new AccountRepository(conn, cfg.redisPrefix, { defaultPolicy: cfg.rotationPolicy }),
+      audit: new AuditLog(conn, cfg.redisPrefix),
+    };
+  };
+  const shared = stateOn(redis);
+  const { repo, service, accounts, audit } = shared;
   const metrics = new Metrics();
   metrics.setSources({ rotationCounts: () => repo.countByStatus(), queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized') });
   const store = metrics.instrumentStore(opts.store ?? (await openSecretStore(cfg.store)));
-  const accounts = new AccountRepository(redis, cfg.redisPrefix, { defaultPolicy: cfg.rotationPolicy });
-  const audit = new AuditLog(redis, cfg.redisPrefix);
 
   let app: FastifyInstance | undefined;
   // With a worker in the same process (npm start) the shared connection auto-pipelines, which slows
@@ -111,12 +119,8 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       apiRedis.on('error', (err) => log.warn({ err: { message: err.message } }, 'redis connection error'));
     }
     const viaApi = apiRedis ?? redis;
-    const apiRepo = apiRedis ? new RotationRepository(apiRedis, cfg.redisPrefix) : repo;
     app = await buildApp({
-      repo: apiRepo,
-      service: apiRedis ? new RotationService(apiRepo, rotationQueue) : service,
-      accounts: apiRedis ? new AccountRepository(apiRedis, cfg.redisPrefix, { defaultPolicy: cfg.rotationPolicy }) : accounts,
-      audit: apiRedis ? new AuditLog(apiRedis, cfg.redisPrefix) : audit,
+      ...(apiRedis ? stateOn(apiRedis) : shared),
       metrics,
       redis: viaApi,
       connectRedis: () => viaApi.duplicate({ lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),

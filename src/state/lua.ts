@@ -21,4 +21,3 @@ export async function runScript(redis: Redis, script: string, numKeys: number, .
     return redis.eval(script, numKeys, ...args);
   }
 }
-

@@ -206,13 +206,10 @@ export class RotationRepository {
     return json ? decodeRecord(json) : undefined;
   }
 
-  /** With `withoutHistory`, records come back with an empty history: history is most of a record's bytes. */
-  async getMany(ids: string[], withoutHistory = false): Promise<RotationRecord[]> {
+  async getMany(ids: string[]): Promise<RotationRecord[]> {
     if (ids.length === 0) return [];
     const values = await this.#redis.mget(ids.map((id) => this.keys.rotation(id)));
-    const out: RotationRecord[] = [];
-    for (const v of values) if (v !== null) out.push(decodeRecord(v, withoutHistory));
-    return out;
+    return values.filter((v): v is string => v !== null).map((v) => decodeRecord(v));
   }
 
   /**
@@ -341,16 +338,12 @@ export class RotationRepository {
     }
   }
 
-  /**
-   * Newest first. The cursor is opaque: `<score>:<id>` of the last item returned. With
-   * `withoutHistory` records come back with an empty history (list pages show summaries).
-   */
-  async list(opts: { accountSid?: string; status?: RotationStatus; limit: number; cursor?: string; withoutHistory?: boolean }): Promise<Page<RotationRecord>> {
+  /** Newest first, whole records. The cursor is opaque: `<score>:<id>` of the last item returned. */
+  async list(opts: { accountSid?: string; status?: RotationStatus; limit: number; cursor?: string }): Promise<Page<RotationRecord>> {
     const k = this.keys;
     // Pick the smallest index that answers the query; filter the other criterion in memory.
     const index = opts.accountSid ? k.accountRotations(opts.accountSid) : opts.status ? k.byStatus(opts.status) : k.allRotations;
     const filter = (r: RotationRecord): boolean => (!opts.status || r.status === opts.status) && (!opts.accountSid || r.accountSid === opts.accountSid);
-    const withoutHistory = opts.withoutHistory ?? false;
     const items: RotationRecord[] = [];
     let cursor = opts.cursor ? decodeCursor(opts.cursor) : undefined;
     for (let guard = 0; guard < 20 && items.length < opts.limit; guard++) {
@@ -361,7 +354,7 @@ export class RotationRepository {
       const want = opts.limit - items.length + 1;
       const ids = [...tied, ...(await this.#redis.zrevrangebyscore(index, max, '-inf', 'LIMIT', 0, want))];
       if (ids.length === 0) return { items, nextCursor: null };
-      const recs = await this.getMany(ids.slice(0, want), withoutHistory);
+      const recs = await this.getMany(ids.slice(0, want));
       for (const r of recs) {
         if (items.length === opts.limit) return { items, nextCursor: encodeCursor(items.at(-1)!) };
         if (filter(r)) items.push(r);
@@ -426,7 +419,7 @@ export function decodeCursor(cursor: string): { score: number; id: string } | un
  *   <the list item, exactly as GET /v1/rotations serves it>\n{"rev":N, <the rest>, "history":[…]}
  *
  * A list page is then the first lines of its records joined by commas: nothing to parse or
- * serialise (SUMMARY_PAGE cuts them in Redis). The second text holds `rev` first (the update
+ * serialise (summaryPage). The second text holds `rev` first (the update
  * scripts read it without decoding), whatever the summary does not carry exactly — the full undo
  * state, an oldKeySid of null (a bootstrap: decided, nothing to replace), restarts, and any field a
  * later version adds — and the history, each entry an array with its times as epoch milliseconds.
@@ -444,8 +437,7 @@ const HISTORY_FIELDS = ['step', 'status', 'at', 'detail', 'startedAt', 'by', 'co
 export function encodeRecord(rec: RotationRecord): string {
   const rest: Record<string, unknown> = { rev: rec.rev };
   for (const [k, v] of Object.entries(rec)) {
-    if (v === undefined || k === 'rev' || k === 'history') continue;
-    if (SUMMARY_FIELDS.has(k) && !(v === null && k === 'oldKeySid') && !(k === 'error' && !isExactly(v, ['code', 'message'])) && !(k === 'lastError' && !isExactly(v, ['code', 'message', 'at']))) continue;
+    if (v === undefined || k === 'rev' || k === 'history' || summaryCarries(k, v)) continue;
     rest[k] = k === 'undo' ? storedUndo(v as UndoState) : v;
   }
   const created = Date.parse(rec.createdAt);
@@ -453,11 +445,18 @@ export function encodeRecord(rec: RotationRecord): string {
   return `${JSON.stringify(rotationSummary(rec))}\n${JSON.stringify(rest)}`;
 }
 
-/** Whether the summary's projection of an error object ({code, message[, at]}) loses nothing. */
-function isExactly(v: unknown, keys: string[]): boolean {
+/**
+ * Whether the list item holds field `k` of the record exactly, so the rest need not: not an
+ * oldKeySid of null (the item shows null for absent too), nor an error with more than the item's
+ * {code, message[, at]}.
+ */
+function summaryCarries(k: string, v: unknown): boolean {
+  if (!SUMMARY_FIELDS.has(k)) return false;
+  if (k === 'oldKeySid') return v !== null;
+  if (k !== 'error' && k !== 'lastError') return true;
+  const keys = k === 'error' ? ['code', 'message'] : ['code', 'message', 'at'];
   const o = v as Record<string, unknown>;
-  const own = Object.keys(o);
-  return own.length === keys.length && keys.every((k) => typeof o[k] === 'string');
+  return Object.keys(o).length === keys.length && keys.every((f) => typeof o[f] === 'string');
 }
 
 function storedUndo(undo: UndoState): Record<string, unknown> {

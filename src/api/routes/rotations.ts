@@ -145,5 +145,3 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
     );
   }
 };
-
-export { rotationSummary } from '../../domain/rotation.ts';
