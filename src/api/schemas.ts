@@ -1,5 +1,5 @@
 import { Type, type Static } from 'typebox';
-import { STATUSES, STEPS, type RotationStatus, type Step } from '../domain/rotation.ts';
+import { STATUSES, STEPS, type RotationStatus, type Step, type UndoAction } from '../domain/rotation.ts';
 
 export const AccountSid = Type.String({ pattern: '^AC[0-9a-f]{32}$', description: 'an account SID: AC followed by 32 lowercase hex digits' });
 export const RotationId = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', description: 'a rotation id: a UUID in lowercase hex (8-4-4-4-12 digits)' });
@@ -47,6 +47,12 @@ export const RotationT = Type.Object({
   finishedAt: NullableString(),
   attempts: Type.Integer(),
   undo: Nullable(Type.Object({ reason: Type.String(), deleteAfter: NullableString() })),
+  undoRequested: Nullable(
+    Type.Object(
+      { action: Type.Unsafe<UndoAction>({ type: 'string', enum: ['cancel', 'rollback'] }), at: Type.String(), by: NullableString() },
+      { description: 'Set from the moment a cancel or rollback is accepted; status and step still say where the rotation was until the worker has undone it' },
+    ),
+  ),
   history: Type.Array(HistoryEntryT),
   error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
   lastError: Type.Optional(Type.Object({ code: Type.String(), message: Type.String(), at: Type.String() })),
