@@ -48,6 +48,13 @@ export interface AppDeps {
   version?: string;
 }
 
+/** Whether a route's body schema accepts no body (Fastify validates an absent body as null). */
+function bodyMayBeAbsent(schema: unknown): boolean {
+  if (schema === undefined) return true;
+  const type = (schema as { type?: unknown }).type;
+  return type === 'null' || (Array.isArray(type) && type.includes('null'));
+}
+
 /** The HTTP surface, built from its dependencies so tests can `inject()` without a port. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const metrics = deps.metrics ?? new Metrics({ defaultMetrics: false });
@@ -67,6 +74,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   // JSON only: a text/plain body is refused with 415 rather than validated as a string.
   app.removeContentTypeParser('text/plain');
+  // An empty JSON body is no body where the route's body may be absent (the actions: clients send
+  // `Content-Type: application/json` with nothing, or `{}`, or no body at all); where a body is
+  // required it stays a 400 invalid_json.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const text = body.toString();
+    if (text === '' && bodyMayBeAbsent(req.routeOptions.schema?.body)) return done(null, undefined);
+    parseJson(req, text, done);
+  });
   await app.register(errorsPlugin);
   // Security headers (helmet's defaults). No upgrade-insecure-requests: TLS is the deployment's
   // choice, and the demo's /docs is plain HTTP. Built once: @fastify/helmet 13 builds helmet's

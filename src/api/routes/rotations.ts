@@ -4,7 +4,7 @@ import { decodeCursor, type RotationRepository } from '../../state/rotations.ts'
 import type { ActionResult, RotationService } from '../../service/rotations.ts';
 import { HttpError } from '../errors.ts';
 import { IdempotencyStore, type StoredAnswer } from '../idempotency.ts';
-import { errorResponses, ErrorBody, IdParams, ListQuery, ListReply, RotationT, StartBody, StartHeaders, StartReply } from '../schemas.ts';
+import { ActionBody, errorResponses, ErrorBody, IdParams, ListQuery, ListReply, NoQuery, RotationT, StartBody, StartHeaders, StartReply } from '../schemas.ts';
 
 export interface RotationRoutesDeps {
   repo: RotationRepository;
@@ -109,7 +109,7 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
     '/v1/rotations/:id',
     {
       config: { role: 'viewer' },
-      schema: { summary: 'One rotation with its history', tags: ['rotations'], params: IdParams, response: { 200: RotationT, ...errorResponses(400, 401, 403, 404, 429) } },
+      schema: { summary: 'One rotation with its history', tags: ['rotations'], params: IdParams, querystring: NoQuery, response: { 200: RotationT, ...errorResponses(400, 401, 403, 404, 429) } },
     },
     async (req) => {
       const rec = await repo.get(req.params.id);
@@ -128,7 +128,9 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
           description: 'Answers the record after the action, or 409 saying why the action does not apply in the rotation\'s current state.',
           tags: ['rotations'],
           params: IdParams,
-          response: { 200: RotationT, ...errorResponses(400, 401, 403, 404, 409, 429) },
+          querystring: NoQuery,
+          body: ActionBody,
+          response: { 200: RotationT, ...errorResponses(400, 401, 403, 404, 409, 415, 429) },
         },
       },
       async (req) => {
