@@ -386,6 +386,17 @@ describe('nothing is started twice', () => {
 });
 
 describe('the state as stored', () => {
+  it('keeps its history bounded: the plan and the most recent batch-level events', () => {
+    let s = batch(300, { canary: 1, step: 1, bakeSeconds: 0 }, 1); // 1 + 100 waves
+    for (let t = T0; s.status !== 'completed'; t++) {
+      const r = startDue(s, t);
+      s = finish(r.state, r.started, 'succeeded', t);
+    }
+    expect(s.history).toHaveLength(100);
+    expect(s.history[0]!.type).toBe('planned');
+    expect(s.history.at(-1)!.type).toBe('completed');
+  });
+
   it('is plain JSON: a round trip through JSON changes nothing, and transitions work on the parsed copy', () => {
     let s = startDue(batch(10), T0).state;
     s = finish(s, ids(10).slice(0, 1), 'failed', T0 + 1);
