@@ -330,9 +330,10 @@ export function forecast(plans: Iterable<Plan>, nowMs: number, days: number, tim
   const byDate = new Map<string, ForecastDay>();
   // Every local date in range is listed, including quiet ones, so a chart has no gaps (half-day
   // steps: a 24-hour step can jump over a date on the night clocks spring forward).
-  for (let t = nowMs; t < toMs; t += DAY_MS / 2) {
+  for (let t = nowMs; ; t = Math.min(t + DAY_MS / 2, toMs - 1)) {
     const date = localDate(t, timeZone);
     if (!byDate.has(date)) byDate.set(date, { date, count: 0, byPolicy: {} });
+    if (t >= toMs - 1) break;
   }
   let dueNow = 0;
   let overdue = 0;
