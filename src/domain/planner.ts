@@ -181,7 +181,7 @@ export interface Plan {
   /**
    * No allowed time lies between the anchor and the deadline (a blackout covers it all, or the key
    * was already past its maximum age when first seen): the slot is the first allowed instant after
-   * the deadline, and the credential will be reported overdue.
+   * the deadline (and after the anchor), and the credential will be reported overdue.
    */
   late: boolean;
   /** false: tracked, not started by the planner (policy autoRotate: false). */
@@ -219,7 +219,9 @@ export function planRotation(policy: CompiledPolicy, c: CredentialClock): Plan {
   const pieces = allowedBefore(policy, d.deadlineMs, d.anchorMs, want);
   let have = 0;
   for (const [s, e] of pieces) have += e - s;
-  if (have <= 0) return { ...base, slotMs: nextAllowedAt(policy, d.deadlineMs), late: true };
+  // Late: the first allowed instant after the deadline — and after the anchor, for a key that was
+  // past its maximum age before Rotator first saw it (its deadline lies before the anchor).
+  if (have <= 0) return { ...base, slotMs: nextAllowedAt(policy, Math.max(d.deadlineMs, d.anchorMs + 1)), late: true };
 
   let back = (1 - spreadFraction(c.id)) * have; // in (0, have]
   for (const [s, e] of pieces) {

@@ -171,6 +171,17 @@ export function checkPolicy(input: unknown): PolicyCheck {
     bad('description', 'must be a string of at most 200 characters');
   }
 
+  // A spread is shared out in window time (spread × the share of the week the windows allow). An
+  // explicit spread so short that it holds under an hour of window time would send every credential
+  // due at one deadline within seconds of each other: refuse it, saying what would do.
+  const share = allowedShare(windows);
+  if (spreadGiven !== null && windows.length > 0 && issues.length === 0) {
+    const floor = Math.min(HOUR_MS, share * WEEK_MS);
+    if (spreadGiven * share < floor) {
+      bad('spread', `${show(input.spread)} holds only ${formatDuration(Math.round((spreadGiven * share) / 1000) * 1000)} of window time (the windows allow ${formatDuration(Math.round((share * WEEK_MS) / 60_000) * 60_000)} a week): use at least ${formatDuration(Math.ceil(floor / share / HOUR_MS) * HOUR_MS)}`);
+    }
+  }
+
   if (issues.length > 0 || interval === null) return { ok: false, issues };
   const source = input as unknown as Policy;
   return {
@@ -186,7 +197,7 @@ export function checkPolicy(input: unknown): PolicyCheck {
       labels,
       exclude: source.exclude === true,
       autoRotate: source.autoRotate !== false,
-      allowedShare: allowedShare(windows),
+      allowedShare: share,
     },
   };
 }

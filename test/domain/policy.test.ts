@@ -57,6 +57,10 @@ describe('policy validation (API input → 400 naming the field)', () => {
     expect(issueAt({ name: 'x', interval: 'PT30M' }, 'interval')).toMatch(/out of range/);
     expect(issueAt({ name: 'x', interval: 'P30D', maxKeyAge: 'P20D' }, 'maxKeyAge')).toMatch(/shorter than interval.*set interval to "P20D"/);
     expect(issueAt({ name: 'x', interval: 'P30D', spread: 'P20D' }, 'spread')).toMatch(/at most half the interval \(P15D\)/);
+    // One hour a week of window: a 12-hour spread would hold 4 minutes of it.
+    const narrow = { name: 'x', interval: 'P30D', windows: [{ days: ['mon'], hours: { from: '09:00', to: '10:00' }, timeZone: NY }] };
+    expect(issueAt({ ...narrow, spread: 'PT12H' }, 'spread')).toMatch(/"PT12H" holds only PT4M17S of window time \(the windows allow PT1H a week\): use at least P7D/);
+    expect(checkPolicy({ ...narrow, spread: 'P7D' }).ok).toBe(true);
   });
 
   it('rejects a window without days or hours', () => {
