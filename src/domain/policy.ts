@@ -77,7 +77,8 @@ export interface CompiledPolicy {
   allowedShare: number;
 }
 
-export interface FieldIssue {
+/** The same shape as batch.ts's FieldError (one 400 format for every fleet route). */
+export interface FieldError {
   /** Where, as a path into the request body: `interval`, `windows[0].hours[1].to`. */
   path: string;
   message: string;
@@ -85,11 +86,11 @@ export interface FieldIssue {
 
 /** Bad policy input; the API answers 400 with this message (every issue, each naming its field). */
 export class PolicyValidationError extends PermanentError {
-  readonly issues: readonly FieldIssue[];
-  constructor(issues: readonly FieldIssue[]) {
-    super('invalid_policy', issues.map((i) => `${i.path}: ${i.message}`).join('; '));
+  readonly errors: readonly FieldError[];
+  constructor(errors: readonly FieldError[]) {
+    super('invalid_policy', errors.map((e) => `${e.path}: ${e.message}`).join('; '));
     this.name = 'PolicyValidationError';
-    this.issues = issues;
+    this.errors = errors;
   }
 }
 
@@ -102,8 +103,11 @@ export const DEFAULT_POLICIES: readonly Policy[] = [
 ];
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
-/** A label is `word` or `key=value`: lower-case keys so `HIPAA` and `hipaa` cannot mean two things. */
-export const LABEL_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}(?:=[A-Za-z0-9._-]{1,63})?$/;
+/**
+ * A label is `word` or `key=value`, all lower case so `HIPAA` and `hipaa` cannot mean two things.
+ * The same rule as batch.ts's LABEL (a selector must be able to name every label an account has).
+ */
+export const LABEL_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,62}(?:=[a-z0-9][a-z0-9_.-]{0,62})?$/;
 const HHMM = /^([01]\d|2[0-3]):([0-5]\d)$/;
 const INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?(Z|[+-]\d{2}:\d{2})$/;
 
@@ -116,7 +120,8 @@ const WINDOW_FIELDS = new Set(['days', 'hours', 'timeZone']);
 const RANGE_FIELDS = new Set(['from', 'to']);
 const BLACKOUT_FIELDS = new Set(['from', 'to', 'reason']);
 
-export type PolicyCheck = { ok: true; policy: CompiledPolicy } | { ok: false; issues: FieldIssue[] };
+/** As batch.ts's Checked<T>. */
+export type PolicyCheck = { ok: true; value: CompiledPolicy } | { ok: false; errors: FieldError[] };
 
 /** Whether a string is a label the API accepts (PATCH /v1/accounts uses the same rule). */
 export function isValidLabel(label: unknown): label is string {
@@ -125,9 +130,9 @@ export function isValidLabel(label: unknown): label is string {
 
 /** Check and compile a policy; every problem is reported, each naming its field and what is wrong. */
 export function checkPolicy(input: unknown): PolicyCheck {
-  const issues: FieldIssue[] = [];
-  const bad = (path: string, message: string): void => void issues.push({ path, message });
-  if (!isObject(input)) return { ok: false, issues: [{ path: '(body)', message: 'must be a JSON object' }] };
+  const errors: FieldError[] = [];
+  const bad = (path: string, message: string): void => void errors.push({ path, message });
+  if (!isObject(input)) return { ok: false, errors: [{ path: '(body)', message: 'must be a JSON object' }] };
   unknownFields(input, POLICY_FIELDS, '', bad);
 
   const name = input.name;
@@ -158,7 +163,7 @@ export function checkPolicy(input: unknown): PolicyCheck {
     if (!Array.isArray(input.labels)) bad('labels', 'must be an array of labels');
     else
       input.labels.forEach((l: unknown, i) => {
-        if (!isValidLabel(l)) bad(`labels[${i}]`, `${show(l)} is not a label: a lower-case word, or key=value (e.g. hipaa, tier=gold)`);
+        if (!isValidLabel(l)) bad(`labels[${i}]`, `${show(l)} is not a label: a lower-case word, or key=value (e.g. hipaa, tier=gold; a-z, 0-9, "_", ".", "-")`);
         else if (labels.includes(l)) bad(`labels[${i}]`, `"${l}" is listed twice`);
         else labels.push(l);
       });
@@ -175,18 +180,18 @@ export function checkPolicy(input: unknown): PolicyCheck {
   // explicit spread so short that it holds under an hour of window time would send every credential
   // due at one deadline within seconds of each other: refuse it, saying what would do.
   const share = allowedShare(windows);
-  if (spreadGiven !== null && windows.length > 0 && issues.length === 0) {
+  if (spreadGiven !== null && windows.length > 0 && errors.length === 0) {
     const floor = Math.min(HOUR_MS, share * WEEK_MS);
     if (spreadGiven * share < floor) {
       bad('spread', `${show(input.spread)} holds only ${formatDuration(Math.round((spreadGiven * share) / 1000) * 1000)} of window time (the windows allow ${formatDuration(Math.round((share * WEEK_MS) / 60_000) * 60_000)} a week): use at least ${formatDuration(Math.ceil(floor / share / HOUR_MS) * HOUR_MS)}`);
     }
   }
 
-  if (issues.length > 0 || interval === null) return { ok: false, issues };
+  if (errors.length > 0 || interval === null) return { ok: false, errors };
   const source = input as unknown as Policy;
   return {
     ok: true,
-    policy: {
+    value: {
       name: source.name,
       source,
       intervalMs: interval,
@@ -205,8 +210,8 @@ export function checkPolicy(input: unknown): PolicyCheck {
 /** checkPolicy, throwing PolicyValidationError (code invalid_policy) on bad input. */
 export function compilePolicy(input: unknown): CompiledPolicy {
   const r = checkPolicy(input);
-  if (!r.ok) throw new PolicyValidationError(r.issues);
-  return r.policy;
+  if (!r.ok) throw new PolicyValidationError(r.errors);
+  return r.value;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,7 +443,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 function show(v: unknown): string {
   if (v === undefined) return 'nothing';
   const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 60 ? `${s.slice(0, 57)}…` : s;
+  return s === undefined ? String(v) : s.length > 42 ? `${s.slice(0, 41)}…` : s;
 }
 
 // ---------------------------------------------------------------------------------------------

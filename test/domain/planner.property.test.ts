@@ -59,7 +59,7 @@ const policies = fc
     const written: Policy = { name: 'prop', interval: `P${intervalDays}D`, windows, blackouts };
     if (spreadHours !== undefined && spreadHours * 2 <= intervalDays * 24) written.spread = `PT${spreadHours}H`;
     const r = checkPolicy(written);
-    return r.ok ? r.policy : null;
+    return r.ok ? r.value : null;
   })
   .filter((p): p is CompiledPolicy => p !== null);
 

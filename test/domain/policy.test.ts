@@ -7,17 +7,17 @@ import {
   policyCatalog,
   PolicyValidationError,
   resolvePolicy,
-  type FieldIssue,
+  type FieldError,
   type Policy,
 } from '../../src/domain/policy.ts';
 
 const NY = 'America/New_York';
 const weekdays = { days: ['mon', 'tue', 'wed', 'thu', 'fri'], hours: { from: '09:00', to: '17:00' }, timeZone: NY };
 
-function issues(input: unknown): FieldIssue[] {
+function issues(input: unknown): FieldError[] {
   const r = checkPolicy(input);
   if (r.ok) throw new Error('accepted');
-  return r.issues;
+  return r.errors;
 }
 const paths = (input: unknown): string[] => issues(input).map((i) => i.path);
 const issueAt = (input: unknown, path: string): string => issues(input).find((i) => i.path === path)?.message ?? `(no issue at ${path}: ${JSON.stringify(issues(input))})`;
