@@ -15,15 +15,14 @@
  * new; rotations already in flight always run to their end (finish or undo, as the rotation
  * itself decides) and are still recorded.
  */
+import { credentialId, isCredentialName, LABEL, type Checked, type CredentialRef, type FieldError } from './credential.ts';
+
+export { credentialId, describeFieldErrors, parseCredentialId, type Checked, type CredentialRef, type FieldError } from './credential.ts';
 import { ACCOUNT_SID } from './rotation.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The request
 
-export interface CredentialRef {
-  accountSid: string;
-  name: string;
-}
 
 export type BatchSelector = 'all' | { labels: string[] } | { accountSids: string[] } | { credentials: CredentialRef[] };
 
@@ -50,37 +49,11 @@ export interface BatchRequest {
   maxFailureRate: number;
 }
 
-export interface FieldError {
-  /** Where in the request, e.g. `waves.canary` or `selector.accountSids[2]`. */
-  path: string;
-  message: string;
-}
-
-export type Checked<T> = { ok: true; value: T } | { ok: false; errors: FieldError[] };
-
-/** A credential's name: it appears in secret paths and metrics, so DNS-label-like and short. */
-export const CREDENTIAL_NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
-/** A label as a selector names it: `hipaa`, `pci`, `tier=gold`. */
-export const LABEL = /^[a-z0-9][a-z0-9_.-]{0,62}(?:=[a-z0-9][a-z0-9_.-]{0,62})?$/;
 export const MAX_REASON_LENGTH = 500;
 /** Longer explicit lists are a mistake or an attack: larger fleets are chosen by label or `all`. */
 export const MAX_SELECTOR_ITEMS = 10_000;
 /** A week: a larger bake is almost certainly milliseconds typed where seconds were meant. */
 export const MAX_BAKE_SECONDS = 604_800;
-
-/** The id a batch uses for a credential: `AC…/name`, as the issue writes it. */
-export function credentialId(ref: CredentialRef): string {
-  return `${ref.accountSid}/${ref.name}`;
-}
-
-export function parseCredentialId(id: string): CredentialRef {
-  const slash = id.indexOf('/');
-  return { accountSid: id.slice(0, slash), name: id.slice(slash + 1) };
-}
-
-export function describeFieldErrors(errors: readonly FieldError[]): string {
-  return errors.map((e) => `${e.path}: ${e.message}`).join('; ');
-}
 
 type Json = Record<string, unknown>;
 
@@ -202,7 +175,7 @@ function parseSelector(v: unknown, errors: FieldError[]): BatchSelector | null {
       const n = errors.length;
       unknownFields(item, ['accountSid', 'name'], at, errors);
       if (typeof item.accountSid !== 'string' || !ACCOUNT_SID.test(item.accountSid)) errors.push({ path: `${at}.accountSid`, message: `must be an Account SID ("AC" and 32 lower-case hex digits), not ${describe(item.accountSid)}` });
-      if (typeof item.name !== 'string' || !CREDENTIAL_NAME.test(item.name)) errors.push({ path: `${at}.name`, message: `must be a credential name (1–63 of a-z, 0-9, "_", "-", starting with a letter or digit), not ${describe(item.name)}` });
+      if (typeof item.name !== 'string' || !isCredentialName(item.name)) errors.push({ path: `${at}.name`, message: `must be a credential name (1–63 of a-z, 0-9, "_", "-", starting with a letter or digit), not ${describe(item.name)}` });
       if (errors.length === n) dup(credentialId(item as unknown as CredentialRef), i);
     }
   });

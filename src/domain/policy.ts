@@ -9,6 +9,9 @@
 import { PermanentError } from './errors.ts';
 import { DAY_MS, formatDuration, HOUR_MS, MINUTE_MS, parseDuration, WEEK_MS } from './duration.ts';
 import { isValidTimeZone } from './zone.ts';
+import { isValidLabel, type FieldError } from './credential.ts';
+
+export { isValidLabel, LABEL as LABEL_PATTERN, type FieldError } from './credential.ts';
 
 export const WEEKDAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'] as const;
 export type Weekday = (typeof WEEKDAYS)[number];
@@ -77,13 +80,6 @@ export interface CompiledPolicy {
   allowedShare: number;
 }
 
-/** The same shape as batch.ts's FieldError (one 400 format for every fleet route). */
-export interface FieldError {
-  /** Where, as a path into the request body: `interval`, `windows[0].hours[1].to`. */
-  path: string;
-  message: string;
-}
-
 /** Bad policy input; the API answers 400 with this message (every issue, each naming its field). */
 export class PolicyValidationError extends PermanentError {
   readonly errors: readonly FieldError[];
@@ -103,11 +99,6 @@ export const DEFAULT_POLICIES: readonly Policy[] = [
 ];
 
 const NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
-/**
- * A label is `word` or `key=value`, all lower case so `HIPAA` and `hipaa` cannot mean two things.
- * The same rule as batch.ts's LABEL (a selector must be able to name every label an account has).
- */
-export const LABEL_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,62}(?:=[a-z0-9][a-z0-9_.-]{0,62})?$/;
 const HHMM = /^([01]\d|2[0-3]):([0-5]\d)$/;
 const INSTANT = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?(Z|[+-]\d{2}:\d{2})$/;
 
@@ -122,11 +113,6 @@ const BLACKOUT_FIELDS = new Set(['from', 'to', 'reason']);
 
 /** As batch.ts's Checked<T>. */
 export type PolicyCheck = { ok: true; value: CompiledPolicy } | { ok: false; errors: FieldError[] };
-
-/** Whether a string is a label the API accepts (PATCH /v1/accounts uses the same rule). */
-export function isValidLabel(label: unknown): label is string {
-  return typeof label === 'string' && LABEL_PATTERN.test(label);
-}
 
 /** Check and compile a policy; every problem is reported, each naming its field and what is wrong. */
 export function checkPolicy(input: unknown): PolicyCheck {

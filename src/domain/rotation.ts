@@ -1,6 +1,9 @@
 /**
  * Rotation records and their legal transitions. Pure: no I/O, no clock of its own.
  */
+import type { CredentialKind } from './credential.ts';
+
+export type { CredentialKind } from './credential.ts';
 export const STEPS = ['create-secondary', 'operationalize', 'promote', 'delete-old', 'done'] as const;
 export type Step = (typeof STEPS)[number];
 
@@ -9,8 +12,6 @@ export type RotationStatus = (typeof STATUSES)[number];
 
 export const TERMINAL: ReadonlySet<RotationStatus> = new Set(['succeeded', 'failed', 'cancelled', 'rolled_back']);
 
-/** What is being rotated. Only API keys today; restricted keys and the Auth Token come next. */
-export type CredentialKind = 'api-key';
 
 export type UndoReason = 'cancel' | 'rollback' | 'failure';
 
