@@ -38,7 +38,8 @@ export interface AppDeps {
   readiness: Record<string, ReadinessCheck>;
   metrics?: Metrics;
   logger?: Logger | false;
-  trustProxy?: boolean | string;
+  /** TRUST_PROXY: hop count or proxy addresses/CIDRs (config.ts refuses `true`). */
+  trustProxy?: false | number | string[];
   bodyLimit?: number;
   rateLimit?: { max: number; windowMs: number };
   corsOrigins?: readonly string[];
@@ -53,7 +54,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const metrics = deps.metrics ?? new Metrics({ defaultMetrics: false });
   const app = Fastify({
     ...(deps.logger ? { loggerInstance: deps.logger as FastifyBaseLogger } : { logger: false }),
-    trustProxy: deps.trustProxy ?? false,
+    trustProxy: trustProxyOption(deps.trustProxy ?? false),
     bodyLimit: deps.bodyLimit ?? 16 * 1024,
     requestIdHeader: false,
     genReqId: () => crypto.randomUUID(),
@@ -80,7 +81,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(rateLimitPlugin, deps.rateLimit ?? { max: 300, windowMs: 60_000 });
   await app.register(authPlugin, { tokens: deps.tokens, oidc: deps.oidc });
   app.addHook('onRequest', (req, reply) => app.limitByPrincipal(req, reply));
-  await app.register(auditPlugin, { audit: deps.audit, onError: () => metrics.auditErrors.inc() });
+  await app.register(auditPlugin, {
+    audit: deps.audit,
+    onError: () => metrics.auditErrors.inc(),
+    onUnauthenticated: (action, status) => metrics.unauthenticated.inc({ action, status: String(status) }),
+  });
   app.addHook('onSend', async (req, reply, payload) => {
     reply.header('x-request-id', req.id);
     return payload;
@@ -110,4 +115,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   await app.register(auditRoutes, { audit: deps.audit });
   return app;
+}
+
+/**
+ * Fastify 5 takes a numeric trustProxy as "trust nothing" (a hop count cannot tell a proxy from a
+ * client that reached the port directly), so a hop count becomes proxy-addr's hop rule here: the
+ * nearest `hops` addresses are proxies. Safe only where the port is reachable through the proxies
+ * alone; addresses and CIDRs are safe everywhere (README, TRUST_PROXY).
+ */
+function trustProxyOption(trust: false | number | string[]): false | string[] | ((address: string, hop: number) => boolean) {
+  if (typeof trust !== 'number') return trust;
+  return (_address, hop) => hop < trust;
 }
