@@ -61,6 +61,7 @@ export interface Runtime {
  */
 export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<Runtime> {
   const log = opts.log;
+  for (const warning of cfg.warnings) log.warn(warning);
   let embedded: EmbeddedRedis | undefined;
   let redisUrl = cfg.redisUrl;
   if (!redisUrl) {
