@@ -18,7 +18,8 @@ import { rateLimitPlugin } from './plugins/rate-limit.ts';
 import { auditPlugin } from './plugins/audit.ts';
 import { docsPlugin } from './plugins/docs.ts';
 import { rotationRoutes } from './routes/rotations.ts';
-import { healthRoutes, type ReadinessCheck } from './routes/health.ts';
+import { healthRoutes, readinessProbe, type ReadinessCheck } from './routes/health.ts';
+import { statusRoutes } from './routes/status.ts';
 import { accountRoutes } from './routes/accounts.ts';
 import { eventRoutes } from './routes/events.ts';
 import { auditRoutes } from './routes/audit.ts';
@@ -37,6 +38,8 @@ export interface AppDeps {
   oidc?: OidcVerifier;
   readiness: Record<string, ReadinessCheck>;
   metrics?: Metrics;
+  /** GET /metrics on the API's port (default); false when METRICS_PORT serves it on a listener of its own. */
+  serveMetrics?: boolean;
   logger?: Logger | false;
   /** TRUST_PROXY: hop count or proxy addresses/CIDRs (config.ts refuses `true`). */
   trustProxy?: false | number | string[];
@@ -98,8 +101,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(docsPlugin, { version: deps.version ?? '0.1.0' });
 
   const now = deps.now ?? Date.now;
-  await app.register(healthRoutes, { checks: deps.readiness });
-  await app.register(metricsRoutes, { metrics });
+  const probe = readinessProbe(deps.readiness, app.log);
+  await app.register(healthRoutes, { probe });
+  await app.register(statusRoutes, { probe });
+  if (deps.serveMetrics ?? true) await app.register(metricsRoutes, { metrics });
   await app.register(rotationRoutes, {
     repo: deps.repo,
     service: deps.service,
