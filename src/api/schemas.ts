@@ -178,3 +178,16 @@ export const AuditReply = Type.Object({ items: Type.Array(AuditEntryT), nextCurs
 export function errorResponses(...statuses: number[]): Record<number, typeof ErrorBody> {
   return Object.fromEntries(statuses.map((s) => [s, ErrorBody]));
 }
+
+export const StatusReply = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('not_ready')]),
+  checkedAt: Type.String({ description: 'ISO 8601 time of the check' }),
+  checks: Type.Record(
+    Type.String(),
+    Type.Object({
+      ok: Type.Boolean(),
+      message: Type.Optional(Type.String({ description: 'why the component is not ready' })),
+      ms: Type.Number({ description: 'how long the check took' }),
+    }),
+  ),
+});

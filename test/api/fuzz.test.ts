@@ -161,7 +161,7 @@ describe('fuzzing every route', () => {
     });
   }
 
-  for (const path of ['/v1/rotations', '/v1/accounts', '/v1/audit', '/v1/audit/export']) {
+  for (const path of ['/v1/rotations', '/v1/accounts', '/v1/audit', '/v1/audit/export', '/v1/status']) {
     it(`GET ${path}: query strings and headers`, async () => {
       await fuzz(fc.record({ q: query(), hdrs: headers() }), async ({ q, hdrs }) => {
         const url = withQuery(path, q);
@@ -208,7 +208,7 @@ describe('fuzzing every route', () => {
   });
 
   it('served every generated request, reaching past validation on every protected route', () => {
-    expect(served).toBeGreaterThanOrEqual(RUNS * 15);
+    expect(served).toBeGreaterThanOrEqual(RUNS * 16);
     const summary = [...seen].map(([route, counts]) => `${route.replace(/^.*> /, '').split(':')[0]}: ${[...counts].sort(([a], [b]) => a - b).map(([c, n]) => `${c}×${n}`).join(' ')}`);
     console.log(summary.join('\n'));
     for (const [route, counts] of seen) {
