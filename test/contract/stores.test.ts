@@ -15,12 +15,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
   CreateSecretCommand,
   DeleteSecretCommand,
   DescribeSecretCommand,
+  GetSecretValueCommand,
   ListSecretsCommand,
+  ListSecretVersionIdsCommand,
   PutSecretValueCommand,
   SecretsManagerClient,
   UpdateSecretVersionStageCommand,
@@ -36,6 +38,8 @@ import { startAwsSecretsManagerEmulator } from '../emulators/aws-secrets-manager
 import type { AwsSecretsManagerEmulator } from '../emulators/aws-secrets-manager/server.ts';
 import { startVaultEmulator } from '../emulators/vault/server.ts';
 import type { PolicyRule, VaultEmulator, VaultEmulatorOptions } from '../emulators/vault/server.ts';
+import { motoUnavailableReason, startMotoServer } from '../helpers/moto.ts';
+import type { MotoServer } from '../helpers/moto.ts';
 import { expectNoLeak, runSecretStoreContract } from './secret-store.contract.ts';
 import type { SecretStoreHarness } from './secret-store.contract.ts';
 
@@ -124,6 +128,59 @@ async function awsEmulatorHarness(): Promise<SecretStoreHarness & { emulator: Aw
 
 describe('AWS Secrets Manager emulator', () => {
   runSecretStoreContract('aws (emulator)', awsEmulatorHarness);
+});
+
+// ─── moto's Secrets Manager server ─────────────────────────────────────────────────────────────
+// A second, independent implementation of the AWS API (LocalStack's Secrets Manager is built on
+// it), run as a real process. One server for the whole file, started on first use; every test
+// writes under fresh random names. moto checks no credentials and cannot be made to fail, so
+// the harness offers none of the fault hooks and the contract skips those cases.
+
+const motoMissing = motoUnavailableReason();
+if (motoMissing) console.log(`contract: moto's Secrets Manager skipped: ${motoMissing}`);
+
+let motoServer: Promise<MotoServer> | undefined;
+const moto = (): Promise<MotoServer> => (motoServer ??= startMotoServer());
+afterAll(async () => {
+  await (await motoServer?.catch(() => undefined))?.close();
+});
+
+function motoClient(m: MotoServer): SecretsManagerClient {
+  return new SecretsManagerClient({ endpoint: m.url, region: m.region, credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey }, maxAttempts: 1 });
+}
+
+async function motoHarness(): Promise<SecretStoreHarness & { admin: SecretsManagerClient }> {
+  const m = await moto();
+  const admin = motoClient(m);
+  const stores: SecretStore[] = [];
+  const make = (endpoint = m.url): SecretStore => {
+    const s = createAwsSecretsManagerStore({ endpoint, region: m.region, credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey }, maxAttempts: 1 });
+    stores.push(s);
+    return s;
+  };
+  return {
+    admin,
+    store: make(),
+    newStore: async () => make(),
+    pathPrefix: `contract-${randomUUID().slice(0, 8)}/`,
+    cleanup: async () => {
+      await Promise.all(stores.map((s) => s.close()));
+      admin.destroy();
+    },
+    unreachableStore: async () => make(UNREACHABLE),
+    assertConsistent: async (path) => {
+      const d = await admin.send(new DescribeSecretCommand({ SecretId: path }));
+      const labels = Object.values(d.VersionIdsToStages ?? {}).flat();
+      const holders = (label: string): number => labels.filter((l) => l === label).length;
+      expect(holders('AWSCURRENT')).toBe(1);
+      expect(holders('AWSPENDING')).toBeLessThanOrEqual(1);
+      expect(holders('AWSPREVIOUS')).toBeLessThanOrEqual(1);
+    },
+  };
+}
+
+describe.skipIf(!!motoMissing)('AWS Secrets Manager on moto_server', () => {
+  runSecretStoreContract('aws (moto_server)', motoHarness);
 });
 
 const realAws = env.CONTRACT_AWS === '1';
