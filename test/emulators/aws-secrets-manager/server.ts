@@ -244,7 +244,16 @@ export async function startAwsSecretsManagerEmulator(opts: AwsSecretsManagerEmul
       if (existing?.deletedDate !== undefined) {
         throw new ApiError('InvalidRequestException', "You can't create this secret because a secret with this name is already scheduled for deletion.");
       }
-      if (existing) throw new ApiError('ResourceExistsException', `The operation failed because the secret ${name} already exists.`);
+      if (existing) {
+        // A retried create (same ClientRequestToken, same value) is ignored; another value under that token fails (API reference, CreateSecret ClientRequestToken).
+        const v = value(input);
+        const retried = v && typeof input.ClientRequestToken === 'string' ? existing.versions.get(input.ClientRequestToken) : undefined;
+        if (retried && v) {
+          if (retried.secretString === v.secretString && retried.secretBinary === v.secretBinary) return { ARN: existing.arn, Name: existing.name, VersionId: retried.id };
+          throw new ApiError('ResourceExistsException', `You can't use ClientRequestToken ${retried.id} because that value is already in use for a version of secret ${existing.arn}.`);
+        }
+        throw new ApiError('ResourceExistsException', `The operation failed because the secret ${name} already exists.`);
+      }
       const t = now();
       const s: SecretRecord = {
         name,
