@@ -1,4 +1,6 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
 
 /**
  * moto's Secrets Manager server (`moto_server`, Python package moto; LocalStack's Secrets Manager
@@ -17,17 +19,22 @@ export interface MotoServer {
 const MOTO_BINARY = 'moto_server';
 const START_TIMEOUT_MS = 30_000;
 
-let availability: string | undefined | null = null;
-
-/** Why moto cannot run here (for the skip message), or undefined when `moto_server` is installed. */
+/**
+ * Why moto cannot run here (for the skip message), or undefined when `moto_server` is on PATH.
+ * Only PATH is searched (running it takes seconds): an installed moto that then fails to start
+ * fails the tests, with its output, rather than skipping them.
+ */
 export function motoUnavailableReason(): string | undefined {
-  if (availability !== null) return availability;
-  const probe = spawnSync(MOTO_BINARY, ['--help'], { stdio: 'ignore', timeout: 20_000 });
-  availability =
-    probe.error || probe.status !== 0
-      ? `${MOTO_BINARY} is not installed (pip install 'moto[server]'): ${probe.error?.message ?? `exit ${probe.status}`}`
-      : undefined;
-  return availability;
+  const dirs = (process.env.PATH ?? '').split(delimiter).filter(Boolean);
+  for (const dir of dirs) {
+    try {
+      accessSync(join(dir, MOTO_BINARY), constants.X_OK);
+      return undefined;
+    } catch {
+      // Not in this directory.
+    }
+  }
+  return `${MOTO_BINARY} is not on PATH (install it with: pip install 'moto[server]')`;
 }
 
 /**
