@@ -5,7 +5,10 @@
  * the API reference: the first version of a secret always gets AWSCURRENT; PutSecretValue without
  * VersionStages moves AWSCURRENT; moving a label that sits on another version needs
  * RemoveFromVersionId; moving AWSCURRENT puts AWSPREVIOUS on the version it left; unlabelled
- * versions are deprecated and kept (up to `maxVersions`).
+ * versions are deprecated and kept (up to `maxVersions`), but left out of DescribeSecret and of
+ * ListSecretVersionIds without IncludeDeprecated; a ClientRequestToken repeated with the same value
+ * (PutSecretValue, CreateSecret) is a no-op. Where moto's server differs, test/contract/stores.test.ts
+ * pins the documented behaviour.
  *
  * Requests must carry a SigV4 Authorization header for a configured access key; signatures are
  * verified unless `verifySignatures: false`.
