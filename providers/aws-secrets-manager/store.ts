@@ -74,7 +74,10 @@ export class AwsSecretsManagerStore implements SecretStore {
   async readCurrent(path: string): Promise<TwilioApiKeyCredential | undefined> {
     let out;
     try {
-      out = await this.#client.send(new GetSecretValueCommand({ SecretId: path }));
+      // AWSCURRENT is the documented default, but servers built on moto (LocalStack) answer an
+      // unstaged read with the version the secret was created or last PutSecretValue'd with,
+      // which UpdateSecretVersionStage does not move: promotions would never be seen.
+      out = await this.#client.send(new GetSecretValueCommand({ SecretId: path, VersionStage: AWSCURRENT }));
     } catch (err) {
       if (awsErrorName(err) === 'ResourceNotFoundException') return undefined;
       throw toStoreError(err, { operation: 'GetSecretValue', secretId: path });
@@ -119,17 +122,24 @@ export class AwsSecretsManagerStore implements SecretStore {
       }
       const stages = d.stages.get(versionId);
       if (stages) {
-        const existing = await this.#value(path, d.arn, versionId);
-        if (existing?.kind !== 'credential' || !sameCredential(existing.credential, credential)) {
-          throw new StoreError('store_conflict', `rotation ${rotationId} already staged a different credential at ${path}`);
-        }
+        await this.#expectSameCredential(path, d.arn, rotationId, credential);
         // Already pending, or already promoted past pending: nothing to do.
         if (stages.some((s) => s === AWSPENDING || s === AWSCURRENT || s === AWSPREVIOUS)) return 'done';
-        // The version lost its labels (discarded); stage it again.
+        // The version lost its labels (discarded); stage it again. (moto lists such versions; AWS does not.)
         return (await this.#moveLabel(path, AWSPENDING, versionId, d.pending)) ? 'done' : 'again';
       }
       // PutSecretValue moves AWSPENDING off a stale version of another rotation by itself.
-      return (await this.#put(path, versionId, serializeCredential(credential), [AWSPENDING])) ? 'done' : 'again';
+      const staged = await this.#put(path, versionId, serializeCredential(credential), [AWSPENDING]);
+      if (!staged) {
+        // The token is taken by a version DescribeSecret does not list (one without labels) or by a racing writer.
+        await this.#expectSameCredential(path, d.arn, rotationId, credential);
+        return 'again';
+      }
+      // DescribeSecret leaves out versions without labels (API reference, VersionIdsToStages), so a
+      // discarded pending of this rotation lands here: PutSecretValue with the same token and value
+      // is then a no-op that leaves the version unlabelled, and the label has to be moved onto it.
+      if (!staged.includes(AWSPENDING)) return (await this.#moveLabel(path, AWSPENDING, versionId, d.pending)) ? 'done' : 'again';
+      return 'done';
     });
   }
 
@@ -183,10 +193,14 @@ export class AwsSecretsManagerStore implements SecretStore {
         await this.#moveLabel(path, AWSCURRENT, d.previous, d.current);
         return 'again';
       }
-      // No previous version to return to (AWSPREVIOUS was dropped or never existed): current becomes a placeholder.
+      // No previous version to return to (AWSPREVIOUS was dropped or never existed): a placeholder is
+      // staged as previous, and the next round makes it current as above. PutSecretValue is not left
+      // to move AWSCURRENT itself: moto (LocalStack) then takes AWSCURRENT off the version it last
+      // put, not off the one UpdateSecretVersionStage made current, and two versions end up current.
       const token = restoreToken(newKeySid);
-      if (d.stages.has(token)) await this.#moveLabel(path, AWSCURRENT, token, d.current);
-      else await this.#put(path, token, PLACEHOLDER_VALUE);
+      const staged = await this.#put(path, token, PLACEHOLDER_VALUE, [AWSPREVIOUS]);
+      // An earlier round's placeholder that has since lost its label: PutSecretValue was a no-op.
+      if (staged && !staged.includes(AWSPREVIOUS)) await this.#moveLabel(path, AWSPREVIOUS, token, undefined);
       return 'again';
     });
   }
@@ -296,16 +310,27 @@ export class AwsSecretsManagerStore implements SecretStore {
     }
   }
 
-  /** PutSecretValue; false when the token is taken (by another writer or an earlier attempt): look again. */
-  async #put(path: string, token: string, value: string, stages?: string[]): Promise<boolean> {
+  /**
+   * PutSecretValue; the labels the version has afterwards, or undefined when the token is taken by
+   * a version with another value (another writer, or an earlier attempt): look again.
+   */
+  async #put(path: string, token: string, value: string, stages?: string[]): Promise<string[] | undefined> {
     try {
-      await this.#client.send(
+      const out = await this.#client.send(
         new PutSecretValueCommand({ SecretId: path, ClientRequestToken: token, SecretString: value, ...(stages ? { VersionStages: stages } : {}) }),
       );
-      return true;
+      return out.VersionStages ?? [];
     } catch (err) {
-      if (awsErrorName(err) === 'ResourceExistsException') return false;
+      if (awsErrorName(err) === 'ResourceExistsException') return undefined;
       throw toStoreError(err, { operation: 'PutSecretValue', secretId: path });
+    }
+  }
+
+  /** The version named after `rotationId` holds `credential`; else store_conflict (contract: one value per rotation). */
+  async #expectSameCredential(path: string, arn: string, rotationId: string, credential: TwilioApiKeyCredential): Promise<void> {
+    const existing = await this.#value(path, arn, versionIdFor(rotationId));
+    if (existing && (existing.kind !== 'credential' || !sameCredential(existing.credential, credential))) {
+      throw new StoreError('store_conflict', `rotation ${rotationId} already staged a different credential at ${path}`);
     }
   }
 

@@ -15,12 +15,14 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
   CreateSecretCommand,
   DeleteSecretCommand,
   DescribeSecretCommand,
+  GetSecretValueCommand,
   ListSecretsCommand,
+  ListSecretVersionIdsCommand,
   PutSecretValueCommand,
   SecretsManagerClient,
   UpdateSecretVersionStageCommand,
@@ -36,6 +38,8 @@ import { startAwsSecretsManagerEmulator } from '../emulators/aws-secrets-manager
 import type { AwsSecretsManagerEmulator } from '../emulators/aws-secrets-manager/server.ts';
 import { startVaultEmulator } from '../emulators/vault/server.ts';
 import type { PolicyRule, VaultEmulator, VaultEmulatorOptions } from '../emulators/vault/server.ts';
+import { motoUnavailableReason, startMotoServer } from '../helpers/moto.ts';
+import type { MotoServer } from '../helpers/moto.ts';
 import { expectNoLeak, runSecretStoreContract } from './secret-store.contract.ts';
 import type { SecretStoreHarness } from './secret-store.contract.ts';
 
@@ -126,6 +130,59 @@ describe('AWS Secrets Manager emulator', () => {
   runSecretStoreContract('aws (emulator)', awsEmulatorHarness);
 });
 
+// ─── moto's Secrets Manager server ─────────────────────────────────────────────────────────────
+// A second, independent implementation of the AWS API (LocalStack's Secrets Manager is built on
+// it), run as a real process. One server for the whole file, started on first use; every test
+// writes under fresh random names. moto checks no credentials and cannot be made to fail, so
+// the harness offers none of the fault hooks and the contract skips those cases.
+
+const motoMissing = motoUnavailableReason();
+if (motoMissing) console.log(`contract: moto's Secrets Manager skipped: ${motoMissing}`);
+
+let motoServer: Promise<MotoServer> | undefined;
+const moto = (): Promise<MotoServer> => (motoServer ??= startMotoServer());
+afterAll(async () => {
+  await (await motoServer?.catch(() => undefined))?.close();
+});
+
+function motoClient(m: MotoServer): SecretsManagerClient {
+  return new SecretsManagerClient({ endpoint: m.url, region: m.region, credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey }, maxAttempts: 1 });
+}
+
+async function motoHarness(): Promise<SecretStoreHarness & { admin: SecretsManagerClient }> {
+  const m = await moto();
+  const admin = motoClient(m);
+  const stores: SecretStore[] = [];
+  const make = (endpoint = m.url): SecretStore => {
+    const s = createAwsSecretsManagerStore({ endpoint, region: m.region, credentials: { accessKeyId: m.accessKeyId, secretAccessKey: m.secretAccessKey }, maxAttempts: 1 });
+    stores.push(s);
+    return s;
+  };
+  return {
+    admin,
+    store: make(),
+    newStore: async () => make(),
+    pathPrefix: `contract-${randomUUID().slice(0, 8)}/`,
+    cleanup: async () => {
+      await Promise.all(stores.map((s) => s.close()));
+      admin.destroy();
+    },
+    unreachableStore: async () => make(UNREACHABLE),
+    assertConsistent: async (path) => {
+      const d = await admin.send(new DescribeSecretCommand({ SecretId: path }));
+      const labels = Object.values(d.VersionIdsToStages ?? {}).flat();
+      const holders = (label: string): number => labels.filter((l) => l === label).length;
+      expect(holders('AWSCURRENT')).toBe(1);
+      expect(holders('AWSPENDING')).toBeLessThanOrEqual(1);
+      expect(holders('AWSPREVIOUS')).toBeLessThanOrEqual(1);
+    },
+  };
+}
+
+describe.skipIf(!!motoMissing)('AWS Secrets Manager on moto_server', () => {
+  runSecretStoreContract('aws (moto_server)', motoHarness);
+});
+
 const realAws = env.CONTRACT_AWS === '1';
 if (!realAws) console.log('contract: real AWS Secrets Manager skipped: set CONTRACT_AWS=1 with AWS_REGION and credentials (AWS_ENDPOINT_URL_SECRETS_MANAGER for LocalStack)');
 
@@ -155,6 +212,155 @@ describe.skipIf(!realAws)('AWS Secrets Manager (real endpoint)', () => {
       unreachableStore: async () => make({ endpoint: UNREACHABLE, maxAttempts: 1 }),
     };
   });
+});
+
+// The store's behaviour that does not depend on steering faults, on both AWS implementations.
+const awsBackends: Array<{ name: string; skip: string | undefined; start(): Promise<{ store(): SecretStore; admin: SecretsManagerClient; close(): Promise<void> }> }> = [
+  {
+    name: 'emulator',
+    skip: undefined,
+    async start() {
+      const h = await awsEmulatorHarness();
+      const admin = adminClient(h.emulator);
+      return {
+        store: () => h.store,
+        admin,
+        close: async () => {
+          admin.destroy();
+          await h.cleanup();
+        },
+      };
+    },
+  },
+  {
+    name: 'moto_server',
+    skip: motoMissing,
+    async start() {
+      const h = await motoHarness();
+      return { store: () => h.store, admin: h.admin, close: () => h.cleanup() };
+    },
+  },
+];
+
+describe.each(awsBackends)('AWS Secrets Manager store on the $name', ({ skip, start }) => {
+  const cred = (): TwilioApiKeyCredential => ({
+    accountSid: `AC${randomBytes(16).toString('hex')}`,
+    apiKeySid: `SK${randomBytes(16).toString('hex')}`,
+    apiKeySecret: new Secret(`contract-secret-${randomBytes(8).toString('hex')}`),
+  });
+  const path = (): string => `twilio/AC${randomBytes(16).toString('hex')}`;
+
+  async function using(test: (b: { store: SecretStore; admin: SecretsManagerClient }) => Promise<void>): Promise<void> {
+    const b = await start();
+    try {
+      await test({ store: b.store(), admin: b.admin });
+    } finally {
+      await b.close();
+    }
+  }
+  async function labels(admin: SecretsManagerClient, p: string): Promise<string[]> {
+    const d = await admin.send(new DescribeSecretCommand({ SecretId: p }));
+    return Object.values(d.VersionIdsToStages ?? {})
+      .flat()
+      .sort();
+  }
+
+  it.skipIf(!!skip)('keeps a placeholder as AWSCURRENT until the first promotion, so a bootstrap pending is never handed out', () =>
+    using(async ({ store, admin }) => {
+      const p = path();
+      const c = cred();
+      const r = randomUUID();
+      await store.putPending(p, r, c);
+      const current = await admin.send(new GetSecretValueCommand({ SecretId: p, VersionStage: 'AWSCURRENT' }));
+      expect(current.SecretString).toBe(PLACEHOLDER_VALUE);
+      expect(await store.readCurrent(p)).toBeUndefined();
+      await store.promotePending(p, r, c.apiKeySid);
+      expect((await store.readCurrent(p))?.apiKeySid).toBe(c.apiKeySid);
+      expect(await labels(admin, p)).toEqual(['AWSCURRENT', 'AWSPREVIOUS']);
+    }));
+
+  it.skipIf(!!skip)('adopts a secret created outside Rotator without a value', () =>
+    using(async ({ store, admin }) => {
+      const p = path();
+      await admin.send(new CreateSecretCommand({ Name: p }));
+      const c = cred();
+      const r = randomUUID();
+      await store.putPending(p, r, c);
+      expect(await store.readCurrent(p)).toBeUndefined();
+      await store.promotePending(p, r, c.apiKeySid);
+      expect((await store.readCurrent(p))?.apiKeySid).toBe(c.apiKeySid);
+    }));
+
+  it.skipIf(!!skip)('turns a ULID rotation id into a valid version id and reads the rotation id back', () =>
+    using(async ({ store }) => {
+      const p = path();
+      const ulid = '01JD6Z3V9Q8R7S6T5U4W3X2Y1Z';
+      const c = cred();
+      await store.putPending(p, ulid, c);
+      expect((await store.read(p)).pending?.rotationId).toBe(ulid);
+      await store.promotePending(p, ulid, c.apiKeySid);
+      expect((await store.readCurrent(p))?.apiKeySid).toBe(c.apiKeySid);
+    }));
+
+  it.skipIf(!!skip)('stages a discarded pending again when its rotation puts it again, and refuses another value for it', () =>
+    using(async ({ store }) => {
+      const p = path();
+      const first = cred();
+      const r0 = randomUUID();
+      await store.putPending(p, r0, first);
+      await store.promotePending(p, r0, first.apiKeySid);
+      const c = cred();
+      const r = randomUUID();
+      await store.putPending(p, r, c);
+      await store.discardPending(p, r);
+      expect((await store.read(p)).pending).toBeUndefined();
+      // AWS leaves the unlabelled version out of DescribeSecret; moto lists it with no labels.
+      await store.putPending(p, r, c);
+      expect((await store.read(p)).pending?.credential.apiKeySid).toBe(c.apiKeySid);
+      await store.discardPending(p, r);
+      const other = { ...c, apiKeySecret: new Secret(`contract-secret-${randomBytes(8).toString('hex')}`) };
+      expect((await failure(store.putPending(p, r, other))).code).toBe('store_conflict');
+      await store.putPending(p, r, c);
+      await store.promotePending(p, r, c.apiKeySid);
+      expect((await store.readCurrent(p))?.apiKeySid).toBe(c.apiKeySid);
+    }));
+
+  it.skipIf(!!skip)('rolls back to no credential, with exactly one AWSCURRENT, after the previous stage was dropped', () =>
+    using(async ({ store, admin }) => {
+      const p = path();
+      const a = cred();
+      const ra = randomUUID();
+      await store.putPending(p, ra, a);
+      await store.promotePending(p, ra, a.apiKeySid);
+      const b = cred();
+      const rb = randomUUID();
+      await store.putPending(p, rb, b);
+      await store.promotePending(p, rb, b.apiKeySid);
+      await store.dropPrevious(p, a.apiKeySid);
+      await store.restorePrevious(p, b.apiKeySid);
+      expect(await store.readCurrent(p)).toBeUndefined();
+      expect(await store.read(p)).toEqual({});
+      expect(await labels(admin, p)).toEqual(['AWSCURRENT']);
+      await store.restorePrevious(p, b.apiKeySid);
+      expect(await labels(admin, p)).toEqual(['AWSCURRENT']);
+      const c = cred();
+      const rc = randomUUID();
+      await store.putPending(p, rc, c);
+      await store.promotePending(p, rc, c.apiKeySid);
+      expect((await store.readCurrent(p))?.apiKeySid).toBe(c.apiKeySid);
+    }));
+
+  it.skipIf(!!skip)('reports a secret scheduled for deletion as store_state with the command to restore it', () =>
+    using(async ({ store, admin }) => {
+      const p = path();
+      const c = cred();
+      const r = randomUUID();
+      await store.putPending(p, r, c);
+      await admin.send(new DeleteSecretCommand({ SecretId: p, RecoveryWindowInDays: 7 }));
+      const err = await failure(store.promotePending(p, r, c.apiKeySid));
+      expect(err.code).toBe('store_state');
+      expect(err.message).toContain('restore-secret');
+    }));
 });
 
 describe('AWS Secrets Manager store, provider specifics (emulator)', () => {
@@ -189,29 +395,6 @@ describe('AWS Secrets Manager store, provider specifics (emulator)', () => {
       await store.close();
     }));
 
-  it('adopts a secret created outside Rotator without a value', () =>
-    withEmulator(async ({ emulator, store }) => {
-      const admin = adminClient(emulator);
-      await admin.send(new CreateSecretCommand({ Name: 'twilio/AC2' }));
-      const c = cred();
-      const r = randomUUID();
-      await store.putPending('twilio/AC2', r, c);
-      expect(await store.readCurrent('twilio/AC2')).toBeUndefined();
-      await store.promotePending('twilio/AC2', r, c.apiKeySid);
-      expect((await store.readCurrent('twilio/AC2'))?.apiKeySid).toBe(c.apiKeySid);
-      admin.destroy();
-    }));
-
-  it('turns a ULID rotation id into a valid version id and reads the rotation id back', () =>
-    withEmulator(async ({ store }) => {
-      const ulid = '01JD6Z3V9Q8R7S6T5U4W3X2Y1Z';
-      const c = cred();
-      await store.putPending('twilio/AC3', ulid, c);
-      expect((await store.read('twilio/AC3')).pending?.rotationId).toBe(ulid);
-      await store.promotePending('twilio/AC3', ulid, c.apiKeySid);
-      expect((await store.readCurrent('twilio/AC3'))?.apiKeySid).toBe(c.apiKeySid);
-    }));
-
   it('lets the SDK’s retries absorb a throttle and a 500', () =>
     withEmulator(async ({ emulator }) => {
       const store = createAwsSecretsManagerStore({ endpoint: emulator.url, region: emulator.region, credentials: { accessKeyId: AWS_KEY_ID, secretAccessKey: AWS_SECRET_KEY } });
@@ -241,18 +424,6 @@ describe('AWS Secrets Manager store, provider specifics (emulator)', () => {
       await Promise.all([wrongSecret.close(), unknownKey.close()]);
     }));
 
-  it('reports a secret scheduled for deletion as store_state with the command to restore it', () =>
-    withEmulator(async ({ emulator, store }) => {
-      const c = cred();
-      const r = randomUUID();
-      await store.putPending('twilio/AC6', r, c);
-      const admin = adminClient(emulator);
-      await admin.send(new DeleteSecretCommand({ SecretId: 'twilio/AC6', RecoveryWindowInDays: 7 }));
-      const err = await failure(store.promotePending('twilio/AC6', r, c.apiKeySid));
-      expect(err.code).toBe('store_state');
-      expect(err.message).toContain('restore-secret');
-      admin.destroy();
-    }));
 });
 
 describe('AWS Secrets Manager emulator follows the documented API', () => {
@@ -304,6 +475,46 @@ describe('AWS Secrets Manager emulator follows the documented API', () => {
       const d = await client.send(new DescribeSecretCommand({ SecretId: 's' }));
       expect(d.VersionIdsToStages?.[created.VersionId as string]).toEqual(['AWSPREVIOUS']);
       expect(d.VersionIdsToStages?.[pending.VersionId as string]?.sort()).toEqual(['AWSCURRENT', 'AWSPENDING']);
+    }));
+
+  it('ignores a retried CreateSecret with the same ClientRequestToken and value, and refuses another value under that token', () =>
+    withClient(async (client) => {
+      const t = token();
+      const first = await client.send(new CreateSecretCommand({ Name: 's', SecretString: 'v0', ClientRequestToken: t }));
+      const again = await client.send(new CreateSecretCommand({ Name: 's', SecretString: 'v0', ClientRequestToken: t }));
+      expect(again.VersionId).toBe(first.VersionId);
+      await expect(client.send(new CreateSecretCommand({ Name: 's', SecretString: 'v1', ClientRequestToken: t }))).rejects.toMatchObject({ name: 'ResourceExistsException' });
+      await expect(client.send(new CreateSecretCommand({ Name: 's', SecretString: 'v0', ClientRequestToken: token() }))).rejects.toMatchObject({ name: 'ResourceExistsException' });
+    }));
+
+  it('answers GetSecretValue without a stage with AWSCURRENT, wherever UpdateSecretVersionStage moved it', () =>
+    withClient(async (client) => {
+      const created = await client.send(new CreateSecretCommand({ Name: 's', SecretString: 'v0' }));
+      const pending = await client.send(new PutSecretValueCommand({ SecretId: 's', ClientRequestToken: token(), SecretString: 'v1', VersionStages: ['AWSPENDING'] }));
+      await client.send(new UpdateSecretVersionStageCommand({ SecretId: 's', VersionStage: 'AWSCURRENT', MoveToVersionId: pending.VersionId, RemoveFromVersionId: created.VersionId }));
+      expect((await client.send(new GetSecretValueCommand({ SecretId: 's' }))).SecretString).toBe('v1');
+    }));
+
+  it('leaves versions without labels out of DescribeSecret, and out of ListSecretVersionIds unless IncludeDeprecated', () =>
+    withClient(async (client) => {
+      const created = await client.send(new CreateSecretCommand({ Name: 's', SecretString: 'v0' }));
+      const pending = await client.send(new PutSecretValueCommand({ SecretId: 's', ClientRequestToken: token(), SecretString: 'v1', VersionStages: ['AWSPENDING'] }));
+      await client.send(new UpdateSecretVersionStageCommand({ SecretId: 's', VersionStage: 'AWSPENDING', RemoveFromVersionId: pending.VersionId }));
+      expect((await client.send(new DescribeSecretCommand({ SecretId: 's' }))).VersionIdsToStages).toEqual({ [created.VersionId as string]: ['AWSCURRENT'] });
+      const listed = async (IncludeDeprecated: boolean): Promise<string[]> =>
+        ((await client.send(new ListSecretVersionIdsCommand({ SecretId: 's', IncludeDeprecated }))).Versions ?? []).map((v) => v.VersionId as string).sort();
+      expect(await listed(false)).toEqual([created.VersionId]);
+      expect(await listed(true)).toEqual([created.VersionId, pending.VersionId].sort());
+      // The same token and value again is a no-op: the version stays unlabelled.
+      const again = await client.send(new PutSecretValueCommand({ SecretId: 's', ClientRequestToken: pending.VersionId, SecretString: 'v1', VersionStages: ['AWSPENDING'] }));
+      expect(again.VersionStages).toEqual([]);
+    }));
+
+  it('needs no RemoveFromVersionId to move a label onto the version that already holds it', () =>
+    withClient(async (client) => {
+      const created = await client.send(new CreateSecretCommand({ Name: 's', SecretString: 'v0' }));
+      await client.send(new UpdateSecretVersionStageCommand({ SecretId: 's', VersionStage: 'AWSCURRENT', MoveToVersionId: created.VersionId }));
+      expect((await client.send(new DescribeSecretCommand({ SecretId: 's' }))).VersionIdsToStages).toEqual({ [created.VersionId as string]: ['AWSCURRENT'] });
     }));
 
   it('pages ListSecrets with NextToken', () =>

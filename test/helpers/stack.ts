@@ -9,7 +9,7 @@ import { openSecretStore } from '../../src/stores.ts';
 import { secretPath, type SecretStore } from '../../providers/secret-store.ts';
 import { Secret } from '../../src/domain/secret.ts';
 import { createLogger } from '../../src/logger.ts';
-import { startStoreBackend, type StoreBackend, type StoreKind } from './stores.ts';
+import { startStoreBackend, type StoreBackend, type StoreBackendKind } from './stores.ts';
 
 /** Log lines captured from every component in a test, for leak scans. */
 export class LogCapture extends Writable {
@@ -35,6 +35,8 @@ export interface Stack {
   path(accountSid: string): string;
   /** Give every subaccount a pre-existing key, current in the store (as a user would have). */
   seedAll(): Promise<void>;
+  /** The same for these subaccounts only; the others keep an empty store entry (their first rotation is a bootstrap). */
+  seed(accountSids: readonly string[]): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -43,10 +45,10 @@ export interface StackOptions {
   drainSeconds?: number;
   emulator?: TwilioEmulatorOptions;
   env?: Record<string, string>;
-  store?: StoreKind;
+  store?: StoreBackendKind;
 }
 
-/** A private Redis, the Twilio emulator and a file store in a temp dir: what one test needs. */
+/** A private Redis, the Twilio emulator and a store backend (default: a file store in a temp dir): what one test needs. */
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const dir = await mkdtemp(join(tmpdir(), 'rotator-test-'));
   const redis = await startEmbeddedRedis({ dir: join(dir, 'redis'), persist: false });
@@ -72,6 +74,14 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const store = await openSecretStore(cfg.store);
   const logs = new LogCapture();
   const path = (sid: string): string => secretPath(cfg.secretPathTemplate, sid);
+  const seed = async (accountSids: readonly string[]): Promise<void> => {
+    for (const sid of accountSids) {
+      const key = emu.seedKey(sid, 'initial application key');
+      const seedId = crypto.randomUUID();
+      await store.putPending(path(sid), seedId, { accountSid: sid, apiKeySid: key.sid, apiKeySecret: new Secret(key.secret) });
+      await store.promotePending(path(sid), seedId, key.sid);
+    }
+  };
   return {
     dir,
     redis,
@@ -82,14 +92,8 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     backend,
     logs,
     path,
-    async seedAll() {
-      for (const sub of emu.subaccounts) {
-        const key = emu.seedKey(sub.sid, 'initial application key');
-        const seedId = crypto.randomUUID();
-        await store.putPending(path(sub.sid), seedId, { accountSid: sub.sid, apiKeySid: key.sid, apiKeySecret: new Secret(key.secret) });
-        await store.promotePending(path(sub.sid), seedId, key.sid);
-      }
-    },
+    seedAll: () => seed(emu.subaccounts.map((s) => s.sid)),
+    seed,
     async close() {
       await store.close();
       await backend.close();

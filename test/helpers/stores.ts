@@ -2,13 +2,34 @@ import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 import { startAwsSecretsManagerEmulator, type AwsSecretsManagerEmulator } from '../emulators/aws-secrets-manager/server.ts';
 import { startVaultEmulator, type VaultEmulator } from '../emulators/vault/server.ts';
+import { motoUnavailableReason, startMotoServer } from './moto.ts';
 
 export type StoreKind = 'file' | 'aws' | 'vault';
 export const STORE_KINDS: readonly StoreKind[] = ['file', 'aws', 'vault'];
 
+/** A store kind on a given backend: `aws-moto` is the AWS store on moto's server instead of our emulator. */
+export type StoreBackendKind = StoreKind | 'aws-moto';
+/**
+ * The backends the engine's end-to-end tests (zero downtime, crash safety) run on: every store, and
+ * the AWS store once more on a second, independent implementation of the API. moto cannot inject
+ * faults, so fault tests stay on STORE_KINDS.
+ */
+export const ENGINE_STORE_BACKENDS: readonly StoreBackendKind[] = [...STORE_KINDS, 'aws-moto'];
+
+const announced = new Set<StoreBackendKind>();
+/** Why this backend cannot run on this machine (printed once per process), or undefined. */
+export function storeBackendUnavailable(kind: StoreBackendKind): string | undefined {
+  const why = kind === 'aws-moto' ? motoUnavailableReason() : undefined;
+  if (why && !announced.has(kind)) {
+    announced.add(kind);
+    console.log(`${kind} store backend skipped: ${why}`);
+  }
+  return why;
+}
+
 /** A store backend for an end-to-end test: the environment that points Rotator at it, and its faults. */
 export interface StoreBackend {
-  kind: StoreKind;
+  kind: StoreBackendKind;
   env: Record<string, string>;
   /** Credentials of the store itself: must never leak either. */
   secrets: string[];
@@ -21,7 +42,27 @@ export interface StoreBackend {
   vault?: VaultEmulator;
 }
 
-export async function startStoreBackend(kind: StoreKind, dir: string): Promise<StoreBackend> {
+export async function startStoreBackend(kind: StoreBackendKind, dir: string): Promise<StoreBackend> {
+  if (kind === 'aws-moto') {
+    const moto = await startMotoServer();
+    const cannot = async (): Promise<never> => {
+      throw new Error('moto_server cannot simulate store faults: use the aws (emulator) backend');
+    };
+    return {
+      kind,
+      env: {
+        SECRET_STORE: 'aws',
+        AWS_ENDPOINT_URL_SECRETS_MANAGER: moto.url,
+        AWS_REGION: moto.region,
+        AWS_ACCESS_KEY_ID: moto.accessKeyId,
+        AWS_SECRET_ACCESS_KEY: moto.secretAccessKey,
+      },
+      secrets: [moto.secretAccessKey],
+      setDown: cannot,
+      denyWrites: cannot,
+      close: () => moto.close(),
+    };
+  }
   if (kind === 'aws') {
     const accessKeyId = 'AKIAROTATORE2ETESTS1';
     const secretAccessKey = `aws-${randomBytes(16).toString('hex')}`;

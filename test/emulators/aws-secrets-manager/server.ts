@@ -5,7 +5,10 @@
  * the API reference: the first version of a secret always gets AWSCURRENT; PutSecretValue without
  * VersionStages moves AWSCURRENT; moving a label that sits on another version needs
  * RemoveFromVersionId; moving AWSCURRENT puts AWSPREVIOUS on the version it left; unlabelled
- * versions are deprecated and kept (up to `maxVersions`).
+ * versions are deprecated and kept (up to `maxVersions`), but left out of DescribeSecret and of
+ * ListSecretVersionIds without IncludeDeprecated; a ClientRequestToken repeated with the same value
+ * (PutSecretValue, CreateSecret) is a no-op. Where moto's server differs, test/contract/stores.test.ts
+ * pins the documented behaviour.
  *
  * Requests must carry a SigV4 Authorization header for a configured access key; signatures are
  * verified unless `verifySignatures: false`.
@@ -244,7 +247,16 @@ export async function startAwsSecretsManagerEmulator(opts: AwsSecretsManagerEmul
       if (existing?.deletedDate !== undefined) {
         throw new ApiError('InvalidRequestException', "You can't create this secret because a secret with this name is already scheduled for deletion.");
       }
-      if (existing) throw new ApiError('ResourceExistsException', `The operation failed because the secret ${name} already exists.`);
+      if (existing) {
+        // A retried create (same ClientRequestToken, same value) is ignored; another value under that token fails (API reference, CreateSecret ClientRequestToken).
+        const v = value(input);
+        const retried = v && typeof input.ClientRequestToken === 'string' ? existing.versions.get(input.ClientRequestToken) : undefined;
+        if (retried && v) {
+          if (retried.secretString === v.secretString && retried.secretBinary === v.secretBinary) return { ARN: existing.arn, Name: existing.name, VersionId: retried.id };
+          throw new ApiError('ResourceExistsException', `You can't use ClientRequestToken ${retried.id} because that value is already in use for a version of secret ${existing.arn}.`);
+        }
+        throw new ApiError('ResourceExistsException', `The operation failed because the secret ${name} already exists.`);
+      }
       const t = now();
       const s: SecretRecord = {
         name,
