@@ -24,5 +24,8 @@ export class SubaccountRefusedError extends PermanentError {
 export async function checkSubaccount(ctx: Pick<StepContext, 'twilio' | 'parentAccountSid'>, rec: Pick<RotationRecord, 'accountSid'>): Promise<void> {
   const seen = rec.accountSid === ctx.parentAccountSid ? undefined : await ctx.twilio.fetchAccount(rec.accountSid);
   const verdict = subaccountVerdict(rec.accountSid, ctx.parentAccountSid, seen);
-  if (!verdict.ok) throw new SubaccountRefusedError(verdict.code, `${verdict.message}; refused before creating a key`);
+  if (verdict.ok) return;
+  // Twilio shows the parent neither an account that does not exist nor one it may not act on.
+  const why = verdict.code === 'subaccount_not_found' ? ' (Twilio does not show it to the parent\'s admin credential: no such account, another parent\'s, or the credential is refused on it)' : '';
+  throw new SubaccountRefusedError(verdict.code, `${verdict.message}${why}; refused before creating a key`);
 }
