@@ -1,4 +1,5 @@
 import type { TwilioApiKeyCredential } from '../src/domain/secret.ts';
+import { credentialSecretPath, DEFAULT_CREDENTIAL } from '../src/domain/credential.ts';
 
 /**
  * The contract every secret store meets (file, AWS Secrets Manager, Vault). SPEC.md maps the three
@@ -77,7 +78,7 @@ export type StoreErrorCode = 'store_unavailable' | 'store_permission' | 'store_c
 
 export { StoreError } from './store-error.ts';
 
-/** `SECRET_PATH_TEMPLATE` → the path of one subaccount's secret. */
-export function secretPath(template: string, accountSid: string): string {
-  return template.replaceAll('{accountSid}', accountSid);
+/** `SECRET_PATH_TEMPLATE` → the path of one managed credential's secret (the `default` one unless named). */
+export function secretPath(template: string, accountSid: string, name: string = DEFAULT_CREDENTIAL): string {
+  return credentialSecretPath(template, { accountSid, name });
 }

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { config as loadDotenv } from 'dotenv';
 import { Secret } from './domain/secret.ts';
 
@@ -16,7 +17,14 @@ export interface TwilioAdminCredential {
 }
 
 export type StoreConfig =
-  | { kind: 'file'; dir: string; keyBase64?: Secret; keyFile: string }
+  | {
+      kind: 'file';
+      dir: string;
+      keyBase64?: Secret;
+      keyFile: string;
+      /** FILE_STORE_KEY_FILE named the key file: it must exist (a missing mount must not mint a new key). */
+      keyFileGiven?: boolean;
+    }
   | { kind: 'aws'; region?: string; endpoint?: string }
   | {
       kind: 'vault';
@@ -25,7 +33,17 @@ export type StoreConfig =
       approle?: { roleId: string; secretId: Secret; mount?: string };
       mount: string;
       namespace?: string;
+      /** VAULT_TLS_SKIP_VERIFY=true: accept any certificate (logged as a warning). node-vault's own VAULT_SKIP_VERIFY is ignored. */
+      tlsSkipVerify: boolean;
+      /** VAULT_CACERT: a PEM file of the CA(s) that signed Vault's certificate. */
+      caCertFile?: string;
     };
+
+/**
+ * Which proxies may set X-Forwarded-For (TRUST_PROXY): a number of hops, or the proxies' addresses
+ * and CIDRs. Never "any": that would let every client choose the address it is limited and audited by.
+ */
+export type TrustProxy = false | number | string[];
 
 export interface Config {
   dataDir: string;
@@ -33,7 +51,10 @@ export interface Config {
   redisPrefix: string;
   host: string;
   port: number;
-  /** A worker-only process serves /metrics and /healthz on HOST:METRICS_PORT (METRICS_PORT; 0 = not). */
+  /**
+   * METRICS_PORT (0 = none): /metrics and /healthz on HOST:METRICS_PORT, for a worker-only process
+   * and for the API too, which then no longer serves /metrics on PORT.
+   */
   metricsPort: number;
   logLevel: string;
   twilio?: TwilioAdminCredential;
@@ -50,7 +71,9 @@ export interface Config {
   stalledIntervalMs: number;
   /** Finished rotation records older than this are removed (0 keeps them forever). */
   retentionDays: number;
-  trustProxy: boolean | string;
+  trustProxy: TrustProxy;
+  /** Settings that work but weaken something, or that Rotator ignores: logged as warnings at start. */
+  warnings: string[];
   /** Test-only: named lines at which the worker kills itself with SIGKILL (see workers/crash-points.ts). */
   crashPoints: string[];
   /** HTTP API: OIDC, rate limits, CORS, idempotency, server-sent events (readApi below). */
@@ -90,9 +113,10 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     return n;
   };
 
+  const warnings: string[] = [];
   const dataDir = resolve(str('DATA_DIR') ?? '.data');
   const twilio = readTwilio(str, problems, opts.requireTwilio ?? true);
-  const store = readStore(str, problems, dataDir);
+  const store = readStore(str, problems, warnings, dataDir);
   const baseUrl = str('TWILIO_BASE_URL');
   if (baseUrl && !/^https?:\/\/[^/]+\/?$/.test(baseUrl)) problems.push(`TWILIO_BASE_URL must be an origin such as http://127.0.0.1:4010 (got "${baseUrl}")`);
   const template = str('SECRET_PATH_TEMPLATE') ?? 'twilio/{accountSid}';
@@ -100,7 +124,6 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
   const prefix = str('KEY_NAME_PREFIX') ?? 'rotator';
   // FriendlyName is `<prefix>:<uuid>` and Twilio caps it at 64 characters.
   if (prefix.length + 1 + 36 > 64 || prefix.includes(':')) problems.push('KEY_NAME_PREFIX must be at most 27 characters and contain no ":"');
-  const trust = str('TRUST_PROXY');
 
   const cfg: Config = {
     dataDir,
@@ -123,13 +146,15 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     jobLockMs: int('JOB_LOCK_MS', 30_000, 500),
     stalledIntervalMs: int('STALLED_INTERVAL_MS', 30_000, 200),
     retentionDays: int('RETENTION_DAYS', 400),
-    trustProxy: trust === undefined ? false : trust === 'true' ? true : trust === 'false' ? false : trust,
+    trustProxy: readTrustProxy(str('TRUST_PROXY'), problems),
+    warnings,
     crashPoints: (str('ROTATOR_CRASH_POINTS') ?? '').split(',').map((s) => s.trim()).filter(Boolean),
     api: readApi(str, int, problems),
     rotationPolicy: readPolicy(str, problems),
     accountSyncIntervalMs: int('ACCOUNT_SYNC_SECONDS', 3600) * 1000,
   };
   if (cfg.metricsPort > 65_535 || !Number.isInteger(cfg.metricsPort)) problems.push(`METRICS_PORT must be a port number, 1–65535, or 0 for none (got "${str('METRICS_PORT')}")`);
+  else if (cfg.metricsPort !== 0 && cfg.metricsPort === cfg.port) problems.push(`METRICS_PORT must differ from PORT (${cfg.port}): it is a listener of its own, to bind or firewall apart from the API`);
   if (problems.length) throw new ConfigError(problems);
   return cfg;
 }
@@ -156,16 +181,19 @@ function readTwilio(str: (n: string) => string | undefined, problems: string[], 
   return { accountSid, username: accountSid, password: new Secret(authToken) };
 }
 
-function readStore(str: (n: string) => string | undefined, problems: string[], dataDir: string): StoreConfig {
+function readStore(str: (n: string) => string | undefined, problems: string[], warnings: string[], dataDir: string): StoreConfig {
   const kind = str('SECRET_STORE') ?? 'file';
   switch (kind) {
     case 'file': {
       const key = str('FILE_STORE_KEY');
+      const keyFile = str('FILE_STORE_KEY_FILE');
+      if (key && keyFile) problems.push('set FILE_STORE_KEY or FILE_STORE_KEY_FILE, not both');
       return {
         kind,
         dir: resolve(str('FILE_STORE_PATH') ?? resolve(dataDir, 'secrets')),
         ...(key ? { keyBase64: new Secret(key) } : {}),
-        keyFile: resolve(dataDir, 'file-store.key'),
+        keyFile: resolve(keyFile ?? resolve(dataDir, 'file-store.key')),
+        ...(keyFile ? { keyFileGiven: true } : {}),
       };
     }
     case 'aws':
@@ -177,6 +205,12 @@ function readStore(str: (n: string) => string | undefined, problems: string[], d
       const secretId = str('VAULT_SECRET_ID');
       if (!addr) problems.push('VAULT_ADDR is required with SECRET_STORE=vault (e.g. https://vault.example.com:8200)');
       if (!token && !(roleId && secretId)) problems.push('set VAULT_TOKEN, or VAULT_ROLE_ID and VAULT_SECRET_ID for AppRole login');
+      const skip = str('VAULT_TLS_SKIP_VERIFY') ?? 'false';
+      if (skip !== 'true' && skip !== 'false') problems.push(`VAULT_TLS_SKIP_VERIFY must be true or false (got "${skip}")`);
+      if (skip === 'true') warnings.push('VAULT_TLS_SKIP_VERIFY=true: Vault\'s TLS certificate is not verified, so anyone on the network path can receive the Vault token; set VAULT_CACERT to the CA file instead');
+      // node-vault reads VAULT_SKIP_VERIFY as "any text turns verification off" (even "false"): Rotator overrides it.
+      if (str('VAULT_SKIP_VERIFY') !== undefined) warnings.push('VAULT_SKIP_VERIFY is ignored: Rotator always verifies Vault\'s certificate unless VAULT_TLS_SKIP_VERIFY=true (trust a private CA with VAULT_CACERT)');
+      const caCert = str('VAULT_CACERT');
       return {
         kind,
         addr: addr ?? '',
@@ -184,6 +218,8 @@ function readStore(str: (n: string) => string | undefined, problems: string[], d
         ...(roleId && secretId ? { approle: { roleId, secretId: new Secret(secretId), mount: str('VAULT_APPROLE_MOUNT') } } : {}),
         mount: str('VAULT_KV_MOUNT') ?? 'secret',
         namespace: str('VAULT_NAMESPACE'),
+        tlsSkipVerify: skip === 'true',
+        ...(caCert ? { caCertFile: resolve(caCert) } : {}),
       };
     }
     default:
@@ -206,8 +242,8 @@ export interface OidcConfig {
   jwksUrl: string;
   issuer?: string;
   audience?: string;
-  /** Claim holding the user's groups or roles (dotted path allowed); unset: `roles`, then `groups`. */
-  roleClaim?: string;
+  /** Claim holding the user's groups or roles (dotted path allowed): OIDC_ROLE_CLAIM, default `roles`. */
+  roleClaim: string;
   /** Claim value → role (`OIDC_ROLE_MAP=rotator-admins:admin,sre:operator`); unset: the values are role names. */
   roleMap?: Record<string, ApiRole>;
 }
@@ -230,7 +266,8 @@ function readApi(str: (n: string) => string | undefined, int: (n: string, fallba
   const jwksUrl = str('OIDC_JWKS_URL');
   let oidc: OidcConfig | undefined;
   if (jwksUrl) {
-    if (!/^https?:\/\//.test(jwksUrl)) problems.push(`OIDC_JWKS_URL must be an http(s) URL (got "${jwksUrl}")`);
+    const jwksProblem = checkJwksUrl(jwksUrl);
+    if (jwksProblem) problems.push(jwksProblem);
     const mapSpec = str('OIDC_ROLE_MAP');
     let roleMap: Record<string, ApiRole> | undefined;
     if (mapSpec) {
@@ -243,7 +280,7 @@ function readApi(str: (n: string) => string | undefined, int: (n: string, fallba
         else roleMap[value] = role as ApiRole;
       }
     }
-    oidc = { jwksUrl, issuer: str('OIDC_ISSUER'), audience: str('OIDC_AUDIENCE'), roleClaim: str('OIDC_ROLE_CLAIM'), roleMap };
+    oidc = { jwksUrl, issuer: str('OIDC_ISSUER'), audience: str('OIDC_AUDIENCE'), roleClaim: str('OIDC_ROLE_CLAIM') ?? 'roles', roleMap };
     if (!oidc.issuer || !oidc.audience) problems.push('OIDC_ISSUER and OIDC_AUDIENCE are required with OIDC_JWKS_URL: without them a token minted for another application would be accepted');
   }
   const window = str('RATE_LIMIT_WINDOW') ?? '60s';
@@ -270,4 +307,59 @@ function readPolicy(str: (n: string) => string | undefined, problems: string[]):
     return 'quarterly';
   }
   return p;
+}
+
+/**
+ * The JWKS decides who is admin: fetched over plain HTTP, anyone on the path could substitute their
+ * own keys and mint tokens. HTTPS only; plain HTTP to this host (loopback) for tests and sidecars.
+ */
+function checkJwksUrl(raw: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return `OIDC_JWKS_URL must be an https URL (got "${raw}")`;
+  }
+  if (url.protocol === 'https:') return undefined;
+  if (url.protocol === 'http:' && isLoopback(url.hostname)) return undefined;
+  return `OIDC_JWKS_URL must be an https URL: over ${url.protocol.replace(':', '')} anyone on the network path could replace the identity provider's keys and mint admin tokens (plain http is allowed only to localhost; got "${raw}")`;
+}
+
+function isLoopback(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+const TRUST_PROXY_NAMES = ['loopback', 'linklocal', 'uniquelocal'];
+
+/**
+ * TRUST_PROXY: `false` (the default: the socket's address is the client's), a hop count (`1`: one
+ * proxy in front; its X-Forwarded-For entry is used, anything the client put before it is not), or
+ * the proxies' addresses and CIDRs (and proxy-addr's names loopback, linklocal, uniquelocal).
+ */
+function readTrustProxy(raw: string | undefined, problems: string[]): TrustProxy {
+  if (raw === undefined || raw === 'false') return false;
+  const fix = 'set the addresses or CIDRs of your proxies (TRUST_PROXY=10.0.0.0/8,127.0.0.1) or the number of proxies in front of Rotator (TRUST_PROXY=1)';
+  if (raw === 'true') {
+    problems.push(`TRUST_PROXY=true would let any client choose its own address (X-Forwarded-For), escaping the per-address rate limit and forging the audit trail's ip: ${fix}`);
+    return false;
+  }
+  if (/^\d+$/.test(raw)) {
+    const hops = Number(raw);
+    if (hops < 1 || hops > 10) problems.push(`TRUST_PROXY as a hop count must be 1–10 (got "${raw}"); ${fix}`);
+    return hops;
+  }
+  const entries = raw.split(',').map((e) => e.trim()).filter(Boolean);
+  const bad = entries.filter((e) => !TRUST_PROXY_NAMES.includes(e) && !isAddressOrCidr(e));
+  if (bad.length) problems.push(`TRUST_PROXY entries must be IP addresses or CIDRs (got ${bad.map((b) => `"${b}"`).join(', ')}): ${fix}`);
+  return entries;
+}
+
+function isAddressOrCidr(entry: string): boolean {
+  const [addr = '', prefix, ...rest] = entry.split('/');
+  const family = isIP(addr);
+  if (!family || rest.length) return false;
+  if (prefix === undefined) return true;
+  if (!/^\d{1,3}$/.test(prefix)) return false;
+  return Number(prefix) <= (family === 4 ? 32 : 128);
 }

@@ -19,8 +19,9 @@ async function main(): Promise<void> {
   const rt = await startRuntime(cfg, { api: mode !== 'worker', worker: mode !== 'api', log });
   if (rt.app) log.info({ url: await rt.listen() }, 'API listening');
   if (rt.worker) log.info({ concurrency: cfg.workerConcurrency }, 'worker started');
-  // Without an API there is no /metrics: a worker-only process serves its own on METRICS_PORT.
-  const ops = !rt.app && cfg.metricsPort > 0 ? await startOpsServer({ host: cfg.host, port: cfg.metricsPort, metrics: rt.metrics }) : undefined;
+  // METRICS_PORT: /metrics (and /healthz) on a listener of their own, to bind or firewall apart from
+  // the API (which then does not serve /metrics); a worker-only process has no other.
+  const ops = cfg.metricsPort > 0 ? await startOpsServer({ host: cfg.host, port: cfg.metricsPort, metrics: rt.metrics }) : undefined;
   if (ops) log.info({ url: ops.url }, 'metrics listening');
 
   let stopping = false;

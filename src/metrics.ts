@@ -27,6 +27,7 @@ export class Metrics {
   readonly httpDuration: Histogram<'method' | 'route'>;
   readonly auditErrors: Counter;
   readonly keySprawl: Counter;
+  readonly unauthenticated: Counter<'action' | 'status'>;
   #sources: MetricsSources = {};
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
@@ -50,6 +51,12 @@ export class Metrics {
     this.keySprawl = new Counter({
       name: 'rotator_key_sprawl_found_total',
       help: "API keys with Rotator's prefix that Rotator did not create, found (and left in place) by create-secondary's orphan cleanup; counted per scan",
+      registers,
+    });
+    this.unauthenticated = new Counter({
+      name: 'rotator_api_unauthenticated_total',
+      help: 'Requests to audited routes refused before any principal was known (no or bad credential): counted here, not appended to the audit chain',
+      labelNames: ['action', 'status'],
       registers,
     });
 

@@ -3,10 +3,10 @@ import type { AddressInfo } from 'node:net';
 import type { Metrics } from './metrics.ts';
 
 /**
- * What a worker-only process (`npm run worker`) serves, having no API: `GET /metrics` (the worker's
- * step, Twilio and store series, which only the process running the worker counts) and
- * `GET /healthz` for a liveness probe. Unauthenticated, like the API's: bind it apart (METRICS_PORT
- * on HOST). Anything else is a 404; only GET and HEAD are answered.
+ * The listener on METRICS_PORT (on HOST): `GET /metrics` (in a worker process the step, Twilio and
+ * store series, which only the process running the worker counts) and `GET /healthz` for a
+ * liveness probe. Unauthenticated: it exists so /metrics can be bound or firewalled apart from the
+ * API, which then does not serve it. Anything else is a 404; only GET and HEAD are answered.
  */
 export interface OpsServer {
   url: string;

@@ -62,6 +62,7 @@ export interface Runtime {
  */
 export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<Runtime> {
   const log = opts.log;
+  for (const warning of cfg.warnings) log.warn(warning);
   let embedded: EmbeddedRedis | undefined;
   let redisUrl = cfg.redisUrl;
   if (!redisUrl) {
@@ -143,6 +144,8 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       sse: { heartbeatMs: cfg.api.sseHeartbeatMs, maxClients: cfg.api.sseMaxClients },
       logger: log,
       trustProxy: cfg.trustProxy,
+      // With METRICS_PORT, main.ts serves /metrics there and the API's port does not.
+      serveMetrics: cfg.metricsPort === 0,
       readiness: {
         redis: async () => {
           if ((await viaApi.ping()) !== 'PONG') throw new Error('Redis did not answer PING');

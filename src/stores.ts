@@ -6,7 +6,7 @@ export async function openSecretStore(cfg: StoreConfig): Promise<SecretStore> {
   switch (cfg.kind) {
     case 'file': {
       const { openFileStore } = await import('../providers/file/index.ts');
-      return openFileStore({ dir: cfg.dir, keyFile: cfg.keyFile, ...(cfg.keyBase64 ? { keyBase64: cfg.keyBase64.reveal() } : {}) });
+      return openFileStore({ dir: cfg.dir, keyFile: cfg.keyFile, ...(cfg.keyFileGiven ? { keyFileMustExist: true } : {}), ...(cfg.keyBase64 ? { keyBase64: cfg.keyBase64.reveal() } : {}) });
     }
     case 'aws': {
       const { createAwsSecretsManagerStore } = await import('../providers/aws-secrets-manager/index.ts');
@@ -20,6 +20,7 @@ export async function openSecretStore(cfg: StoreConfig): Promise<SecretStore> {
         ...(cfg.token ? { token: cfg.token.reveal() } : {}),
         ...(cfg.approle ? { approle: { roleId: cfg.approle.roleId, secretId: cfg.approle.secretId.reveal(), ...(cfg.approle.mount ? { mount: cfg.approle.mount } : {}) } } : {}),
         ...(cfg.namespace ? { namespace: cfg.namespace } : {}),
+        tls: { skipVerify: cfg.tlsSkipVerify, ...(cfg.caCertFile ? { caFile: cfg.caCertFile } : {}) },
       });
     }
   }

@@ -23,6 +23,8 @@ interface VaultErrorShape {
 }
 
 const CAS_MISMATCH = 'check-and-set parameter did not match the current version';
+/** Node's codes for a certificate it would not accept (self-signed, unknown CA, expired, wrong name). */
+const TLS_CERT_CODE = /CERT|SELF_SIGNED|UNABLE_TO_(VERIFY|GET_ISSUER)|ALTNAME/;
 
 /** HTTP status of a node-vault ApiResponseError; undefined for transport failures. */
 export function vaultStatus(err: unknown): number | undefined {
@@ -62,6 +64,9 @@ export function toStoreError(err: unknown, call: VaultCall, ctx: VaultErrorConte
   const cause = new Error(status !== undefined ? `Vault HTTP ${status}` : `transport error ${code ?? 'unknown'}`);
   const make = (c: ConstructorParameters<typeof StoreError>[0], message: string): StoreError => new StoreError(c, message, cause);
 
+  if (status === undefined && code !== undefined && TLS_CERT_CODE.test(code)) {
+    return make('store_unavailable', `Vault's TLS certificate at ${ctx.addr} was not accepted (${code}), so nothing was sent: if Vault uses a private CA, set VAULT_CACERT to its PEM file; retrying`);
+  }
   if (status === undefined) {
     const timedOut = code === 'ECONNABORTED' || code === 'ETIMEDOUT';
     return make(

@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import nodeVault from 'node-vault';
 import { Secret } from '../../src/domain/secret.ts';
 import type { SecretStore } from '../secret-store.ts';
@@ -21,6 +23,11 @@ export interface VaultStoreOptions {
   namespace?: string;
   /** Per-request timeout (default 10 000). */
   requestTimeoutMs?: number;
+  /**
+   * TLS: the certificate is always verified (whatever node-vault's VAULT_SKIP_VERIFY says) unless
+   * `skipVerify` is true; `caFile` is a PEM file of the CA(s) to trust instead of the system's.
+   */
+  tls?: { skipVerify?: boolean; caFile?: string };
 }
 
 export function createVaultStore(opts: VaultStoreOptions): SecretStore {
@@ -29,7 +36,7 @@ export function createVaultStore(opts: VaultStoreOptions): SecretStore {
   const mount = (opts.mount ?? 'secret').replace(/^\/+|\/+$/g, '');
   if (!mount) throw new StoreError('store_config', 'VAULT_KV_MOUNT is empty');
   const ctx = { addr, ...(opts.namespace ? { namespace: opts.namespace } : {}) };
-  const request = nodeVaultRequest(addr, opts.namespace, opts.requestTimeoutMs ?? 10_000);
+  const request = nodeVaultRequest(addr, opts.namespace, opts.requestTimeoutMs ?? 10_000, tlsOptions(opts.tls));
   const token = opts.token === undefined || opts.token === '' ? undefined : asSecret(opts.token);
   const auth = new VaultAuth(
     request,
@@ -46,9 +53,43 @@ function asSecret(v: string | Secret): Secret {
   return v instanceof Secret ? v : new Secret(v);
 }
 
+function tlsOptions(tls: VaultStoreOptions['tls']): { strictSSL: boolean; ca?: Buffer } {
+  if (!tls?.caFile) return { strictSSL: tls?.skipVerify !== true };
+  let ca: Buffer;
+  try {
+    ca = readFileSync(tls.caFile);
+  } catch (err) {
+    throw new StoreError('store_config', `VAULT_CACERT ${tls.caFile} cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): point it at the PEM file of the CA that signed Vault's certificate`);
+  }
+  return { strictSSL: tls.skipVerify !== true, ca };
+}
+
+/** node-vault's debug output prints request bodies (an AppRole secret_id among them): never on, whatever DEBUG says. */
+const silent = (): void => undefined;
+
+/**
+ * node-vault's transport (axios → follow-redirects) logs every request's options, the
+ * X-Vault-Token header included, under DEBUG=follow-redirects (or DEBUG=*). Those namespaces are
+ * switched off in the `debug` package node-vault loads; whatever else DEBUG enables stays on.
+ */
+function silenceTransportDebug(): void {
+  let debug: { disable(): string; enable(namespaces: string): void };
+  try {
+    const fromNodeVault = createRequire(createRequire(import.meta.url).resolve('node-vault'));
+    debug = fromNodeVault('debug') as typeof debug;
+  } catch {
+    return;
+  }
+  const current = debug.disable();
+  debug.enable([current, '-node-vault', '-node-vault:*', '-follow-redirects'].filter(Boolean).join(','));
+}
+silenceTransportDebug();
+
 /** node-vault as a plain request function: the token and namespace are passed per call, never taken from the environment. */
-function nodeVaultRequest(addr: string, namespace: string | undefined, timeoutMs: number): VaultRequest {
-  const client = nodeVault({ endpoint: addr, apiVersion: 'v1', token: '' });
+function nodeVaultRequest(addr: string, namespace: string | undefined, timeoutMs: number, tls: { strictSSL: boolean; ca?: Buffer }): VaultRequest {
+  // node-vault sets strictSSL from `!process.env.VAULT_SKIP_VERIFY`, so VAULT_SKIP_VERIFY=false turned
+  // verification off; options given here decide instead (its https agent is built from requestOptions).
+  const client = nodeVault({ endpoint: addr, apiVersion: 'v1', token: '', debug: silent, requestOptions: tls, rpDefaults: { strictSSL: tls.strictSSL } } as nodeVault.VaultOptions);
   // node-vault falls back to VAULT_TOKEN, VAULT_NAMESPACE and VAULT_PREFIX from the environment; options come from config.ts only.
   const loose = client as unknown as { token: string; namespace?: string; pathPrefix: string };
   loose.token = '';

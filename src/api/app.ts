@@ -19,7 +19,8 @@ import { rateLimitPlugin } from './plugins/rate-limit.ts';
 import { auditPlugin } from './plugins/audit.ts';
 import { docsPlugin } from './plugins/docs.ts';
 import { rotationRoutes } from './routes/rotations.ts';
-import { healthRoutes, type ReadinessCheck } from './routes/health.ts';
+import { healthRoutes, readinessProbe, type ReadinessCheck } from './routes/health.ts';
+import { statusRoutes } from './routes/status.ts';
 import { accountRoutes } from './routes/accounts.ts';
 import { eventRoutes } from './routes/events.ts';
 import { auditRoutes } from './routes/audit.ts';
@@ -40,8 +41,11 @@ export interface AppDeps {
   oidc?: OidcVerifier;
   readiness: Record<string, ReadinessCheck>;
   metrics?: Metrics;
+  /** GET /metrics on the API's port (default); false when METRICS_PORT serves it on a listener of its own. */
+  serveMetrics?: boolean;
   logger?: Logger | false;
-  trustProxy?: boolean | string;
+  /** TRUST_PROXY: hop count or proxy addresses/CIDRs (config.ts refuses `true`). */
+  trustProxy?: false | number | string[];
   bodyLimit?: number;
   rateLimit?: { max: number; windowMs: number };
   corsOrigins?: readonly string[];
@@ -51,12 +55,19 @@ export interface AppDeps {
   version?: string;
 }
 
+/** Whether a route's body schema accepts no body (Fastify validates an absent body as null). */
+function bodyMayBeAbsent(schema: unknown): boolean {
+  if (schema === undefined) return true;
+  const type = (schema as { type?: unknown }).type;
+  return type === 'null' || (Array.isArray(type) && type.includes('null'));
+}
+
 /** The HTTP surface, built from its dependencies so tests can `inject()` without a port. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const metrics = deps.metrics ?? new Metrics({ defaultMetrics: false });
   const app = Fastify({
     ...(deps.logger ? { loggerInstance: deps.logger as FastifyBaseLogger } : { logger: false }),
-    trustProxy: deps.trustProxy ?? false,
+    trustProxy: trustProxyOption(deps.trustProxy ?? false),
     bodyLimit: deps.bodyLimit ?? 16 * 1024,
     requestIdHeader: false,
     genReqId: () => crypto.randomUUID(),
@@ -70,6 +81,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   // JSON only: a text/plain body is refused with 415 rather than validated as a string.
   app.removeContentTypeParser('text/plain');
+  // An empty JSON body is no body where the route's body may be absent (the actions: clients send
+  // `Content-Type: application/json` with nothing, or `{}`, or no body at all); where a body is
+  // required it stays a 400 invalid_json.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const text = body.toString();
+    if (text === '' && bodyMayBeAbsent(req.routeOptions.schema?.body)) return done(null, undefined);
+    parseJson(req, text, done);
+  });
   await app.register(errorsPlugin);
   // Security headers (helmet's defaults). No upgrade-insecure-requests: TLS is the deployment's
   // choice, and the demo's /docs is plain HTTP. Built once: @fastify/helmet 13 builds helmet's
@@ -83,7 +103,11 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(rateLimitPlugin, deps.rateLimit ?? { max: 300, windowMs: 60_000 });
   await app.register(authPlugin, { tokens: deps.tokens, oidc: deps.oidc });
   app.addHook('onRequest', (req, reply) => app.limitByPrincipal(req, reply));
-  await app.register(auditPlugin, { audit: deps.audit, onError: () => metrics.auditErrors.inc() });
+  await app.register(auditPlugin, {
+    audit: deps.audit,
+    onError: () => metrics.auditErrors.inc(),
+    onUnauthenticated: (action, status) => metrics.unauthenticated.inc({ action, status: String(status) }),
+  });
   app.addHook('onSend', async (req, reply, payload) => {
     reply.header('x-request-id', req.id);
     return payload;
@@ -96,8 +120,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(docsPlugin, { version: deps.version ?? '0.1.0' });
 
   const now = deps.now ?? Date.now;
-  await app.register(healthRoutes, { checks: deps.readiness });
-  await app.register(metricsRoutes, { metrics });
+  const probe = readinessProbe(deps.readiness, app.log);
+  await app.register(healthRoutes, { probe });
+  await app.register(statusRoutes, { probe });
+  if (deps.serveMetrics ?? true) await app.register(metricsRoutes, { metrics });
   await app.register(rotationRoutes, {
     repo: deps.repo,
     service: deps.service,
@@ -114,4 +140,15 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   await app.register(auditRoutes, { audit: deps.audit });
   return app;
+}
+
+/**
+ * Fastify 5 takes a numeric trustProxy as "trust nothing" (a hop count cannot tell a proxy from a
+ * client that reached the port directly), so a hop count becomes proxy-addr's hop rule here: the
+ * nearest `hops` addresses are proxies. Safe only where the port is reachable through the proxies
+ * alone; addresses and CIDRs are safe everywhere (README, TRUST_PROXY).
+ */
+function trustProxyOption(trust: false | number | string[]): false | string[] | ((address: string, hop: number) => boolean) {
+  if (typeof trust !== 'number') return trust;
+  return (_address, hop) => hop < trust;
 }

@@ -43,21 +43,22 @@ export function createOidcVerifier(cfg: OidcConfig, opts: { fetchTimeoutMs?: num
     const values = claimValues(payload, cfg.roleClaim);
     const role = highestRole(values, cfg.roleMap);
     const name = `oidc:${String(payload.sub).slice(0, 128)}`;
-    if (!role) return { ok: false, status: 403, code: 'forbidden', message: `"${name}" has no Rotator role: none of its ${cfg.roleClaim ?? 'roles/groups'} claim values maps to one` };
-    return { ok: true, principal: { name, role } };
+    if (!role) return { ok: false, status: 403, code: 'forbidden', message: `"${name}" has no Rotator role: none of its ${cfg.roleClaim} claim values maps to one` };
+    return { ok: true, principal: { name, role, expiresAt: Number(payload.exp) * 1000 } };
   };
 }
 
-function claimValues(payload: JWTPayload, claim: string | undefined): string[] {
-  const paths = claim ? [claim] : ['roles', 'groups'];
-  const out: string[] = [];
-  for (const path of paths) {
-    let v: unknown = payload;
-    for (const part of path.split('.')) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[part] : undefined;
-    if (typeof v === 'string') out.push(v);
-    else if (Array.isArray(v)) out.push(...v.filter((x): x is string => typeof x === 'string'));
-  }
-  return out;
+/**
+ * The values of one claim (OIDC_ROLE_CLAIM, default `roles`). One only: a provider may let users
+ * or other applications set a claim Rotator was not told about (a `groups` they can join), and
+ * reading a second one would let it grant roles.
+ */
+function claimValues(payload: JWTPayload, claim: string): string[] {
+  let v: unknown = payload;
+  for (const part of claim.split('.')) v = v && typeof v === 'object' ? (v as Record<string, unknown>)[part] : undefined;
+  if (typeof v === 'string') return [v];
+  if (Array.isArray(v)) return v.filter((x): x is string => typeof x === 'string');
+  return [];
 }
 
 function highestRole(values: string[], map: Record<string, Role> | undefined): Role | undefined {

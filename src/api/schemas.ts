@@ -1,8 +1,8 @@
 import { Type, type Static } from 'typebox';
-import { STATUSES, STEPS, type RotationStatus, type Step } from '../domain/rotation.ts';
+import { STATUSES, STEPS, type RotationStatus, type Step, type UndoAction } from '../domain/rotation.ts';
 
-export const AccountSid = Type.String({ pattern: '^AC[0-9a-f]{32}$', description: 'AC followed by 32 lowercase hex digits' });
-export const RotationId = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', description: 'rotation id (UUIDv7)' });
+export const AccountSid = Type.String({ pattern: '^AC[0-9a-f]{32}$', description: 'an account SID: AC followed by 32 lowercase hex digits' });
+export const RotationId = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', description: 'a rotation id: a UUID in lowercase hex (8-4-4-4-12 digits)' });
 export const Status = Type.Unsafe<RotationStatus>({ type: 'string', enum: [...STATUSES] });
 export const StepT = Type.Unsafe<Step>({ type: 'string', enum: [...STEPS] });
 
@@ -47,6 +47,12 @@ export const RotationT = Type.Object({
   finishedAt: NullableString(),
   attempts: Type.Integer(),
   undo: Nullable(Type.Object({ reason: Type.String(), deleteAfter: NullableString() })),
+  undoRequested: Nullable(
+    Type.Object(
+      { action: Type.Unsafe<UndoAction>({ type: 'string', enum: ['cancel', 'rollback'] }), at: Type.String(), by: NullableString() },
+      { description: 'Set from the moment a cancel or rollback is accepted; status and step still say where the rotation was until the worker has undone it' },
+    ),
+  ),
   history: Type.Array(HistoryEntryT),
   error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
   lastError: Type.Optional(Type.Object({ code: Type.String(), message: Type.String(), at: Type.String() })),
@@ -82,17 +88,33 @@ export const AbandonBody = Type.Object(
 
 export const StartReply = Type.Object({ id: Type.String(), accountSid: Type.String(), status: Status, step: StepT });
 
+export const Cursor = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$', description: 'the nextCursor of the previous page' });
+
 export const ListQuery = Type.Object(
   {
     accountSid: Type.Optional(AccountSid),
     status: Type.Optional(Status),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
-    cursor: Type.Optional(Type.String({ maxLength: 200, pattern: '^[A-Za-z0-9_-]+$' })),
+    cursor: Type.Optional(Cursor),
   },
   { additionalProperties: false },
 );
 
 export const IdParams = Type.Object({ id: RotationId }, { additionalProperties: false });
+
+/** No query parameters: an unknown one is refused rather than silently ignored. */
+export const NoQuery = Type.Object({}, { additionalProperties: false });
+
+/**
+ * An action's body (cancel, rollback, retry): none, an empty one, or `{}`. Typed to accept null
+ * because Fastify validates an absent body as null (and app.ts reads an empty JSON body as absent).
+ */
+export const ActionBody = Type.Unsafe<Record<string, never> | null | undefined>({
+  type: ['object', 'null'],
+  properties: {},
+  additionalProperties: false,
+  description: 'No fields: send no body, an empty body or {}',
+});
 
 /** A list item: the record without its history (GET /v1/rotations/{id} has it), so a page stays small. */
 export const RotationSummaryT = Type.Omit(RotationT, ['history', 'holdsSubaccount', 'urgent', 'drainSeconds', 'abandoned']);
@@ -102,11 +124,9 @@ export const ListReply = Type.Object({ items: Type.Array(RotationSummaryT), next
 
 export const StartHeaders = Type.Object({
   'idempotency-key': Type.Optional(
-    Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x20-\\x7e]+$', description: 'Repeat a POST safely: the same key and body return the first answer (kept 24 h, per token)' }),
+    Type.String({ minLength: 1, maxLength: 255, pattern: '^[\\x20-\\x7e]+$', description: '1 to 255 printable ASCII characters. Repeats a POST safely: the same key and body return the first answer (kept 24 h, per token)' }),
   ),
 });
-
-export const Cursor = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$', description: 'nextCursor of the previous page' });
 
 export const AccountT = Type.Object({
   accountSid: Type.String(),
@@ -135,7 +155,7 @@ export const StreamId = Type.String({ pattern: '^[0-9]{1,20}-[0-9]{1,20}$', maxL
 export const EventsQuery = Type.Object({ lastEventId: Type.Optional(StreamId) }, { additionalProperties: false });
 export const EventsHeaders = Type.Object({ 'last-event-id': Type.Optional(StreamId) });
 
-const Since = Type.String({ maxLength: 40, pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9:.]+(Z|[+-][0-9]{2}:[0-9]{2}))?$', description: 'ISO 8601 date or date-time' });
+const Since = Type.String({ maxLength: 40, pattern: '^[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9:.]+(Z|[+-][0-9]{2}:[0-9]{2}))?$', description: 'an ISO 8601 date or date-time' });
 
 export const AuditQuery = Type.Object(
   {
@@ -177,3 +197,16 @@ export const AuditReply = Type.Object({ items: Type.Array(AuditEntryT), nextCurs
 export function errorResponses(...statuses: number[]): Record<number, typeof ErrorBody> {
   return Object.fromEntries(statuses.map((s) => [s, ErrorBody]));
 }
+
+export const StatusReply = Type.Object({
+  status: Type.Union([Type.Literal('ready'), Type.Literal('not_ready')]),
+  checkedAt: Type.String({ description: 'ISO 8601 time of the check' }),
+  checks: Type.Record(
+    Type.String(),
+    Type.Object({
+      ok: Type.Boolean(),
+      message: Type.Optional(Type.String({ description: 'why the component is not ready' })),
+      ms: Type.Number({ description: 'how long the check took' }),
+    }),
+  ),
+});

@@ -16,6 +16,8 @@ export interface TokenEntry {
 export interface Principal {
   name: string;
   role: Role;
+  /** When the credential stops being valid (ms since epoch): an OIDC JWT's `exp`. API tokens do not expire. */
+  expiresAt?: number;
 }
 
 /** `API_TOKENS`: comma-separated `name:role:sha256hex`. Only hashes are configured, never tokens. */

@@ -1,22 +1,32 @@
 import { readFileSync } from 'node:fs';
 import { Redis } from 'ioredis';
 import { ConfigError, loadConfig } from '../config.ts';
-import { exportedChainSource, redisChainSource, verifyAuditChain, type ChainSource } from '../state/audit.ts';
+import { CHAIN_HASH, exportedChainSource, redisChainSource, verifyAuditChain, type ChainSource } from '../state/audit.ts';
+
+const USAGE = 'usage: npm run audit:verify [-- [--file <export.jsonl>] [--expect-head <sha256 hex>]]';
 
 /**
  * `npm run audit:verify`: walk the audit chain in Redis (REDIS_URL, REDIS_PREFIX) — or an export,
- * with `-- --file <export.jsonl>` — and report the first broken link. Exit 0 when intact, 1 when
- * broken, 2 when it could not check.
+ * with `-- --file <export.jsonl>` — and report the first broken link. `--expect-head <hash>`: a
+ * head this command printed earlier, which the operator kept outside Redis; the chain must still
+ * contain it (else it was cut short or re-hashed). Exit 0 when intact, 1 when broken, 2 when it
+ * could not check.
  */
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
+  const headAt = args.indexOf('--expect-head');
+  const keptHead = headAt >= 0 ? args[headAt + 1]?.toLowerCase() : undefined;
+  if (headAt >= 0 && !(keptHead && CHAIN_HASH.test(keptHead))) {
+    console.error(`--expect-head needs the 64-hex-digit head hash audit:verify printed earlier\n${USAGE}`);
+    return 2;
+  }
   const fileAt = args.indexOf('--file');
   let source: ChainSource;
   let redis: Redis | undefined;
   if (fileAt >= 0) {
     const path = args[fileAt + 1];
     if (!path) {
-      console.error('usage: npm run audit:verify [-- --file <export.jsonl>]');
+      console.error(USAGE);
       return 2;
     }
     source = exportedChainSource(readFileSync(path, 'utf8').split('\n'));
@@ -31,9 +41,10 @@ async function main(): Promise<number> {
     source = redisChainSource(redis, cfg.redisPrefix);
   }
   try {
-    const verdict = await verifyAuditChain(source);
+    const verdict = await verifyAuditChain(source, keptHead ? { keptHead } : {});
     if (verdict.ok) {
       console.log(`chain intact: ${verdict.count} entries (head ${verdict.head})`);
+      if (verdict.kept) console.log(`the kept head is entry ${verdict.kept.id}, followed by ${verdict.kept.newer} newer entries`);
       return 0;
     }
     console.log(`chain BROKEN after ${verdict.count} good entries: ${verdict.problem} at ${verdict.at}: ${verdict.message}`);

@@ -1,6 +1,9 @@
 /**
  * Rotation records and their legal transitions. Pure: no I/O, no clock of its own.
  */
+import type { CredentialKind } from './credential.ts';
+
+export type { CredentialKind } from './credential.ts';
 export const STEPS = ['create-secondary', 'operationalize', 'promote', 'delete-old', 'done'] as const;
 export type Step = (typeof STEPS)[number];
 
@@ -9,8 +12,6 @@ export type RotationStatus = (typeof STATUSES)[number];
 
 export const TERMINAL: ReadonlySet<RotationStatus> = new Set(['succeeded', 'failed', 'cancelled', 'rolled_back']);
 
-/** What is being rotated. Only API keys today; restricted keys and the Auth Token come next. */
-export type CredentialKind = 'api-key';
 
 export type UndoReason = 'cancel' | 'rollback' | 'failure';
 
@@ -25,6 +26,8 @@ export interface UndoState {
   /** When the new key may be deleted (ISO), once the old key is current again. */
   deleteAfter?: string;
   requestedBy?: string;
+  /** When an operator's cancel or rollback was accepted (ISO); absent for a failure's undo. */
+  requestedAt?: string;
   /** Set when the undo finished (the old key is current again, the new key gone): a retry may start afresh. */
   completedAt?: string;
 }
@@ -186,8 +189,18 @@ export function withHistory(history: HistoryEntry[], entry: HistoryEntry): Histo
 
 export type ActionVerdict = { ok: true } | { ok: false; reason: string };
 
+/**
+ * Cancel and rollback are one undo (workers/steps/undo.ts), allowed in the same states; they
+ * differ only in what the operator meant and so in how the rotation ends: `cancelled` or
+ * `rolled_back`. What the undo does depends on how far the rotation got, not on which was asked:
+ * before operationalize the new key was never current, so the pending secret is dropped and the
+ * new key deleted at once; after it, the old key is made current again and the new key is deleted
+ * only after a drain (applications may hold it). From delete-old on both are refused.
+ */
+export type UndoAction = 'cancel' | 'rollback';
+
 /** Cancel or roll back: possible until delete-old starts, after which the old key may already be gone. */
-export function canUndo(rec: RotationRecord, action: 'cancel' | 'rollback'): ActionVerdict {
+export function canUndo(rec: RotationRecord, action: UndoAction): ActionVerdict {
   if (isTerminal(rec.status)) return { ok: false, reason: `rotation is already ${rec.status}` };
   if (rec.undo) return { ok: false, reason: `rotation is already being undone (${rec.undo.reason})` };
   if (rec.step === 'delete-old' || rec.step === 'done') {
@@ -271,6 +284,39 @@ export function retriedRecord(rec: RotationRecord, entry: HistoryEntry): Rotatio
   return fresh;
 }
 
+/**
+ * The record once a cancel or rollback is accepted: written in the same update that the check ran
+ * on, so from that answer on the record says an undo is coming, even while a step still runs or
+ * the job sleeps out a drain (its status and step say where the rotation was; the worker picks the
+ * undo up at its next turn).
+ */
+export function undoRequested(rec: RotationRecord, action: UndoAction, entry: HistoryEntry, by?: string): RotationRecord {
+  return {
+    ...rec,
+    undo: { reason: action, requestedAt: entry.at, ...(by ? { requestedBy: by } : {}) },
+    updatedAt: entry.at,
+    history: withHistory(rec.history, entry),
+  };
+}
+
+/** An operator's accepted cancel or rollback, as the API shows it. */
+export interface UndoRequest {
+  action: UndoAction;
+  at: string;
+  by: string | null;
+}
+
+/**
+ * The request behind a record's undo, or null (none asked, or the undo is a failure's). A record
+ * written before `requestedAt` existed takes the time of its "… requested" history entry.
+ */
+export function undoRequestOf(rec: Pick<RotationRecord, 'undo' | 'history' | 'updatedAt'>): UndoRequest | null {
+  const undo = rec.undo;
+  if (!undo || (undo.reason !== 'cancel' && undo.reason !== 'rollback')) return null;
+  const at = undo.requestedAt ?? rec.history.findLast((h) => h.status === 'undo' && h.detail?.startsWith(`${undo.reason} requested`))?.at ?? rec.updatedAt;
+  return { action: undo.reason, at, by: undo.requestedBy ?? null };
+}
+
 /** The status a finished undo leaves. */
 export function undoOutcome(reason: UndoReason): RotationStatus {
   return reason === 'cancel' ? 'cancelled' : reason === 'rollback' ? 'rolled_back' : 'failed';
@@ -314,6 +360,8 @@ export interface PublicRotation {
   finishedAt: string | null;
   attempts: number;
   undo: { reason: UndoReason; deleteAfter: string | null } | null;
+  /** Set from the moment a cancel or rollback is accepted (the status still says where the rotation is). */
+  undoRequested: UndoRequest | null;
   history: HistoryEntry[];
   error?: RotationError;
   lastError?: RotationError & { at: string };
@@ -344,6 +392,7 @@ export function publicRotation(rec: RotationRecord): PublicRotation {
     finishedAt: rec.finishedAt ?? null,
     attempts: rec.attempts,
     undo: rec.undo ? { reason: rec.undo.reason, deleteAfter: rec.undo.deleteAfter ?? null } : null,
+    undoRequested: undoRequestOf(rec),
     history: rec.history,
     // Only the schema's fields: list pages serialize this with JSON.stringify, not the schema.
     ...(rec.error ? { error: { code: rec.error.code, message: rec.error.message } } : {}),

@@ -1,4 +1,4 @@
-import { canAbandon, canRetry, canUndo, leftBehind, newRotationId, retriedRecord, retryMode, withHistory, type HistoryEntry, type RotationRecord } from '../domain/rotation.ts';
+import { canAbandon, canRetry, canUndo, leftBehind, newRotationId, retriedRecord, retryMode, undoRequested, withHistory, type HistoryEntry, type RotationRecord, type UndoAction } from '../domain/rotation.ts';
 import type { RotationRepository } from '../state/rotations.ts';
 
 /** What starting, waking and undoing rotations needs from the queue. */
@@ -75,8 +75,12 @@ export class RotationService {
     return { started: true, record };
   }
 
-  /** Cancel or roll back: the worker performs the undo; a waiting rotation is woken for it. */
-  async undo(id: string, action: 'cancel' | 'rollback', by?: string): Promise<ActionResult | undefined> {
+  /**
+   * Cancel or roll back (one undo; domain UndoAction): the request is recorded atomically with the
+   * check that allows it, the worker performs the undo, and a rotation sleeping out a drain is
+   * woken for it.
+   */
+  async undo(id: string, action: UndoAction, by?: string): Promise<ActionResult | undefined> {
     let verdict: ActionResult | undefined;
     const at = new Date(this.now()).toISOString();
     const entry = { step: 'rollback' as const, status: 'undo' as const, at, detail: `${action} requested${by ? ` by ${by}` : ''}` };
@@ -91,12 +95,7 @@ export class RotationService {
           return undefined;
         }
         verdict = undefined;
-        return {
-          ...r,
-          undo: { reason: action, ...(by ? { requestedBy: by } : {}) },
-          updatedAt: at,
-          history: withHistory(r.history, entry),
-        };
+        return undoRequested(r, action, entry, by);
       },
       entry,
     );

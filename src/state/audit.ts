@@ -314,22 +314,29 @@ export interface ChainSource {
   head(): Promise<string | undefined>;
 }
 
-export type ChainProblem = 'modified' | 'deleted' | 'reordered';
+export type ChainProblem = 'modified' | 'deleted' | 'reordered' | 'kept-head-missing';
 
 export type ChainVerdict =
-  | { ok: true; count: number; head: string }
+  | { ok: true; count: number; head: string; kept?: { id: string; newer: number } }
   | { ok: false; count: number; problem: ChainProblem; at: string; message: string };
+
+export const CHAIN_HASH = /^[0-9a-f]{64}$/;
 
 /**
  * Walk the chain from its start and report the first broken link: an entry whose hash does not
  * match its content (modified), a link to a hash that no entry has (deleted, or the previous entry
  * was rewritten together with its hash), a link to an entry found elsewhere (reordered), or a
  * chain that ends before the recorded head (the newest entries deleted).
+ *
+ * A chain consistent with itself can still be a rewrite (every hash recomputed) or an export cut
+ * short: `keptHead`, a head hash the operator wrote down earlier somewhere Redis admins cannot
+ * write, must then be the hash of one of its entries (the chain may have grown since).
  */
-export async function verifyAuditChain(source: ChainSource): Promise<ChainVerdict> {
+export async function verifyAuditChain(source: ChainSource, opts: { keptHead?: string } = {}): Promise<ChainVerdict> {
   let expected = GENESIS;
   let previousId: string | undefined;
   let count = 0;
+  let kept: { id: string; at: number } | undefined;
   for await (const link of source.links()) {
     if (chainHash(link.prev, link.e) !== link.hash) {
       return { ok: false, count, problem: 'modified', at: link.id, message: `entry ${link.id} was modified: its hash does not match its content` };
@@ -351,6 +358,7 @@ export async function verifyAuditChain(source: ChainSource): Promise<ChainVerdic
     expected = link.hash;
     previousId = link.id;
     count++;
+    if (link.hash === opts.keptHead) kept = { id: link.id, at: count };
   }
   const head = await source.head();
   if (head !== undefined && head !== expected) {
@@ -364,6 +372,18 @@ export async function verifyAuditChain(source: ChainSource): Promise<ChainVerdic
         ? `the recorded head is entry ${elsewhere}, not the last entry ${previousId ?? '(none)'}: entries were reordered`
         : `the chain ends at ${previousId ?? 'its start'} but the recorded head is later: the newest entries were deleted`,
     };
+  }
+  if (opts.keptHead !== undefined && opts.keptHead !== GENESIS) {
+    if (!kept) {
+      return {
+        ok: false,
+        count,
+        problem: 'kept-head-missing',
+        at: previousId ?? '(start)',
+        message: `no entry has the kept head hash ${opts.keptHead}: the chain was cut short before it, or rewritten (every hash recomputed) since it was kept`,
+      };
+    }
+    return { ok: true, count, head: expected, kept: { id: kept.id, newer: count - kept.at } };
   }
   return { ok: true, count, head: expected };
 }

@@ -1,5 +1,5 @@
 import type { Redis } from 'ioredis';
-import { holdsAccount, rotationSummary, STATUSES, type HistoryEntry, type RotationRecord, type RotationStatus, type UndoState } from '../domain/rotation.ts';
+import { holdsAccount, rotationSummary, STATUSES, undoRequestOf, type HistoryEntry, type RotationRecord, type RotationStatus, type UndoRequest, type UndoState } from '../domain/rotation.ts';
 import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 import { isoTime } from './iso.ts';
@@ -151,6 +151,8 @@ export interface RotationEvent {
   at: string;
   /** What happened: the history entry this change appended. */
   transition?: HistoryEntry;
+  /** An accepted cancel or rollback, on every change from then on. */
+  undoRequested?: UndoRequest;
 }
 
 export interface Page<T> {
@@ -398,7 +400,8 @@ export class RotationRepository {
 }
 
 function eventOf(rec: RotationRecord, transition?: HistoryEntry): RotationEvent {
-  return { type: 'rotation', id: rec.id, accountSid: rec.accountSid, status: rec.status, step: rec.step, at: rec.updatedAt, ...(transition ? { transition } : {}) };
+  const undoRequested = undoRequestOf(rec);
+  return { type: 'rotation', id: rec.id, accountSid: rec.accountSid, status: rec.status, step: rec.step, at: rec.updatedAt, ...(transition ? { transition } : {}), ...(undoRequested ? { undoRequested } : {}) };
 }
 
 function encodeCursor(rec: RotationRecord): string {
@@ -414,7 +417,8 @@ function summaryBytes(stored: Buffer | null, status: RotationStatus | undefined)
   if (!stored) return undefined;
   const nl = stored.indexOf(0x0a);
   if (nl < 0) {
-    const rec = decodeRecord(stored.toString('utf8'), true);
+    // With its history: the item's undoRequested may take its time from there (undoRequestOf).
+    const rec = decodeRecord(stored.toString('utf8'));
     return status && rec.status !== status ? undefined : Buffer.from(JSON.stringify(rotationSummary(rec)));
   }
   const item = stored.subarray(0, nl);
@@ -444,6 +448,8 @@ export function decodeCursor(cursor: string): { score: number; id: string } | un
  * Records an earlier version wrote (one JSON object, epoch-ms times, history last or first) still
  * read; they are rewritten in this form on their next change.
  */
+/** List-item fields that are views of the rest (undo's public part, the request behind it): never read back from the item. */
+const DERIVED = ['undo', 'undoRequested'] as const;
 const SUMMARY_FIELDS: ReadonlySet<string> = new Set(['id', 'kind', 'accountSid', 'status', 'step', 'oldKeySid', 'newKeySid', 'reason', 'dryRun', 'trigger', 'requestedBy', 'createdAt', 'updatedAt', 'operationalizedAt', 'promoteAfter', 'finishedAt', 'attempts', 'error', 'lastError']);
 /** Summary fields that are null there when absent from the record. */
 const NULLABLE = ['oldKeySid', 'newKeySid', 'reason', 'requestedBy', 'operationalizedAt', 'promoteAfter', 'finishedAt'] as const;
@@ -474,8 +480,13 @@ function summaryCarries(k: string, v: unknown): boolean {
   return Object.keys(o).length === keys.length && keys.every((f) => typeof o[f] === 'string');
 }
 
+/** The undo state with its times as epoch milliseconds. */
+const UNDO_TIMES = ['deleteAfter', 'completedAt', 'requestedAt'] as const;
+
 function storedUndo(undo: UndoState): Record<string, unknown> {
-  return { ...undo, ...(undo.deleteAfter ? { deleteAfter: Date.parse(undo.deleteAfter) } : {}), ...(undo.completedAt ? { completedAt: Date.parse(undo.completedAt) } : {}) };
+  const out: Record<string, unknown> = { ...undo };
+  for (const k of UNDO_TIMES) if (undo[k]) out[k] = Date.parse(undo[k]);
+  return out;
 }
 
 /**
@@ -501,15 +512,15 @@ function historyFromRow(row: unknown[], created: number): HistoryEntry {
   return h as unknown as HistoryEntry;
 }
 
-export function decodeRecord(json: string, withoutHistory = false): RotationRecord {
+export function decodeRecord(json: string): RotationRecord {
   const nl = json.indexOf('\n');
-  if (nl < 0) return fromStored(JSON.parse(json) as Record<string, unknown>, withoutHistory);
+  if (nl < 0) return fromStored(JSON.parse(json) as Record<string, unknown>);
   const rec = JSON.parse(json.slice(0, nl)) as Record<string, unknown>;
   const rest = JSON.parse(json.slice(nl + 1)) as Record<string, unknown>;
   for (const k of NULLABLE) if (rec[k] === null) delete rec[k];
-  delete rec.undo;
+  for (const k of DERIVED) delete rec[k];
   for (const [k, v] of Object.entries(rest)) {
-    if (k === 'history') rec.history = withoutHistory ? [] : (v as unknown[][]).map((row) => historyFromRow(row, Date.parse(rec.createdAt as string)));
+    if (k === 'history') rec.history = (v as unknown[][]).map((row) => historyFromRow(row, Date.parse(rec.createdAt as string)));
     else if (k === 'undo') rec.undo = undoFromStored(v as Record<string, unknown>);
     else rec[k] = v;
   }
@@ -517,16 +528,18 @@ export function decodeRecord(json: string, withoutHistory = false): RotationReco
 }
 
 function undoFromStored(undo: Record<string, unknown>): Record<string, unknown> {
-  return { ...undo, ...(undo.deleteAfter !== undefined ? { deleteAfter: iso(undo.deleteAfter) } : {}), ...(undo.completedAt !== undefined ? { completedAt: iso(undo.completedAt) } : {}) };
+  const out = { ...undo };
+  for (const k of UNDO_TIMES) if (undo[k] !== undefined) out[k] = iso(undo[k]);
+  return out;
 }
 
 /** Earlier versions' layout: one object, these times as epoch milliseconds, history entries as objects. */
 const TOP_TIMES = ['createdAt', 'updatedAt', 'operationalizedAt', 'promoteAfter', 'finishedAt'] as const;
 
 /** A parsed record of an earlier version's layout as callers see it, in place. */
-function fromStored(raw: Record<string, unknown>, withoutHistory: boolean): RotationRecord {
+function fromStored(raw: Record<string, unknown>): RotationRecord {
   for (const k of TOP_TIMES) if (raw[k] !== undefined) raw[k] = iso(raw[k]);
-  raw.history = withoutHistory ? [] : (raw.history as Array<Record<string, unknown>>).map(historyFromStored);
+  raw.history = (raw.history as Array<Record<string, unknown>>).map(historyFromStored);
   const undo = raw.undo as Record<string, unknown> | undefined;
   if (undo) raw.undo = undoFromStored(undo);
   return raw as unknown as RotationRecord;

@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -44,7 +45,7 @@ describe('audit trail', () => {
 
   const admin = () => bearer(h.tokens.admin);
 
-  it('records who did what to which rotation, from where, with the outcome — refusals included', async () => {
+  it('records who did what to which rotation, from where, with the outcome — refusals of known principals included', async () => {
     const account = sid();
     const started = await h.app.inject({ method: 'POST', url: '/v1/rotations', headers: { ...bearer(h.tokens.operator), 'x-forwarded-for': '203.0.113.9' }, payload: { accountSid: account, reason: 'leak' } });
     const id = started.json().id;
@@ -56,8 +57,8 @@ describe('audit trail', () => {
     const res = await h.app.inject({ method: 'GET', url: `/v1/audit?rotationId=${id}`, headers: admin() });
     expect(res.statusCode).toBe(200);
     const items = res.json().items as Array<Record<string, unknown>>;
+    // The anonymous cancel (401) is counted in a metric, not chained (next test).
     expect(items.map((e) => [e.action, e.actor, e.role ?? null, e.status])).toEqual([
-      ['rotation.cancel', 'anonymous', null, 401],
       ['rotation.rollback', 'dash', 'viewer', 403],
       ['rotation.retry', 'ci', 'operator', 409],
       ['rotation.cancel', 'ci', 'operator', 200],
@@ -81,6 +82,26 @@ describe('audit trail', () => {
     const past64 = await h.app.inject({ method: 'GET', url: '/v1/audit?cursor=99999999999999999999-0', headers: admin() });
     expect(past64.statusCode).toBe(400);
     expect(past64.json().error.code).toBe('invalid_cursor');
+  });
+
+  it('does not grow the chain for requests without a valid credential: counts them in rotator_api_unauthenticated_total', async () => {
+    const unauthenticated = async (): Promise<number> => {
+      const text = (await h.app.inject({ method: 'GET', url: '/metrics' })).body;
+      return [...text.matchAll(/^rotator_api_unauthenticated_total\{[^}]*status="401"[^}]*\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    };
+    const before = { length: await redis.xlen(streamKey), counted: await unauthenticated() };
+    const anonymous = [
+      { method: 'POST' as const, url: '/v1/rotations', payload: { accountSid: sid() } },
+      { method: 'POST' as const, url: '/v1/rotations', headers: bearer('rot_not-a-real-token'), payload: { accountSid: sid(), reason: 'x'.repeat(400) } },
+      { method: 'POST' as const, url: `/v1/rotations/${randomUUID()}/cancel`, headers: bearer(await h.idp.sign({ sub: 'forged', groups: ['rotator-admins'] }, { key: 'rogue' })) },
+      { method: 'POST' as const, url: `/v1/rotations/${randomUUID()}/retry`, headers: { authorization: 'Basic c2VjOnNlYw==' } },
+    ];
+    for (let i = 0; i < 50; i++) expect((await h.app.inject(anonymous[i % anonymous.length]!)).statusCode).toBe(401);
+    expect(await redis.xlen(streamKey)).toBe(before.length);
+    expect((await unauthenticated()) - before.counted).toBe(50);
+    // A known principal's refusal is still chained.
+    await h.app.inject({ method: 'POST', url: `/v1/rotations/${randomUUID()}/rollback`, headers: bearer(h.tokens.viewer) });
+    expect(await redis.xlen(streamKey)).toBe(before.length + 1);
   });
 
   it('exports JSON lines that verify offline, and the chain in Redis verifies', async () => {
@@ -211,6 +232,49 @@ describe('audit trail', () => {
       expect(r.out).toMatch(/reordered/);
       await restore();
       expect((await runVerify(h.rt.redisUrl, prefix)).code).toBe(0);
+    });
+
+    it('--expect-head: the chain must still contain the head hash the operator kept; a cut-short or re-hashed export fails', async () => {
+      for (let i = 0; i < 5; i++) await h.app.inject({ method: 'POST', url: `/v1/rotations/${randomUUID()}/cancel`, headers: bearer(h.tokens.operator) });
+      const printed = await runVerify(h.rt.redisUrl, prefix);
+      const kept = /\(head ([0-9a-f]{64})\)/.exec(printed.out)![1]!;
+      const exportTo = async (name: string, lines: string[]) => {
+        const path = join(h.stack.dir, name);
+        await writeFile(path, `${lines.join('\n')}\n`);
+        return path;
+      };
+      const exported = async () => (await h.app.inject({ method: 'GET', url: '/v1/audit/export', headers: admin() })).body.trim().split('\n');
+      const lines = await exported();
+      const verify = (l: string[], keptHead?: string) => verifyAuditChain(exportedChainSource(l), keptHead ? { keptHead } : {});
+      expect(await verify(lines, kept)).toMatchObject({ ok: true, kept: { newer: 0 } });
+      expect(await verifyAuditChain(redisChainSource(redis, prefix), { keptHead: kept })).toMatchObject({ ok: true });
+      expect(await verifyAuditChain(redisChainSource(redis, prefix), { keptHead: 'f'.repeat(64) })).toMatchObject({ ok: false, problem: 'kept-head-missing' });
+
+      // Cut short: consistent with itself, so only the kept head tells.
+      expect(await verify(lines.slice(0, -3))).toMatchObject({ ok: true });
+      const cut = await exportTo('cut.jsonl', lines.slice(0, -3));
+      expect(await runVerify(h.rt.redisUrl, prefix, ['--file', cut, '--expect-head', kept])).toMatchObject({ code: 1, out: expect.stringMatching(/kept-head-missing.*cut short .*or rewritten/) });
+
+      // Re-hashed: one entry changed and every hash after it recomputed.
+      let prev = '';
+      const rehashed = lines.map((line, i) => {
+        const { id, prev: p, hash, ...body } = JSON.parse(line) as { id: string; prev: string; hash: string; actor: string };
+        if (i < 2) return ((prev = hash), line);
+        if (i === 2) body.actor = 'someone-else';
+        const h2 = chainHash(i === 2 ? p : prev, canonicalJson(body));
+        const out = JSON.stringify({ ...body, id, prev: i === 2 ? p : prev, hash: h2 });
+        prev = h2;
+        return out;
+      });
+      expect(await verify(rehashed)).toMatchObject({ ok: true });
+      expect(await verify(rehashed, kept)).toMatchObject({ ok: false, problem: 'kept-head-missing' });
+
+      // The chain grows after the head was kept: still verifies, saying how much is newer.
+      await h.app.inject({ method: 'POST', url: `/v1/rotations/${randomUUID()}/cancel`, headers: bearer(h.tokens.operator) });
+      const later = await exportTo('later.jsonl', await exported());
+      expect(await runVerify(h.rt.redisUrl, prefix, ['--file', later, '--expect-head', kept])).toMatchObject({ code: 0, out: expect.stringMatching(/followed by 1 newer entries/) });
+      expect((await runVerify(h.rt.redisUrl, prefix, ['--expect-head', 'not-a-hash'])).code).toBe(2);
+      expect(await readFile(later, 'utf8')).not.toMatch(/rot_/);
     });
   });
 });

@@ -46,6 +46,7 @@ describe('authorization matrix', () => {
     { method: 'GET', url: '/v1/events', need: 'viewer', sse: true },
     { method: 'GET', url: '/v1/audit', need: 'admin' },
     { method: 'GET', url: '/v1/audit/export', need: 'admin' },
+    { method: 'GET', url: '/v1/status', need: 'admin' },
   ];
 
   type Caller = { name: string; headers: () => Promise<Record<string, string>>; role?: keyof typeof RANK; invalid?: boolean; noRole?: boolean };

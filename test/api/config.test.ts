@@ -41,5 +41,8 @@ describe('API settings in src/config.ts', () => {
     expect(load({}).metricsPort).toBe(0);
     expect(load({ METRICS_PORT: '9464' }).metricsPort).toBe(9464);
     for (const bad of ['70000', '-1', 'http', '94.5']) expect(problems({ METRICS_PORT: bad }), bad).toEqual([expect.stringMatching(/^METRICS_PORT must be/)]);
+    // Its own listener: the API's port would serve /metrics no more.
+    expect(problems({ METRICS_PORT: '8080' })).toEqual([expect.stringMatching(/^METRICS_PORT must differ from PORT \(8080\)/)]);
+    expect(load({ METRICS_PORT: '8080', PORT: '8081' }).metricsPort).toBe(8080);
   });
 });

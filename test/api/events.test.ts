@@ -167,6 +167,34 @@ describe('GET /v1/events (server-sent events)', () => {
     for (const c of clients) c.close();
   });
 
+  it('admits exactly SSE_MAX_CLIENTS of many parallel requests (the slot is taken before any await), and frees it after a refusal', async () => {
+    await waitFor('every slot free', async () => {
+      const all = await Promise.all([open(), open(), open(), open()]);
+      for (const c of all) c.close();
+      return all.every((c) => c.status === 200);
+    }, 5_000);
+    // Refused after taking a slot (a malformed Last-Event-ID): the slot comes back.
+    for (let i = 0; i < 6; i++) expect((await fetch(`${base}/v1/events`, { headers: { ...bearer(h.tokens.viewer), 'last-event-id': 'nope' } })).status).toBe(400);
+    const clients = await Promise.all(Array.from({ length: 12 }, () => open()));
+    const statuses = clients.map((c) => c.status);
+    for (const c of clients) c.close();
+    expect(statuses.filter((s) => s === 200)).toHaveLength(4);
+    expect(statuses.filter((s) => s === 503)).toHaveLength(8);
+  });
+
+  it('ends a stream when its token expires, with an expired event; a token without expiry keeps streaming', async () => {
+    const jwt = await h.idp.sign({ sub: 'short-lived', groups: ['rotator-viewers'] }, { expiresIn: Math.floor(Date.now() / 1000) + 2 });
+    h.issued.push(jwt);
+    const c = new SseClient(`${base}/v1/events`, bearer(jwt));
+    await c.ready;
+    expect(c.status).toBe(200);
+    const lasting = await open();
+    await waitFor('the stream to end', async () => c.ended, 6_000);
+    expect(c.events.at(-1)).toMatchObject({ event: 'expired', data: expect.stringMatching(/expired/) });
+    expect(lasting.ended).toBe(false);
+    lasting.close();
+  });
+
   it('ends open streams cleanly when the app closes', async () => {
     const c = await open();
     expect(c.status).toBe(200);

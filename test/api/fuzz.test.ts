@@ -179,7 +179,7 @@ describe('fuzzing every route', () => {
     });
   }
 
-  for (const path of ['/v1/rotations', '/v1/accounts', '/v1/audit', '/v1/audit/export']) {
+  for (const path of ['/v1/rotations', '/v1/accounts', '/v1/audit', '/v1/audit/export', '/v1/status']) {
     it(`GET ${path}: query strings and headers`, async () => {
       await fuzz(fc.record({ q: query(), hdrs: headers() }), async ({ q, hdrs }) => {
         const url = withQuery(path, q);

@@ -8,7 +8,7 @@ describe('hardening: rate limits, security headers, CORS, request ids, malformed
 
   beforeAll(async () => {
     h = await startApiHarness({
-      env: { RATE_LIMIT_MAX: '5', RATE_LIMIT_WINDOW: '60s', TRUST_PROXY: 'true', CORS_ORIGINS: 'https://ops.example.com' },
+      env: { RATE_LIMIT_MAX: '5', RATE_LIMIT_WINDOW: '60s', TRUST_PROXY: '127.0.0.1', CORS_ORIGINS: 'https://ops.example.com' },
       logLevel: 'info',
     });
     base = await h.app.listen({ host: '127.0.0.1', port: 0 });

@@ -42,7 +42,9 @@ export interface ChaosReport {
   rotations: { total: number; succeeded: number; failed: number; cancelled: number; rolled_back: number };
   kills: number;
   redisRestarts: number;
+  /** Faults applied, and how many the seed scheduled: equal in a complete run. */
   faults: number;
+  faultsScheduled: number;
   consumer401s: number;
   orphanKeys: number;
   violations: string[];
@@ -78,7 +80,7 @@ interface ActiveFaults {
  */
 export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const log = o.log ?? (() => undefined);
-  const t0 = Date.now();
+  const setupStart = Date.now();
   const durationMs = o.minutes * 60_000;
   const dir = await mkdtemp(join(tmpdir(), `rotator-chaos-${o.store}-`));
   const violations: string[] = [];
@@ -194,99 +196,108 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const canDenyWrites = !fileDir || (spawnSync('chattr', ['+i', fileDir]).status === 0 && spawnSync('chattr', ['-i', fileDir]).status === 0);
     if (!canDenyWrites) log(`the file store's write denial needs root and chattr on ${fileDir}: skipped in this run`);
     if (fileDir && canDenyWrites) cleanups.push(async () => setImmutable(false));
-    const schedule = buildSchedule({ seed: o.seed, durationMs, workers: o.workers, accounts: initialAccounts.length, storeCanGoDown: o.store !== 'file' });
+    const schedule = buildSchedule({ seed: o.seed, durationMs, workers: o.workers, accounts: initialAccounts.length, storeCanGoDown: o.store !== 'file' }).filter(
+      (e) => e.kind !== 'store-deny-writes' || canDenyWrites,
+    );
     const timers = new Set<NodeJS.Timeout>();
     cleanups.push(async () => timers.forEach((t) => clearTimeout(t)));
-    const later = (ms: number, fn: () => void | Promise<void>): void => {
-      const t = setTimeout(() => {
-        timers.delete(t);
-        Promise.resolve(fn()).catch((err: Error) => violation(`the run itself failed to inject or lift a fault: ${err.message}`));
-      }, ms);
-      timers.add(t);
-    };
+    /** Resolves after `ms`; never, once the run is torn down (its timer is cleared). */
+    const sleep = (ms: number): Promise<void> =>
+      new Promise((resolve) => {
+        const t = setTimeout(() => {
+          timers.delete(t);
+          resolve();
+        }, ms);
+        timers.add(t);
+      });
     const lanes: Promise<void>[] = [];
     const quiet = (sid: string): boolean => !active.denyWrites && !active.storeDown && !active.denyParent.has(sid);
-    const driver = new Driver({ client, repo, rng: new Rng(o.seed ^ 0x5eed), target: o.rotations, until: t0 + durationMs, quiet, violation, log });
+    // The faults' clock starts here, once everything is up: a slow start-up must not push the
+    // schedule past the driver's end (it used to, and faults late in the window never fired).
+    const t0 = Date.now();
+    const faults = new FaultTracker(schedule);
+    // A last guard, not a pace: a fault still pending this long after the window is reported by
+    // name below instead of holding the run forever.
+    const faultsDeadline = t0 + durationMs + Math.max(120_000, durationMs);
+    const driver = new Driver({ client, repo, rng: new Rng(o.seed ^ 0x5eed), target: o.rotations, until: t0 + durationMs, faultsSettled: () => faults.allLifted() || Date.now() > faultsDeadline, quiet, violation, log });
     // A lane that throws has stopped driving its subaccount: a violation, unless the run is being torn down.
     const runLane = (sid: string, index: number): Promise<void> =>
       driver.lane(sid, index).catch((err: Error) => {
         if (!finishing) violation(`the driver's lane for ${sid} failed: ${err.message}`);
       });
-    let redisBusy: Promise<void> | undefined;
-    const inject = async (e: FaultEvent): Promise<void> => {
+    const stamp = (): string => `+${((Date.now() - t0) / 1000).toFixed(1)}s`;
+    /** Wait until the process is running (a kill that finds it down, restarting, waits for it). */
+    const whenUp = async (p: ManagedProcess): Promise<void> => {
+      while (!p.up && !finishing) await sleep(50);
+    };
+    /**
+     * Apply one fault, hold it for its duration, lift it. Resolves once lifted: the next fault of
+     * the same kind waits for that, so on a slow host faults queue up instead of being skipped.
+     */
+    const inject = async (f: TrackedFault): Promise<void> => {
+      const e = f.event;
       const applied = (): void => {
+        faults.applied(f);
         counts.faults++;
         counts.byKind[e.kind] = (counts.byKind[e.kind] ?? 0) + 1;
-        log(`+${((Date.now() - t0) / 1000).toFixed(1)}s ${describeFault(e)}`);
+        log(`${stamp()} ${describeFault(e)}`);
       };
       switch (e.kind) {
         case 'kill-worker':
-          if (await workers[e.index]!.kill(e.restartAfterMs)) {
-            counts.kills++;
-            applied();
-          }
-          return;
-        case 'kill-api':
-          if (await api.kill(e.restartAfterMs)) {
-            counts.kills++;
-            applied();
-          }
-          return;
+        case 'kill-api': {
+          const p = e.kind === 'kill-api' ? api : workers[e.index]!;
+          await whenUp(p);
+          if (!(await p.kill(e.restartAfterMs))) throw new Error(`${p.name} was not running when it was to be killed`);
+          counts.kills++;
+          applied();
+          await sleep(e.restartAfterMs);
+          await whenUp(p);
+          break;
+        }
         case 'restart-redis':
           applied();
           counts.redisRestarts++;
-          redisBusy = (async () => {
-            await redis.kill();
-            await new Promise((r) => setTimeout(r, e.restartAfterMs));
-            await redis.restart();
-          })();
-          await redisBusy;
-          return;
+          await redis.kill();
+          await sleep(e.restartAfterMs);
+          await redis.restart();
+          break;
         case 'twilio-faults':
-          if (active.twilio) return;
           active.twilio = true;
           emu.setFaults({ failRate: { rate: e.rate, kinds: [429, 500, 'timeout', 'reset'] }, seed: o.seed + e.at });
           applied();
-          later(e.durationMs, () => {
-            emu.setFaults({ failRate: null });
-            active.twilio = false;
-          });
-          return;
+          await sleep(e.durationMs);
+          emu.setFaults({ failRate: null });
+          active.twilio = false;
+          break;
         case 'store-deny-writes':
-          if (active.denyWrites || !canDenyWrites) return;
           active.denyWrites = true;
           if (fileDir) setImmutable(true);
           else await backend.denyWrites(true);
           applied();
-          later(e.durationMs, async () => {
-            if (fileDir) setImmutable(false);
-            else await backend.denyWrites(false);
-            active.denyWrites = false;
-          });
-          return;
+          await sleep(e.durationMs);
+          if (fileDir) setImmutable(false);
+          else await backend.denyWrites(false);
+          active.denyWrites = false;
+          break;
         case 'store-down':
-          if (active.storeDown) return;
           active.storeDown = true;
           await backend.setDown(true);
           applied();
-          later(e.durationMs, async () => {
-            // heal() would also lift a write denial in progress: put it back.
-            await backend.setDown(false);
-            if (active.denyWrites) await backend.denyWrites(true);
-            active.storeDown = false;
-          });
-          return;
+          await sleep(e.durationMs);
+          // heal() would also lift a write denial in progress: put it back.
+          await backend.setDown(false);
+          if (active.denyWrites) await backend.denyWrites(true);
+          active.storeDown = false;
+          break;
         case 'deny-parent': {
           const sid = initialAccounts[e.account]!;
-          if (active.denyParent.has(sid)) return;
           active.denyParent.add(sid);
           emu.denyParent(sid, true);
           applied();
-          later(e.durationMs, () => {
-            emu.denyParent(sid, false);
-            active.denyParent.delete(sid);
-          });
-          return;
+          await sleep(e.durationMs);
+          emu.denyParent(sid, false);
+          active.denyParent.delete(sid);
+          break;
         }
         case 'add-subaccount': {
           const sub = emu.createSubaccount(`Chaos late ${accounts.length + 1}`);
@@ -294,18 +305,33 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
           preexisting.set(sub.sid, []);
           applied();
           lanes.push(runLane(sub.sid, accounts.length));
-          return;
+          break;
         }
       }
+      faults.lifted(f);
     };
-    for (const e of schedule) later(e.at, () => inject(e));
+    const lastOfKind = new Map<FaultEvent['kind'], Promise<void>>();
+    for (const f of faults.all) {
+      const previous = lastOfKind.get(f.event.kind) ?? Promise.resolve();
+      const done = Promise.all([previous, sleep(f.event.at)]).then(() =>
+        finishing
+          ? undefined
+          : inject(f).catch((err: Error) => {
+              if (!finishing) violation(`the run itself failed to inject or lift "${describeFault(f.event)}": ${err.message}`);
+            }),
+      );
+      lastOfKind.set(f.event.kind, done);
+    }
 
     // ---- the driver ----
     for (const [i, sid] of accounts.entries()) lanes.push(runLane(sid, i));
     await driver.startedEnough();
-    log(`+${((Date.now() - t0) / 1000).toFixed(1)}s ${driver.started} rotations started: stopping the faults`);
+    log(`${stamp()} ${driver.started} rotations started and every scheduled fault lifted: stopping`);
+    // The short run in `npm test` relies on every fault it schedules: one that never fired would
+    // leave its invariant untested while the run still passed.
+    for (const f of faults.notLifted()) violation(`scheduled fault ${f.state === 'scheduled' ? 'never fired' : 'was never lifted'}: ${describeFault(f.event)} at +${(f.event.at / 1000).toFixed(1)}s`);
 
-    // ---- restore everything ----
+    // ---- restore everything (a no-op after a complete run; after a broken one, a clean slate) ----
     for (const t of timers) clearTimeout(t);
     timers.clear();
     emu.setFaults({ failRate: null });
@@ -313,7 +339,6 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     if (fileDir && canDenyWrites) setImmutable(false);
     else if (!fileDir) await backend.setDown(false);
     Object.assign(active, { twilio: false, denyWrites: false, storeDown: false, denyParent: new Set() });
-    await redisBusy;
     if (!(await pingable(redis.url))) violation('redis-server did not come back after its restart');
     all.forEach((p) => p.start());
     await Promise.all(lanes);
@@ -414,7 +439,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
     const byStatus = (s: string): number => records.filter((r) => r.status === s).length;
     const rotations = { total: records.length, succeeded: byStatus('succeeded'), failed: byStatus('failed'), cancelled: byStatus('cancelled'), rolled_back: byStatus('rolled_back') };
-    const elapsed = Date.now() - t0;
+    const elapsed = Date.now() - setupStart;
     const summary =
       `chaos: store=${o.store} seed=${o.seed} rotations=${rotations.total} (${rotations.succeeded}/${rotations.failed}/${rotations.cancelled}/${rotations.rolled_back}) ` +
       `kills=${counts.kills} redis_restarts=${counts.redisRestarts} faults=${counts.faults} consumer_401s=${consumer401s} orphan_keys=${orphanKeys} violations=${violations.length}`;
@@ -425,6 +450,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       kills: counts.kills,
       redisRestarts: counts.redisRestarts,
       faults: counts.faults,
+      faultsScheduled: schedule.length,
       consumer401s,
       orphanKeys,
       violations,
@@ -460,6 +486,33 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
 const interrupted = new Set<() => Promise<void>>();
 
+interface TrackedFault {
+  event: FaultEvent;
+  state: 'scheduled' | 'applied' | 'lifted';
+}
+
+/** Which of the scheduled faults fired and which were lifted again. */
+class FaultTracker {
+  readonly all: TrackedFault[];
+  #lifted = 0;
+  constructor(schedule: FaultEvent[]) {
+    this.all = schedule.map((event) => ({ event, state: 'scheduled' }));
+  }
+  applied(f: TrackedFault): void {
+    f.state = 'applied';
+  }
+  lifted(f: TrackedFault): void {
+    if (f.state !== 'lifted') this.#lifted++;
+    f.state = 'lifted';
+  }
+  allLifted(): boolean {
+    return this.#lifted === this.all.length;
+  }
+  notLifted(): TrackedFault[] {
+    return this.all.filter((f) => f.state !== 'lifted');
+  }
+}
+
 /** Stop every run in progress and undo what it set up (processes, Redis, `chattr +i`, files): for Ctrl-C. */
 export async function abortChaos(): Promise<void> {
   await Promise.all([...interrupted].map((c) => c()));
@@ -470,7 +523,9 @@ interface DriverDeps {
   repo: RotationRepository;
   rng: Rng;
   target: number;
+  /** The driver stops once it started `target` rotations, `until` has passed and every fault was lifted. */
   until: number;
+  faultsSettled(): boolean;
   /** No fault that a retry would run into is active for this subaccount. */
   quiet(accountSid: string): boolean;
   violation(v: string): void;
@@ -501,7 +556,7 @@ class Driver {
   }
 
   #keepGoing(): boolean {
-    if (!this.#done && this.started >= this.d.target && Date.now() >= this.d.until) {
+    if (!this.#done && this.started >= this.d.target && Date.now() >= this.d.until && this.d.faultsSettled()) {
       this.#done = true;
       this.#resolveEnough();
     }

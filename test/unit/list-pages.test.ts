@@ -75,10 +75,11 @@ describe('list pages', () => {
       finishedAt: opt(iso),
       attempts: fc.nat(9),
       restarts: opt(fc.nat(3)),
-      undo: opt(fc.record({ reason: fc.constantFrom('cancel', 'rollback', 'failure'), drain: opt(fc.boolean()), deleteAfter: opt(iso), requestedBy: opt(text), completedAt: opt(iso) }, { requiredKeys: ['reason'] })),
+      undo: opt(fc.record({ reason: fc.constantFrom('cancel', 'rollback', 'failure'), drain: opt(fc.boolean()), deleteAfter: opt(iso), requestedBy: opt(text), requestedAt: opt(iso), completedAt: opt(iso) }, { requiredKeys: ['reason'] })),
       error: opt(fc.record({ code: text, message: text })),
       lastError: opt(fc.record({ code: text, message: text, at: iso })),
-      history: fc.array(fc.record({ step: fc.constantFrom(...STEPS), status: fc.constantFrom('created', 'completed', 'failed'), at: iso, detail: opt(text), startedAt: opt(iso), by: opt(text), count: opt(fc.nat(5)) }, { requiredKeys: ['step', 'status', 'at'] }), { maxLength: 6 }),
+      // 'undo' entries with "… requested" details: where undoRequested takes its time from when the undo has no requestedAt.
+      history: fc.array(fc.record({ step: fc.constantFrom(...STEPS), status: fc.constantFrom('created', 'completed', 'failed', 'undo'), at: iso, detail: opt(fc.oneof(text, fc.constantFrom('cancel requested by ci', 'rollback requested'))), startedAt: opt(iso), by: opt(text), count: opt(fc.nat(5)) }, { requiredKeys: ['step', 'status', 'at'] }), { maxLength: 6 }),
     })
     .map(({ createdMs, ...r }): RotationRecord => {
       const rec = { ...r, id: newRotationId(createdMs), kind: 'api-key', accountSid: '', createdAt: new Date(createdMs).toISOString(), rev: 0 } as RotationRecord;

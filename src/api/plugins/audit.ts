@@ -17,17 +17,24 @@ declare module 'fastify' {
 }
 
 /**
- * Every request to a route that changes something is appended to the audit chain — who (principal
- * and role), what (action and target), from where (client address), the request id and the
- * status it was answered with — including refused ones (401/403/409/4xx). Requests turned away by
- * the rate limiter are not: a flood would only bury the trail. Only validated identifiers are
- * recorded, never raw input, never a token.
+ * Every request to a route that changes something by a known principal is appended to the audit
+ * chain — who (principal and role), what (action and target), from where (client address), the
+ * request id and the status it was answered with — including refused ones (403/409/4xx).
+ * Requests without a principal (no or a bad credential: 401, or the identity provider
+ * unreachable) are counted in a metric instead: anyone can send them, and each would grow a
+ * stream that is never trimmed on a Redis that does not evict. Requests turned away by the rate
+ * limiter are not recorded either. Only validated identifiers are recorded, never raw input,
+ * never a token.
  */
-export const auditPlugin = fp(async (app: FastifyInstance, opts: { audit: AuditLog; onError?: (err: Error) => void }) => {
+export const auditPlugin = fp(async (app: FastifyInstance, opts: { audit: AuditLog; onError?: (err: Error) => void; onUnauthenticated?: (action: string, status: number) => void }) => {
   app.decorateRequest('auditTarget', undefined);
   app.addHook('onSend', async (req, reply, payload) => {
     const action = req.routeOptions.config?.audit;
     if (!action || reply.statusCode === 429) return payload;
+    if (!req.principal) {
+      opts.onUnauthenticated?.(action, reply.statusCode);
+      return payload;
+    }
     const params = req.params as { id?: unknown } | undefined;
     const body = req.body as { accountSid?: unknown } | undefined;
     const rotationId = req.auditTarget?.rotationId ?? (typeof params?.id === 'string' && ID.test(params.id) ? params.id : undefined);
@@ -35,8 +42,8 @@ export const auditPlugin = fp(async (app: FastifyInstance, opts: { audit: AuditL
     try {
       await opts.audit.append({
         kind: 'api',
-        actor: req.principal?.name ?? 'anonymous',
-        ...(req.principal ? { role: req.principal.role } : {}),
+        actor: req.principal.name,
+        role: req.principal.role,
         action,
         ...(rotationId ? { rotationId } : {}),
         ...(accountSid ? { accountSid } : {}),

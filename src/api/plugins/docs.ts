@@ -46,6 +46,7 @@ export const docsPlugin = fp(async (app: FastifyInstance, opts: { version: strin
     // The UI hides its own routes; list the two that are part of the API's contract.
     transformSpecification: (spec) => {
       const doc = spec as { paths?: Record<string, unknown> };
+      optionalBodies(doc.paths ?? {});
       doc.paths = {
         ...doc.paths,
         '/docs': { get: { summary: 'This API in Swagger UI', tags: ['operations'], responses: { 200: { description: 'HTML page' } } } },
@@ -55,3 +56,17 @@ export const docsPlugin = fp(async (app: FastifyInstance, opts: { version: strin
     },
   });
 });
+
+/**
+ * @fastify/swagger marks every request body required; one whose schema accepts null (an action's:
+ * no body, an empty one or `{}`) is optional.
+ */
+function optionalBodies(paths: Record<string, unknown>): void {
+  for (const ops of Object.values(paths)) {
+    for (const op of Object.values(ops as Record<string, { requestBody?: { required?: boolean; content?: Record<string, { schema?: { type?: unknown } }> } }>)) {
+      const body = op?.requestBody;
+      const type = body?.content?.['application/json']?.schema?.type;
+      if (body && Array.isArray(type) && type.includes('null')) body.required = false;
+    }
+  }
+}

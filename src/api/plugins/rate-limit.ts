@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { isIPv6 } from 'node:net';
 import fp from 'fastify-plugin';
 import rateLimit from '@fastify/rate-limit';
 import { HttpError } from '../errors.ts';
@@ -17,6 +18,38 @@ function exempt(req: FastifyRequest): boolean {
 }
 
 /**
+ * The per-address limit's key. An IPv6 client is usually given a whole /64 (SLAAC, privacy
+ * addresses), so it could take a fresh address for every request: IPv6 addresses count per /64.
+ * IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`, a dual-stack socket) count as their IPv4 address.
+ */
+export function addressBucket(ip: string): string {
+  if (!isIPv6(ip)) return ip;
+  const groups = expandIpv6(ip);
+  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
+    return `${groups[6]! >> 8}.${groups[6]! & 255}.${groups[7]! >> 8}.${groups[7]! & 255}`;
+  }
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.toString(16))
+    .join(':')}::/64`;
+}
+
+/** The eight 16-bit groups of an IPv6 address (`::` expanded, a trailing dotted IPv4 part folded in, zone dropped). */
+function expandIpv6(ip: string): number[] {
+  let text = ip.split('%')[0]!;
+  const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (v4) {
+    const [a, b, c, d] = v4.slice(1).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, v4.index)}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = '', tail] = text.split('::');
+  const parse = (part: string): number[] => (part ? part.split(':').map((g) => parseInt(g, 16)) : []);
+  const left = parse(head);
+  const right = tail === undefined ? [] : parse(tail);
+  return [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+}
+
+/**
  * Two limits from @fastify/rate-limit, each `max` requests per window: per client address, checked
  * before authentication (so guessing tokens is slow), and per principal (token name or OIDC
  * subject), checked after it (so one client cannot starve the rest from many addresses). Counters
@@ -24,7 +57,7 @@ function exempt(req: FastifyRequest): boolean {
  */
 export const rateLimitPlugin = fp(async (app: FastifyInstance, opts: RateLimitOptions) => {
   await app.register(rateLimit, { global: false, max: opts.max, timeWindow: opts.windowMs, cache: 10_000 });
-  const byAddress = app.createRateLimit({ keyGenerator: (req) => `ip:${req.ip}` });
+  const byAddress = app.createRateLimit({ keyGenerator: (req) => `ip:${addressBucket(req.ip)}` });
   const byPrincipal = app.createRateLimit({ keyGenerator: (req) => `principal:${req.principal?.name ?? ''}` });
 
   const check = async (limiter: Limiter, req: FastifyRequest, reply: FastifyReply, what: string): Promise<void> => {

@@ -18,16 +18,22 @@ export interface EventRoutesDeps {
 
 type Row = [string, string[]];
 
+/** setTimeout's longest delay (about 24.8 days); a later expiry re-arms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
  * GET /v1/events: server-sent events of rotation changes. Each client gets its own Redis
  * connection reading the stream with XREAD BLOCK from where it is, so `Last-Event-ID` (header, or
  * `?lastEventId=` for clients that cannot set headers) replays exactly what it missed, then
  * continues live. `id:` is the stream id. A comment line every heartbeat keeps proxies from
  * closing an idle stream. The stream ends when the client goes, when Redis fails (the browser
- * reconnects with its Last-Event-ID) and when the app closes.
+ * reconnects with its Last-Event-ID), when the client's token expires (an `expired` event first)
+ * and when the app closes.
  */
 export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (app, deps) => {
   const open = new Set<() => void>();
+  /** Streams admitted, counting those still resolving where to start (they hold a slot too). */
+  let active = 0;
   app.addHook('preClose', async () => {
     for (const end of [...open]) end();
   });
@@ -49,40 +55,61 @@ export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (ap
       },
     },
     async (req, reply) => {
-      if (open.size >= deps.maxClients) {
+      // The slot is taken before the first await: checked and taken in one synchronous step, so
+      // requests arriving together cannot all pass the check (12 at once with a cap of 2 admitted 5).
+      if (active >= deps.maxClients) {
         reply.header('retry-after', 5);
         throw new HttpError(503, 'too_many_streams', `this server already serves ${deps.maxClients} event streams; retry shortly`);
       }
-      const resumeFrom = req.headers['last-event-id'] ?? req.query.lastEventId;
-      if (resumeFrom && !isRedisStreamId(resumeFrom)) throw new HttpError(400, 'invalid_last_event_id', `Last-Event-ID ${resumeFrom} is not a stream id (each part at most 18446744073709551615)`);
-      // Resolve where to start before the headers go out, so a Redis failure is still a clean error.
-      const [first] = (await deps.redis.xrange(deps.streamKey, '-', '+', 'COUNT', 1)) as Row[];
+      active++;
+      let slotHeld = true;
+      const releaseSlot = (): void => {
+        if (slotHeld) active--;
+        slotHeld = false;
+      };
+      let resumeFrom: string | undefined;
       let cursor: string;
       let gap = false;
-      if (resumeFrom) {
-        cursor = resumeFrom;
-        gap = resumeFrom !== '0-0' && first !== undefined && compareIds(first[0], resumeFrom) > 0 && !(await idExists(deps.redis, deps.streamKey, resumeFrom));
-      } else {
-        const [last] = (await deps.redis.xrevrange(deps.streamKey, '+', '-', 'COUNT', 1)) as Row[];
-        cursor = last?.[0] ?? '0-0';
+      try {
+        resumeFrom = req.headers['last-event-id'] ?? req.query.lastEventId;
+        if (resumeFrom && !isRedisStreamId(resumeFrom)) throw new HttpError(400, 'invalid_last_event_id', `Last-Event-ID ${resumeFrom} is not a stream id (each part at most 18446744073709551615)`);
+        // Resolve where to start before the headers go out, so a Redis failure is still a clean error.
+        const [first] = (await deps.redis.xrange(deps.streamKey, '-', '+', 'COUNT', 1)) as Row[];
+        if (resumeFrom) {
+          cursor = resumeFrom;
+          gap = resumeFrom !== '0-0' && first !== undefined && compareIds(first[0], resumeFrom) > 0 && !(await idExists(deps.redis, deps.streamKey, resumeFrom));
+        } else {
+          const [last] = (await deps.redis.xrevrange(deps.streamKey, '+', '-', 'COUNT', 1)) as Row[];
+          cursor = last?.[0] ?? '0-0';
+        }
+      } catch (err) {
+        releaseSlot();
+        throw err;
       }
 
       const conn = deps.connect();
       conn.on('error', () => undefined);
       const raw = reply.raw;
       let ended = false;
+      let expiry: NodeJS.Timeout | undefined;
       const end = (): void => {
         if (ended) return;
         ended = true;
         open.delete(end);
+        releaseSlot();
+        if (expiry) clearTimeout(expiry);
         conn.disconnect();
         if (!raw.writableEnded) raw.end();
       };
       open.add(end);
       raw.on('close', end);
       raw.on('error', end);
-
       reply.hijack();
+      // The client may have gone during the awaits above, before 'close' had a listener.
+      if (raw.destroyed || req.raw.socket?.destroyed === true) {
+        end();
+        return reply;
+      }
       raw.writeHead(200, {
         ...(reply.getHeaders() as Record<string, string>),
         'content-type': 'text/event-stream; charset=utf-8',
@@ -93,6 +120,20 @@ export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (ap
       });
       raw.write(`retry: 3000\n: connected${resumeFrom ? `, replaying after ${resumeFrom}` : ''}\n\n`);
       if (gap) raw.write(`event: resync\ndata: {"reason":"events after ${resumeFrom} were trimmed; reload the full state"}\n\n`);
+      // A stream outlives no credential: it ends when the token does (an OIDC JWT's exp), saying so.
+      const expiresAt = req.principal?.expiresAt;
+      if (expiresAt !== undefined) {
+        const closeExpired = (): void => {
+          const left = expiresAt - Date.now();
+          if (left > 0) {
+            expiry = setTimeout(closeExpired, Math.min(left, MAX_TIMER_MS));
+            return;
+          }
+          if (!ended) raw.write('event: expired\ndata: {"reason":"the bearer token expired; reconnect with a fresh one"}\n\n');
+          end();
+        };
+        closeExpired();
+      }
 
       void (async () => {
         try {

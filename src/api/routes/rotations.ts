@@ -7,7 +7,7 @@ import type { SubaccountChecker } from '../../service/subaccounts.ts';
 import { roleAtLeast } from '../tokens.ts';
 import { HttpError } from '../errors.ts';
 import { IdempotencyStore, type StoredAnswer } from '../idempotency.ts';
-import { AbandonBody, errorResponses, ErrorBody, IdParams, ListQuery, ListReply, RotationT, StartBody, StartHeaders, StartReply } from '../schemas.ts';
+import { AbandonBody, ActionBody, errorResponses, ErrorBody, IdParams, ListQuery, ListReply, NoQuery, RotationT, StartBody, StartHeaders, StartReply } from '../schemas.ts';
 
 export interface RotationRoutesDeps {
   repo: RotationRepository;
@@ -150,7 +150,7 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
     '/v1/rotations/:id',
     {
       config: { role: 'viewer' },
-      schema: { summary: 'One rotation with its history', tags: ['rotations'], params: IdParams, response: { 200: RotationT, ...errorResponses(400, 401, 403, 404, 429) } },
+      schema: { summary: 'One rotation with its history', tags: ['rotations'], params: IdParams, querystring: NoQuery, response: { 200: RotationT, ...errorResponses(400, 401, 403, 404, 429) } },
     },
     async (req) => {
       const rec = await repo.get(req.params.id);
@@ -169,7 +169,9 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
           description: 'Answers the record after the action, or 409 saying why the action does not apply in the rotation\'s current state.',
           tags: ['rotations'],
           params: IdParams,
-          response: { 200: RotationT, ...errorResponses(400, 401, 403, 404, 409, 429) },
+          querystring: NoQuery,
+          body: ActionBody,
+          response: { 200: RotationT, ...errorResponses(400, 401, 403, 404, 409, 415, 429) },
         },
       },
       async (req) => {
@@ -198,6 +200,7 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
           "The next rotation of the subaccount deletes a leftover key named for this rotation that no store stage holds. 409 when the rotation is not failed or does not hold its subaccount; 422 when `confirm` is not the rotation's account SID.",
         tags: ['rotations'],
         params: IdParams,
+        querystring: NoQuery,
         body: AbandonBody,
         response: { 200: RotationT, ...errorResponses(400, 401, 403, 404, 409, 422, 429) },
       },
