@@ -26,6 +26,7 @@ export class Metrics {
   readonly httpRequests: Counter<'method' | 'route' | 'status'>;
   readonly httpDuration: Histogram<'method' | 'route'>;
   readonly auditErrors: Counter;
+  readonly keySprawl: Counter;
   readonly unauthenticated: Counter<'action' | 'status'>;
   #sources: MetricsSources = {};
 
@@ -47,6 +48,11 @@ export class Metrics {
     this.httpRequests = new Counter({ name: 'rotator_http_requests_total', help: 'API requests by method, route template and status', labelNames: ['method', 'route', 'status'], registers });
     this.httpDuration = new Histogram({ name: 'rotator_http_request_seconds', help: 'API latency by route template', labelNames: ['method', 'route'], buckets: [0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1], registers });
     this.auditErrors = new Counter({ name: 'rotator_audit_append_errors_total', help: 'Audit entries that could not be appended', registers });
+    this.keySprawl = new Counter({
+      name: 'rotator_key_sprawl_found_total',
+      help: "API keys with Rotator's prefix that Rotator did not create, found (and left in place) by create-secondary's orphan cleanup; counted per scan",
+      registers,
+    });
     this.unauthenticated = new Counter({
       name: 'rotator_api_unauthenticated_total',
       help: 'Requests to audited routes refused before any principal was known (no or bad credential): counted here, not appended to the audit chain',

@@ -10,6 +10,7 @@ import { openSecretStore } from './stores.ts';
 import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from './state/redis.ts';
 import { RotationRepository } from './state/rotations.ts';
 import { RotationService, type RotationQueue } from './service/rotations.ts';
+import { SubaccountGuard } from './service/subaccounts.ts';
 import { TwilioAdmin, type TwilioKeyOps } from './twilio/admin.ts';
 import { RedisConcurrencyGate } from './twilio/redis-gate.ts';
 import { buildApp } from './api/app.ts';
@@ -94,12 +95,13 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       await enqueueRotation(queue, id);
     },
   };
+  const pathOf = (sid: string): string => secretPath(cfg.secretPathTemplate, sid);
   // The state a process reads and writes through one connection.
   const stateOn = (conn: Redis) => {
     const rotations = new RotationRepository(conn, cfg.redisPrefix);
     return {
       repo: rotations,
-      service: new RotationService(rotations, rotationQueue),
+      service: new RotationService(rotations, rotationQueue, Date.now, { secretPath: pathOf, keyNamePrefix: cfg.keyNamePrefix }),
       accounts: new AccountRepository(conn, cfg.redisPrefix, { defaultPolicy: cfg.rotationPolicy }),
       audit: new AuditLog(conn, cfg.redisPrefix),
     };
@@ -107,6 +109,13 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   const shared = stateOn(redis);
   const { repo, service, accounts, audit } = shared;
   const metrics = new Metrics();
+  // One cap on concurrent Twilio requests for the parent account, across every process. The API
+  // uses Twilio only to look up a subaccount its inventory does not know; without credentials
+  // (`npm run api` may run without them) it relies on the inventory alone (service/subaccounts.ts).
+  const gate = cfg.twilio && !opts.twilio ? new RedisConcurrencyGate(redis, { key: `${cfg.redisPrefix}:twilio:slots:${cfg.twilio.accountSid}`, limit: cfg.twilioMaxConcurrency }) : undefined;
+  const twilio: TwilioKeyOps | undefined =
+    opts.twilio ??
+    (cfg.twilio && gate ? new TwilioAdmin({ credential: cfg.twilio, baseUrl: cfg.twilioBaseUrl, timeoutMs: cfg.twilioTimeoutMs, gate, observe: metrics.observeTwilio }) : undefined);
   metrics.setSources({ rotationCounts: () => repo.countByStatus(), queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized') });
   const store = metrics.instrumentStore(opts.store ?? (await openSecretStore(cfg.store)));
 
@@ -120,8 +129,10 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       apiRedis.on('error', (err) => log.warn({ err: { message: err.message } }, 'redis connection error'));
     }
     const viaApi = apiRedis ?? redis;
+    const apiState = apiRedis ? stateOn(apiRedis) : shared;
     app = await buildApp({
-      ...(apiRedis ? stateOn(apiRedis) : shared),
+      ...apiState,
+      subaccounts: new SubaccountGuard({ accounts: apiState.accounts, parentSid: cfg.twilio?.accountSid, twilio }),
       metrics,
       redis: viaApi,
       connectRedis: () => viaApi.duplicate({ lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
@@ -147,7 +158,6 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
 
   let worker: RotationWorker | undefined;
   let workerConn: Redis | undefined;
-  let gate: RedisConcurrencyGate | undefined;
   let accountSync: { stop(): void } | undefined;
   // Every persisted step transition feeds the audit chain, the account inventory and the metrics;
   // none of them may stop a rotation, so failures are logged and counted. An audit append lost
@@ -167,14 +177,8 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   if (opts.worker) {
     auditRelay = new AuditRelay({ redis, prefix: cfg.redisPrefix, audit, log });
     auditRelay.start();
-    // One cap on concurrent Twilio requests for the parent account, across every worker process.
-    gate = cfg.twilio ? new RedisConcurrencyGate(redis, { key: `${cfg.redisPrefix}:twilio:slots:${cfg.twilio.accountSid}`, limit: cfg.twilioMaxConcurrency }) : undefined;
-    const twilio =
-      opts.twilio ??
-      (cfg.twilio && gate
-        ? new TwilioAdmin({ credential: cfg.twilio, baseUrl: cfg.twilioBaseUrl, timeoutMs: cfg.twilioTimeoutMs, gate, observe: metrics.observeTwilio })
-        : undefined);
-    if (!twilio) throw new Error('the worker needs TWILIO_ACCOUNT_SID and an admin credential');
+    if (!twilio || !cfg.twilio) throw new Error('the worker needs TWILIO_ACCOUNT_SID and an admin credential');
+    const parentAccountSid = cfg.twilio.accountSid;
     if (cfg.accountSyncIntervalMs > 0) accountSync = startAccountSync({ twilio, accounts, log, intervalMs: cfg.accountSyncIntervalMs });
     workerConn = connectRedis(redisUrl, 'worker');
     workerConn.on('error', () => undefined);
@@ -196,8 +200,14 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
         ctx: {
           twilio,
           store,
-          secretPath: (sid) => secretPath(cfg.secretPathTemplate, sid),
+          secretPath: pathOf,
           keyNamePrefix: cfg.keyNamePrefix,
+          parentAccountSid,
+          knownRotations: (sid, ids) => repo.knownRotations(sid, ids),
+          reportSprawl: (rec, keys) => {
+            metrics.keySprawl.inc(keys.length);
+            log.warn({ rotationId: rec.id, accountSid: rec.accountSid, keys: keys.map((k) => k.sid) }, `API keys named with the prefix "${cfg.keyNamePrefix}:" that this deployment did not create: left in place (another deployment with the same KEY_NAME_PREFIX, or someone naming keys so)`);
+          },
           drainMs: cfg.drainSeconds * 1000,
           gates: opts.gates ?? [],
           now: Date.now,

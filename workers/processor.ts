@@ -2,7 +2,7 @@ import { hostname } from 'node:os';
 import { DelayedError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { describeError, isTransient, TransientError } from '../src/domain/errors.ts';
-import { isTerminal, undoOutcome, withHistory, type HistoryEntry, type RotationRecord, type Step } from '../src/domain/rotation.ts';
+import { isTerminal, isUntouched, undoOutcome, withHistory, type HistoryEntry, type RotationRecord, type Step } from '../src/domain/rotation.ts';
 import type { RotationRepository } from '../src/state/rotations.ts';
 import { isRedisUnavailable } from '../src/state/redis.ts';
 import type { StepLease } from './lease.ts';
@@ -14,6 +14,7 @@ import { promoteNewKey } from './steps/promote.ts';
 import { deleteOldKey } from './steps/delete-old.ts';
 import { undoRotation } from './steps/undo.ts';
 import { dryRunCheck } from './steps/dry-run.ts';
+import { SubaccountRefusedError } from './steps/check-subaccount.ts';
 
 const STEP_FNS: Record<Exclude<Step, 'done'>, (ctx: StepContext, rec: RotationRecord) => Promise<StepOutcome>> = {
   'create-secondary': createSecondaryKey,
@@ -64,6 +65,8 @@ export class RotationProcessor {
     for (;;) {
       if (!rec || isTerminal(rec.status)) return;
       const stepName: Step | 'rollback' = rec.undo ? 'rollback' : rec.step;
+      // Read before this run counts an attempt: whether any run of this attempt got this far.
+      const untouched = isUntouched(rec);
       try {
         if (rec.dryRun) {
           const detail = await dryRunCheck(ctx, rec);
@@ -124,6 +127,16 @@ export class RotationProcessor {
           }));
           log.warn({ rotationId: id, step: stepName, err: e }, 'step failed; will retry');
           throw err;
+        }
+        if (current.dryRun || (untouched && caught instanceof SubaccountRefusedError)) {
+          // Nothing was changed — a dry run never changes anything; a refusal of the subaccount
+          // check in the attempt's first run came before anything was created — so there is
+          // nothing to undo and nothing to hold the subaccount for. The undo is recorded as done
+          // (domain holdsAccount, retryMode): a retry starts afresh.
+          const done = { undo: { reason: 'failure' as const, drain: false, completedAt: new Date(ctx.now()).toISOString() } };
+          await this.#finish(current, 'failed', undefined, `refused before anything was changed: ${e.message}`, e, current.step, done);
+          log.error({ rotationId: id, step: current.step, err: e }, 'rotation refused; nothing was changed');
+          return;
         }
         if (current.undo) {
           // The undo itself cannot proceed: stop, and say what is left for the operator.

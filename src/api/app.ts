@@ -6,6 +6,7 @@ import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import type { RotationRepository } from '../state/rotations.ts';
 import type { RotationService } from '../service/rotations.ts';
+import type { SubaccountChecker } from '../service/subaccounts.ts';
 import type { AccountRepository } from '../state/accounts.ts';
 import type { AuditLog } from '../state/audit.ts';
 import { Metrics } from '../metrics.ts';
@@ -28,6 +29,8 @@ import { metricsRoutes } from './routes/metrics.ts';
 export interface AppDeps {
   repo: RotationRepository;
   service: RotationService;
+  /** Whether an account may be rotated (an active subaccount of the parent), asked before a rotation is created. */
+  subaccounts: SubaccountChecker;
   accounts: AccountRepository;
   audit: AuditLog;
   /** Idempotency keys and the events stream's replay reads. */
@@ -124,6 +127,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(rotationRoutes, {
     repo: deps.repo,
     service: deps.service,
+    subaccounts: deps.subaccounts,
     idempotency: new IdempotencyStore(deps.redis, (k) => deps.repo.keys.idempotency(k), deps.idempotencyTtlSeconds ?? 86_400),
   });
   await app.register(accountRoutes, { accounts: deps.accounts, now });

@@ -56,6 +56,16 @@ export const RotationT = Type.Object({
   history: Type.Array(HistoryEntryT),
   error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
   lastError: Type.Optional(Type.Object({ code: Type.String(), message: Type.String(), at: Type.String() })),
+  holdsSubaccount: Type.Boolean({ description: 'whether this rotation holds its subaccount: in flight, or failed part-way (its undo did not finish) and not abandoned; no other rotation of the subaccount may start meanwhile' }),
+  urgent: Type.Boolean({ description: 'an emergency rotation (after a leak): its drain is drainSeconds, not DRAIN_SECONDS' }),
+  drainSeconds: Type.Unsafe<number | null>({ type: ['integer', 'null'], description: 'the drain an urgent rotation asked for (capped at DRAIN_SECONDS)' }),
+  abandoned: Nullable(
+    Type.Object({
+      at: Type.String(),
+      by: Type.Optional(Type.String()),
+      leftBehind: Type.Array(Type.String(), { description: 'what the rotation may have left at Twilio and in the store, for the operator to check' }),
+    }),
+  ),
 });
 
 export const StartBody = Type.Object(
@@ -63,7 +73,16 @@ export const StartBody = Type.Object(
     accountSid: AccountSid,
     reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500 })),
     dryRun: Type.Optional(Type.Boolean()),
+    urgent: Type.Optional(
+      Type.Boolean({ description: 'Emergency rotation after a leak (admin role; reason required): the old key is deleted after drainSeconds instead of DRAIN_SECONDS, and promote gates are skipped' }),
+    ),
+    drainSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400, description: 'With urgent: the drain in seconds (default 0; capped at DRAIN_SECONDS)' })),
   },
+  { additionalProperties: false },
+);
+
+export const AbandonBody = Type.Object(
+  { confirm: Type.String({ pattern: '^AC[0-9a-f]{32}$', description: "the rotation's account SID, to confirm" }) },
   { additionalProperties: false },
 );
 
@@ -98,7 +117,7 @@ export const ActionBody = Type.Unsafe<Record<string, never> | null | undefined>(
 });
 
 /** A list item: the record without its history (GET /v1/rotations/{id} has it), so a page stays small. */
-export const RotationSummaryT = Type.Omit(RotationT, ['history']);
+export const RotationSummaryT = Type.Omit(RotationT, ['history', 'holdsSubaccount', 'urgent', 'drainSeconds', 'abandoned']);
 export type RotationSummary = Static<typeof RotationSummaryT>;
 
 export const ListReply = Type.Object({ items: Type.Array(RotationSummaryT), nextCursor: NullableString() });

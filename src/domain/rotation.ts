@@ -32,7 +32,15 @@ export interface UndoState {
   completedAt?: string;
 }
 
-export type HistoryEvent = 'created' | 'started' | 'completed' | 'waiting' | 'retrying' | 'failed' | 'undo' | 'finished';
+export type HistoryEvent = 'created' | 'started' | 'completed' | 'waiting' | 'retrying' | 'failed' | 'undo' | 'finished' | 'abandoned';
+
+/** An admin gave up on a failed rotation (POST /v1/rotations/{id}/abandon): it no longer holds its subaccount. */
+export interface AbandonState {
+  at: string;
+  by?: string;
+  /** What the rotation may have left behind at Twilio and in the store, for the operator to check. */
+  leftBehind: string[];
+}
 
 export interface HistoryEntry {
   step: Step | 'rollback';
@@ -62,6 +70,10 @@ export interface RotationRecord {
   dryRun: boolean;
   trigger: 'api' | 'schedule' | 'demo';
   requestedBy?: string;
+  /** An emergency rotation after a leak (admin only): the drain is `drainSeconds`, not DRAIN_SECONDS. */
+  urgent?: boolean;
+  /** The drain an urgent rotation asked for (seconds, capped at DRAIN_SECONDS). */
+  drainSeconds?: number;
   /** The key this rotation replaces; null for a bootstrap (the store was empty). Decided in create-secondary. */
   oldKeySid?: string | null;
   newKeySid?: string;
@@ -69,6 +81,7 @@ export interface RotationRecord {
   /** When the drain ends and promote may proceed (ISO). */
   promoteAfter?: string;
   undo?: UndoState;
+  abandoned?: AbandonState;
   attempts: number;
   /** How many times a retry started this rotation afresh (each attempt stages under its own id). */
   restarts?: number;
@@ -104,9 +117,48 @@ export function isTerminal(status: RotationStatus): boolean {
  * out of the store while it is still valid at Twilio, and the later retry of the failed one would
  * undo the new one's work. Dry runs change nothing and never hold the account once finished.
  */
-export function holdsAccount(rec: Pick<RotationRecord, 'status' | 'dryRun' | 'undo'>): boolean {
+export function holdsAccount(rec: Pick<RotationRecord, 'status' | 'dryRun' | 'undo' | 'abandoned'>): boolean {
   if (!isTerminal(rec.status)) return true;
-  return rec.status === 'failed' && !rec.dryRun && !rec.undo?.completedAt;
+  return rec.status === 'failed' && !rec.dryRun && !rec.undo?.completedAt && !rec.abandoned;
+}
+
+/**
+ * Whether no run of this attempt has reached its first step yet: pending at create-secondary with
+ * no attempt counted (the processor counts one before it runs a step, and a retry that starts
+ * afresh resets the count). A refusal then — the subaccount check fails — has changed nothing:
+ * there is nothing to undo and nothing for the rotation to hold.
+ */
+export function isUntouched(rec: Pick<RotationRecord, 'status' | 'step' | 'undo' | 'attempts'>): boolean {
+  return rec.status === 'pending' && rec.step === 'create-secondary' && !rec.undo && rec.attempts === 0;
+}
+
+/**
+ * The drain this rotation waits between operationalize and promote. An urgent rotation (a leaked
+ * key) asks for a shorter one, down to 0: consumers that cache the credential longer fail until
+ * they re-read the store — the price of killing the leaked key in seconds. Never longer than the
+ * configured drain.
+ */
+export function drainMsOf(rec: Pick<RotationRecord, 'urgent' | 'drainSeconds'>, configuredMs: number): number {
+  if (!rec.urgent) return configuredMs;
+  return Math.min(configuredMs, Math.max(0, (rec.drainSeconds ?? 0) * 1000));
+}
+
+/** The FriendlyName of a key a rotation creates: `<prefix>:<rotationId>`. */
+export function keyName(prefix: string, rotationId: string): string {
+  return `${prefix}:${rotationId}`;
+}
+
+const KEY_NAME_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/**
+ * The rotation id a key's FriendlyName names, when it is exactly `<prefix>:<rotation id>`; else
+ * undefined. Whether that rotation is one of ours is for the rotation records to say: a name alone
+ * proves nothing (another deployment with the same prefix, or a person, may have chosen it).
+ */
+export function rotationIdInKeyName(prefix: string, friendlyName: string): string | undefined {
+  if (!friendlyName.startsWith(`${prefix}:`)) return undefined;
+  const id = friendlyName.slice(prefix.length + 1);
+  return KEY_NAME_ID.test(id) ? id : undefined;
 }
 
 export function nextStep(step: Step, bootstrap: boolean): Step {
@@ -159,7 +211,48 @@ export function canUndo(rec: RotationRecord, action: UndoAction): ActionVerdict 
 
 export function canRetry(rec: RotationRecord): ActionVerdict {
   if (rec.status !== 'failed') return { ok: false, reason: `only a failed rotation can be retried; this one is ${rec.status}` };
+  if (rec.abandoned) return { ok: false, reason: `rotation was abandoned at ${rec.abandoned.at}; start a new rotation instead` };
   return { ok: true };
+}
+
+/** Abandon: only a failed rotation that still holds its subaccount (its undo did not finish). */
+export function canAbandon(rec: RotationRecord): ActionVerdict {
+  if (rec.status !== 'failed') return { ok: false, reason: `only a failed rotation can be abandoned; this one is ${rec.status}` };
+  if (rec.abandoned) return { ok: false, reason: `rotation was already abandoned at ${rec.abandoned.at}` };
+  if (!holdsAccount(rec)) return { ok: false, reason: 'rotation does not hold its subaccount (nothing was left half-done): there is nothing to abandon' };
+  return { ok: true };
+}
+
+/**
+ * What a failed rotation may have left behind when it is abandoned, read from how far it got: the
+ * operator checks these by hand. The next rotation of the subaccount deletes a leftover key of this
+ * rotation that no store stage holds (its name is this rotation's), but it cannot decide for the
+ * operator which key applications should use.
+ */
+export function leftBehind(rec: RotationRecord, where: { secretPath: string; keyNamePrefix?: string }): string[] {
+  const out: string[] = [];
+  const name = keyName(where.keyNamePrefix ?? '<prefix>', rec.id);
+  const pending = `a pending version staged under ${stagingId(rec)} at ${where.secretPath}`;
+  const undo = rec.undo;
+  const oldRestored = !!undo?.deleteAfter;
+  if (rec.step === 'delete-old' || rec.step === 'done') {
+    if (rec.oldKeySid) out.push(`old key ${rec.oldKeySid} may still be valid at Twilio in ${rec.accountSid}, and held as the previous version at ${where.secretPath}`);
+    return out;
+  }
+  if (!rec.newKeySid) {
+    out.push(`an API key named ${name} may exist at Twilio in ${rec.accountSid} (created by a run that stopped before recording it)`);
+    out.push(pending);
+    return out;
+  }
+  const mayBeCurrent = !oldRestored && (rec.operationalizedAt !== undefined || undo?.drain === true || rec.step === 'promote');
+  if (mayBeCurrent) {
+    out.push(`new key ${rec.newKeySid} may be the current version at ${where.secretPath} (applications may use it); it is valid at Twilio`);
+    if (rec.oldKeySid) out.push(`old key ${rec.oldKeySid} is still valid at Twilio and may be held as the previous version`);
+  } else {
+    out.push(`new key ${rec.newKeySid} may remain at Twilio in ${rec.accountSid}`);
+    out.push(pending);
+  }
+  return out;
 }
 
 /**
@@ -272,6 +365,11 @@ export interface PublicRotation {
   history: HistoryEntry[];
   error?: RotationError;
   lastError?: RotationError & { at: string };
+  /** Detail only (not in list items): whether it holds its subaccount — in flight, or failed part-way and not abandoned. */
+  holdsSubaccount: boolean;
+  urgent: boolean;
+  drainSeconds: number | null;
+  abandoned: AbandonState | null;
 }
 
 export function publicRotation(rec: RotationRecord): PublicRotation {
@@ -299,13 +397,20 @@ export function publicRotation(rec: RotationRecord): PublicRotation {
     // Only the schema's fields: list pages serialize this with JSON.stringify, not the schema.
     ...(rec.error ? { error: { code: rec.error.code, message: rec.error.message } } : {}),
     ...(rec.lastError ? { lastError: { code: rec.lastError.code, message: rec.lastError.message, at: rec.lastError.at } } : {}),
+    holdsSubaccount: holdsAccount(rec),
+    urgent: rec.urgent === true,
+    drainSeconds: rec.drainSeconds ?? null,
+    abandoned: rec.abandoned ? { at: rec.abandoned.at, ...(rec.abandoned.by ? { by: rec.abandoned.by } : {}), leftBehind: [...rec.abandoned.leftBehind] } : null,
   };
 }
 
-/** A list item (GET /v1/rotations): the public view without its history, properties in the schema's order. */
-export type RotationSummary = Omit<PublicRotation, 'history'>;
+/** Fields of the detail view that list items leave out (they are stored and served as cut text: see encodeRecord). */
+type DetailOnly = 'history' | 'holdsSubaccount' | 'urgent' | 'drainSeconds' | 'abandoned';
+
+/** A list item (GET /v1/rotations): the public view without its history and detail-only fields, properties in the schema's order. */
+export type RotationSummary = Omit<PublicRotation, DetailOnly>;
 
 export function rotationSummary(rec: RotationRecord): RotationSummary {
-  const { history: _history, ...summary } = publicRotation(rec);
+  const { history: _history, holdsSubaccount: _holds, urgent: _urgent, drainSeconds: _drain, abandoned: _abandoned, ...summary } = publicRotation(rec);
   return summary;
 }

@@ -10,7 +10,7 @@ import type { TwilioKeyOps } from '../twilio/admin.ts';
 export async function syncAccounts(twilio: Pick<TwilioKeyOps, 'listSubaccounts'>, accounts: AccountRepository, now: number = Date.now()): Promise<{ seen: number; added: number }> {
   const subs = await twilio.listSubaccounts();
   const added = await accounts.upsertMany(
-    subs.map((s) => ({ accountSid: s.sid, friendlyName: s.friendlyName, status: s.status })),
+    subs.map((s) => ({ accountSid: s.sid, friendlyName: s.friendlyName, status: s.status, ownerAccountSid: s.ownerAccountSid })),
     now,
   );
   return { seen: subs.length, added };

@@ -1,4 +1,4 @@
-import { canRetry, canUndo, newRotationId, retriedRecord, retryMode, undoRequested, type HistoryEntry, type RotationRecord, type UndoAction } from '../domain/rotation.ts';
+import { canAbandon, canRetry, canUndo, leftBehind, newRotationId, retriedRecord, retryMode, undoRequested, withHistory, type HistoryEntry, type RotationRecord, type UndoAction } from '../domain/rotation.ts';
 import type { RotationRepository } from '../state/rotations.ts';
 
 /** What starting, waking and undoing rotations needs from the queue. */
@@ -16,11 +16,22 @@ export interface StartRequest {
   dryRun?: boolean;
   trigger: RotationRecord['trigger'];
   requestedBy?: string;
+  /** An emergency rotation: drain `drainSeconds` (default 0) instead of DRAIN_SECONDS. */
+  urgent?: boolean;
+  drainSeconds?: number;
 }
 
 export type StartResult = { started: true; record: RotationRecord } | { started: false; existing: RotationRecord };
 
-export type ActionResult = { ok: true; record: RotationRecord } | { ok: false; reason: string; record?: RotationRecord; inFlight?: string };
+export type ActionResult =
+  | { ok: true; record: RotationRecord }
+  | { ok: false; reason: string; record?: RotationRecord; inFlight?: string; heldByFailed?: boolean; mismatch?: boolean };
+
+export interface RotationServiceOptions {
+  /** Where a subaccount's secret lives (SECRET_PATH_TEMPLATE), for what an abandoned rotation may leave behind. */
+  secretPath?: (accountSid: string) => string;
+  keyNamePrefix?: string;
+}
 
 /**
  * Starting and steering rotations: used by the API now, by the scheduler and CLI next.
@@ -30,6 +41,7 @@ export class RotationService {
     private readonly repo: RotationRepository,
     private readonly queue: RotationQueue,
     private readonly now: () => number = Date.now,
+    private readonly opts: RotationServiceOptions = {},
   ) {}
 
   async start(req: StartRequest): Promise<StartResult> {
@@ -44,6 +56,7 @@ export class RotationService {
       dryRun: req.dryRun ?? false,
       trigger: req.trigger,
       ...(req.requestedBy ? { requestedBy: req.requestedBy } : {}),
+      ...(req.urgent ? { urgent: true, drainSeconds: req.drainSeconds ?? 0 } : {}),
       attempts: 0,
       createdAt: at,
       updatedAt: at,
@@ -112,9 +125,49 @@ export class RotationService {
         return { ok: true, record: result.record };
       }
       if (result.conflict === 'in_flight') {
-        return { ok: false, reason: `rotation ${result.existingId} is in flight for ${current.accountSid}; retry this one after it finishes`, record: current, inFlight: result.existingId };
+        const holder = await this.repo.get(result.existingId);
+        const heldByFailed = holder?.status === 'failed';
+        const reason = heldByFailed
+          ? `rotation ${result.existingId} failed part-way and still holds ${current.accountSid}: retry or abandon it first`
+          : `rotation ${result.existingId} is in flight for ${current.accountSid}; retry this one after it finishes`;
+        return { ok: false, reason, record: current, inFlight: result.existingId, heldByFailed };
       }
     }
     throw new Error(`rotation ${id} kept changing during the retry`);
+  }
+
+  /**
+   * Abandon a failed rotation that still holds its subaccount (its undo could not finish): an admin
+   * confirms the account SID, the lock is released in the same write (holdsAccount is false once
+   * abandoned), and the record keeps what may be left behind for the operator to check. Nothing at
+   * Twilio or in the store is touched.
+   */
+  async abandon(id: string, confirm: string, by?: string): Promise<ActionResult | undefined> {
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const current = await this.repo.get(id);
+      if (!current) return undefined;
+      if (confirm !== current.accountSid) {
+        return { ok: false, reason: `confirm must be this rotation's account SID (${current.accountSid}); got ${confirm}`, record: current, mismatch: true };
+      }
+      const v = canAbandon(current);
+      if (!v.ok) return { ok: false, reason: v.reason, record: current };
+      const at = new Date(this.now()).toISOString();
+      const left = leftBehind(current, { secretPath: this.opts.secretPath?.(current.accountSid) ?? `the store entry of ${current.accountSid}`, keyNamePrefix: this.opts.keyNamePrefix });
+      const entry: HistoryEntry = { step: current.undo ? 'rollback' : current.step, status: 'abandoned', at, detail: `abandoned${by ? ` by ${by}` : ''}; may be left behind: ${left.join('; ') || 'nothing'}` };
+      let changed = false;
+      const record = await this.repo.update(
+        id,
+        (r) => {
+          // What is left behind was read from `current`: a record changed since is read again.
+          changed = r.rev === current.rev;
+          if (!changed) return undefined;
+          return { ...r, abandoned: { at, ...(by ? { by } : {}), leftBehind: left }, updatedAt: at, history: withHistory(r.history, entry) };
+        },
+        entry,
+        current,
+      );
+      if (changed) return { ok: true, record };
+    }
+    throw new Error(`rotation ${id} kept changing during the abandon`);
   }
 }

@@ -24,6 +24,12 @@ export interface AccountRecord {
   currentKeySid: string | null;
   lastRotatedAtMs: number | null;
   firstSeenAtMs: number;
+  /**
+   * The parent Twilio listed it under (owner_account_sid), set by the inventory sync. Null for an
+   * entry the sync has not confirmed (written by a finished rotation only, or by an earlier
+   * version): such an entry does not prove the account is a subaccount.
+   */
+  ownerAccountSid: string | null;
 }
 
 /** What GET /v1/accounts shows, in the order of its schema (AccountT). */
@@ -43,6 +49,8 @@ export interface SubaccountInfo {
   accountSid: string;
   friendlyName: string;
   status: string;
+  /** Twilio's owner_account_sid (the parent), when the entry comes from Twilio. */
+  ownerAccountSid?: string;
 }
 
 /** When the next rotation is due: a policy period after the last rotation, or after Rotator first saw the account. */
@@ -50,7 +58,7 @@ export function nextRotationMs(rec: Pick<AccountRecord, 'lastRotatedAtMs' | 'fir
   return (rec.lastRotatedAtMs ?? rec.firstSeenAtMs) + POLICY_DAYS[rec.policy] * DAY_MS;
 }
 
-export function accountView(rec: AccountRecord, now: number): AccountView {
+export function accountView(rec: Omit<AccountRecord, 'ownerAccountSid'>, now: number): AccountView {
   const next = nextRotationMs(rec);
   const since = rec.lastRotatedAtMs ?? rec.firstSeenAtMs;
   return {
@@ -69,7 +77,7 @@ export function accountView(rec: AccountRecord, now: number): AccountView {
 /**
  * As stored, kept small (benchmarks count it against each finished rotation): n friendlyName,
  * s status, p policy ('m' monthly, else quarterly), k current key SID, r last rotated (epoch ms),
- * f first seen (epoch ms).
+ * f first seen (epoch ms), o owner (the parent Twilio listed it under).
  */
 interface StoredAccount {
   n?: string;
@@ -78,10 +86,11 @@ interface StoredAccount {
   k?: string;
   r?: number;
   f?: number;
+  o?: string;
 }
 
 // KEYS: account, lexical index, due index
-// ARGV: sid, friendlyName, status, nowMs, defaultPolicy, quarterlyMs, monthlyMs
+// ARGV: sid, friendlyName, status, nowMs, defaultPolicy, quarterlyMs, monthlyMs, owner ('' = keep)
 const UPSERT = `
 local raw = redis.call('GET', KEYS[1])
 local a
@@ -89,6 +98,7 @@ local created = 0
 if raw then a = cjson.decode(raw) else a = { f = tonumber(ARGV[4]), p = ARGV[5] }; created = 1 end
 a.n = ARGV[2]
 a.s = ARGV[3]
+if ARGV[8] ~= '' then a.o = ARGV[8] end
 redis.call('SET', KEYS[1], cjson.encode(a))
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 if created == 1 then
@@ -151,7 +161,7 @@ export class AccountRepository {
     for (let i = 0; i < accounts.length; i += 500) {
       const pipe = this.#redis.pipeline();
       for (const a of accounts.slice(i, i + 500)) {
-        pipe.eval(UPSERT, 3, k.account(a.accountSid), k.accounts, k.accountsDue, a.accountSid, a.friendlyName, a.status, String(now), this.#stored(this.#defaultPolicy), String(POLICY_DAYS.quarterly * DAY_MS), String(POLICY_DAYS.monthly * DAY_MS));
+        pipe.eval(UPSERT, 3, k.account(a.accountSid), k.accounts, k.accountsDue, a.accountSid, a.friendlyName, a.status, String(now), this.#stored(this.#defaultPolicy), String(POLICY_DAYS.quarterly * DAY_MS), String(POLICY_DAYS.monthly * DAY_MS), a.ownerAccountSid ?? '');
       }
       for (const [err, created] of (await pipe.exec()) ?? []) {
         if (err) throw err;
@@ -232,5 +242,6 @@ function fromStored(accountSid: string, a: StoredAccount): AccountRecord {
     currentKeySid: a.k ?? null,
     lastRotatedAtMs: typeof a.r === 'number' ? a.r : null,
     firstSeenAtMs: typeof a.f === 'number' ? a.f : 0,
+    ownerAccountSid: typeof a.o === 'string' ? a.o : null,
   };
 }

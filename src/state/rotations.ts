@@ -32,12 +32,13 @@ end
 `;
 
 const HOLDS = `${RECORD}
--- holdsAccount() of src/domain/rotation.ts: in flight, or failed part-way (undo not completed).
+-- holdsAccount() of src/domain/rotation.ts: in flight, or failed part-way (undo not completed) and
+-- not abandoned.
 local function holds(json)
   local r, x = parts(json)
   local s = r.status
   if s ~= 'succeeded' and s ~= 'failed' and s ~= 'cancelled' and s ~= 'rolled_back' then return true end
-  return s == 'failed' and r.dryRun ~= true and not (type(x.undo) == 'table' and x.undo.completedAt)
+  return s == 'failed' and r.dryRun ~= true and not (type(x.undo) == 'table' and x.undo.completedAt) and type(x.abandoned) ~= 'table'
 end
 `;
 
@@ -366,6 +367,20 @@ export class RotationRepository {
       cursor = { score: Date.parse(last.createdAt), id: last.id };
     }
     return { items, nextCursor: items.length ? encodeCursor(items.at(-1)!) : null };
+  }
+
+  /** Which of `ids` are rotations of this account that Rotator has a record of (its per-account index). */
+  async knownRotations(accountSid: string, ids: readonly string[]): Promise<Set<string>> {
+    if (ids.length === 0) return new Set();
+    const pipe = this.#redis.pipeline();
+    for (const id of ids) pipe.zscore(this.keys.accountRotations(accountSid), id);
+    const results = (await pipe.exec()) ?? [];
+    const known = new Set<string>();
+    results.forEach(([err, score], i) => {
+      if (err) throw err;
+      if (score !== null && score !== undefined) known.add(ids[i]!);
+    });
+    return known;
   }
 
   async inFlightFor(accountSid: string): Promise<string | undefined> {

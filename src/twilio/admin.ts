@@ -1,6 +1,7 @@
 import twilio from 'twilio';
 import { Secret } from '../domain/secret.ts';
 import { PermanentError } from '../domain/errors.ts';
+import type { SeenAccount } from '../domain/subaccount.ts';
 import type { TwilioAdminCredential } from '../config.ts';
 import { classifyTwilioError } from './errors.ts';
 import { createTwilioHttpClient, type TwilioCallObserver } from './http.ts';
@@ -18,6 +19,13 @@ export interface Subaccount {
   sid: string;
   friendlyName: string;
   status: string;
+  /** The parent that owns it (Twilio's owner_account_sid). */
+  ownerAccountSid: string;
+}
+
+/** An account as the parent sees it (GET /2010-04-01/Accounts/{Sid}.json). */
+export interface AccountLookup extends SeenAccount {
+  friendlyName: string;
 }
 
 /** The Twilio operations a rotation needs; steps depend on this narrow surface, not on twilio-node. */
@@ -30,6 +38,11 @@ export interface TwilioKeyOps {
   /** An authenticated read of the subaccount with the key itself; throws when Twilio rejects it. */
   verifyKey(accountSid: string, keySid: string, secret: Secret): Promise<void>;
   listSubaccounts(): Promise<Subaccount[]>;
+  /**
+   * The account as the parent's admin credential sees it; undefined when Twilio does not show it
+   * to the parent (no such account, or another parent's).
+   */
+  fetchAccount(accountSid: string): Promise<AccountLookup | undefined>;
 }
 
 export interface TwilioAdminOptions {
@@ -152,9 +165,32 @@ export class TwilioAdmin implements TwilioKeyOps {
       const parent = this.#opts.credential.accountSid;
       const all = await this.#parent.api.v2010.accounts.list({ pageSize: 1000 });
       // The list includes the parent itself (its owner is itself): not a subaccount.
-      return all.filter((a) => a.sid !== parent && a.ownerAccountSid === parent).map((a) => ({ sid: a.sid, friendlyName: a.friendlyName, status: a.status }));
+      return all.filter((a) => a.sid !== parent && a.ownerAccountSid === parent).map((a) => ({ sid: a.sid, friendlyName: a.friendlyName, status: a.status, ownerAccountSid: a.ownerAccountSid }));
     } catch (err) {
       throw classifyTwilioError(err, 'listing subaccounts');
+    }
+  }
+
+  async fetchAccount(accountSid: string): Promise<AccountLookup | undefined> {
+    const parent = this.#opts.credential.accountSid;
+    try {
+      const a = await this.#parent.api.v2010.accounts(accountSid).fetch();
+      return { accountSid: a.sid, ownerAccountSid: a.ownerAccountSid, status: a.status, friendlyName: a.friendlyName };
+    } catch (err) {
+      const status = (err as { status?: number }).status;
+      if (status === 404) return undefined;
+      if (status === 401 && accountSid !== parent) {
+        // Twilio answers 401 both for a bad admin credential and for an account outside the
+        // parent's tree: if the parent can read itself, the credential is fine and the account is
+        // not one the parent may see.
+        try {
+          await this.#parent.api.v2010.accounts(parent).fetch();
+        } catch (again) {
+          throw classifyTwilioError(again, `looking up account ${accountSid}`);
+        }
+        return undefined;
+      }
+      throw classifyTwilioError(err, `looking up account ${accountSid}`);
     }
   }
 }

@@ -4,11 +4,12 @@ import type { RotationRecord, RotationStatus, Step } from '../../src/domain/rota
 import { dumpRedis } from '../helpers/leaks.ts';
 import { bearer, rotationIn, startApiHarness, type ApiHarness } from './support.ts';
 
-const newSid = (): string => `AC${randomBytes(16).toString('hex')}`;
 
 describe('actions, their state rules, and Idempotency-Key', () => {
   let h: ApiHarness;
   const op = () => bearer(h.tokens.operator);
+  // A real subaccount of the parent: POST /v1/rotations refuses any other account.
+  const newSid = (): string => h.stack.emu.createSubaccount('actions test').sid;
 
   beforeAll(async () => {
     // No worker: records stay in the state each test puts them in.

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -29,7 +29,8 @@ describe('audit trail', () => {
   let redis: Redis;
   let prefix: string;
   let streamKey: string;
-  const sid = () => `AC${randomBytes(16).toString('hex')}`;
+  // A real subaccount of the parent: POST /v1/rotations refuses any other account.
+  const sid = () => h.stack.emu.createSubaccount('audit test').sid;
 
   beforeAll(async () => {
     h = await startApiHarness({ logLevel: 'warn' });

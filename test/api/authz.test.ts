@@ -39,6 +39,9 @@ describe('authorization matrix', () => {
     { method: 'POST', url: `/v1/rotations/${rotationId}/cancel`, need: 'operator' },
     { method: 'POST', url: `/v1/rotations/${rotationId}/rollback`, need: 'operator' },
     { method: 'POST', url: `/v1/rotations/${rotationId}/retry`, need: 'operator' },
+    { method: 'POST', url: `/v1/rotations/${rotationId}/abandon`, need: 'admin', body: { confirm: h.stack.emu.subaccounts[1]!.sid } },
+    // The same route, with a body only an admin may send: an emergency rotation.
+    { method: 'POST', url: '/v1/rotations', need: 'admin', body: { accountSid: sid, urgent: true, reason: 'key leaked in a build log', drainSeconds: 0 } },
     { method: 'GET', url: '/v1/accounts', need: 'viewer' },
     { method: 'GET', url: '/v1/events', need: 'viewer', sse: true },
     { method: 'GET', url: '/v1/audit', need: 'admin' },
@@ -116,7 +119,7 @@ describe('authorization matrix', () => {
       for (const route of routes().filter((r) => r.method === 'POST')) {
         const res = await h.app.inject({ method: 'POST', url: route.url, headers: bearer(token), payload: route.body ?? {} });
         expect(res.statusCode, `${route.url}`).toBe(403);
-        expect(res.json().error).toMatchObject({ code: 'forbidden', message: expect.stringMatching(/needs the operator role/) });
+        expect(res.json().error).toMatchObject({ code: 'forbidden', message: expect.stringMatching(/needs the (operator|admin) role/) });
       }
       const start = await h.app.inject({ method: 'POST', url: '/v1/rotations', headers: { ...bearer(token), 'idempotency-key': 'viewer-attempt' }, payload: { accountSid: h.stack.emu.subaccounts[2]!.sid } });
       expect(start.statusCode).toBe(403);

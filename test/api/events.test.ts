@@ -1,5 +1,4 @@
 import { request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
-import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '../helpers/stack.ts';
 import { bearer, startApiHarness, type ApiHarness } from './support.ts';
@@ -64,7 +63,8 @@ class SseClient {
 describe('GET /v1/events (server-sent events)', () => {
   let h: ApiHarness;
   let base: string;
-  const sid = () => `AC${randomBytes(16).toString('hex')}`;
+  // A real subaccount of the parent: POST /v1/rotations refuses any other account.
+  const sid = () => h.stack.emu.createSubaccount('events test').sid;
 
   beforeAll(async () => {
     h = await startApiHarness({ env: { SSE_HEARTBEAT_SECONDS: '1', SSE_MAX_CLIENTS: '4' }, logLevel: 'warn' });

@@ -23,7 +23,11 @@ describe('fuzzing every route', () => {
   let h: ApiHarness;
   let base: string;
   const ids: string[] = [];
-  const pools: Record<'cancel' | 'rollback' | 'retry', string[]> = { cancel: [], rollback: [], retry: [] };
+  const pools: Record<'cancel' | 'rollback' | 'retry' | 'abandon', string[]> = { cancel: [], rollback: [], retry: [], abandon: [] };
+  /** The account SID of each rotation in the abandon pool (its confirmation). */
+  const accountOf = new Map<string, string>();
+  /** Real subaccounts of the parent with nothing in flight: POST /v1/rotations refuses any other account. */
+  const free: string[] = [];
   const cursors: string[] = [];
   const streamIds: string[] = ['0-0'];
   let served = 0;
@@ -48,6 +52,14 @@ describe('fuzzing every route', () => {
         pools[action].push(rec.id);
       }
     }
+    // Failed part-way (the undo stopped): what an admin may abandon.
+    for (let i = 0; i < 15; i++) {
+      const account = `AC${(n++).toString(16).padStart(32, 'f')}`;
+      const rec = await rotationIn(h.rt, account, 'failed', { step: 'operationalize', undo: { reason: 'failure', drain: true }, error: { code: 'store_permission', message: 'undo stopped' } });
+      pools.abandon.push(rec.id);
+      accountOf.set(rec.id, account);
+    }
+    for (let i = 0; i < 20; i++) free.push(h.stack.emu.createSubaccount(`Fuzz ${i}`).sid);
     await h.rt.accounts.upsertMany(subs.map((s, i) => ({ accountSid: s, friendlyName: `Customer ${i}`, status: 'active' })));
     const page = await h.app.inject({ method: 'GET', url: '/v1/rotations?limit=1', headers: auth('admin') });
     cursors.push(page.json().nextCursor);
@@ -106,7 +118,13 @@ describe('fuzzing every route', () => {
   const withQuery = (path: string, q: string) => (q ? `${path}?${q}` : path);
   const body = () =>
     fc.oneof(
-      { weight: 3, arbitrary: fc.record({ accountSid: hex(32).map((x) => `AC${x}`), reason: fc.string({ minLength: 1, maxLength: 500 }), dryRun: fc.boolean() }, { requiredKeys: ['accountSid'] }).map((o) => ({ json: o })) },
+      { weight: 3, arbitrary: fc.record({ accountSid: fc.oneof(hex(32).map((x) => `AC${x}`), fc.constantFrom(...free, h.stack.emu.parent.accountSid)), reason: fc.string({ minLength: 1, maxLength: 500 }), dryRun: fc.boolean() }, { requiredKeys: ['accountSid'] }).map((o) => ({ json: o })) },
+      {
+        weight: 1,
+        arbitrary: fc
+          .record({ accountSid: fc.constantFrom(...free), reason: fc.string({ minLength: 1, maxLength: 500 }), urgent: fc.oneof(fc.boolean(), fc.anything()), drainSeconds: fc.oneof(fc.integer({ min: -5, max: 100_000 }), fc.anything()) }, { requiredKeys: ['accountSid'] })
+          .map((o) => ({ json: o })),
+      },
       { weight: 3, arbitrary: fc.record({ accountSid: sid, reason: fc.oneof(fc.string({ maxLength: 600 }), fc.integer(), fc.constant(null)), dryRun: fc.oneof(fc.boolean(), fc.anything()), extra: fc.anything() }, { requiredKeys: [] }).map((o) => ({ json: o })) },
       { weight: 2, arbitrary: fc.anything().map((v) => ({ json: v })) },
       { weight: 2, arbitrary: fc.json().map((raw) => ({ raw, type: 'application/json' })) },
@@ -200,6 +218,16 @@ describe('fuzzing every route', () => {
       });
     });
   }
+
+  it('POST /v1/rotations/{id}/abandon: path parameters, confirmations, bodies and headers', async () => {
+    // Half the targets come with their own account SID as the confirmation, so some abandons succeed.
+    const paired = fc.constantFrom(...pools.abandon).map((id) => ({ id, b: { json: { confirm: accountOf.get(id) } } as { json?: unknown; raw?: string; type?: string } }));
+    const loose = fc.record({ id: fc.oneof(existingId(), fc.constantFrom(...pools.abandon), rotationId), b: fc.oneof(sid.map((x) => ({ json: { confirm: x } as unknown })), body()) });
+    await fuzz(fc.record({ target: fc.oneof(paired, loose), hdrs: headers(), q: query() }), async ({ target: { id, b }, hdrs, q }) => {
+      const url = withQuery(`/v1/rotations/${encodeURIComponent(id)}/abandon`, q);
+      judge(`POST ${url}`, await inject({ method: 'POST', url, ...payloadOf(b, hdrs) } as InjectOptions));
+    });
+  });
 
   it('still serves afterwards, and nothing reached the 500 handler', async () => {
     expect((await h.app.inject({ method: 'GET', url: '/healthz' })).statusCode).toBe(200);

@@ -50,7 +50,8 @@ describe('hardening: rate limits, security headers, CORS, request ids, malformed
   it('does not write rate-limited requests to the audit trail', async () => {
     const ip = freshIp();
     const token = await h.jwt('operator', { sub: 'burst' });
-    for (let i = 0; i < 7; i++) await h.app.inject({ method: 'POST', url: '/v1/rotations', headers: { ...bearer(token), 'x-forwarded-for': ip }, payload: { accountSid: 'AC' + 'a'.repeat(32), dryRun: true } });
+    const accountSid = h.stack.emu.createSubaccount('burst').sid;
+    for (let i = 0; i < 7; i++) await h.app.inject({ method: 'POST', url: '/v1/rotations', headers: { ...bearer(token), 'x-forwarded-for': ip }, payload: { accountSid, dryRun: true } });
     const entries = [];
     for await (const e of h.rt.audit.entries()) if (e.actor === 'oidc:burst') entries.push(e);
     expect(entries.map((e) => e.status)).toEqual([202, 409, 409, 409, 409]);

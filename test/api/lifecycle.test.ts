@@ -6,9 +6,10 @@ import { AccountRepository } from '../../src/state/accounts.ts';
 import { bearer, startApiHarness, type ApiHarness } from './support.ts';
 
 /**
- * With a worker: a rotation that fails (the admin credential refused on its subaccount) is
- * retried through the API until it succeeds, and everything around it follows — the audit chain
- * records each step, the account inventory gets the new key, the metrics count it all.
+ * With a worker: a rotation that fails (the admin credential refused on its subaccount's keys,
+ * for the undo too) is retried through the API until it succeeds, and
+ * everything around it follows — the audit chain records each step, the account inventory gets
+ * the new key, the metrics count it all.
  */
 describe('a failed rotation retried to success, with its audit, inventory and metrics', () => {
   let h: ApiHarness;
@@ -37,14 +38,17 @@ describe('a failed rotation retried to success, with its audit, inventory and me
   });
 
   it('fails, finishes its undo on the first retry, starts afresh on the second, and succeeds', async () => {
-    h.stack.emu.denyParent(sid, true);
+    // The subaccount check passes; then Twilio refuses the admin credential on the subaccount's
+    // keys (401 20003) — for the listing create-secondary makes, and again for the one its undo
+    // needs — so the undo stops half-way.
+    h.stack.emu.setFaults({ failNext: { count: 2, status: 401, match: { method: 'GET', path: '/Keys\\.json$' } } });
     const id = (await api('POST', '/v1/rotations', { accountSid: sid, reason: 'suspected leak' })).json().id;
     const failed = await waitFinished(h.rt, id, 30_000);
     expect(failed.status).toBe('failed');
     expect(failed.undo?.completedAt).toBeUndefined();
     expect(failed.error?.message).toMatch(/undo stopped/);
 
-    h.stack.emu.denyParent(sid, false);
+    expect(h.stack.emu.faults().failNext).toEqual([]);
     const first = await api('POST', `/v1/rotations/${id}/retry`);
     expect(first.statusCode).toBe(200);
     expect(first.json().history.at(-1).detail).toMatch(/finishing the interrupted undo/);

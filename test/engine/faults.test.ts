@@ -73,8 +73,10 @@ describe('Twilio faults', () => {
     try {
       const rec = await waitFinished(rt, (await startRotation(rt, sid)).id);
       expect(rec.status).toBe('failed');
-      expect(rec.error?.code).toBe('twilio_subaccount_inactive');
+      // Refused by the subaccount check before anything was created: the subaccount is not held.
+      expect(rec.error?.code).toBe('subaccount_inactive');
       expect(rec.error?.message).toMatch(/closed/);
+      expect(await rt.repo.inFlightFor(sid)).toBeUndefined();
     } finally {
       stack.emu.setAccountStatus(sid, 'active');
     }

@@ -23,6 +23,7 @@ class MaxRetriesPerRequestError extends Error {
   }
 }
 
+const PARENT = `AC${'0'.repeat(32)}`;
 let dir: string;
 let server: EmbeddedRedis;
 let redis: Redis;
@@ -50,6 +51,7 @@ function harness(repo: RotationRepository, moveToDelayed?: () => Promise<void>) 
     deleteKey: async () => 'deleted',
     verifyKey: async () => undefined,
     listSubaccounts: async () => [],
+    fetchAccount: async (sid) => ({ accountSid: sid, ownerAccountSid: PARENT, status: 'active', friendlyName: 'sub' }),
   };
   const store = new FileSecretStore({ dir: join(dir, 'secrets'), key: randomBytes(32) });
   const processor = new RotationProcessor({
@@ -62,6 +64,8 @@ function harness(repo: RotationRepository, moveToDelayed?: () => Promise<void>) 
       store,
       secretPath: (sid) => `twilio/${sid}`,
       keyNamePrefix: 'rotator',
+      parentAccountSid: PARENT,
+      knownRotations: (sid, ids) => repo.knownRotations(sid, ids),
       drainMs: 60_000,
       gates: [],
       now: Date.now,

@@ -1,5 +1,5 @@
 import type { SecretStore } from '../../providers/secret-store.ts';
-import type { TwilioKeyOps } from '../../src/twilio/admin.ts';
+import type { TwilioKey, TwilioKeyOps } from '../../src/twilio/admin.ts';
 import type { RotationRecord, Step } from '../../src/domain/rotation.ts';
 import type { CrashPoint } from '../crash-points.ts';
 
@@ -18,6 +18,12 @@ export interface StepContext {
   store: SecretStore;
   secretPath(accountSid: string): string;
   keyNamePrefix: string;
+  /** The configured parent (TWILIO_ACCOUNT_SID): only its active subaccounts are rotated. */
+  parentAccountSid: string;
+  /** Which of `rotationIds` Rotator has records of for this subaccount (orphan cleanup deletes only those keys). */
+  knownRotations(accountSid: string, rotationIds: readonly string[]): Promise<ReadonlySet<string>>;
+  /** Keys with Rotator's prefix that Rotator did not provably create: left in place, reported (log, metric). */
+  reportSprawl?(rec: RotationRecord, keys: readonly TwilioKey[]): void;
   drainMs: number;
   gates: readonly PromoteGate[];
   now(): number;
@@ -29,6 +35,4 @@ export type StepOutcome =
   | { kind: 'advance'; patch: Partial<RotationRecord>; next: Step; detail?: string }
   | { kind: 'wait'; until: number; reason: string; patch?: Partial<RotationRecord> };
 
-export function keyName(prefix: string, rotationId: string): string {
-  return `${prefix}:${rotationId}`;
-}
+export { keyName } from '../../src/domain/rotation.ts';

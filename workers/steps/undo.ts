@@ -1,4 +1,4 @@
-import { PermanentError } from '../../src/domain/errors.ts';
+import { PermanentError, RotatorError } from '../../src/domain/errors.ts';
 import { stagingId, type RotationRecord, type UndoState } from '../../src/domain/rotation.ts';
 import { keyName, type StepContext } from './context.ts';
 
@@ -46,7 +46,16 @@ export async function undoRotation(ctx: StepContext, rec: RotationRecord): Promi
   }
   const name = keyName(ctx.keyNamePrefix, rec.id);
   const deleted: string[] = [];
-  for (const key of await ctx.twilio.listKeys(rec.accountSid)) {
+  let keys;
+  try {
+    keys = await ctx.twilio.listKeys(rec.accountSid);
+  } catch (err) {
+    // Twilio does not know the subaccount (404): no key of it exists, so none is left to delete.
+    // Stopping here would hold the subaccount for a failure that left nothing behind at Twilio.
+    if (err instanceof RotatorError && err.code === 'twilio_not_found') return { kind: 'finished', detail: `no new key to delete: Twilio does not know ${rec.accountSid}` };
+    throw err;
+  }
+  for (const key of keys) {
     if ((key.sid === rec.newKeySid || key.friendlyName === name) && !held.has(key.sid)) {
       if ((await ctx.twilio.deleteKey(rec.accountSid, key.sid)) === 'deleted') deleted.push(key.sid);
     }

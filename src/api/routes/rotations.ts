@@ -1,15 +1,34 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { publicRotation } from '../../domain/rotation.ts';
+import { isTransient, RotatorError } from '../../domain/errors.ts';
+import { holdsAccount, publicRotation, type RotationRecord } from '../../domain/rotation.ts';
 import { decodeCursor, type RotationRepository } from '../../state/rotations.ts';
 import type { ActionResult, RotationService } from '../../service/rotations.ts';
+import type { SubaccountChecker } from '../../service/subaccounts.ts';
+import { roleAtLeast } from '../tokens.ts';
 import { HttpError } from '../errors.ts';
 import { IdempotencyStore, type StoredAnswer } from '../idempotency.ts';
-import { ActionBody, errorResponses, ErrorBody, IdParams, ListQuery, ListReply, NoQuery, RotationT, StartBody, StartHeaders, StartReply } from '../schemas.ts';
+import { AbandonBody, ActionBody, errorResponses, ErrorBody, IdParams, ListQuery, ListReply, NoQuery, RotationT, StartBody, StartHeaders, StartReply } from '../schemas.ts';
 
 export interface RotationRoutesDeps {
   repo: RotationRepository;
   service: RotationService;
   idempotency: IdempotencyStore;
+  subaccounts: SubaccountChecker;
+}
+
+/**
+ * The 409 of a subaccount that a rotation holds: in flight (`rotation_in_flight`), or failed
+ * part-way and waiting for a retry or an abandon (`subaccount_held_by_failed_rotation`), which a
+ * client must not wait out.
+ */
+function heldAnswer(holder: RotationRecord, accountSid: string): { code: string; message: string } {
+  if (holder.status === 'failed' && holdsAccount(holder)) {
+    return {
+      code: 'subaccount_held_by_failed_rotation',
+      message: `rotation ${holder.id} of ${accountSid} failed part-way and still holds the subaccount: retry it (POST /v1/rotations/${holder.id}/retry) or have an admin abandon it (POST /v1/rotations/${holder.id}/abandon) before starting another`,
+    };
+  }
+  return { code: 'rotation_in_flight', message: `rotation ${holder.id} is already in flight for ${accountSid}` };
 }
 
 const ACTIONS = {
@@ -21,21 +40,33 @@ const ACTIONS = {
 const ITEMS_OPEN = Buffer.from('{"items":[');
 const COMMA = Buffer.from(',');
 
-export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = async (app, { repo, service, idempotency }) => {
+export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = async (app, { repo, service, idempotency, subaccounts }) => {
   app.post(
     '/v1/rotations',
     {
       config: { role: 'operator', audit: 'rotation.start' },
       schema: {
         summary: "Start a rotation of one subaccount's API key",
-        description: 'With an Idempotency-Key header, repeating the request (same key, same body) returns the first answer; the same key with another body is refused with 422.',
+        description:
+          'Only an active subaccount of the configured parent may be rotated: the parent itself or another parent\'s account is refused with 422 `not_a_subaccount`, an unknown SID with 404 `subaccount_not_found`, a suspended or closed subaccount with 422 `subaccount_inactive`. ' +
+          'A subaccount held by another rotation answers 409 with its id: `rotation_in_flight`, or `subaccount_held_by_failed_rotation` when that rotation failed part-way (retry or abandon it). ' +
+          '`urgent: true` (admin role, `reason` required) is an emergency rotation after a leak: the drain is `drainSeconds` (default 0) instead of DRAIN_SECONDS, so consumers that cache the key longer fail until they re-read the store. ' +
+          'With an Idempotency-Key header, repeating the request (same key, same body) returns the first answer; the same key with another body is refused with 422.',
         tags: ['rotations'],
         headers: StartHeaders,
         body: StartBody,
-        response: { 202: StartReply, 409: ErrorBody, ...errorResponses(400, 401, 403, 413, 415, 422, 429) },
+        response: { 202: StartReply, 409: ErrorBody, ...errorResponses(400, 401, 403, 404, 413, 415, 422, 429, 502, 503) },
       },
     },
     async (req, reply) => {
+      const { urgent, drainSeconds, reason, dryRun, accountSid } = req.body;
+      if (drainSeconds !== undefined && !urgent) throw new HttpError(400, 'invalid_request', 'drainSeconds applies only to an urgent rotation (urgent: true)');
+      if (urgent) {
+        req.auditTarget = { accountSid, detail: `urgent: drain ${drainSeconds ?? 0}s` };
+        if (!req.principal || !roleAtLeast(req.principal.role, 'admin')) throw new HttpError(403, 'forbidden', `an urgent rotation needs the admin role; "${req.principal?.name ?? 'anonymous'}" is ${req.principal?.role ?? 'nobody'}`);
+        if (!reason) throw new HttpError(400, 'invalid_request', 'an urgent rotation needs a reason (what leaked, and where)');
+        if (dryRun) throw new HttpError(400, 'invalid_request', 'an urgent rotation cannot be a dry run');
+      }
       const scope = req.principal?.name ?? '';
       const key = req.headers['idempotency-key'];
       const fingerprint = key !== undefined ? IdempotencyStore.fingerprint('POST /v1/rotations', req.body) : '';
@@ -47,19 +78,15 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
       }
       let answer: StoredAnswer;
       try {
+        await admit(accountSid);
         const result = await service.start({ ...req.body, trigger: 'api', requestedBy: req.principal?.name });
         if (!result.started) {
           const id = result.existing.id;
-          req.auditTarget = { rotationId: id, accountSid: req.body.accountSid };
-          // A rotation that failed part-way keeps its subaccount until it is retried (its state is half done).
-          const message =
-            result.existing.status === 'failed'
-              ? `rotation ${id} of ${req.body.accountSid} failed part-way and still holds the subaccount: retry it (POST /v1/rotations/${id}/retry) before starting another`
-              : `rotation ${id} is already in flight for ${req.body.accountSid}`;
-          answer = { status: 409, body: { id, error: { code: 'rotation_in_flight', message } } };
+          req.auditTarget = { ...req.auditTarget, rotationId: id, accountSid };
+          answer = { status: 409, body: { id, error: heldAnswer(result.existing, accountSid) } };
         } else {
           const r = result.record;
-          req.auditTarget = { rotationId: r.id, accountSid: r.accountSid };
+          req.auditTarget = { ...req.auditTarget, rotationId: r.id, accountSid: r.accountSid };
           answer = { status: 202, body: { id: r.id, accountSid: r.accountSid, status: r.status, step: r.step }, headers: { location: `/v1/rotations/${r.id}` } };
         }
       } catch (err) {
@@ -68,6 +95,20 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
       }
       if (key !== undefined) await idempotency.complete(scope, key, fingerprint, answer);
       return send(answer, false);
+
+      /** Refuse, before a record or a lock exists, an account that is not an active subaccount of the parent. */
+      async function admit(sid: string): Promise<void> {
+        let verdict;
+        try {
+          verdict = await subaccounts.check(sid);
+        } catch (err) {
+          if (isTransient(err)) throw new HttpError(503, 'subaccount_check_unavailable', `could not confirm with Twilio that ${sid} is a subaccount of the parent (${(err as Error).message}); retry shortly`);
+          // Twilio refused the lookup itself (the admin credential): the message says what to fix.
+          if (err instanceof RotatorError) throw new HttpError(502, 'subaccount_check_failed', `could not check ${sid} at Twilio: ${err.message}`);
+          throw err;
+        }
+        if (!verdict.ok) throw new HttpError(verdict.code === 'subaccount_not_found' ? 404 : 422, verdict.code, verdict.message);
+      }
 
       function replay(a: StoredAnswer) {
         const id = typeof a.body.id === 'string' ? a.body.id : undefined;
@@ -139,11 +180,42 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
         if (!result) throw new HttpError(404, 'rotation_not_found', `no rotation ${id}`);
         if (result.record) req.auditTarget = { rotationId: id, accountSid: result.record.accountSid };
         if (!result.ok) {
-          const code = result.inFlight ? 'rotation_in_flight' : 'action_not_allowed';
+          const code = result.inFlight ? (result.heldByFailed ? 'subaccount_held_by_failed_rotation' : 'rotation_in_flight') : 'action_not_allowed';
           throw new HttpError(409, code, `${action} refused: ${result.reason}`, { id: result.inFlight ?? id });
         }
         return publicRotation(result.record);
       },
     );
   }
+
+  app.post(
+    '/v1/rotations/:id/abandon',
+    {
+      config: { role: 'admin', audit: 'rotation.abandon' },
+      schema: {
+        summary: 'Abandon a failed rotation that still holds its subaccount',
+        description:
+          "For a rotation whose undo could not finish (e.g. the subaccount was closed mid-rotation) and that a retry cannot complete. `confirm` must be the rotation's account SID. " +
+          'The subaccount is released for new rotations; Twilio and the store are not touched, and the record lists what may be left behind (`abandoned.leftBehind`) for the operator to check. ' +
+          "The next rotation of the subaccount deletes a leftover key named for this rotation that no store stage holds. 409 when the rotation is not failed or does not hold its subaccount; 422 when `confirm` is not the rotation's account SID.",
+        tags: ['rotations'],
+        params: IdParams,
+        querystring: NoQuery,
+        body: AbandonBody,
+        response: { 200: RotationT, ...errorResponses(400, 401, 403, 404, 409, 422, 429) },
+      },
+    },
+    async (req) => {
+      const id = req.params.id;
+      const result = await service.abandon(id, req.body.confirm, req.principal?.name);
+      if (!result) throw new HttpError(404, 'rotation_not_found', `no rotation ${id}`);
+      if (result.record) req.auditTarget = { rotationId: id, accountSid: result.record.accountSid };
+      if (!result.ok) {
+        if (result.mismatch) throw new HttpError(422, 'confirmation_mismatch', `abandon refused: ${result.reason}`, { id });
+        throw new HttpError(409, 'action_not_allowed', `abandon refused: ${result.reason}`, { id });
+      }
+      req.log.warn({ rotationId: id, accountSid: result.record.accountSid, leftBehind: result.record.abandoned?.leftBehind }, 'rotation abandoned; the subaccount is released');
+      return publicRotation(result.record);
+    },
+  );
 };
