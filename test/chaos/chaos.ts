@@ -464,6 +464,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         undoRequests: driver.undoRequests,
         operatorRetries: driver.operatorRetries,
         idempotencyWaits: driver.idempotencyWaits,
+        subaccountCheckWaits: driver.subaccountCheckWaits,
         apiRetries: client.retries,
         consumerRequests: stats.reduce((n, s) => n + s.requests, 0),
         consumerStoreErrors: stats.reduce((n, s) => n + s.storeErrors, 0),
@@ -543,6 +544,7 @@ class Driver {
   undoRequests = { cancel: 0, rollback: 0, refused: 0 };
   operatorRetries = 0;
   idempotencyWaits = 0;
+  subaccountCheckWaits = 0;
   #done = false;
   #enough: Promise<void>;
   #resolveEnough!: () => void;
@@ -590,13 +592,23 @@ class Driver {
     let res;
     for (let attempt = 0; ; attempt++) {
       res = await this.d.client.request<{ id?: string; error?: { code: string; message: string } }>('POST', '/v1/rotations', { accountSid: sid, reason: 'chaos' }, { 'idempotency-key': key });
+      // The API could not ask Twilio whether a subaccount it has not synced yet (one added
+      // mid-run) is the parent's, because Twilio is failing: a transient refusal, as documented.
+      if (res.status === 503 && res.body.error?.code === 'subaccount_check_unavailable') {
+        this.subaccountCheckWaits++;
+        await new Promise((r) => setTimeout(r, 500));
+        key = crypto.randomUUID();
+        continue;
+      }
       if (res.status !== 409 || res.body.error?.code !== 'idempotency_in_progress') break;
       this.idempotencyWaits++;
       await new Promise((r) => setTimeout(r, 1_000));
       if (attempt >= 2) key = crypto.randomUUID();
     }
     if (res.status === 202 && res.body.id) return { id: res.body.id, fresh: true };
-    if (res.status === 409 && res.body.error?.code === 'rotation_in_flight' && res.body.id) return { id: res.body.id, fresh: false };
+    // Held by a rotation in flight, or by one that failed part-way (the lane retries that one).
+    const held = ['rotation_in_flight', 'subaccount_held_by_failed_rotation'];
+    if (res.status === 409 && held.includes(res.body.error?.code ?? '') && res.body.id) return { id: res.body.id, fresh: false };
     this.d.violation(`POST /v1/rotations for ${sid} answered ${res.status}: ${JSON.stringify(res.body).slice(0, 300)}`);
     await new Promise((r) => setTimeout(r, 1_000));
     return undefined;
