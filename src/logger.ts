@@ -1,4 +1,5 @@
 import pino, { type DestinationStream, type Logger } from 'pino';
+import { build as prettyStream, isColorSupported } from 'pino-pretty';
 
 /**
  * Structured logs. Secrets are `Secret` values that serialise as [redacted]; redaction here is the
@@ -20,6 +21,22 @@ export const REDACT_PATHS = [
   'token',
 ];
 
-export function createLogger(level: string, destination?: DestinationStream): Logger {
-  return pino({ level, redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { pid: process.pid } }, destination);
+/**
+ * `format: 'pretty'` (LOG_FORMAT=pretty) is for a person at a terminal: one line per entry with its
+ * time, level and message, the fields after it, colours on a TTY. Redaction happens before either
+ * format. The start-up summary's `startup` object is left out there: its message says it all.
+ */
+export function createLogger(level: string, destination?: DestinationStream, format: 'json' | 'pretty' = 'json'): Logger {
+  const out =
+    format === 'pretty'
+      ? prettyStream({
+          colorize: !destination && isColorSupported && process.stdout.isTTY,
+          singleLine: true,
+          translateTime: 'SYS:HH:MM:ss.l',
+          ignore: 'pid,hostname,startup',
+          sync: true,
+          ...(destination ? { destination } : {}),
+        })
+      : destination;
+  return pino({ level, redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { pid: process.pid } }, out);
 }

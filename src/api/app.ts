@@ -36,6 +36,8 @@ export interface AppDeps {
   tokens: readonly TokenEntry[];
   oidc?: OidcVerifier;
   readiness: Record<string, ReadinessCheck>;
+  /** Reported by /readyz without making it fail (see healthRoutes). */
+  advisoryReadiness?: Record<string, ReadinessCheck>;
   metrics?: Metrics;
   logger?: Logger | false;
   trustProxy?: boolean | string;
@@ -93,7 +95,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(docsPlugin, { version: deps.version ?? '0.1.0' });
 
   const now = deps.now ?? Date.now;
-  await app.register(healthRoutes, { checks: deps.readiness });
+  await app.register(healthRoutes, { checks: deps.readiness, advisory: deps.advisoryReadiness });
   await app.register(metricsRoutes, { metrics });
   await app.register(rotationRoutes, {
     repo: deps.repo,

@@ -3,32 +3,55 @@ import { Type } from 'typebox';
 
 export type ReadinessCheck = () => Promise<void>;
 
-/** Liveness answers while the process runs; readiness says which dependency is down and how to fix it. */
-export const healthRoutes: FastifyPluginAsyncTypebox<{ checks: Record<string, ReadinessCheck> }> = async (app, { checks }) => {
+export interface HealthOptions {
+  /** Each must pass for the process to be ready (otherwise 503). */
+  checks: Record<string, ReadinessCheck>;
+  /**
+   * Reported, but a failure only makes the answer `degraded` (still 200): no worker on the queue
+   * means rotations wait, while the API still serves reads, so it should not leave the load balancer.
+   */
+  advisory?: Record<string, ReadinessCheck>;
+}
+
+const Component = Type.Union([Type.Literal('ok'), Type.Literal('fail')]);
+
+/**
+ * Liveness answers while the process runs. Readiness answers ok/fail per component and nothing
+ * more (it is public: no addresses, paths or error text); why a component fails goes to the log,
+ * once when it starts failing and once when it recovers.
+ */
+export const healthRoutes: FastifyPluginAsyncTypebox<HealthOptions> = async (app, { checks, advisory = {} }) => {
   app.get('/healthz', { schema: { summary: 'Liveness', response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
+
+  const failing = new Map<string, string>();
+  const run = async (name: string, check: ReadinessCheck): Promise<'ok' | 'fail'> => {
+    try {
+      await withTimeout(check(), 3_000);
+      if (failing.delete(name)) app.log.info({ check: name }, `readiness: ${name} recovered`);
+      return 'ok';
+    } catch (err) {
+      const message = (err as Error).message;
+      if (failing.get(name) !== message) app.log.warn({ check: name, err: { message } }, `readiness: ${name} failing`);
+      failing.set(name, message);
+      return 'fail';
+    }
+  };
 
   app.get(
     '/readyz',
     {
       schema: {
-        summary: 'Readiness: Redis and the secret store',
-        response: { '2xx': Type.Object({ status: Type.String(), checks: Type.Record(Type.String(), Type.Object({ ok: Type.Boolean(), message: Type.Optional(Type.String()) })) }) },
+        summary: 'Readiness: Redis, the secret store, Twilio (the admin credential) and whether a worker is connected',
+        response: { '2xx': Type.Object({ status: Type.Union([Type.Literal('ready'), Type.Literal('degraded'), Type.Literal('not_ready')]), checks: Type.Record(Type.String(), Component) }) },
       },
     },
     async (_req, reply) => {
-      const results: Record<string, { ok: boolean; message?: string }> = {};
-      await Promise.all(
-        Object.entries(checks).map(async ([name, check]) => {
-          try {
-            await withTimeout(check(), 3_000);
-            results[name] = { ok: true };
-          } catch (err) {
-            results[name] = { ok: false, message: (err as Error).message };
-          }
-        }),
-      );
-      const ok = Object.values(results).every((r) => r.ok);
-      return reply.status(ok ? 200 : 503).send({ status: ok ? 'ready' : 'not_ready', checks: results });
+      const entries = [...Object.entries(checks).map(([n, c]) => [n, c, true] as const), ...Object.entries(advisory).map(([n, c]) => [n, c, false] as const)];
+      const results = await Promise.all(entries.map(async ([name, check, required]) => ({ name, required, result: await run(name, check) })));
+      const ready = results.every((r) => !r.required || r.result === 'ok');
+      const complete = results.every((r) => r.result === 'ok');
+      const status = !ready ? 'not_ready' : complete ? 'ready' : 'degraded';
+      return reply.status(ready ? 200 : 503).send({ status, checks: Object.fromEntries(results.map((r) => [r.name, r.result])) });
     },
   );
 };
