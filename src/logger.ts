@@ -1,5 +1,9 @@
+import { createRequire } from 'node:module';
 import pino, { type DestinationStream, type Logger } from 'pino';
-import { build as prettyStream, isColorSupported } from 'pino-pretty';
+import type * as PinoPretty from 'pino-pretty';
+
+// Loaded only for LOG_FORMAT=pretty: every process start would otherwise pay for its dozen modules.
+const load = createRequire(import.meta.url);
 
 /**
  * Structured logs. Secrets are `Secret` values that serialise as [redacted]; redaction here is the
@@ -27,16 +31,17 @@ export const REDACT_PATHS = [
  * format. The start-up summary's `startup` object is left out there: its message says it all.
  */
 export function createLogger(level: string, destination?: DestinationStream, format: 'json' | 'pretty' = 'json'): Logger {
-  const out =
-    format === 'pretty'
-      ? prettyStream({
-          colorize: !destination && isColorSupported && process.stdout.isTTY,
-          singleLine: true,
-          translateTime: 'SYS:HH:MM:ss.l',
-          ignore: 'pid,hostname,startup',
-          sync: true,
-          ...(destination ? { destination } : {}),
-        })
-      : destination;
+  let out = destination;
+  if (format === 'pretty') {
+    const { build: prettyStream, isColorSupported } = load('pino-pretty') as typeof PinoPretty;
+    out = prettyStream({
+      colorize: !destination && isColorSupported && process.stdout.isTTY,
+      singleLine: true,
+      translateTime: 'SYS:HH:MM:ss.l',
+      ignore: 'pid,hostname,startup',
+      sync: true,
+      ...(destination ? { destination } : {}),
+    });
+  }
   return pino({ level, redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { pid: process.pid } }, out);
 }
