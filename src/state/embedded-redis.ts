@@ -111,14 +111,19 @@ export async function startEmbeddedRedis(opts: { dir: string; port?: number; per
 async function spawnLocked(dir: string, password: string, opts: { port?: number; persist?: boolean }): Promise<EmbeddedRedis> {
   const persist = opts.persist ?? true;
   const socket = join(dir, SOCKET_FILE);
-  const useSocket = opts.port === undefined && Buffer.byteLength(socket) <= MAX_SOCKET_PATH_BYTES;
-  // A free port may be taken between the look and redis-server's bind: try a few.
+  let useSocket = opts.port === undefined && Buffer.byteLength(socket) <= MAX_SOCKET_PATH_BYTES;
+  // A free port may be taken between the look and redis-server's bind: try a few. A file system
+  // that cannot hold a Unix socket (some network and shared-folder mounts) gets the port instead.
   for (let attempt = 0; ; attempt++) {
     const port = useSocket ? 0 : (opts.port ?? (await freePort()));
     const listen: Listen = useSocket ? { socket } : { host: '127.0.0.1', port };
     try {
       return await spawnServer(dir, password, persist, listen);
     } catch (err) {
+      if (useSocket && err instanceof EmbeddedRedisError && /unix socket/i.test(err.message)) {
+        useSocket = false;
+        continue;
+      }
       if (!(err instanceof PortTakenError) || opts.port !== undefined || attempt >= 2) throw err;
     }
   }
@@ -217,6 +222,7 @@ async function waitUntilServing(o: {
   for (;;) {
     if (gone) {
       const why = oneLine(o.stderr() || tail(o.logFile));
+      if (/Failed opening Unix socket/i.test(why)) throw new EmbeddedRedisError(`embedded redis-server could not open its Unix socket (${o.location}): ${why}`);
       if (/Address already in use/i.test(why)) throw new PortTakenError(`embedded redis-server could not listen on ${o.location}: the address is in use`);
       throw new EmbeddedRedisError(`embedded redis-server exited at start: ${why || 'no output'}${o.logFile ? ` (see ${o.logFile})` : ''}`);
     }

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -99,6 +99,25 @@ describe('embedded Redis', () => {
     expect(instance(dir)).toMatchObject({ port: Number(s.location.split(':')[1]), redisPid: s.pid, ownerPid: process.pid });
     expect(await attempt(s.url)).toBe('PONG');
     expect(await attempt(`redis://${s.location}`)).toMatch(/NOAUTH/);
+  });
+
+  it('refuses a password file other users can read, saying how to fix it', async () => {
+    const dir = join(root, 'leaky', 'redis');
+    await (await startEmbeddedRedis({ dir, persist: false })).stop();
+    const pw = join(dir, 'redis.password');
+    chmodSync(pw, 0o644);
+    await expect(startEmbeddedRedis({ dir, persist: false })).rejects.toThrow(`${pw} can be read by other users: chmod 600 ${pw}`);
+    chmodSync(pw, 0o600);
+    await expect(start(dir)).resolves.toMatchObject({ location: `unix:${join(dir, 'redis.sock')}` });
+  });
+
+  it('falls back to a loopback port when the socket cannot be created there', async () => {
+    // Stands in for a file system that cannot hold a Unix socket: a directory sits at its path.
+    const dir = join(root, 'nosocket', 'redis');
+    mkdirSync(join(dir, 'redis.sock'), { recursive: true });
+    const s = await start(dir);
+    expect(s.location).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(await attempt(s.url)).toBe('PONG');
   });
 
   it('a tool attaches to the running server through the data directory, or starts it on its data and stops it again', async () => {
