@@ -73,7 +73,7 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   } else {
     embedded = await startEmbeddedRedis({ dir: join(cfg.dataDir, 'redis') });
     redisUrl = embedded.url;
-    log.info({ redis: embedded.location }, 'started embedded redis-server (set REDIS_URL to use your own)');
+    log.debug({ redis: embedded.location }, 'started embedded redis-server (set REDIS_URL to use your own)');
   }
   // A start-up check that fails past this point must not leave connections or redis-server behind.
   const undo: Array<() => unknown> = [];
