@@ -95,6 +95,9 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   queueConn.on('error', () => undefined);
   undo.push(() => queueConn.disconnect());
   const queue = createRotationQueue(queueConn, cfg.redisPrefix);
+  // Without a listener BullMQ console.errors every failed reconnect with its stack trace; the shared
+  // connection already logs the outage in one line per attempt.
+  queue.on('error', () => undefined);
   undo.push(() => queue.close());
   const rotationQueue: RotationQueue = {
     enqueue: (id) => enqueueRotation(queue, id),
