@@ -126,7 +126,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
   try {
     // As `npm run worker` starts it (UV_THREADPOOL_SIZE=16: see package.json and the README).
     const env = { ...fleet.env, UV_THREADPOOL_SIZE: '16', TWILIO_MAX_CONCURRENCY: String(opts.twilioConcurrency), WORKER_CONCURRENCY: String(opts.workerConcurrency), LOG_LEVEL: 'info' };
-    for (let i = 0; i < opts.workers; i++) workers.push(await spawnTs('src/main.ts', ['worker'], env, (l) => l.includes('worker started'), opts.workerNodeArgs ?? (process.env.BENCH_WORKER_NODE_ARGS ? process.env.BENCH_WORKER_NODE_ARGS.split(' ') : undefined)));
+    for (let i = 0; i < opts.workers; i++) workers.push(await spawnTs('src/main.ts', ['worker'], env, (l) => l.includes('rotator started'), opts.workerNodeArgs ?? (process.env.BENCH_WORKER_NODE_ARGS ? process.env.BENCH_WORKER_NODE_ARGS.split(' ') : undefined)));
     const repo = new RotationRepository(r, 'rotator');
     const queueConn = new Redis(fleet.redis.url, { maxRetriesPerRequest: null });
     const queue = createRotationQueue(queueConn, 'rotator');

@@ -49,6 +49,8 @@ export interface Config {
   dataDir: string;
   redisUrl?: string;
   redisPrefix: string;
+  /** How long start-up waits for REDIS_URL to answer before giving up (REDIS_CONNECT_TIMEOUT_SECONDS). */
+  redisConnectTimeoutMs: number;
   host: string;
   port: number;
   /**
@@ -57,6 +59,8 @@ export interface Config {
    */
   metricsPort: number;
   logLevel: string;
+  /** `json` (one object a line, the default) or `pretty` (for a terminal). */
+  logFormat: 'json' | 'pretty';
   twilio?: TwilioAdminCredential;
   twilioBaseUrl?: string;
   twilioTimeoutMs: number;
@@ -129,10 +133,12 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     dataDir,
     redisUrl: str('REDIS_URL'),
     redisPrefix: str('REDIS_PREFIX') ?? 'rotator',
+    redisConnectTimeoutMs: int('REDIS_CONNECT_TIMEOUT_SECONDS', 15, 1) * 1000,
     host: str('HOST') ?? '127.0.0.1',
     port: int('PORT', 8080),
     metricsPort: int('METRICS_PORT', 0),
     logLevel: str('LOG_LEVEL') ?? 'info',
+    logFormat: readLogFormat(str, problems),
     twilio,
     twilioBaseUrl: baseUrl?.replace(/\/$/, ''),
     twilioTimeoutMs: int('TWILIO_TIMEOUT_MS', 10_000, 100),
@@ -298,6 +304,15 @@ function readApi(str: (n: string) => string | undefined, int: (n: string, fallba
     sseMaxClients: int('SSE_MAX_CLIENTS', 200, 1),
     sseHeartbeatMs: int('SSE_HEARTBEAT_SECONDS', 15, 1) * 1000,
   };
+}
+
+function readLogFormat(str: (n: string) => string | undefined, problems: string[]): 'json' | 'pretty' {
+  const f = str('LOG_FORMAT') ?? 'json';
+  if (f !== 'json' && f !== 'pretty') {
+    problems.push(`LOG_FORMAT must be json or pretty (got "${f}")`);
+    return 'json';
+  }
+  return f;
 }
 
 function readPolicy(str: (n: string) => string | undefined, problems: string[]): RotationPolicyName {

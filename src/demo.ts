@@ -55,7 +55,7 @@ async function demo(): Promise<void> {
 Rotator demo
   API:            ${url}   (OpenAPI UI: ${url}/docs)
   Twilio emulator ${emu.url}   parent ${emu.parent.accountSid}, subaccounts ${emu.subaccounts.map((s) => s.sid).join(', ')}
-  Redis:          ${rt.redisUrl} (embedded, data in .data/demo/redis)
+  Redis:          ${rt.redisLocation} (embedded; password in ${dataDir}/redis/redis.password)
   Secret store:   encrypted files in ${cfg.store.kind === 'file' ? cfg.store.dir : cfg.store.kind}
   Drain:          ${cfg.drainSeconds}s
   Demo token (admin): ${admin.token}

@@ -8,6 +8,7 @@ import type { SecretStore } from '../providers/secret-store.ts';
 import { secretPath } from '../providers/secret-store.ts';
 import { openSecretStore } from './stores.ts';
 import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from './state/redis.ts';
+import { cachedCheck, redisLocation, storeStartupError, twilioStartupError, waitForRedis, withDeadline } from './startup.ts';
 import { RotationRepository } from './state/rotations.ts';
 import { RotationService, type RotationQueue } from './service/rotations.ts';
 import { SubaccountGuard } from './service/subaccounts.ts';
@@ -39,7 +40,11 @@ export interface RuntimeOptions {
 }
 
 export interface Runtime {
+  /** Carries the password of an embedded Redis: log `redisLocation` instead. */
   redisUrl: string;
+  redisLocation: string;
+  /** Set when this process runs the data directory's redis-server; `exited` settles when it stops. */
+  embeddedRedis?: { exited: Promise<void> };
   redis: Redis;
   repo: RotationRepository;
   service: RotationService;
@@ -65,20 +70,37 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   for (const warning of cfg.warnings) log.warn(warning);
   let embedded: EmbeddedRedis | undefined;
   let redisUrl = cfg.redisUrl;
-  if (!redisUrl) {
-    embedded = await startEmbeddedRedis({ dir: join(cfg.dataDir, 'redis'), port: 6390 }).catch(async (err: Error) => {
-      // Port taken (another instance?): any free port will do.
-      if (/exited|did not answer/.test(err.message)) return startEmbeddedRedis({ dir: join(cfg.dataDir, 'redis') });
-      throw err;
-    });
+  if (redisUrl) {
+    await waitForRedis(redisUrl, cfg.redisConnectTimeoutMs);
+  } else {
+    embedded = await startEmbeddedRedis({ dir: join(cfg.dataDir, 'redis') });
     redisUrl = embedded.url;
-    log.info({ redis: redisUrl }, 'started embedded redis-server (set REDIS_URL to use your own)');
+    log.debug({ redis: embedded.location }, 'started embedded redis-server (set REDIS_URL to use your own)');
   }
+  // A start-up check that fails past this point must not leave connections or redis-server behind.
+  const undo: Array<() => unknown> = [];
+  try {
+    return await startOnRedis(cfg, opts, redisUrl, embedded, undo);
+  } catch (err) {
+    for (const step of undo.reverse()) await Promise.resolve(step()).catch(() => undefined);
+    await embedded?.stop();
+    throw err;
+  }
+}
+
+async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string, embedded: EmbeddedRedis | undefined, undo: Array<() => unknown>): Promise<Runtime> {
+  const log = opts.log;
   const redis = connectRedis(redisUrl, 'shared', { autoPipeline: opts.worker });
   redis.on('error', (err) => log.warn({ err: { message: err.message } }, 'redis connection error'));
+  undo.push(() => redis.disconnect());
   const queueConn = connectRedis(redisUrl, 'worker');
   queueConn.on('error', () => undefined);
+  undo.push(() => queueConn.disconnect());
   const queue = createRotationQueue(queueConn, cfg.redisPrefix);
+  // Without a listener BullMQ console.errors every failed reconnect with its stack trace; the shared
+  // connection already logs the outage in one line per attempt.
+  queue.on('error', () => undefined);
+  undo.push(() => queue.close());
   const rotationQueue: RotationQueue = {
     enqueue: (id) => enqueueRotation(queue, id),
     wake: async (id) => {
@@ -109,15 +131,19 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   const shared = stateOn(redis);
   const { repo, service, accounts, audit } = shared;
   const metrics = new Metrics();
+  metrics.setSources({ rotationCounts: () => repo.countByStatus(), queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized') });
+  const store = metrics.instrumentStore(await openCheckedStore(cfg, opts.store));
+  undo.push(() => store.close());
+
   // One cap on concurrent Twilio requests for the parent account, across every process. The API
   // uses Twilio only to look up a subaccount its inventory does not know; without credentials
   // (`npm run api` may run without them) it relies on the inventory alone (service/subaccounts.ts).
-  const gate = cfg.twilio && !opts.twilio ? new RedisConcurrencyGate(redis, { key: `${cfg.redisPrefix}:twilio:slots:${cfg.twilio.accountSid}`, limit: cfg.twilioMaxConcurrency }) : undefined;
-  const twilio: TwilioKeyOps | undefined =
-    opts.twilio ??
-    (cfg.twilio && gate ? new TwilioAdmin({ credential: cfg.twilio, baseUrl: cfg.twilioBaseUrl, timeoutMs: cfg.twilioTimeoutMs, gate, observe: metrics.observeTwilio }) : undefined);
-  metrics.setSources({ rotationCounts: () => repo.countByStatus(), queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized') });
-  const store = metrics.instrumentStore(opts.store ?? (await openSecretStore(cfg.store)));
+  const gate = cfg.twilio ? new RedisConcurrencyGate(redis, { key: `${cfg.redisPrefix}:twilio:slots:${cfg.twilio.accountSid}`, limit: cfg.twilioMaxConcurrency }) : undefined;
+  if (gate) undo.push(() => gate.close());
+  const admin =
+    cfg.twilio && gate ? new TwilioAdmin({ credential: cfg.twilio, baseUrl: cfg.twilioBaseUrl, timeoutMs: cfg.twilioTimeoutMs, gate, observe: metrics.observeTwilio }) : undefined;
+  if (admin && !opts.twilio) await checkTwilioCredential(cfg, admin, log);
+  const twilio: TwilioKeyOps | undefined = opts.twilio ?? admin;
 
   let app: FastifyInstance | undefined;
   // With a worker in the same process (npm start) the shared connection auto-pipelines, which slows
@@ -125,8 +151,10 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   let apiRedis: Redis | undefined;
   if (opts.api) {
     if (opts.worker) {
-      apiRedis = connectRedis(redisUrl, 'shared');
-      apiRedis.on('error', (err) => log.warn({ err: { message: err.message } }, 'redis connection error'));
+      const conn = connectRedis(redisUrl, 'shared');
+      conn.on('error', (err) => log.warn({ err: { message: err.message } }, 'redis connection error'));
+      undo.push(() => conn.disconnect());
+      apiRedis = conn;
     }
     const viaApi = apiRedis ?? redis;
     const apiState = apiRedis ? stateOn(apiRedis) : shared;
@@ -151,8 +179,16 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
           if ((await viaApi.ping()) !== 'PONG') throw new Error('Redis did not answer PING');
         },
         store: () => store.check(),
+        // Twilio is asked at most once a minute while it answers (every 10 s while it does not).
+        ...(admin && !opts.twilio ? { twilio: cachedCheck(() => admin.checkCredential(), { okMs: 60_000, failMs: 10_000 }) } : {}),
+      },
+      advisoryReadiness: {
+        worker: async () => {
+          if ((await queue.getWorkersCount()) === 0) throw new Error('no worker is connected to the rotation queue: rotations wait until one runs (npm run worker, or npm start)');
+        },
       },
     });
+    undo.push(() => app?.close());
     if (!cfg.apiTokens && !cfg.api.oidc) log.warn('API_TOKENS is empty: every API request but health will be refused (npm run mint-token -- <name> <role>)');
   }
 
@@ -177,11 +213,14 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   if (opts.worker) {
     auditRelay = new AuditRelay({ redis, prefix: cfg.redisPrefix, audit, log });
     auditRelay.start();
+    undo.push(() => auditRelay?.stop());
     if (!twilio || !cfg.twilio) throw new Error('the worker needs TWILIO_ACCOUNT_SID and an admin credential');
     const parentAccountSid = cfg.twilio.accountSid;
     if (cfg.accountSyncIntervalMs > 0) accountSync = startAccountSync({ twilio, accounts, log, intervalMs: cfg.accountSyncIntervalMs });
-    workerConn = connectRedis(redisUrl, 'worker');
-    workerConn.on('error', () => undefined);
+    const conn = connectRedis(redisUrl, 'worker');
+    conn.on('error', () => undefined);
+    undo.push(() => conn.disconnect());
+    workerConn = conn;
     worker = startRotationWorker({
       connection: workerConn,
       prefix: cfg.redisPrefix,
@@ -219,6 +258,8 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
 
   return {
     redisUrl,
+    redisLocation: embedded?.location ?? redisLocation(redisUrl),
+    embeddedRedis: embedded ? { exited: embedded.exited.then(() => undefined) } : undefined,
     redis,
     repo,
     service,
@@ -248,4 +289,34 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
       await embedded?.stop();
     },
   };
+}
+
+/** A store, its start-up check and any failure opening it all answer within this. */
+const STARTUP_CHECK_MS = 20_000;
+
+/** Open the configured store and run its check: a store that cannot work stops start-up, in one line. */
+async function openCheckedStore(cfg: Config, given?: SecretStore): Promise<SecretStore> {
+  let store: SecretStore | undefined = given;
+  try {
+    store ??= await openSecretStore(cfg.store);
+    await withDeadline(store.check(), STARTUP_CHECK_MS, 'the secret store');
+    return store;
+  } catch (err) {
+    if (store && !given) await store.close().catch(() => undefined);
+    throw storeStartupError(cfg.store, err);
+  }
+}
+
+/**
+ * Twilio refusing the admin credential (or not knowing the parent) stops start-up; Twilio not
+ * answering does not — restarting would not help, and /readyz reports it meanwhile.
+ */
+async function checkTwilioCredential(cfg: Config, admin: Pick<TwilioAdmin, 'checkCredential'>, log: Logger): Promise<void> {
+  try {
+    await withDeadline(admin.checkCredential(), STARTUP_CHECK_MS, 'Twilio');
+  } catch (err) {
+    const fatal = twilioStartupError(cfg, err);
+    if (fatal) throw fatal;
+    log.warn({ err: { message: (err as Error).message } }, 'could not check the Twilio admin credential at start-up; /readyz reports twilio until it answers');
+  }
 }

@@ -40,6 +40,8 @@ export interface AppDeps {
   tokens: readonly TokenEntry[];
   oidc?: OidcVerifier;
   readiness: Record<string, ReadinessCheck>;
+  /** Reported by /readyz without making it fail (see healthRoutes). */
+  advisoryReadiness?: Record<string, ReadinessCheck>;
   metrics?: Metrics;
   /** GET /metrics on the API's port (default); false when METRICS_PORT serves it on a listener of its own. */
   serveMetrics?: boolean;
@@ -120,7 +122,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(docsPlugin, { version: deps.version ?? '0.1.0' });
 
   const now = deps.now ?? Date.now;
-  const probe = readinessProbe(deps.readiness, app.log);
+  const probe = readinessProbe({ required: deps.readiness, advisory: deps.advisoryReadiness }, app.log);
   await app.register(healthRoutes, { probe });
   await app.register(statusRoutes, { probe });
   if (deps.serveMetrics ?? true) await app.register(metricsRoutes, { metrics });

@@ -199,12 +199,13 @@ export function errorResponses(...statuses: number[]): Record<number, typeof Err
 }
 
 export const StatusReply = Type.Object({
-  status: Type.Union([Type.Literal('ready'), Type.Literal('not_ready')]),
+  status: Type.Union([Type.Literal('ready'), Type.Literal('degraded'), Type.Literal('not_ready')]),
   checkedAt: Type.String({ description: 'ISO 8601 time of the check' }),
   checks: Type.Record(
     Type.String(),
     Type.Object({
       ok: Type.Boolean(),
+      required: Type.Boolean({ description: 'false: its failure makes the process degraded, not unready' }),
       message: Type.Optional(Type.String({ description: 'why the component is not ready' })),
       ms: Type.Number({ description: 'how long the check took' }),
     }),

@@ -50,9 +50,12 @@ export function verifyToken(entries: readonly TokenEntry[], token: string): Prin
   return found ? { name: found.name, role: found.role } : undefined;
 }
 
+/** What a token's name may be: it is logged and audited as the caller, and `:` separates API_TOKENS fields. */
+export const TOKEN_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
 /** A new random token and the API_TOKENS entry that accepts it. */
 export function mintToken(name: string, role: Role): { token: string; entry: string } {
-  if (!/^[A-Za-z0-9_.-]{1,64}$/.test(name)) throw new Error('token name: 1–64 letters, digits, _ . -');
+  if (!TOKEN_NAME.test(name)) throw new Error('token name: 1–64 letters, digits, _ . -');
   const token = `rot_${randomBytes(32).toString('base64url')}`;
   return { token, entry: `${name}:${role}:${hashToken(token).toString('hex')}` };
 }

@@ -1,16 +1,20 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { ConfigError, loadConfig } from '../config.ts';
+import { EmbeddedRedisError, openDataDirRedis, type DataDirRedis } from '../state/embedded-redis.ts';
+import { StartupError, waitForRedis } from '../startup.ts';
 import { CHAIN_HASH, exportedChainSource, redisChainSource, verifyAuditChain, type ChainSource } from '../state/audit.ts';
 
 const USAGE = 'usage: npm run audit:verify [-- [--file <export.jsonl>] [--expect-head <sha256 hex>]]';
 
 /**
- * `npm run audit:verify`: walk the audit chain in Redis (REDIS_URL, REDIS_PREFIX) — or an export,
- * with `-- --file <export.jsonl>` — and report the first broken link. `--expect-head <hash>`: a
- * head this command printed earlier, which the operator kept outside Redis; the chain must still
- * contain it (else it was cut short or re-hashed). Exit 0 when intact, 1 when broken, 2 when it
- * could not check.
+ * `npm run audit:verify`: walk the audit chain in Redis (REDIS_URL, REDIS_PREFIX; without REDIS_URL
+ * the data directory's embedded Redis, DATA_DIR: the running one, or started here on its data and
+ * stopped again) — or an export, with `-- --file <export.jsonl>` — and report the first broken
+ * link. `--expect-head <hash>`: a head this command printed earlier, which the operator kept
+ * outside Redis; the chain must still contain it (else it was cut short or re-hashed). Exit 0 when
+ * intact, 1 when broken, 2 when it could not check.
  */
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
@@ -23,6 +27,7 @@ async function main(): Promise<number> {
   const fileAt = args.indexOf('--file');
   let source: ChainSource;
   let redis: Redis | undefined;
+  let embedded: DataDirRedis | undefined;
   if (fileAt >= 0) {
     const path = args[fileAt + 1];
     if (!path) {
@@ -32,11 +37,15 @@ async function main(): Promise<number> {
     source = exportedChainSource(readFileSync(path, 'utf8').split('\n'));
   } else {
     const cfg = loadConfig(undefined, { requireTwilio: false });
-    if (!cfg.redisUrl) {
-      console.error('set REDIS_URL to the Redis that holds the audit trail');
-      return 2;
+    let url = cfg.redisUrl;
+    if (url) await waitForRedis(url, cfg.redisConnectTimeoutMs);
+    else {
+      embedded = await openDataDirRedis(join(cfg.dataDir, 'redis'));
+      url = embedded.url;
+      console.error(`checking the embedded Redis of ${cfg.dataDir} (${embedded.started ? 'started for this check' : 'running'}, ${embedded.location})`);
     }
-    redis = new Redis(cfg.redisUrl, { maxRetriesPerRequest: 2, lazyConnect: true });
+    redis = new Redis(url, { maxRetriesPerRequest: 2, lazyConnect: true });
+    redis.on('error', () => undefined);
     await redis.connect();
     source = redisChainSource(redis, cfg.redisPrefix);
   }
@@ -51,13 +60,15 @@ async function main(): Promise<number> {
     return 1;
   } finally {
     redis?.disconnect();
+    await embedded?.stop();
   }
 }
 
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    console.error(err instanceof ConfigError ? err.message : `audit:verify could not check the chain: ${(err as Error).message}`);
+    const known = err instanceof ConfigError || err instanceof StartupError || err instanceof EmbeddedRedisError;
+    console.error(known ? (err as Error).message : `audit:verify could not check the chain: ${(err as Error).message}`);
     process.exit(2);
   },
 );

@@ -160,6 +160,21 @@ export class TwilioAdmin implements TwilioKeyOps {
     }
   }
 
+  /**
+   * One authenticated read of the parent account with the admin credential: start-up refuses to
+   * run with a credential Twilio refuses, and /readyz reports it. An inactive parent is permanent too.
+   */
+  async checkCredential(): Promise<void> {
+    const parent = this.#opts.credential.accountSid;
+    let status: string;
+    try {
+      status = (await this.#parent.api.v2010.accounts(parent).fetch()).status;
+    } catch (err) {
+      throw classifyTwilioError(err, `reading parent account ${parent}`);
+    }
+    if (status !== 'active') throw new PermanentError('twilio_parent_inactive', `parent account ${parent} is ${status} at Twilio`);
+  }
+
   async listSubaccounts(): Promise<Subaccount[]> {
     try {
       const parent = this.#opts.credential.accountSid;

@@ -28,7 +28,7 @@ async function freePort(): Promise<number> {
 describe('readiness: public ok/not ok, the reasons for admins', () => {
   let stack: Stack;
   let rt: Runtime;
-  let storeBroken = true;
+  let storeBroken = false;
   const admin = mintToken('sec', 'admin');
   const operator = mintToken('ci', 'operator');
 
@@ -42,6 +42,8 @@ describe('readiness: public ok/not ok, the reasons for admins', () => {
       return realCheck();
     };
     rt = await startRuntime(cfg, { api: true, worker: false, log: createLogger('info', stack.logs), store });
+    // Broken after start-up (a store failing its check at start-up stops the process instead).
+    storeBroken = true;
   });
   afterAll(async () => {
     await rt?.close();
@@ -52,29 +54,30 @@ describe('readiness: public ok/not ok, the reasons for admins', () => {
     for (let i = 0; i < 3; i++) {
       const res = await rt.app!.inject({ method: 'GET', url: '/readyz' });
       expect(res.statusCode).toBe(503);
-      expect(res.json()).toEqual({ status: 'not_ready', checks: { redis: { ok: true }, store: { ok: false } } });
+      // No worker runs in this process: `worker` fails too, which alone would only make it degraded.
+      expect(res.json()).toEqual({ status: 'not_ready', checks: { redis: 'ok', store: 'fail', twilio: 'ok', worker: 'fail' } });
       expect(res.body).not.toMatch(/vault|srv|8200/i);
     }
     const logged = stack.logs.lines.filter((l) => l.includes(DETAIL));
     expect(logged).toHaveLength(1);
-    expect(logged[0]).toMatch(/not ready: store/);
+    expect(logged[0]).toMatch(/readiness: store failing/);
   });
 
   it('GET /v1/status gives an admin the reason; other roles and anonymous callers get nothing', async () => {
     const res = await rt.app!.inject({ method: 'GET', url: '/v1/status', headers: bearer(admin.token) });
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toMatchObject({ status: 'not_ready', checkedAt: expect.any(String), checks: { redis: { ok: true, ms: expect.any(Number) }, store: { ok: false, message: DETAIL } } });
+    expect(res.json()).toMatchObject({ status: 'not_ready', checkedAt: expect.any(String), checks: { redis: { ok: true, required: true, ms: expect.any(Number) }, store: { ok: false, required: true, message: DETAIL }, worker: { ok: false, required: false } } });
     expect((await rt.app!.inject({ method: 'GET', url: '/v1/status', headers: bearer(operator.token) })).statusCode).toBe(403);
     expect((await rt.app!.inject({ method: 'GET', url: '/v1/status' })).statusCode).toBe(401);
   });
 
-  it('answers ready again once the store is back, and logs the recovery', async () => {
+  it('answers ready again (degraded: no worker here) once the store is back, and logs the recovery', async () => {
     storeBroken = false;
     const res = await rt.app!.inject({ method: 'GET', url: '/readyz' });
     expect(res.statusCode).toBe(200);
-    expect(res.json()).toEqual({ status: 'ready', checks: { redis: { ok: true }, store: { ok: true } } });
-    expect((await rt.app!.inject({ method: 'GET', url: '/v1/status', headers: bearer(admin.token) })).json()).toMatchObject({ status: 'ready', checks: { store: { ok: true } } });
-    expect(stack.logs.text()).toMatch(/store is ready again/);
+    expect(res.json()).toEqual({ status: 'degraded', checks: { redis: 'ok', store: 'ok', twilio: 'ok', worker: 'fail' } });
+    expect((await rt.app!.inject({ method: 'GET', url: '/v1/status', headers: bearer(admin.token) })).json()).toMatchObject({ status: 'degraded', checks: { store: { ok: true } } });
+    expect(stack.logs.text()).toMatch(/readiness: store recovered/);
   });
 
   describe('METRICS_PORT in an API process', () => {

@@ -16,7 +16,7 @@ export const statusRoutes: FastifyPluginAsyncTypebox<{ probe: ReadinessProbe }> 
     },
     async () => {
       const r = await probe();
-      return { status: r.ok ? ('ready' as const) : ('not_ready' as const), checkedAt: r.checkedAt, checks: r.components };
+      return { status: r.status, checkedAt: r.checkedAt, checks: r.components };
     },
   );
 };
