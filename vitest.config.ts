@@ -1,4 +1,5 @@
 import { defineConfig } from 'vitest/config';
+import FileDurationsReporter from './test/reporters/file-durations.ts';
 
 export default defineConfig({
   test: {
@@ -8,5 +9,7 @@ export default defineConfig({
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,
+    // The default output, then each file's duration, slowest first (.ci/run shows both).
+    reporters: ['default', new FileDurationsReporter()],
   },
 });
