@@ -100,7 +100,7 @@ describe('file store lock', () => {
       });
     expect(await Promise.all([run(), run()])).toEqual([0, 0]);
     expect(await readFile(counter, 'utf8')).toBe('400');
-  }, 60_000);
+  });
 
   it('breaks the lock of a dead process at once, and removes its owner file once it holds no lock', async () => {
     const owner = await plantLock(deadPid());
@@ -149,7 +149,7 @@ describe('file store lock', () => {
     // When one failed, the others run through the remaining rounds and exit.
     for (let round = 0; round < ROUNDS; round++) await writeFile(join(dir, `go-${round}`), '');
     expect(await Promise.all(exits)).toEqual(Array(WAITERS).fill(0));
-  }, 60_000);
+  });
 
   it('honours a live process\'s lock while its inode is touched within the stale window, and breaks it after', async () => {
     // Times are read from the inode (its ctime, what the lock judges by), and each wait runs until
