@@ -13,6 +13,12 @@ const lockContent = (pid: number, at: number): string => `${pid} ${at} ${randomB
 const LOCK_MODULE = new URL('../../providers/file/lock.ts', import.meta.url).pathname;
 /** A stale window no test outlives: a lock taken under it was not broken for its age. */
 const NEVER_STALE = 3_600_000;
+/**
+ * How long a writer may take to get a lock that is free or breakable: a guard, far below the 30 s
+ * stale window (so a lock waited out by age still fails) and far above what breaking one takes on
+ * a busy machine (it was 1 s, about one slow fsync).
+ */
+const GUARD_MS = 10_000;
 
 describe('file store lock', () => {
   let dir: string;
@@ -106,7 +112,7 @@ describe('file store lock', () => {
     const owner = await plantLock(deadPid());
     // "At once": by the dead-holder rule, not by age. With a stale window no test outlives, only
     // that rule can let the writer in; the timeout is a guard, not a measure of speed.
-    expect(await acquiredWithin(10_000, { staleMs: NEVER_STALE })).toBe('ran');
+    expect(await acquiredWithin(GUARD_MS, { staleMs: NEVER_STALE })).toBe('ran');
     await expect(lstat(owner)).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
@@ -174,7 +180,7 @@ describe('file store lock', () => {
     await expect(acquiredWithin(150, { staleMs: STALE })).rejects.toMatchObject({ code: 'store_unavailable' });
     // No sign of life for longer than the stale window: broken. The owner of a live process stays.
     await until(touched + STALE + 200);
-    expect(await acquiredWithin(10_000, { staleMs: STALE })).toBe('ran');
+    expect(await acquiredWithin(GUARD_MS, { staleMs: STALE })).toBe('ran');
     expect((await lstat(owner)).nlink).toBe(2);
   });
 
@@ -184,7 +190,7 @@ describe('file store lock', () => {
     // What a release refused by the directory (EPERM under `chattr +i`) leaves behind.
     await link(join(dir, owner!), lock);
     // Removed as ours, not waited out: no age can make it stale within the test.
-    expect(await acquiredWithin(10_000, { staleMs: NEVER_STALE })).toBe('ran');
+    expect(await acquiredWithin(GUARD_MS, { staleMs: NEVER_STALE })).toBe('ran');
   });
 
   it('the owner files of dead processes that hold no lock are swept when a process first locks here', async () => {
@@ -195,7 +201,7 @@ describe('file store lock', () => {
     await link(holding, join(dir, 'other.enc.lock'));
     const live = join(dir, `.owner-${process.ppid}-bb`);
     await writeFile(live, ownerContent(process.ppid, 'bb'));
-    expect(await acquiredWithin(1_000)).toBe('ran');
+    expect(await acquiredWithin(GUARD_MS)).toBe('ran');
     await expect(lstat(idle)).rejects.toMatchObject({ code: 'ENOENT' });
     // Still linked from another entry's lock: its owner file goes with that lock's breaker.
     expect((await lstat(holding)).nlink).toBe(2);
@@ -209,7 +215,7 @@ describe('file store lock', () => {
     await writeFile(fresh, 'in progress');
     const hourAgo = new Date(Date.now() - 3_600_000);
     await utimes(old, hourAgo, hourAgo);
-    expect(await acquiredWithin(1_000)).toBe('ran');
+    expect(await acquiredWithin(GUARD_MS)).toBe('ran');
     await expect(lstat(old)).rejects.toMatchObject({ code: 'ENOENT' });
     expect((await lstat(fresh)).isFile()).toBe(true);
   });
@@ -225,18 +231,18 @@ describe('file store lock', () => {
 
   it('breaks a symbolic-link lock of a dead process, and one of a live process older than the stale window', async () => {
     await symlink(lockContent(deadPid(), Date.now()), lock);
-    expect(await acquiredWithin(1_000)).toBe('ran');
+    expect(await acquiredWithin(GUARD_MS)).toBe('ran');
     await symlink(lockContent(process.ppid, Date.now() - 60_000), lock);
-    expect(await acquiredWithin(1_000)).toBe('ran');
+    expect(await acquiredWithin(GUARD_MS)).toBe('ran');
   });
 
   it('recognises a regular-file lock of an older version: honoured while live, broken when stale', async () => {
     await writeFile(lock, lockContent(process.ppid, Date.now()));
     await expect(acquiredWithin(150)).rejects.toMatchObject({ code: 'store_unavailable' });
     await writeFile(lock, lockContent(deadPid(), Date.now()));
-    expect(await acquiredWithin(1_000)).toBe('ran');
+    expect(await acquiredWithin(GUARD_MS)).toBe('ran');
     await writeFile(lock, lockContent(process.ppid, Date.now() - 60_000));
-    expect(await acquiredWithin(1_000)).toBe('ran');
+    expect(await acquiredWithin(GUARD_MS)).toBe('ran');
   });
 
   it('an empty regular-file lock (its writer died between create and write) goes stale by its mtime', async () => {
@@ -244,6 +250,6 @@ describe('file store lock', () => {
     await expect(acquiredWithin(150)).rejects.toMatchObject({ code: 'store_unavailable' });
     const old = new Date(Date.now() - 60_000);
     await utimes(lock, old, old);
-    expect(await acquiredWithin(1_000)).toBe('ran');
+    expect(await acquiredWithin(GUARD_MS)).toBe('ran');
   });
 });
