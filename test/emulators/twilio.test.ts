@@ -244,14 +244,22 @@ describe('Twilio emulator (through twilio-node)', () => {
   });
 
   it('refuses requests beyond the concurrency limit with 429 20429, without processing them', async () => {
-    emu.setFaults({ concurrency: 2, latencyMs: 50 });
+    // The first two are held until the other 18 have come and been refused. (With a 50 ms latency
+    // they were done before a busy machine had sent the rest, which then got in.)
+    emu.setFaults({ concurrency: 2, latencyMs: 60_000 });
     emu.resetStats();
     try {
-      const results = await Promise.allSettled(
+      const burst = Promise.allSettled(
         Array.from({ length: 20 }, (_, i) =>
           parent.api.v2010.accounts(sub(0).sid).newKeys.create({ friendlyName: `burst-${i}` }),
         ),
       );
+      await waitFor('18 of the burst to be refused', async () => emu.stats().rejected429 >= 18, 50_000, 5);
+      // Released as they reach their latency (one may still be reading its body).
+      let released = 0;
+      await waitFor('the two admitted requests to be released', async () => (released += emu.endLatency()) >= 2, 50_000, 5);
+      const results = await burst;
+      expect(released).toBe(2);
       const ok = results.filter((r) => r.status === 'fulfilled');
       const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as TwilioErrorLike] : []));
       expect(ok).toHaveLength(2);
@@ -262,6 +270,7 @@ describe('Twilio emulator (through twilio-node)', () => {
       expect(emu.listKeys(sub(0).sid).filter((k) => k.friendlyName.startsWith('burst-'))).toHaveLength(2);
     } finally {
       emu.setFaults({ concurrency: null, latencyMs: 0 });
+      emu.endLatency();
     }
   });
 
