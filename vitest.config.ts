@@ -1,12 +1,18 @@
 import { defineConfig } from 'vitest/config';
+import FileDurationsReporter from './test/reporters/file-durations.ts';
 
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // Last guards against a hang, sized for a machine twice as slow as ours or busy with other
+    // work: a test waits for the events it needs (test/helpers/stack.ts waitFor), never for a
+    // guessed time. Tests that start many processes set their own, larger, timeouts.
     testTimeout: 120_000,
     hookTimeout: 60_000,
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,
+    // The default output, then each file's duration, slowest first (.ci/run shows both).
+    reporters: ['default', new FileDurationsReporter()],
   },
 });

@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { within } from './helpers/stack.ts';
 
 /** `npm run demo` is the first thing a user runs: it must work on embedded defaults, end to end. */
 describe('npm run demo', () => {
@@ -14,11 +15,18 @@ describe('npm run demo', () => {
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.stderr.on('data', (d: Buffer) => (out += d.toString()));
-    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    // A guard, not a measure: the demo starts everything in one process, which takes a while on a
+    // busy machine. On a hang, stop it (it stops its embedded Redis) and show what it printed.
+    const code = await within('the demo to rotate every subaccount and exit', exited, 150_000).catch(async (err: Error) => {
+      child.kill('SIGTERM');
+      await exited;
+      throw new Error(`${err.message}; its output:\n${out}`);
+    });
     expect(code, out).toBe(0);
     expect(out).toMatch(/Demo token \(admin\): rot_/);
     expect(out).toMatch(/curl -s -X POST http:\/\/127\.0\.0\.1:\d+\/v1\/rotations/);
     expect(out.match(/delete-old\s+completed/g)).toHaveLength(3);
     expect(out).toMatch(/All demo rotations succeeded/);
-  }, 60_000);
+  }, 180_000);
 });

@@ -3,6 +3,7 @@ import { waitFinished, expectSettled } from '../helpers/engine.ts';
 import { waitFor } from '../helpers/stack.ts';
 import { redisChainSource, verifyAuditChain } from '../../src/state/audit.ts';
 import { AccountRepository } from '../../src/state/accounts.ts';
+import { redisKeys } from '../../src/state/keys.ts';
 import { bearer, startApiHarness, type ApiHarness } from './support.ts';
 
 /**
@@ -29,7 +30,7 @@ describe('a failed rotation retried to success, with its audit, inventory and me
     const accounts = await waitFor('the inventory', async () => {
       const items = (await api('GET', '/v1/accounts')).json().items;
       return items.length === 3 ? items : undefined;
-    }, 10_000);
+    });
     expect(accounts.map((a: { accountSid: string }) => a.accountSid).sort()).toEqual(h.stack.emu.subaccounts.map((s) => s.sid).sort());
     expect(accounts[0]).toMatchObject({ friendlyName: expect.stringMatching(/Customer/), status: 'active', policy: 'quarterly', currentKeySid: null, lastRotatedAt: null, keyAgeDays: 0, overdue: false });
     const next = Date.parse(accounts[0].nextRotationAt) - Date.now();
@@ -43,7 +44,7 @@ describe('a failed rotation retried to success, with its audit, inventory and me
     // needs — so the undo stops half-way.
     h.stack.emu.setFaults({ failNext: { count: 2, status: 401, match: { method: 'GET', path: '/Keys\\.json$' } } });
     const id = (await api('POST', '/v1/rotations', { accountSid: sid, reason: 'suspected leak' })).json().id;
-    const failed = await waitFinished(h.rt, id, 30_000);
+    const failed = await waitFinished(h.rt, id);
     expect(failed.status).toBe('failed');
     expect(failed.undo?.completedAt).toBeUndefined();
     expect(failed.error?.message).toMatch(/undo stopped/);
@@ -52,29 +53,44 @@ describe('a failed rotation retried to success, with its audit, inventory and me
     const first = await api('POST', `/v1/rotations/${id}/retry`);
     expect(first.statusCode).toBe(200);
     expect(first.json().history.at(-1).detail).toMatch(/finishing the interrupted undo/);
-    await waitFor('the undo to finish', async () => (await h.rt.repo.get(id))?.undo?.completedAt, 30_000);
-    const undone = await waitFinished(h.rt, id, 30_000);
+    await waitFor('the undo to finish', async () => (await h.rt.repo.get(id))?.undo?.completedAt);
+    const undone = await waitFinished(h.rt, id);
     expect(undone.status).toBe('failed');
 
     const second = await api('POST', `/v1/rotations/${id}/retry`);
     expect(second.statusCode).toBe(200);
     expect(second.json()).toMatchObject({ status: 'pending', step: 'create-secondary', newKeySid: null });
-    const done = await waitFinished(h.rt, id, 30_000);
+    const done = await waitFinished(h.rt, id);
     expect(done.status).toBe('succeeded');
     const settled = await expectSettled(h.stack, sid);
     expect(settled.problems).toEqual([]);
     expect(settled.currentKeySid).toBe(done.newKeySid);
 
     // The inventory now knows the account's current key.
-    await waitFor('the inventory to catch up', async () => (await h.rt.accounts.get(sid))?.currentKeySid === done.newKeySid, 5_000);
+    await waitFor('the inventory to catch up', async () => (await h.rt.accounts.get(sid))?.currentKeySid === done.newKeySid);
     const account = (await api('GET', '/v1/accounts?limit=500')).json().items.find((a: { accountSid: string }) => a.accountSid === sid);
     expect(account).toMatchObject({ currentKeySid: done.newKeySid, lastRotatedAt: done.finishedAt, keyAgeDays: 0, overdue: false });
     expect(Date.parse(account.nextRotationAt)).toBe(Date.parse(done.finishedAt!) + 90 * 86_400_000);
 
-    // The audit trail tells the whole story, oldest last, and its chain verifies.
-    await new Promise((r) => setTimeout(r, 100));
-    const entries = (await api('GET', `/v1/audit?rotationId=${id}&limit=500`)).json().items as Array<{ kind: string; action: string; step?: string; actor: string }>;
-    const story = entries.reverse().map((e) => (e.kind === 'api' ? e.action : `${e.step}:${e.action}`));
+    // The audit trail tells the whole story, oldest last, and its chain verifies. The worker
+    // appends its entries after the record is written (not before the rotation reads as
+    // finished): wait for the last step's.
+    type Entry = { kind: string; action: string; step?: string; actor: string };
+    const storyOf = (items: Entry[]) => [...items].reverse().map((e) => (e.kind === 'api' ? e.action : `${e.step}:${e.action}`));
+    const entries = await waitFor('the audit entry of delete-old', async () => {
+      const items = (await api('GET', `/v1/audit?rotationId=${id}&limit=500`)).json().items as Entry[];
+      return storyOf(items).includes('delete-old:step.completed') ? items : undefined;
+    });
+    const story = storyOf(entries);
+    // The audit relay appends the transitions the API wrote (created, retry) once they are 5 s
+    // old. Verifying while one of its appends lands reads the chain and then a head that has moved
+    // on: a false "newest entries deleted". That happened once this test took longer than those
+    // 5 s (a slow or busy machine). Verify once the relay has dealt with every transition.
+    const keys = redisKeys(h.stack.cfg.redisPrefix);
+    await waitFor('the audit relay to reach the last transition', async () => {
+      const [last] = (await h.rt.redis.xrevrange(keys.events, '+', '-', 'COUNT', 1)) as Array<[string, string[]]>;
+      return last !== undefined && (await h.rt.redis.get(`${keys.audit}:relay:cursor`)) === last[0];
+    });
     expect(story[0]).toBe('rotation.start');
     expect(story).toContain('create-secondary:step.failed');
     expect(story.filter((s) => s === 'rotation.retry')).toHaveLength(2);

@@ -41,6 +41,7 @@ import type { PolicyRule, VaultEmulator, VaultEmulatorOptions } from '../emulato
 import { motoUnavailableReason, startMotoServer } from '../helpers/moto.ts';
 import type { MotoServer } from '../helpers/moto.ts';
 import { expectNoLeak, runSecretStoreContract } from './secret-store.contract.ts';
+import { waitFor } from '../helpers/stack.ts';
 import type { SecretStoreHarness } from './secret-store.contract.ts';
 
 const UNREACHABLE = 'http://127.0.0.1:1';
@@ -569,11 +570,13 @@ async function vaultEmulatorHarness(auth: 'token' | 'approle', emulatorOpts: Vau
   const token = emulator.createToken({ policies: ['rotator'] });
   const approle = emulator.addAppRole({ policies: ['rotator'], tokenTtl: 600 });
   const stores: SecretStore[] = [];
+  // The store's own request timeout (10 s): nothing in the emulator hangs, and a 2 s one turned a
+  // busy machine's slow answer into a spurious store_unavailable.
   const make = (o: { addr?: string; token?: string } = {}): SecretStore => {
     const s =
       auth === 'token' || o.token
-        ? createVaultStore({ addr: o.addr ?? emulator.url, token: o.token ?? token, requestTimeoutMs: 2_000 })
-        : createVaultStore({ addr: o.addr ?? emulator.url, approle, requestTimeoutMs: 2_000 });
+        ? createVaultStore({ addr: o.addr ?? emulator.url, token: o.token ?? token })
+        : createVaultStore({ addr: o.addr ?? emulator.url, approle });
     stores.push(s);
     return s;
   };
@@ -671,16 +674,22 @@ describe('Vault store, provider specifics (emulator)', () => {
   }
 
   it('renews AppRole and static tokens before their TTL ends', async () => {
+    // 6 s: renewed at 4 s, 2 s before the end (with 3 s, 1 s of slack, which a busy machine's late
+    // timer and slow request used up: the token expired and the AppRole logged in again).
+    const TTL_S = 6;
     const emulator = await startVaultEmulator();
     emulator.setPolicy('rotator', rotatorPolicy('secret', ''));
-    const approle = emulator.addAppRole({ policies: ['rotator'], tokenTtl: 3 });
+    const approle = emulator.addAppRole({ policies: ['rotator'], tokenTtl: TTL_S });
     const viaAppRole = createVaultStore({ addr: emulator.url, approle });
-    const viaToken = createVaultStore({ addr: emulator.url, token: emulator.createToken({ policies: ['rotator'], ttl: 3, renewable: true }) });
+    const viaToken = createVaultStore({ addr: emulator.url, token: emulator.createToken({ policies: ['rotator'], ttl: TTL_S, renewable: true }) });
     try {
       await rotateOnce(viaAppRole, 'a');
       await rotateOnce(viaToken, 'b');
-      // Both tokens would have expired at 3 s; renewal at 2 s keeps them alive.
-      await new Promise((r) => setTimeout(r, 3_300));
+      // Both tokens exist by now (the AppRole one from the login in the first rotation).
+      const issuedBy = Date.now();
+      // Both renewed, and the TTL they were issued with is over: only renewal can keep them alive.
+      await waitFor('both tokens to be renewed', async () => emulator.stats.renewals >= 2);
+      while (Date.now() < issuedBy + TTL_S * 1000 + 300) await new Promise((r) => setTimeout(r, 100));
       expect(emulator.stats.renewals).toBeGreaterThanOrEqual(2);
       await rotateOnce(viaAppRole, 'a');
       await rotateOnce(viaToken, 'b');

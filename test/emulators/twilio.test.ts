@@ -7,6 +7,7 @@ import twilio from 'twilio';
 import type RequestClient from 'twilio/lib/base/RequestClient.js';
 import type { TwilioEmulator } from './twilio/server.ts';
 import { startTwilioEmulator } from './twilio/server.ts';
+import { waitFor } from '../helpers/stack.ts';
 
 /** Sends every Twilio host to the emulator, path unchanged (what TWILIO_BASE_URL does). */
 class EmulatorRequestClient extends twilio.RequestClient {
@@ -243,14 +244,22 @@ describe('Twilio emulator (through twilio-node)', () => {
   });
 
   it('refuses requests beyond the concurrency limit with 429 20429, without processing them', async () => {
-    emu.setFaults({ concurrency: 2, latencyMs: 50 });
+    // The first two are held until the other 18 have come and been refused. (With a 50 ms latency
+    // they were done before a busy machine had sent the rest, which then got in.)
+    emu.setFaults({ concurrency: 2, latencyMs: 60_000 });
     emu.resetStats();
     try {
-      const results = await Promise.allSettled(
+      const burst = Promise.allSettled(
         Array.from({ length: 20 }, (_, i) =>
           parent.api.v2010.accounts(sub(0).sid).newKeys.create({ friendlyName: `burst-${i}` }),
         ),
       );
+      await waitFor('18 of the burst to be refused', async () => emu.stats().rejected429 >= 18, 50_000, 5);
+      // Released as they reach their latency (one may still be reading its body).
+      let released = 0;
+      await waitFor('the two admitted requests to be released', async () => (released += emu.endLatency()) >= 2, 50_000, 5);
+      const results = await burst;
+      expect(released).toBe(2);
       const ok = results.filter((r) => r.status === 'fulfilled');
       const refused = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as TwilioErrorLike] : []));
       expect(ok).toHaveLength(2);
@@ -261,6 +270,7 @@ describe('Twilio emulator (through twilio-node)', () => {
       expect(emu.listKeys(sub(0).sid).filter((k) => k.friendlyName.startsWith('burst-'))).toHaveLength(2);
     } finally {
       emu.setFaults({ concurrency: null, latencyMs: 0 });
+      emu.endLatency();
     }
   });
 
@@ -394,12 +404,16 @@ describe('Twilio emulator options', () => {
   it('close() returns promptly while a timeout fault holds a request', async () => {
     const emu = await startTwilioEmulator({ subaccounts: 0 });
     const c = twilio(emu.parent.accountSid, emu.parent.authToken, { httpClient: new EmulatorRequestClient(emu.url) });
-    emu.setFaults({ failNext: { count: 1, status: 'timeout' } });
+    const HOLD_MS = 60_000;
+    emu.setFaults({ timeoutMs: HOLD_MS, failNext: { count: 1, status: 'timeout' } });
     const pending = failure(c.api.v2010.accounts.list());
-    await new Promise((r) => setTimeout(r, 50));
+    // Closed once the request is being held (not after a guessed 50 ms, by which a busy machine
+    // may not have sent it: close() then had nothing to cut short and the test proved nothing).
+    await waitFor('the request to be held', async () => emu.stats().faultsInjected === 1, 60_000, 5);
     const t0 = Date.now();
     await emu.close();
-    expect(Date.now() - t0).toBeLessThan(1000);
+    // "Promptly": long before the hold would have ended by itself (the bound was 1 s).
+    expect(Date.now() - t0).toBeLessThan(HOLD_MS / 4);
     expect((await pending).status).toBeUndefined();
   });
 

@@ -1,16 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, waitFor, type Stack } from '../helpers/stack.ts';
-import { startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
+import { startEngine, startRotation, waitFinished, waitWaiting, describeRotation, expectSettled, PromoteHold } from '../helpers/engine.ts';
 import type { Runtime } from '../../src/runtime.ts';
 
 describe.each(['aws', 'vault'] as const)('the %s store failing mid-rotation', (kind) => {
   let stack: Stack;
   let rt: Runtime;
+  const hold = new PromoteHold();
 
   beforeAll(async () => {
     stack = await startStack({ subaccounts: 3, drainSeconds: 0.5, store: kind });
     await stack.seedAll();
-    rt = await startEngine(stack);
+    rt = await startEngine(stack, {}, { gates: [hold] });
   });
 
   afterAll(async () => {
@@ -20,11 +21,15 @@ describe.each(['aws', 'vault'] as const)('the %s store failing mid-rotation', (k
 
   it('an outage during the drain delays the rotation, which then finishes consistently', async () => {
     const sid = stack.emu.subaccounts[0]!.sid;
+    // Held in promote until the store is down: the outage must begin before promote runs, however
+    // long this test takes to take the store down.
+    hold.hold(sid);
     const rec = await startRotation(rt, sid);
-    await waitFor('the drain', async () => (await rt.repo.get(rec.id))?.status === 'waiting');
+    await waitWaiting(rt, rec.id);
     await stack.backend.setDown(true);
+    hold.release(sid);
     // The drain ends while the store is down: promote and delete-old must wait for it.
-    await waitFor('a retry against the dead store', async () => (await rt.repo.get(rec.id))?.lastError?.code === 'store_unavailable', 20_000);
+    await waitFor('a retry against the dead store', async () => (await rt.repo.get(rec.id))?.lastError?.code === 'store_unavailable', 60_000, 50, () => describeRotation(rt, rec.id));
     const during = await rt.repo.get(rec.id);
     expect(during?.status).not.toBe('succeeded');
     await stack.backend.setDown(false);
@@ -40,7 +45,7 @@ describe.each(['aws', 'vault'] as const)('the %s store failing mid-rotation', (k
     const sid = stack.emu.subaccounts[1]!.sid;
     await stack.backend.setDown(true);
     const rec = await startRotation(rt, sid);
-    await waitFor('a retry', async () => (await rt.repo.get(rec.id))?.lastError !== undefined, 20_000);
+    await waitFor('a retry', async () => (await rt.repo.get(rec.id))?.lastError !== undefined, 60_000, 50, () => describeRotation(rt, rec.id));
     await stack.backend.setDown(false);
     const done = await waitFinished(rt, rec.id);
     expect(done.status).toBe('succeeded');

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, type Stack } from '../helpers/stack.ts';
+import { startStack, waitFor, within, type Stack } from '../helpers/stack.ts';
 import { startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
 import { createServer } from 'node:net';
 import { spawnRotator, type RotatorProcess } from '../helpers/processes.ts';
@@ -46,7 +46,11 @@ describe('two worker processes on one queue', () => {
     // Each worker-only process serves its own /metrics and /healthz (METRICS_PORT).
     metricsPorts = [await freePort(), await freePort()];
     workers = metricsPorts.map((port) => spawnRotator('worker', { ...stack.env, WORKER_CONCURRENCY: '8', HOST: '127.0.0.1', METRICS_PORT: String(port) }, stack.logs));
-  });
+    // Both processes take jobs before the first rotation starts: a process that took longer to
+    // start than the other took to run all 50 would take part in none.
+    await within('both worker processes to start', Promise.all(workers.map((w) => w.ready)), 180_000);
+    await waitFor('both worker processes to listen on the queue', async () => (await control.queue.getWorkersCount()) === 2);
+  }, 240_000);
 
   afterAll(async () => {
     await Promise.all((workers ?? []).map((w) => w.stop()));

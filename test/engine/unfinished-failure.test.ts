@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, testLogger, waitFor, type Stack } from '../helpers/stack.ts';
-import { startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
+import { startStack, testLogger, type Stack } from '../helpers/stack.ts';
+import { startRotation, waitFinished, waitWaiting, expectSettled, PromoteHold } from '../helpers/engine.ts';
 import { loadConfig } from '../../src/config.ts';
 import { startRuntime, type Runtime } from '../../src/runtime.ts';
 import { StoreError } from '../../providers/store-error.ts';
@@ -20,6 +20,9 @@ describe('a rotation that failed part-way', () => {
   let rt: Runtime;
   let refuseRestore = false;
   let refusePending = false;
+  // Holds the first rotation in promote until the test has cancelled it: the cancel must not race
+  // the end of the drain.
+  const hold = new PromoteHold();
 
   beforeAll(async () => {
     stack = await startStack({ subaccounts: 1, drainSeconds: 0.3 });
@@ -43,7 +46,7 @@ describe('a rotation that failed part-way', () => {
       check: () => inner.check(),
       close: async () => undefined,
     };
-    rt = await startRuntime(loadConfig(stack.env), { api: false, worker: true, log: testLogger(stack.logs), store });
+    rt = await startRuntime(loadConfig(stack.env), { api: false, worker: true, log: testLogger(stack.logs), store, gates: [hold] });
   });
 
   afterAll(async () => {
@@ -54,10 +57,12 @@ describe('a rotation that failed part-way', () => {
   it('keeps its subaccount until a retry finishes it; then rotations go on and nothing is lost', async () => {
     const sid = stack.emu.subaccounts[0]!.sid;
     const oldKey = (await stack.store.readCurrent(stack.path(sid)))!.apiKeySid;
+    hold.hold(sid);
     const first = await startRotation(rt, sid);
-    await waitFor('the drain', async () => (await rt.repo.get(first.id))?.status === 'waiting');
+    await waitWaiting(rt, first.id);
     refuseRestore = true;
     expect((await rt.service.undo(first.id, 'cancel', 'test'))?.ok).toBe(true);
+    hold.release(sid);
     const stopped = await waitFinished(rt, first.id);
     expect(stopped.status).toBe('failed');
     expect(stopped.error?.message).toMatch(/undo stopped/);

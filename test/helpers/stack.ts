@@ -65,7 +65,13 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
     ...backend.env,
     DATA_DIR: join(dir, 'data'),
     DRAIN_SECONDS: String(opts.drainSeconds ?? 0),
-    JOB_LOCK_MS: '2000',
+    // A job lock a slow or starved process cannot outlive by accident: with a short one (2 s,
+    // renewed every second) a worker that did not get the CPU for a second lost its job to a
+    // spurious stall, and the test saw a second delivery (and a rotation_busy retry) it did not
+    // ask for. Tests that kill workers, and want their jobs back quickly, set a short lock
+    // themselves (crash.test.ts). The stalled check stays frequent: it is cheap, and it also sets
+    // how often a worker looks for orphaned rotations.
+    JOB_LOCK_MS: '30000',
     STALLED_INTERVAL_MS: '500',
     LOG_LEVEL: 'info',
     ...opts.env,
@@ -108,12 +114,34 @@ export function testLogger(logs: LogCapture) {
   return createLogger('info', logs);
 }
 
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 50): Promise<T> {
+/**
+ * Polls `fn` until it returns something truthy: the way a test waits for an event it cannot
+ * subscribe to. The deadline is a last guard against a hang, not a statement about speed: keep it
+ * generous (the default suits anything that happens in seconds on a quiet machine), and name the
+ * event in `what`, which the timeout error repeats together with `lastSeen()` when given.
+ */
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 60_000, everyMs = 50, lastSeen?: () => Promise<string>): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
     if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) {
+      const seen = lastSeen ? await lastSeen().catch((err: Error) => `(could not tell: ${err.message})`) : undefined;
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${seen ? `; last seen: ${seen}` : ''}`);
+    }
     await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** `promise`, or an error naming `what` after `timeoutMs`: a last guard for a promise that may never settle. */
+export async function within<T>(what: string, promise: Promise<T>, timeoutMs: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const guard = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([promise, guard]);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -10,9 +10,10 @@ import { Secret } from '../../src/domain/secret.ts';
 const cred = (sid: string) => ({ accountSid: 'AC' + '0'.repeat(32), apiKeySid: sid, apiKeySecret: new Secret(randomBytes(16).toString('hex')) });
 const entryFile = (path: string): string => `${encodeURIComponent(path)}.enc`;
 
+/** Polls until `cond`; the 60 s deadline is a guard against a hang, not a measure of speed. */
 async function until(what: string, cond: () => boolean): Promise<void> {
   for (const started = Date.now(); !cond(); await new Promise((r) => setTimeout(r, 2))) {
-    if (Date.now() - started > 5_000) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() - started > 60_000) throw new Error(`timed out waiting for ${what}`);
   }
 }
 

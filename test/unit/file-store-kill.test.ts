@@ -81,13 +81,16 @@ describe('file store: a writer process SIGKILLed at random moments', () => {
 
     // The last writer's lock (if it died holding it) is broken at once, and the owner files the
     // killed processes left are gone once this process has locked here: only its own is left.
-    const before = Date.now();
+    // "At once" is the dead-holder rule: waiting the lock out by age (30 s) would exceed the
+    // store's 10 s lock timeout and fail this write. (Not a bound on elapsed time: one was 1 s,
+    // which an fsync on a busy disk can take by itself.)
     await store.putPending(path, 'final', { accountSid, apiKeySid: 'SKfinal', apiKeySecret: new Secret('final') });
-    expect(Date.now() - before).toBeLessThan(1_000);
     const names = await readdir(dir);
     expect(names.filter((n) => n.startsWith('.owner-'))).toEqual([expect.stringMatching(new RegExp(`^\\.owner-${process.pid}-`))]);
     expect(names.filter((n) => n.endsWith('.lock') || n.endsWith('.break'))).toEqual([]);
     // Temporary files come only with creating or upgrading a file: one kill at most can leave one.
     expect(names.filter((n) => n.endsWith('.tmp')).length).toBeLessThanOrEqual(1);
-  }, 120_000);
+    // Thirty writer processes start one after another (each a node with tsx): on a busy machine
+    // that alone took over two minutes.
+  }, 300_000);
 });

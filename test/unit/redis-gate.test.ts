@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
 import { RedisConcurrencyGate } from '../../src/twilio/redis-gate.ts';
+import { waitFor } from '../helpers/stack.ts';
 
 describe('RedisConcurrencyGate: one cap across processes', () => {
   let dir: string;
@@ -60,7 +61,10 @@ describe('RedisConcurrencyGate: one cap across processes', () => {
     };
     let busyDone = 0;
     const flood = Promise.all(Array.from({ length: 600 }, () => use(busy).then(() => busyDone++)));
-    await new Promise((r) => setTimeout(r, 20));
+    // The quiet process asks once the busy one keeps every slot busy (not after a guessed 20 ms,
+    // by which a slow machine may not have granted the busy one anything yet).
+    const watcher = client();
+    await waitFor('the busy process to hold every slot', async () => busyDone > 0 && (await watcher.zcard('cap:c')) === 4, 60_000, 2);
     await Promise.all(Array.from({ length: 20 }, () => use(quiet)));
     // The quiet process got its 20 turns long before the busy one was through its 600 (a
     // starved one waits for all of them).
@@ -76,12 +80,17 @@ describe('RedisConcurrencyGate: one cap across processes', () => {
     await dead.acquire();
     // The process dies: its connection is gone, nothing renews or releases its slots.
     deadClient.disconnect();
+    // Judged on Redis's clock, the one leases are kept on: a slot is granted no earlier than the
+    // first of the dead process's leases ends (whenever this process got round to asking), and
+    // soon after.
+    const r = client();
+    const leaseEnds = Math.min(...(await r.zrange('cap:b', '0', '-1', 'WITHSCORES')).filter((_, i) => i % 2 === 1).map(Number));
     const survivor = new RedisConcurrencyGate(client(), { key: 'cap:b', limit: 2, leaseMs: 400 });
-    const started = Date.now();
     const release = await survivor.acquire();
-    const waited = Date.now() - started;
-    expect(waited).toBeGreaterThanOrEqual(250);
-    expect(waited).toBeLessThan(5_000);
+    const [sec, usec] = await r.time();
+    const grantedAt = Number(sec) * 1000 + Math.floor(Number(usec) / 1000);
+    expect(grantedAt).toBeGreaterThanOrEqual(leaseEnds);
+    expect(grantedAt - leaseEnds).toBeLessThan(5_000);
     release();
     await survivor.close();
     await dead.close();
@@ -97,17 +106,20 @@ describe('RedisConcurrencyGate: one cap across processes', () => {
     expect((await zrems()) - before).toBe(0);
 
     // Another process wants slots while the first keeps both busy: it gets one.
+    let hogCount = 0;
     const hog = Promise.all(
       Array.from({ length: 400 }, async () => {
         const release = await alone.acquire();
         await new Promise((res) => setTimeout(res, 2));
         release();
+        hogCount++;
       }),
     );
     const other = new RedisConcurrencyGate(client(), { key: 'cap:d', limit: 2, contentionCheckMs: 20 });
-    const t0 = Date.now();
     (await other.acquire())();
-    expect(Date.now() - t0).toBeLessThan(1_000);
+    // Measured in the first process's progress, not in milliseconds: a process that never handed
+    // a slot over would make the other wait until all 400 requests were through.
+    expect(hogCount).toBeLessThan(200);
     await hog;
     await Promise.all([alone.close(), other.close()]);
     expect(await r.zcard('cap:d')).toBe(0);

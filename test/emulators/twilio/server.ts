@@ -112,6 +112,12 @@ export interface TwilioEmulator {
   faults(): FaultSnapshot;
   stats(): EmulatorStats;
   resetStats(): void;
+  /**
+   * Ends the latency of the requests waiting in it now: they go on at once. With a long latency, a
+   * test holds admitted requests for exactly as long as it needs (e.g. until a burst has arrived),
+   * instead of guessing a latency that outlasts it. Returns how many were waiting.
+   */
+  endLatency(): number;
   /** Entries with seq > `since`, oldest first. */
   authLog(since?: number, limit?: number): AuthLogEntry[];
   clearAuthLog(): void;
@@ -388,6 +394,15 @@ export async function startTwilioEmulator(opts: TwilioEmulatorOptions = {}): Pro
       stats = freshStats();
       stats.inFlight = inFlight;
       stats.inFlightPeak = inFlight;
+    },
+    endLatency(): number {
+      const n = sleepers.size;
+      for (const [t, resolve] of sleepers) {
+        clearTimeout(t);
+        resolve();
+      }
+      sleepers.clear();
+      return n;
     },
     authLog: (since?: number, limit?: number): AuthLogEntry[] => authLog.since(since, limit),
     clearAuthLog: (): void => authLog.clear(),
