@@ -6,7 +6,7 @@ import { runChaos } from './chaos.ts';
  * The chaos run, short, in `npm test`: for each store, half a minute of rotations (bootstraps,
  * cancels and rollbacks included) through the API while workers, the API and Redis itself are
  * SIGKILLed and Twilio, the store and the admin credential fail in stretches — then every
- * invariant. `npm run chaos` is the long form (README, "Chaos").
+ * invariant. `npm run chaos` is the long form (docs/chaos.md).
  */
 describe.each(STORE_KINDS)('chaos with the %s store', (store) => {
   it('keeps every invariant through crashes, a Redis restart and dependency faults', async () => {
