@@ -20,6 +20,7 @@ import { AuditLog } from './state/audit.ts';
 import { AuditRelay, transitionAuditFields } from './service/audit-relay.ts';
 import { recordSucceededRotation, startAccountSync } from './service/accounts.ts';
 import { Metrics } from './metrics.ts';
+import { isTransient } from './domain/errors.ts';
 import type { HistoryEntry, RotationRecord } from './domain/rotation.ts';
 import { createRotationQueue, enqueueRotation, type RotationJobData } from '../workers/queue.ts';
 import { startRotationWorker, type RotationWorker } from '../workers/rotation-worker.ts';
@@ -295,13 +296,27 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
 /** A store, its start-up check and any failure opening it all answer within this. */
 const STARTUP_CHECK_MS = 20_000;
 
-/** Open the configured store and run its check: a store that cannot work stops start-up, in one line. */
+/**
+ * Open the configured store and run its check: a store that cannot work stops start-up, in one
+ * line. A permanent failure (permissions, configuration) stops it at once; a transient one (the
+ * store briefly unreachable or refusing writes, as during a Vault restart or a worker restarted
+ * in the middle of an outage) is asked again until STARTUP_CHECK_MS, so a fleet of workers does
+ * not crash-loop through a blip, and an outage that lasts still ends start-up with its reason.
+ */
 async function openCheckedStore(cfg: Config, given?: SecretStore): Promise<SecretStore> {
   let store: SecretStore | undefined = given;
+  const deadline = Date.now() + STARTUP_CHECK_MS;
   try {
     store ??= await openSecretStore(cfg.store);
-    await withDeadline(store.check(), STARTUP_CHECK_MS, 'the secret store');
-    return store;
+    for (;;) {
+      try {
+        await withDeadline(store.check(), Math.max(1_000, deadline - Date.now()), 'the secret store');
+        return store;
+      } catch (err) {
+        if (!isTransient(err) || Date.now() + 500 >= deadline) throw err;
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    }
   } catch (err) {
     if (store && !given) await store.close().catch(() => undefined);
     throw storeStartupError(cfg.store, err);
