@@ -86,3 +86,27 @@ export class SimulatedConsumer {
     }
   }
 }
+
+/**
+ * The consumers' 401s that break the zero-downtime contract: those where Twilio refused a
+ * credential the consumer had read from the store at most a drain earlier (Twilio's log time is
+ * when it refused it). A request that reached Twilio later than that — the test process was
+ * starved between the consumer's freshness check and its request, as on a loaded host — used a
+ * credential older than the contract covers, and is counted apart (`late`), as the chaos run does.
+ */
+export function contractFailures(
+  failures: ConsumerStats['failures'],
+  emu: { authLog(since?: number): Array<{ status: number; principal: string; at: number }> },
+  drainMs: number,
+): { within: ConsumerStats['failures']; late: number } {
+  const refusals = new Map<string, number[]>();
+  for (const e of emu.authLog(0)) if (e.status === 401) refusals.set(e.principal, [...(refusals.get(e.principal) ?? []), e.at]);
+  const within: ConsumerStats['failures'] = [];
+  let late = 0;
+  for (const f of failures) {
+    const refused = (refusals.get(f.keySid) ?? []).filter((t) => t <= f.at).at(-1) ?? f.at;
+    if (refused - f.readAt > drainMs) late++;
+    else within.push(f);
+  }
+  return { within, late };
+}
