@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyRequest } from 'fastify';
 import { isTransient, RotatorError } from '../../domain/errors.ts';
 import { holdsAccount, publicRotation, type RotationRecord } from '../../domain/rotation.ts';
 import { decodeCursor, type RotationRepository } from '../../state/rotations.ts';
@@ -177,13 +178,7 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
       async (req) => {
         const id = req.params.id;
         const result: ActionResult | undefined = action === 'retry' ? await service.retry(id, req.principal?.name) : await service.undo(id, action, req.principal?.name);
-        if (!result) throw new HttpError(404, 'rotation_not_found', `no rotation ${id}`);
-        if (result.record) req.auditTarget = { rotationId: id, accountSid: result.record.accountSid };
-        if (!result.ok) {
-          const code = result.inFlight ? (result.heldByFailed ? 'subaccount_held_by_failed_rotation' : 'rotation_in_flight') : 'action_not_allowed';
-          throw new HttpError(409, code, `${action} refused: ${result.reason}`, { id: result.inFlight ?? id });
-        }
-        return publicRotation(result.record);
+        return publicRotation(actionOutcome(req, id, action, result));
       },
     );
   }
@@ -207,15 +202,23 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
     },
     async (req) => {
       const id = req.params.id;
-      const result = await service.abandon(id, req.body.confirm, req.principal?.name);
-      if (!result) throw new HttpError(404, 'rotation_not_found', `no rotation ${id}`);
-      if (result.record) req.auditTarget = { rotationId: id, accountSid: result.record.accountSid };
-      if (!result.ok) {
-        if (result.mismatch) throw new HttpError(422, 'confirmation_mismatch', `abandon refused: ${result.reason}`, { id });
-        throw new HttpError(409, 'action_not_allowed', `abandon refused: ${result.reason}`, { id });
-      }
-      req.log.warn({ rotationId: id, accountSid: result.record.accountSid, leftBehind: result.record.abandoned?.leftBehind }, 'rotation abandoned; the subaccount is released');
-      return publicRotation(result.record);
+      const record = actionOutcome(req, id, 'abandon', await service.abandon(id, req.body.confirm, req.principal?.name));
+      req.log.warn({ rotationId: id, accountSid: record.accountSid, leftBehind: record.abandoned?.leftBehind }, 'rotation abandoned; the subaccount is released');
+      return publicRotation(record);
     },
   );
 };
+
+/**
+ * What every action route answers for the service's result: 404 for no such rotation, the error
+ * saying why it was refused (409, or 422 for a confirmation that does not match), else the record.
+ * The audit entry names the rotation and its subaccount either way.
+ */
+function actionOutcome(req: FastifyRequest, id: string, action: string, result: ActionResult | undefined): RotationRecord {
+  if (!result) throw new HttpError(404, 'rotation_not_found', `no rotation ${id}`);
+  if (result.record) req.auditTarget = { rotationId: id, accountSid: result.record.accountSid };
+  if (result.ok) return result.record;
+  if (result.mismatch) throw new HttpError(422, 'confirmation_mismatch', `${action} refused: ${result.reason}`, { id });
+  const code = result.inFlight ? (result.heldByFailed ? 'subaccount_held_by_failed_rotation' : 'rotation_in_flight') : 'action_not_allowed';
+  throw new HttpError(409, code, `${action} refused: ${result.reason}`, { id: result.inFlight ?? id });
+}
