@@ -18,10 +18,14 @@ import { parseApiTokens } from './api/tokens.ts';
 import { AccountRepository } from './state/accounts.ts';
 import { AuditLog } from './state/audit.ts';
 import { AuditRelay, transitionAuditFields } from './service/audit-relay.ts';
-import { recordSucceededRotation, startAccountSync } from './service/accounts.ts';
+import { recordFinishedRotation, startAccountSync } from './service/accounts.ts';
+import { CredentialRepository } from './state/credentials.ts';
+import { PolicyRepository } from './state/policies.ts';
+import { FleetDirectory } from './service/fleet.ts';
 import { Metrics } from './metrics.ts';
 import { isTransient } from './domain/errors.ts';
-import type { HistoryEntry, RotationRecord } from './domain/rotation.ts';
+import { isTerminal, type HistoryEntry, type RotationRecord } from './domain/rotation.ts';
+import { DEFAULT_POLICIES, DEFAULT_POLICY_NAME, type Policy } from './domain/policy.ts';
 import { createRotationQueue, enqueueRotation, type RotationJobData } from '../workers/queue.ts';
 import { startRotationWorker, type RotationWorker } from '../workers/rotation-worker.ts';
 import { StepLease } from '../workers/lease.ts';
@@ -50,6 +54,9 @@ export interface Runtime {
   queue: Queue<RotationJobData>;
   store: SecretStore;
   accounts: AccountRepository;
+  credentials: CredentialRepository;
+  policies: PolicyRepository;
+  fleet: FleetDirectory;
   audit: AuditLog;
   metrics: Metrics;
   app?: FastifyInstance;
@@ -120,15 +127,23 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   // The state a process reads and writes through one connection.
   const stateOn = (conn: Redis) => {
     const rotations = new RotationRepository(conn, cfg.redisPrefix);
+    const accounts = new AccountRepository(conn, cfg.redisPrefix, { defaultPolicy: cfg.rotationPolicy });
+    const credentials = new CredentialRepository(conn, cfg.redisPrefix);
+    const policies = new PolicyRepository(conn, cfg.redisPrefix, builtInPolicies(cfg));
     return {
       repo: rotations,
       service: new RotationService(rotations, rotationQueue, Date.now, { secretPath: pathOf, keyNamePrefix: cfg.keyNamePrefix }),
-      accounts: new AccountRepository(conn, cfg.redisPrefix, { defaultPolicy: cfg.rotationPolicy }),
+      accounts,
+      credentials,
+      policies,
+      fleet: new FleetDirectory({ credentials, accounts, policies }),
       audit: new AuditLog(conn, cfg.redisPrefix),
     };
   };
   const shared = stateOn(redis);
-  const { repo, service, accounts, audit } = shared;
+  const { repo, service, accounts, credentials, policies, fleet, audit } = shared;
+  // What earlier versions kept per subaccount becomes each one's `default` credential (idempotent).
+  await credentials.migrateFromAccounts();
   const metrics = new Metrics();
   metrics.setSources({ rotationCounts: () => repo.countByStatus(), queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized') });
   const store = metrics.instrumentStore(await openCheckedStore(cfg, opts.store));
@@ -207,8 +222,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       metrics.auditErrors.inc();
       log.error({ rotationId: rec.id, err: { message: err.message } }, 'audit append failed');
     });
-    if (rec.status === 'succeeded') {
-      recordSucceededRotation(accounts, rec).catch((err: Error) => log.warn({ rotationId: rec.id, err: { message: err.message } }, 'could not update the account inventory'));
+    if (isTerminal(rec.status)) {
+      recordFinishedRotation(credentials, accounts, rec).catch((err: Error) => log.warn({ rotationId: rec.id, err: { message: err.message } }, 'could not update the credential inventory'));
     }
   };
   let auditRelay: AuditRelay | undefined;
@@ -268,6 +283,9 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     queue,
     store,
     accounts,
+    credentials,
+    policies,
+    fleet,
     audit,
     metrics,
     app,
@@ -291,6 +309,14 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       await embedded?.stop();
     },
   };
+}
+
+/**
+ * The policies in force until an admin stores one: the defaults, with the `default` policy's
+ * interval from ROTATION_POLICY (what earlier versions called quarterly or monthly).
+ */
+export function builtInPolicies(cfg: Pick<Config, 'rotationPolicy'>): Policy[] {
+  return DEFAULT_POLICIES.map((p) => (p.name === DEFAULT_POLICY_NAME && cfg.rotationPolicy === 'monthly' ? { ...p, interval: 'P30D' } : p));
 }
 
 /** A store, its start-up check and any failure opening it all answer within this. */

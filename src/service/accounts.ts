@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import type { RotationRecord } from '../domain/rotation.ts';
+import { isTerminal, type RotationRecord } from '../domain/rotation.ts';
+import type { CredentialRepository } from '../state/credentials.ts';
 import type { AccountRepository } from '../state/accounts.ts';
 import type { TwilioKeyOps } from '../twilio/admin.ts';
 
@@ -32,8 +33,16 @@ export function startAccountSync(opts: { twilio: Pick<TwilioKeyOps, 'listSubacco
   return { stop: () => timer && clearInterval(timer), ran };
 }
 
-/** A succeeded rotation (not a dry run) makes its new key the account's current one. */
-export async function recordSucceededRotation(accounts: AccountRepository, rec: RotationRecord): Promise<void> {
-  if (rec.status !== 'succeeded' || rec.dryRun || !rec.newKeySid) return;
-  await accounts.recordRotation(rec.accountSid, rec.newKeySid, rec.finishedAt ?? rec.updatedAt);
+/**
+ * A finished rotation (not a dry run) is its credential's last; a success makes its new key the
+ * current one. The key's creation time is when create-secondary completed (Twilio's date_created
+ * is within that step); the compliance report refreshes it from Twilio's own list.
+ */
+export async function recordFinishedRotation(credentials: CredentialRepository, accounts: AccountRepository, rec: RotationRecord): Promise<void> {
+  if (!isTerminal(rec.status) || rec.dryRun) return;
+  const created = rec.history.find((h) => h.step === 'create-secondary' && h.status === 'completed')?.at;
+  await credentials.recordFinished(rec, created ? Date.parse(created) : null);
+  // The subaccount's record shows its `default` credential's key, as earlier versions did.
+  const name = (rec as { credential?: string }).credential ?? 'default';
+  if (rec.status === 'succeeded' && rec.newKeySid && name === 'default') await accounts.recordRotation(rec.accountSid, rec.newKeySid, rec.finishedAt ?? rec.updatedAt);
 }

@@ -30,6 +30,12 @@ export interface AccountRecord {
    * version): such an entry does not prove the account is a subaccount.
    */
   ownerAccountSid: string | null;
+  /** Labels set through the API (`hipaa`, `tier=gold`): policies are assigned by them, batches select by them. */
+  labels: string[];
+  /** A per-account policy override (a policy name); per-credential overrides are more specific. */
+  policyOverride: string | null;
+  /** Paused: neither the planner nor a batch starts rotations of its credentials. */
+  paused: boolean;
 }
 
 /** What GET /v1/accounts shows, in the order of its schema (AccountT). */
@@ -58,7 +64,7 @@ export function nextRotationMs(rec: Pick<AccountRecord, 'lastRotatedAtMs' | 'fir
   return (rec.lastRotatedAtMs ?? rec.firstSeenAtMs) + POLICY_DAYS[rec.policy] * DAY_MS;
 }
 
-export function accountView(rec: Omit<AccountRecord, 'ownerAccountSid'>, now: number): AccountView {
+export function accountView(rec: Omit<AccountRecord, 'ownerAccountSid' | 'labels' | 'policyOverride' | 'paused'>, now: number): AccountView {
   const next = nextRotationMs(rec);
   const since = rec.lastRotatedAtMs ?? rec.firstSeenAtMs;
   return {
@@ -77,7 +83,9 @@ export function accountView(rec: Omit<AccountRecord, 'ownerAccountSid'>, now: nu
 /**
  * As stored, kept small (benchmarks count it against each finished rotation): n friendlyName,
  * s status, p policy ('m' monthly, else quarterly), k current key SID, r last rotated (epoch ms),
- * f first seen (epoch ms), o owner (the parent Twilio listed it under).
+ * f first seen (epoch ms), o owner (the parent Twilio listed it under), l labels, q policy
+ * override (a policy name), z paused. (k and r are what earlier versions kept per subaccount: the
+ * `default` credential's, now in state/credentials.ts, which migrates them.)
  */
 interface StoredAccount {
   n?: string;
@@ -87,7 +95,26 @@ interface StoredAccount {
   r?: number;
   f?: number;
   o?: string;
+  l?: string[];
+  q?: string;
+  z?: 1;
 }
+
+// KEYS: account, lexical index. ARGV: sid, nowMs, labels JSON ('' keep), policy ('' keep, '-' clear), paused ('' keep, '0', '1')
+// Only for an account the index knows (synced or rotated): labels on a SID Rotator never saw are refused by the caller.
+const PATCH = `
+local raw = redis.call('GET', KEYS[1])
+if not raw then return false end
+local a = cjson.decode(raw)
+if ARGV[3] ~= '' then
+  local l = cjson.decode(ARGV[3])
+  if #l == 0 then a.l = nil else a.l = l end
+end
+if ARGV[4] == '-' then a.q = nil elseif ARGV[4] ~= '' then a.q = ARGV[4] end
+if ARGV[5] == '1' then a.z = 1 elseif ARGV[5] == '0' then a.z = nil end
+redis.call('SET', KEYS[1], cjson.encode(a))
+return cjson.encode(a)
+`;
 
 // KEYS: account, lexical index, due index
 // ARGV: sid, friendlyName, status, nowMs, defaultPolicy, quarterlyMs, monthlyMs, owner ('' = keep)
@@ -193,12 +220,29 @@ export class AccountRepository {
     );
   }
 
+  /**
+   * Set labels (replacing them; [] clears), the account's policy override (null clears) and its
+   * pause. Undefined when Rotator has no record of the account (neither synced nor rotated).
+   */
+  async patch(accountSid: string, change: { labels?: readonly string[]; policy?: string | null; paused?: boolean }): Promise<AccountRecord | undefined> {
+    const labels = change.labels === undefined ? '' : JSON.stringify([...new Set(change.labels)].sort());
+    const policy = change.policy === undefined ? '' : change.policy === null ? '-' : change.policy;
+    const paused = change.paused === undefined ? '' : change.paused ? '1' : '0';
+    const raw = (await runScript(this.#redis, PATCH, 2, this.#keys.account(accountSid), this.#keys.accounts, accountSid, String(Date.now()), labels, policy, paused)) as string | null;
+    return raw ? fromStored(accountSid, JSON.parse(raw) as StoredAccount) : undefined;
+  }
+
   #stored(policy: RotationPolicy): string {
     return policy === 'monthly' ? 'm' : 'q';
   }
 
   async get(accountSid: string): Promise<AccountRecord | undefined> {
     return (await this.#read([accountSid]))[0];
+  }
+
+  /** The records of `sids` that exist, in order (absent ones left out). */
+  async getMany(sids: readonly string[]): Promise<AccountRecord[]> {
+    return this.#read(sids);
   }
 
   /** Ordered by SID; the cursor is the last SID returned. */
@@ -243,5 +287,9 @@ function fromStored(accountSid: string, a: StoredAccount): AccountRecord {
     lastRotatedAtMs: typeof a.r === 'number' ? a.r : null,
     firstSeenAtMs: typeof a.f === 'number' ? a.f : 0,
     ownerAccountSid: typeof a.o === 'string' ? a.o : null,
+    // cjson encodes an empty Lua table as {}: only an array counts.
+    labels: Array.isArray(a.l) ? a.l : [],
+    policyOverride: typeof a.q === 'string' ? a.q : null,
+    paused: a.z === 1,
   };
 }

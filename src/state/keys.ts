@@ -19,6 +19,19 @@ export function redisKeys(prefix: string) {
     account: (accountSid: string) => `${prefix}:account:${accountSid}`,
     accounts: `${prefix}:accounts`,
     accountsDue: `${prefix}:accounts:due`,
+    /**
+     * Managed credentials (issue 13): one small JSON string each under `cred:<accountSid>/<name>`,
+     * and one lexical index of every credential id (`AC…/name`), so a subaccount's credentials are
+     * the ZRANGEBYLEX range `[AC…/` … `[AC…/\xff` and the fleet pages by id.
+     */
+    credential: (id: string) => `${prefix}:cred:${id}`,
+    credentials: `${prefix}:creds`,
+    /** Named rotation policies: a hash name → policy JSON, and a counter bumped on every change (caches compare it). */
+    policies: `${prefix}:policies`,
+    policiesVersion: `${prefix}:policies:v`,
+    /** The planner: each scheduled credential's next slot (epoch ms), and the fleet-wide pause. */
+    scheduleDue: `${prefix}:schedule:due`,
+    schedulePaused: `${prefix}:schedule:paused`,
   };
 }
 export type RedisKeys = ReturnType<typeof redisKeys>;

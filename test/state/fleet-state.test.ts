@@ -1,0 +1,130 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
+import { AccountRepository } from '../../src/state/accounts.ts';
+import { CredentialRepository } from '../../src/state/credentials.ts';
+import { PolicyRepository } from '../../src/state/policies.ts';
+import { FleetDirectory } from '../../src/service/fleet.ts';
+import { PolicyValidationError } from '../../src/domain/policy.ts';
+
+const sid = (n: number): string => `AC${n.toString(16).padStart(32, '0')}`;
+const key = (n: number): string => `SK${n.toString(16).padStart(32, '0')}`;
+
+/** The fleet's state in a real Redis: credentials, their migration from per-account records, labels, policies. */
+describe('fleet state', () => {
+  let dir: string;
+  let server: EmbeddedRedis;
+  let redis: Redis;
+  let run = 0;
+  const prefix = (): string => `fleet${++run}`;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'rotator-fleet-'));
+    server = await startEmbeddedRedis({ dir, persist: false });
+    redis = new Redis(server.url);
+  });
+  afterAll(async () => {
+    redis?.disconnect();
+    await server?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('an earlier version\'s per-account key and last rotation read as the default credential, and migrate once', async () => {
+    const p = prefix();
+    // As an earlier version wrote them: the account record carries k (current key) and r (rotated at).
+    await redis.set(`${p}:account:${sid(1)}`, JSON.stringify({ n: 'one', s: 'active', f: 1000, k: key(1), r: 5000, o: sid(0) }));
+    await redis.set(`${p}:account:${sid(2)}`, JSON.stringify({ n: 'two', s: 'active', f: 2000, o: sid(0) }));
+    await redis.zadd(`${p}:accounts`, 0, sid(1), 0, sid(2));
+    const creds = new CredentialRepository(redis, p);
+
+    // Read through before the migration ran.
+    const before = await creds.get({ accountSid: sid(1), name: 'default' });
+    expect(before).toMatchObject({ accountSid: sid(1), name: 'default', kind: 'api-key', currentKeySid: key(1), lastRotatedAtMs: 5000, firstSeenAtMs: 1000 });
+    expect(await creds.get({ accountSid: sid(2), name: 'default' })).toBeUndefined();
+
+    expect(await creds.migrateFromAccounts(1)).toBe(1);
+    expect(await creds.migrateFromAccounts()).toBe(0);
+    expect((await creds.list({ limit: 10 })).items.map((c) => `${c.accountSid}/${c.name}`)).toEqual([`${sid(1)}/default`]);
+
+    // A newer rotation is never overwritten by the migration running again.
+    await creds.recordFinished({ id: 'r2', accountSid: sid(1), status: 'succeeded', dryRun: false, newKeySid: key(2), finishedAt: new Date(9000).toISOString(), updatedAt: new Date(9000).toISOString() }, 8000);
+    await creds.migrateFromAccounts();
+    expect(await creds.get({ accountSid: sid(1), name: 'default' })).toMatchObject({ currentKeySid: key(2), keyCreatedAtMs: 8000, lastRotatedAtMs: 9000, lastRotation: { id: 'r2', atMs: 9000, outcome: 'succeeded' } });
+  });
+
+  it('records finished rotations per credential: failures keep the key, older news never overwrites newer, dry runs change nothing', async () => {
+    const creds = new CredentialRepository(redis, prefix());
+    const at = (ms: number): string => new Date(ms).toISOString();
+    const a = { accountSid: sid(3), name: 'billing-prod' };
+    expect(await creds.ensure(a, { now: 100 })).toBe(true);
+    expect(await creds.ensure(a, { now: 200 })).toBe(false);
+    await creds.recordFinished({ id: 'x1', accountSid: sid(3), credential: 'billing-prod', status: 'succeeded', dryRun: false, newKeySid: key(10), finishedAt: at(1000), updatedAt: at(1000) });
+    await creds.recordFinished({ id: 'x2', accountSid: sid(3), credential: 'billing-prod', status: 'failed', dryRun: false, finishedAt: at(2000), updatedAt: at(2000) });
+    await creds.recordFinished({ id: 'x0', accountSid: sid(3), credential: 'billing-prod', status: 'succeeded', dryRun: false, newKeySid: key(9), finishedAt: at(500), updatedAt: at(500) });
+    await creds.recordFinished({ id: 'x3', accountSid: sid(3), credential: 'billing-prod', status: 'succeeded', dryRun: true, newKeySid: key(11), finishedAt: at(3000), updatedAt: at(3000) });
+    expect(await creds.get(a)).toMatchObject({ currentKeySid: key(10), lastRotatedAtMs: 1000, lastRotation: { id: 'x2', outcome: 'failed' }, firstSeenAtMs: 100, keyCreatedAtMs: null });
+    expect(await creds.setKeyCreated(a, key(9), 1)).toBe(false);
+    expect(await creds.setKeyCreated(a, key(10), 900)).toBe(true);
+    expect((await creds.get(a))?.keyCreatedAtMs).toBe(900);
+
+    // The default credential of the same subaccount is separate, and a subaccount's credentials are one range.
+    await creds.ensure({ accountSid: sid(3), name: 'default' });
+    await creds.ensure({ accountSid: sid(4), name: 'default' });
+    expect((await creds.forAccount(sid(3))).map((c) => c.name)).toEqual(['billing-prod', 'default']);
+    expect((await creds.list({ limit: 10, accountSid: sid(4) })).items.map((c) => c.name)).toEqual(['default']);
+    const p = await creds.patch(a, { policy: 'hipaa', paused: true });
+    expect(p).toMatchObject({ policy: 'hipaa', paused: true, currentKeySid: key(10) });
+    expect(await creds.patch(a, { policy: null })).toMatchObject({ policy: null, paused: true });
+  });
+
+  it('pages the whole fleet by id', async () => {
+    const creds = new CredentialRepository(redis, prefix());
+    for (let i = 0; i < 25; i++) await creds.ensure({ accountSid: sid(100 + (i % 7)), name: `app-${i}` });
+    const seen: string[] = [];
+    for await (const page of creds.all(4)) seen.push(...page.map((c) => `${c.accountSid}/${c.name}`));
+    expect(seen).toHaveLength(25);
+    expect([...seen].sort()).toEqual(seen);
+    expect(await creds.count()).toBe(25);
+  });
+
+  it('labels, overrides and pauses resolve to one policy with its reason; stored policies replace built-ins', async () => {
+    const p = prefix();
+    const accounts = new AccountRepository(redis, p);
+    const credentials = new CredentialRepository(redis, p);
+    const policies = new PolicyRepository(redis, p);
+    const fleet = new FleetDirectory({ credentials, accounts, policies });
+    await accounts.upsertMany([{ accountSid: sid(5), friendlyName: 'five', status: 'active', ownerAccountSid: sid(0) }]);
+    expect(await accounts.patch(sid(6), { labels: ['hipaa'] })).toBeUndefined();
+    expect(await accounts.patch(sid(5), { labels: ['tier=gold', 'hipaa', 'hipaa'] })).toMatchObject({ labels: ['hipaa', 'tier=gold'], policyOverride: null, paused: false });
+    await credentials.ensure({ accountSid: sid(5), name: 'default' });
+    await credentials.ensure({ accountSid: sid(5), name: 'web' });
+
+    let [d, w] = await fleet.join((await credentials.forAccount(sid(5))));
+    expect(d?.assignment).toMatchObject({ source: 'label', reason: 'label hipaa (policy hipaa)' });
+    expect(d?.assignment.policy.intervalMs).toBe(30 * 86_400_000);
+    expect(w?.paused).toBeNull();
+
+    await policies.put({ name: 'lax', interval: 'P180D' });
+    await accounts.patch(sid(5), { policy: 'lax', paused: true });
+    await credentials.patch({ accountSid: sid(5), name: 'web' }, { policy: 'default' });
+    [d, w] = await fleet.join((await credentials.forAccount(sid(5))));
+    expect(d).toMatchObject({ paused: 'account', assignment: { source: 'account override', reason: 'account override (policy lax)' } });
+    expect(w).toMatchObject({ paused: 'account', assignment: { source: 'credential override' } });
+
+    // A stored `hipaa` replaces the built-in one; deleting it brings the built-in back.
+    await policies.put({ name: 'hipaa', interval: 'P14D', labels: ['hipaa'] });
+    expect((await policies.catalog()).get('hipaa')?.intervalMs).toBe(14 * 86_400_000);
+    expect(await policies.delete('hipaa')).toBe(true);
+    expect(await policies.delete('hipaa')).toBe(false);
+    expect((await policies.catalog()).get('hipaa')?.intervalMs).toBe(30 * 86_400_000);
+    // Another process's repository sees a change at once (the version counter).
+    const other = new PolicyRepository(redis, p);
+    await other.catalog();
+    await policies.put({ name: 'lax', interval: 'P120D' });
+    expect((await other.catalog()).get('lax')?.intervalMs).toBe(120 * 86_400_000);
+    await expect(policies.put({ name: 'bad', interval: 'P3X', windows: [{ days: ['mon'], hours: [], timeZone: 'Mars/Base' }] })).rejects.toBeInstanceOf(PolicyValidationError);
+  });
+});
