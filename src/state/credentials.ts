@@ -243,6 +243,16 @@ export class CredentialRepository {
    * processes at once; returns how many were written.
    */
   async migrateFromAccounts(batch = 500): Promise<number> {
+    // Done once per Redis: every later start costs one GET. (Earlier versions must be stopped
+    // before this one starts — README, Upgrades — so nothing writes the old fields afterwards.)
+    const done = `${this.keys.credentials}:migrated`;
+    if ((await this.#redis.get(done)) === '1') return 0;
+    const migrated = await this.#migrate(batch);
+    await this.#redis.set(done, '1');
+    return migrated;
+  }
+
+  async #migrate(batch: number): Promise<number> {
     let migrated = 0;
     let min = '-';
     for (;;) {

@@ -46,6 +46,9 @@ describe('fleet state', () => {
     expect(await creds.get({ accountSid: sid(2), name: 'default' })).toBeUndefined();
 
     expect(await creds.migrateFromAccounts(1)).toBe(1);
+    expect(await redis.get(`${p}:creds:migrated`)).toBe('1');
+    expect(await creds.migrateFromAccounts()).toBe(0);
+    await redis.del(`${p}:creds:migrated`);
     expect(await creds.migrateFromAccounts()).toBe(0);
     expect((await creds.list({ limit: 10 })).items.map((c) => `${c.accountSid}/${c.name}`)).toEqual([`${sid(1)}/default`]);
 
