@@ -22,7 +22,15 @@ export interface RouteLoad {
   /** Alongside: CPU per request of the API process and of Redis (µs). */
   apiCpuUsPerRequest: number;
   redisCpuUsPerRequest: number;
+  /**
+   * The same route at a fixed offered load (FIXED_RATE requests/s across the connections), well
+   * under saturation: latency there depends far less on the host's speed than at saturation.
+   */
+  atFixedRate: { rate: number; p50Ms: number; p99Ms: number; maxMs: number; non2xx: number };
 }
+
+/** The offered load of the fixed-rate runs (requests/s). */
+export const FIXED_RATE = 1000;
 
 /** The API's CPU and Redis's while `run` runs, per request answered. */
 async function cpuPerRequest<T extends { requests: { total: number } }>(pid: number, redis: Redis, run: () => Promise<T>): Promise<T & { apiUs: number; redisUs: number }> {
@@ -119,7 +127,19 @@ export async function runApiLoad(opts: { records: number; accounts: number; conn
       for (const route of ['/v1/rotations?limit=50', '/v1/accounts?limit=100', '/v1/rotations/{id}']) {
         opts.log?.(`api: ${route}`);
         const r = await cpuPerRequest(api.child.pid!, redis, () => autocannon({ url: `http://127.0.0.1:${port}${route.replace('{id}', sampleId)}`, connections: opts.connections, duration: opts.seconds, headers: { authorization: `Bearer ${viewer.token}` } }));
-        routes.push({ route, requestsPerSecond: round(r.requests.average, 0), p50Ms: r.latency.p50, p99Ms: r.latency.p99, p90Ms: r.latency.p90, maxMs: r.latency.max, non2xx: r.non2xx, apiCpuUsPerRequest: r.apiUs, redisCpuUsPerRequest: r.redisUs });
+        const fixed = await autocannon({ url: `http://127.0.0.1:${port}${route.replace('{id}', sampleId)}`, connections: opts.connections, duration: opts.seconds, overallRate: FIXED_RATE, headers: { authorization: `Bearer ${viewer.token}` } });
+        routes.push({
+          route,
+          requestsPerSecond: round(r.requests.average, 0),
+          p50Ms: r.latency.p50,
+          p99Ms: r.latency.p99,
+          p90Ms: r.latency.p90,
+          maxMs: r.latency.max,
+          non2xx: r.non2xx,
+          apiCpuUsPerRequest: r.apiUs,
+          redisCpuUsPerRequest: r.redisUs,
+          atFixedRate: { rate: FIXED_RATE, p50Ms: fixed.latency.p50, p99Ms: fixed.latency.p99, maxMs: fixed.latency.max, non2xx: fixed.non2xx },
+        });
       }
       return { routes, redisBytesPerRecord: round(redisBytesPerRecord, 0) };
     } finally {
