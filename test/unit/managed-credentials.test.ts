@@ -167,7 +167,7 @@ describe('managed credentials in the rotation records', () => {
 });
 
 describe('orphan cleanup with several credentials in one subaccount', () => {
-  const key = (n: number, friendlyName: string) => ({ sid: `SK${n.toString(16).padStart(32, '0')}`, friendlyName, dateCreated: new Date(0).toISOString() });
+  const key = (n: number, friendlyName: string) => ({ sid: `SK${n.toString(16).padStart(32, '0')}`, friendlyName, dateCreated: new Date(0) });
   const ids = { self: newRotationId(), oursEarlier: newRotationId(), otherInFlight: newRotationId(), otherHeld: newRotationId(), legacy: newRotationId(), unknown: newRotationId() };
   const known = new Map([
     [ids.self, 'billing-prod'],
