@@ -202,7 +202,7 @@ describe('orphan cleanup with several credentials in one subaccount', () => {
 
 describe('credential names', () => {
   it("the API's pattern accepts exactly the names isCredentialName accepts", () => {
-    const pattern = new RegExp(CredentialName().pattern as string, 'u');
+    const pattern = new RegExp((CredentialName() as { pattern?: string }).pattern!, 'u');
     const names = fc.oneof(
       fc.stringMatching(/^[a-z0-9_-]{0,70}$/),
       fc.string({ maxLength: 70 }),
