@@ -56,7 +56,7 @@ function finishedRecord(i: number, createdMs: number): RotationRecord {
   const at = (d: number): string => new Date(createdMs + d).toISOString();
   let rec: RotationRecord = {
     id: newRotationId(createdMs),
-    kind: 'api-key',
+    kind: 'api-key', credential: 'default',
     accountSid: `AC${hex(i)}`,
     status: 'pending',
     step: 'create-secondary',

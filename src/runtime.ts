@@ -123,7 +123,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       await enqueueRotation(queue, id);
     },
   };
-  const pathOf = (sid: string): string => secretPath(cfg.secretPathTemplate, sid);
+  const pathOf = (sid: string, credential: string): string => secretPath(cfg.secretPathTemplate, sid, credential);
   // The state a process reads and writes through one connection.
   const stateOn = (conn: Redis) => {
     const rotations = new RotationRepository(conn, cfg.redisPrefix);
@@ -218,7 +218,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   // carries the transition's own time, which is how the relay recognises it.
   const onTransition = (rec: RotationRecord, entry: HistoryEntry): void => {
     metrics.observeTransition(rec, entry);
-    audit.append(transitionAuditFields(rec.id, rec.accountSid, entry, 'worker'), Date.parse(entry.at)).catch((err: Error) => {
+    audit.append(transitionAuditFields(rec, entry, 'worker'), Date.parse(entry.at)).catch((err: Error) => {
       metrics.auditErrors.inc();
       log.error({ rotationId: rec.id, err: { message: err.message } }, 'audit append failed');
     });
@@ -262,7 +262,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
           knownRotations: (sid, ids) => repo.knownRotations(sid, ids),
           reportSprawl: (rec, keys) => {
             metrics.keySprawl.inc(keys.length);
-            log.warn({ rotationId: rec.id, accountSid: rec.accountSid, keys: keys.map((k) => k.sid) }, `API keys named with the prefix "${cfg.keyNamePrefix}:" that this deployment did not create: left in place (another deployment with the same KEY_NAME_PREFIX, or someone naming keys so)`);
+            log.warn({ rotationId: rec.id, accountSid: rec.accountSid, credential: rec.credential, keys: keys.map((k) => k.sid) }, `API keys named with the prefix "${cfg.keyNamePrefix}:" that this deployment did not create: left in place (another deployment with the same KEY_NAME_PREFIX, or someone naming keys so)`);
           },
           drainMs: cfg.drainSeconds * 1000,
           gates: opts.gates ?? [],

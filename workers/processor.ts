@@ -62,6 +62,8 @@ export class RotationProcessor {
     // The record this loop last wrote is the base of its next write (optimistic concurrency on
     // `rev`); only a concurrent change — a cancel from the API — costs a re-read.
     let rec = await repo.get(id);
+    // Every line this job logs names the rotation and the managed credential it rotates.
+    const where = rec ? { rotationId: id, accountSid: rec.accountSid, credential: rec.credential } : { rotationId: id };
     for (;;) {
       if (!rec || isTerminal(rec.status)) return;
       const stepName: Step | 'rollback' = rec.undo ? 'rollback' : rec.step;
@@ -103,7 +105,7 @@ export class RotationProcessor {
         if (caught instanceof DelayedError) throw caught;
         if (caught instanceof LostJobError) {
           // Not a failure of the rotation: the job is another delivery's now, and it carries on.
-          log.warn({ rotationId: id, err: { message: caught.message } }, 'lost the job to another worker; leaving the rotation to it');
+          log.warn({ ...where, err: { message: caught.message } }, 'lost the job to another worker; leaving the rotation to it');
           throw caught;
         }
         // A write (or read) that Redis did not answer — it is restarting — is retried like any
@@ -117,7 +119,7 @@ export class RotationProcessor {
           const last = job.attemptsMade + 1 >= this.#d.maxAttempts;
           if (last) {
             await this.#finish(current, 'failed', undefined, `gave up after ${this.#d.maxAttempts} attempts`, e, stepName);
-            log.error({ rotationId: id, step: stepName, err: e }, 'rotation failed: transient errors did not clear');
+            log.error({ ...where, step: stepName, err: e }, 'rotation failed: transient errors did not clear');
             return;
           }
           await this.#record(current, { step: stepName, status: 'retrying', detail: e.message }, (r) => ({
@@ -125,34 +127,34 @@ export class RotationProcessor {
             attempts: job.attemptsMade + 1,
             lastError: { ...e, at: new Date(ctx.now()).toISOString() },
           }));
-          log.warn({ rotationId: id, step: stepName, err: e }, 'step failed; will retry');
+          log.warn({ ...where, step: stepName, err: e }, 'step failed; will retry');
           throw err;
         }
         if (current.dryRun || (untouched && caught instanceof SubaccountRefusedError)) {
           // Nothing was changed — a dry run never changes anything; a refusal of the subaccount
           // check in the attempt's first run came before anything was created — so there is
           // nothing to undo and nothing to hold the subaccount for. The undo is recorded as done
-          // (domain holdsAccount, retryMode): a retry starts afresh.
+          // (domain holdsCredential, retryMode): a retry starts afresh.
           const done = { undo: { reason: 'failure' as const, drain: false, completedAt: new Date(ctx.now()).toISOString() } };
           await this.#finish(current, 'failed', undefined, `refused before anything was changed: ${e.message}`, e, current.step, done);
-          log.error({ rotationId: id, step: current.step, err: e }, 'rotation refused; nothing was changed');
+          log.error({ ...where, step: current.step, err: e }, 'rotation refused; nothing was changed');
           return;
         }
         if (current.undo) {
           // The undo itself cannot proceed: stop, and say what is left for the operator.
           const message = `${current.error ? `${current.error.message}; ` : ''}undo stopped: ${e.message}${current.newKeySid ? ` (new key ${current.newKeySid} may remain at Twilio)` : ''}`;
           await this.#finish(current, 'failed', undefined, `undo stopped: ${e.message}`, { code: e.code, message }, 'rollback');
-          log.error({ rotationId: id, err: e }, 'undo failed');
+          log.error({ ...where, err: e }, 'undo failed');
           return;
         }
         if (current.step === 'delete-old' || current.step === 'done') {
           // Past the point of no return: the old key may already be deleted at Twilio, so an undo
           // would make a dead key current again. Stop here; a retry resumes delete-old.
           await this.#finish(current, 'failed', undefined, `delete-old stopped: ${e.message}; retry the rotation to finish deleting the old key`, e, current.step);
-          log.error({ rotationId: id, step: current.step, err: e }, 'delete-old failed permanently; not undoing (the old key may be gone)');
+          log.error({ ...where, step: current.step, err: e }, 'delete-old failed permanently; not undoing (the old key may be gone)');
           return;
         }
-        log.error({ rotationId: id, step: current.step, err: e }, 'step failed permanently; undoing the rotation');
+        log.error({ ...where, step: current.step, err: e }, 'step failed permanently; undoing the rotation');
         rec = await this.#record(current, { step: current.step, status: 'failed', detail: e.message }, (r) => ({ ...r, error: e, undo: r.undo ?? { reason: 'failure' } }));
       }
     }

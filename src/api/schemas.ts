@@ -1,8 +1,15 @@
 import { Type, type Static } from 'typebox';
 import { STATUSES, STEPS, type RotationStatus, type Step, type UndoAction } from '../domain/rotation.ts';
+import { CREDENTIAL_NAME, CREDENTIAL_NAME_RULE, DEFAULT_CREDENTIAL } from '../domain/credential.ts';
 
 export const AccountSid = Type.String({ pattern: '^AC[0-9a-f]{32}$', description: 'an account SID: AC followed by 32 lowercase hex digits' });
 export const RotationId = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', description: 'a rotation id: a UUID in lowercase hex (8-4-4-4-12 digits)' });
+/**
+ * A managed credential's name: isCredentialName as a pattern (its regex, with the reserved name
+ * refused), so a bad one is refused with the rule as the message (validation-errors formOf).
+ */
+const CREDENTIAL_NAME_PATTERN = `^(?!pending$)${CREDENTIAL_NAME.source.slice(1)}`;
+export const CredentialName = (description: string = CREDENTIAL_NAME_RULE) => Type.String({ pattern: CREDENTIAL_NAME_PATTERN, description });
 export const Status = Type.Unsafe<RotationStatus>({ type: 'string', enum: [...STATUSES] });
 export const StepT = Type.Unsafe<Step>({ type: 'string', enum: [...STEPS] });
 
@@ -32,6 +39,7 @@ export const RotationT = Type.Object({
   id: Type.String(),
   kind: Type.String(),
   accountSid: Type.String(),
+  credential: Type.String({ description: 'the managed credential of the subaccount this rotation rotates (`default` unless named)' }),
   status: Status,
   step: StepT,
   oldKeySid: NullableString(),
@@ -56,7 +64,7 @@ export const RotationT = Type.Object({
   history: Type.Array(HistoryEntryT),
   error: Type.Optional(Type.Object({ code: Type.String(), message: Type.String() })),
   lastError: Type.Optional(Type.Object({ code: Type.String(), message: Type.String(), at: Type.String() })),
-  holdsSubaccount: Type.Boolean({ description: 'whether this rotation holds its subaccount: in flight, or failed part-way (its undo did not finish) and not abandoned; no other rotation of the subaccount may start meanwhile' }),
+  holdsSubaccount: Type.Boolean({ description: 'whether this rotation holds its managed credential: in flight, or failed part-way (its undo did not finish) and not abandoned; no other rotation of the credential may start meanwhile (other credentials of the subaccount may)' }),
   urgent: Type.Boolean({ description: 'an emergency rotation (after a leak): its drain is drainSeconds, not DRAIN_SECONDS' }),
   drainSeconds: Type.Unsafe<number | null>({ type: ['integer', 'null'], description: 'the drain an urgent rotation asked for (capped at DRAIN_SECONDS)' }),
   abandoned: Nullable(
@@ -71,6 +79,9 @@ export const RotationT = Type.Object({
 export const StartBody = Type.Object(
   {
     accountSid: AccountSid,
+    credential: Type.Optional(
+      CredentialName(`${CREDENTIAL_NAME_RULE}. The managed credential of the subaccount to rotate, with its own secret path (SECRET_PATH_TEMPLATE with {name}), lock and history; default \`${DEFAULT_CREDENTIAL}\``),
+    ),
     reason: Type.Optional(Type.String({ minLength: 1, maxLength: 500 })),
     dryRun: Type.Optional(Type.Boolean()),
     urgent: Type.Optional(
@@ -86,13 +97,14 @@ export const AbandonBody = Type.Object(
   { additionalProperties: false },
 );
 
-export const StartReply = Type.Object({ id: Type.String(), accountSid: Type.String(), status: Status, step: StepT });
+export const StartReply = Type.Object({ id: Type.String(), accountSid: Type.String(), credential: Type.String(), status: Status, step: StepT });
 
 export const Cursor = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$', description: 'the nextCursor of the previous page' });
 
 export const ListQuery = Type.Object(
   {
     accountSid: Type.Optional(AccountSid),
+    credential: Type.Optional(CredentialName()),
     status: Type.Optional(Status),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })),
     cursor: Type.Optional(Cursor),
@@ -182,6 +194,7 @@ export const AuditEntryT = Type.Object({
   action: Type.String(),
   rotationId: Type.Optional(Type.String()),
   accountSid: Type.Optional(Type.String()),
+  credential: Type.Optional(Type.String()),
   step: Type.Optional(Type.String()),
   detail: Type.Optional(Type.String()),
   ip: Type.Optional(Type.String()),

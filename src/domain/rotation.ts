@@ -1,7 +1,7 @@
 /**
  * Rotation records and their legal transitions. Pure: no I/O, no clock of its own.
  */
-import type { CredentialKind } from './credential.ts';
+import { credentialId, DEFAULT_CREDENTIAL, type CredentialKind } from './credential.ts';
 
 export type { CredentialKind } from './credential.ts';
 export const STEPS = ['create-secondary', 'operationalize', 'promote', 'delete-old', 'done'] as const;
@@ -34,7 +34,7 @@ export interface UndoState {
 
 export type HistoryEvent = 'created' | 'started' | 'completed' | 'waiting' | 'retrying' | 'failed' | 'undo' | 'finished' | 'abandoned';
 
-/** An admin gave up on a failed rotation (POST /v1/rotations/{id}/abandon): it no longer holds its subaccount. */
+/** An admin gave up on a failed rotation (POST /v1/rotations/{id}/abandon): it no longer holds its credential. */
 export interface AbandonState {
   at: string;
   by?: string;
@@ -64,6 +64,8 @@ export interface RotationRecord {
   id: string;
   kind: CredentialKind;
   accountSid: string;
+  /** The managed credential's name within the subaccount (`default` for records of earlier versions, which had one per subaccount). */
+  credential: string;
   status: RotationStatus;
   step: Step;
   reason?: string;
@@ -111,15 +113,22 @@ export function isTerminal(status: RotationStatus): boolean {
 }
 
 /**
- * Whether a rotation holds its subaccount (the per-account lock): while in flight, and also after
- * failing part-way — its undo stopped, or it gave up mid-step — until a retry finishes it. The
- * store and Twilio are then half-way: a new rotation built on that state would push the old key
- * out of the store while it is still valid at Twilio, and the later retry of the failed one would
- * undo the new one's work. Dry runs change nothing and never hold the account once finished.
+ * Whether a rotation holds its managed credential (the per-credential lock): while in flight, and
+ * also after failing part-way — its undo stopped, or it gave up mid-step — until a retry finishes
+ * it. The store entry and Twilio are then half-way: a new rotation built on that state would push
+ * the old key out of the store while it is still valid at Twilio, and the later retry of the
+ * failed one would undo the new one's work. Dry runs change nothing and never hold the credential
+ * once finished. Other credentials of the subaccount have their own store entries and keys, so they
+ * are not held.
  */
-export function holdsAccount(rec: Pick<RotationRecord, 'status' | 'dryRun' | 'undo' | 'abandoned'>): boolean {
+export function holdsCredential(rec: Pick<RotationRecord, 'status' | 'dryRun' | 'undo' | 'abandoned'>): boolean {
   if (!isTerminal(rec.status)) return true;
   return rec.status === 'failed' && !rec.dryRun && !rec.undo?.completedAt && !rec.abandoned;
+}
+
+/** `AC…/name`: how messages name the credential a rotation rotates. */
+export function credentialOf(rec: Pick<RotationRecord, 'accountSid' | 'credential'>): string {
+  return credentialId({ accountSid: rec.accountSid, name: rec.credential ?? DEFAULT_CREDENTIAL });
 }
 
 /**
@@ -215,18 +224,18 @@ export function canRetry(rec: RotationRecord): ActionVerdict {
   return { ok: true };
 }
 
-/** Abandon: only a failed rotation that still holds its subaccount (its undo did not finish). */
+/** Abandon: only a failed rotation that still holds its credential (its undo did not finish). */
 export function canAbandon(rec: RotationRecord): ActionVerdict {
   if (rec.status !== 'failed') return { ok: false, reason: `only a failed rotation can be abandoned; this one is ${rec.status}` };
   if (rec.abandoned) return { ok: false, reason: `rotation was already abandoned at ${rec.abandoned.at}` };
-  if (!holdsAccount(rec)) return { ok: false, reason: 'rotation does not hold its subaccount (nothing was left half-done): there is nothing to abandon' };
+  if (!holdsCredential(rec)) return { ok: false, reason: `rotation does not hold ${credentialOf(rec)} (nothing was left half-done): there is nothing to abandon` };
   return { ok: true };
 }
 
 /**
  * What a failed rotation may have left behind when it is abandoned, read from how far it got: the
- * operator checks these by hand. The next rotation of the subaccount deletes a leftover key of this
- * rotation that no store stage holds (its name is this rotation's), but it cannot decide for the
+ * operator checks these by hand. The next rotation of the credential deletes a leftover key of this
+ * rotation that no stage of the credential's store entry holds (its name is this rotation's), but it cannot decide for the
  * operator which key applications should use.
  */
 export function leftBehind(rec: RotationRecord, where: { secretPath: string; keyNamePrefix?: string }): string[] {
@@ -345,6 +354,7 @@ export interface PublicRotation {
   id: string;
   kind: CredentialKind;
   accountSid: string;
+  credential: string;
   status: RotationStatus;
   step: Step;
   oldKeySid: string | null;
@@ -365,7 +375,7 @@ export interface PublicRotation {
   history: HistoryEntry[];
   error?: RotationError;
   lastError?: RotationError & { at: string };
-  /** Detail only (not in list items): whether it holds its subaccount — in flight, or failed part-way and not abandoned. */
+  /** Detail only (not in list items): whether it holds its credential — in flight, or failed part-way and not abandoned. The name predates managed credentials. */
   holdsSubaccount: boolean;
   urgent: boolean;
   drainSeconds: number | null;
@@ -377,6 +387,7 @@ export function publicRotation(rec: RotationRecord): PublicRotation {
     id: rec.id,
     kind: rec.kind,
     accountSid: rec.accountSid,
+    credential: rec.credential,
     status: rec.status,
     step: rec.step,
     oldKeySid: rec.oldKeySid ?? null,
@@ -397,7 +408,7 @@ export function publicRotation(rec: RotationRecord): PublicRotation {
     // Only the schema's fields: list pages serialize this with JSON.stringify, not the schema.
     ...(rec.error ? { error: { code: rec.error.code, message: rec.error.message } } : {}),
     ...(rec.lastError ? { lastError: { code: rec.lastError.code, message: rec.lastError.message, at: rec.lastError.at } } : {}),
-    holdsSubaccount: holdsAccount(rec),
+    holdsSubaccount: holdsCredential(rec),
     urgent: rec.urgent === true,
     drainSeconds: rec.drainSeconds ?? null,
     abandoned: rec.abandoned ? { at: rec.abandoned.at, ...(rec.abandoned.by ? { by: rec.abandoned.by } : {}), leftBehind: [...rec.abandoned.leftBehind] } : null,

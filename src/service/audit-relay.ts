@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
+import { DEFAULT_CREDENTIAL } from '../domain/credential.ts';
 import type { HistoryEntry } from '../domain/rotation.ts';
 import type { AuditFields, AuditLog } from '../state/audit.ts';
 import { redisKeys } from '../state/keys.ts';
@@ -36,14 +37,18 @@ export interface AuditRelayOptions {
   now?: () => number;
 }
 
-/** The chain entry of one transition: the same fields whichever process writes it. */
-export function transitionAuditFields(rotationId: string, accountSid: string, entry: HistoryEntry, defaultActor: string): AuditFields {
+/**
+ * The chain entry of one transition: the same fields whichever process writes it. An event written
+ * before managed credentials carries no credential: it was the subaccount's `default` one.
+ */
+export function transitionAuditFields(rotation: { id: string; accountSid: string; credential?: string }, entry: HistoryEntry, defaultActor: string): AuditFields {
   return {
     kind: 'rotation',
     actor: entry.by ?? defaultActor,
     action: `step.${entry.status}`,
-    rotationId,
-    accountSid,
+    rotationId: rotation.id,
+    accountSid: rotation.accountSid,
+    credential: rotation.credential ?? DEFAULT_CREDENTIAL,
     step: entry.step,
     ...(entry.detail ? { detail: entry.detail } : {}),
   };
@@ -122,7 +127,7 @@ export class AuditRelay {
         if (event && t) {
           const key = identity(event.id, t.step, `step.${t.status}`, t.at);
           if (!present.has(key)) {
-            await this.#o.audit.append(transitionAuditFields(event.id, event.accountSid, t, 'api'), Date.parse(t.at));
+            await this.#o.audit.append(transitionAuditFields(event, t, 'api'), Date.parse(t.at));
             present.set(key, this.#o.now());
             appended++;
             this.appended++;

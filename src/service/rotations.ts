@@ -1,5 +1,6 @@
-import { canAbandon, canRetry, canUndo, leftBehind, newRotationId, retriedRecord, retryMode, undoRequested, withHistory, type HistoryEntry, type RotationRecord, type UndoAction } from '../domain/rotation.ts';
+import { canAbandon, canRetry, canUndo, credentialOf, leftBehind, newRotationId, retriedRecord, retryMode, undoRequested, withHistory, type HistoryEntry, type RotationRecord, type UndoAction } from '../domain/rotation.ts';
 import type { RotationRepository } from '../state/rotations.ts';
+import { DEFAULT_CREDENTIAL } from '../domain/credential.ts';
 
 /** What starting, waking and undoing rotations needs from the queue. */
 export interface RotationQueue {
@@ -12,6 +13,8 @@ export interface RotationQueue {
 
 export interface StartRequest {
   accountSid: string;
+  /** The managed credential of the subaccount to rotate (default `default`); the caller checked its name (isCredentialName). */
+  credential?: string;
   reason?: string;
   dryRun?: boolean;
   trigger: RotationRecord['trigger'];
@@ -28,8 +31,8 @@ export type ActionResult =
   | { ok: false; reason: string; record?: RotationRecord; inFlight?: string; heldByFailed?: boolean; mismatch?: boolean };
 
 export interface RotationServiceOptions {
-  /** Where a subaccount's secret lives (SECRET_PATH_TEMPLATE), for what an abandoned rotation may leave behind. */
-  secretPath?: (accountSid: string) => string;
+  /** Where a managed credential's secret lives (SECRET_PATH_TEMPLATE), for what an abandoned rotation may leave behind. */
+  secretPath?: (accountSid: string, credential: string) => string;
   keyNamePrefix?: string;
 }
 
@@ -50,6 +53,7 @@ export class RotationService {
       id: newRotationId(this.now()),
       kind: 'api-key',
       accountSid: req.accountSid,
+      credential: req.credential ?? DEFAULT_CREDENTIAL,
       status: 'pending',
       step: 'create-secondary',
       ...(req.reason ? { reason: req.reason } : {}),
@@ -107,7 +111,7 @@ export class RotationService {
   /**
    * Retry a failed rotation (domain `retryMode`): a fully undone one restarts from
    * create-secondary, an interrupted undo is finished, one that ran out of attempts resumes its
-   * step. It takes the account's lock again: refused while another rotation is in flight.
+   * step. It takes its credential's lock again: refused while another rotation of it is in flight.
    */
   async retry(id: string, by?: string): Promise<ActionResult | undefined> {
     for (let attempt = 0; attempt < 20; attempt++) {
@@ -128,8 +132,8 @@ export class RotationService {
         const holder = await this.repo.get(result.existingId);
         const heldByFailed = holder?.status === 'failed';
         const reason = heldByFailed
-          ? `rotation ${result.existingId} failed part-way and still holds ${current.accountSid}: retry or abandon it first`
-          : `rotation ${result.existingId} is in flight for ${current.accountSid}; retry this one after it finishes`;
+          ? `rotation ${result.existingId} failed part-way and still holds ${credentialOf(current)}: retry or abandon it first`
+          : `rotation ${result.existingId} is in flight for ${credentialOf(current)}; retry this one after it finishes`;
         return { ok: false, reason, record: current, inFlight: result.existingId, heldByFailed };
       }
     }
@@ -137,9 +141,9 @@ export class RotationService {
   }
 
   /**
-   * Abandon a failed rotation that still holds its subaccount (its undo could not finish): an admin
-   * confirms the account SID, the lock is released in the same write (holdsAccount is false once
-   * abandoned), and the record keeps what may be left behind for the operator to check. Nothing at
+   * Abandon a failed rotation that still holds its credential (its undo could not finish): an admin
+   * confirms the account SID, the credential's lock is released in the same write (holdsCredential
+   * is false once abandoned), and the record keeps what may be left behind for the operator to check. Nothing at
    * Twilio or in the store is touched.
    */
   async abandon(id: string, confirm: string, by?: string): Promise<ActionResult | undefined> {
@@ -152,7 +156,7 @@ export class RotationService {
       const v = canAbandon(current);
       if (!v.ok) return { ok: false, reason: v.reason, record: current };
       const at = new Date(this.now()).toISOString();
-      const left = leftBehind(current, { secretPath: this.opts.secretPath?.(current.accountSid) ?? `the store entry of ${current.accountSid}`, keyNamePrefix: this.opts.keyNamePrefix });
+      const left = leftBehind(current, { secretPath: this.opts.secretPath?.(current.accountSid, current.credential) ?? `the store entry of ${credentialOf(current)}`, keyNamePrefix: this.opts.keyNamePrefix });
       const entry: HistoryEntry = { step: current.undo ? 'rollback' : current.step, status: 'abandoned', at, detail: `abandoned${by ? ` by ${by}` : ''}; may be left behind: ${left.join('; ') || 'nothing'}` };
       let changed = false;
       const record = await this.repo.update(

@@ -25,6 +25,8 @@ export interface AuditFields {
   action: string;
   rotationId?: string;
   accountSid?: string;
+  /** The managed credential a named rotation rotates (entries written before managed credentials have none: `default`). */
+  credential?: string;
   step?: string;
   detail?: string;
   /** From where: the client address (as Fastify's trustProxy resolves it). */

@@ -2,13 +2,20 @@
  * Every Redis key Rotator writes, in one place. `prefix` may be hash-tagged (`{rotator}`) so all
  * keys land in one Redis Cluster slot, as BullMQ and our Lua scripts require.
  */
+import { DEFAULT_CREDENTIAL } from '../domain/credential.ts';
+
 export function redisKeys(prefix: string) {
   return {
     rotation: (id: string) => `${prefix}:rot:${id}`,
     allRotations: `${prefix}:rots`,
     accountRotations: (accountSid: string) => `${prefix}:acct:${accountSid}:rots`,
     byStatus: (status: string) => `${prefix}:status:${status}`,
-    accountLock: (accountSid: string) => `${prefix}:lock:${accountSid}`,
+    /**
+     * A managed credential's in-flight lock (one rotation at a time per credential). The `default`
+     * credential keeps the key earlier versions used for the whole subaccount, so a rotation in
+     * flight across an upgrade still holds its lock.
+     */
+    credentialLock: (accountSid: string, name: string) => (name === DEFAULT_CREDENTIAL ? `${prefix}:lock:${accountSid}` : `${prefix}:lock:${accountSid}:${name}`),
     stepLease: (id: string) => `${prefix}:lease:${id}`,
     idempotency: (key: string) => `${prefix}:idem:${key}`,
     events: `${prefix}:events`,

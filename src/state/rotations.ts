@@ -1,14 +1,15 @@
 import type { Redis } from 'ioredis';
-import { holdsAccount, rotationSummary, STATUSES, undoRequestOf, type HistoryEntry, type RotationRecord, type RotationStatus, type UndoRequest, type UndoState } from '../domain/rotation.ts';
+import { holdsCredential, rotationSummary, STATUSES, undoRequestOf, type HistoryEntry, type RotationRecord, type RotationStatus, type UndoRequest, type UndoState } from '../domain/rotation.ts';
 import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 import { isoTime } from './iso.ts';
+import { DEFAULT_CREDENTIAL } from '../domain/credential.ts';
 
 /**
  * Rotation records in Redis: one string per rotation (its list item, then the rest with its
  * history; under 1 KiB once finished: see encodeRecord), sorted-set indexes by creation time (all,
- * per account, per status), the per-account in-flight lock, and an events stream for the API and
- * dashboard. Nothing secret is ever written here: records carry key SIDs, never key secrets.
+ * per account, per status), the per-credential in-flight lock (keys.credentialLock), and an events
+ * stream for the API and dashboard. Nothing secret is ever written here: records carry key SIDs, never key secrets.
  *
  * Every write is a Lua script so the record, its indexes, the lock and the event move together.
  */
@@ -32,8 +33,8 @@ end
 `;
 
 const HOLDS = `${RECORD}
--- holdsAccount() of src/domain/rotation.ts: in flight, or failed part-way (undo not completed) and
--- not abandoned.
+-- holdsCredential() of src/domain/rotation.ts: in flight, or failed part-way (undo not completed)
+-- and not abandoned.
 local function holds(json)
   local r, x = parts(json)
   local s = r.status
@@ -42,6 +43,8 @@ local function holds(json)
 end
 `;
 
+// KEYS: the credential's lock, record, allIdx, accountIdx, statusIdx, events
+// ARGV: id, json, score, event, maxlen, recordKeyPrefix
 const CREATE = `${HOLDS}
 local existing = redis.call('GET', KEYS[1])
 if existing then
@@ -75,8 +78,8 @@ redis.call('XADD', KEYS[5], 'MAXLEN', '~', ARGV[7], '*', 'e', ARGV[6])
 return 1
 `;
 
-// A retry takes the per-account lock again, atomically with the write: another rotation that is
-// in flight for the account wins, and its id is returned.
+// A retry takes the credential's lock again, atomically with the write: another rotation that is
+// in flight for the credential wins, and its id is returned.
 // KEYS: record, lock, oldStatusIdx, newStatusIdx, events
 // ARGV: expectedRev, json, id, score, event, maxlen, recordKeyPrefix
 const RESTART = `${HOLDS}
@@ -145,6 +148,8 @@ export interface RotationEvent {
   type: 'rotation';
   id: string;
   accountSid: string;
+  /** The managed credential's name (absent from events written by earlier versions: `default`). */
+  credential: string;
   /** The record after the change. */
   status: RotationStatus;
   step: string;
@@ -181,14 +186,15 @@ export class RotationRepository {
   }
 
   /**
-   * Create a rotation unless one is in flight for the account: then return that one's id instead.
+   * Create a rotation unless one is in flight for its credential (subaccount and name): then return
+   * that one's id instead.
    */
   async create(rec: RotationRecord): Promise<{ created: true } | { created: false; existingId: string }> {
     const k = this.keys;
     const existing = (await runScript(this.#redis, 
       CREATE,
       6,
-      k.accountLock(rec.accountSid),
+      k.credentialLock(rec.accountSid, rec.credential),
       k.rotation(rec.id),
       k.allRotations,
       k.accountRotations(rec.accountSid),
@@ -218,16 +224,16 @@ export class RotationRepository {
   /**
    * A page of list items (GET /v1/rotations), newest first, each the JSON text the API serves, cut
    * from the stored records (encodeRecord puts each record's item on its first line): nothing is
-   * parsed or serialised except records an earlier version wrote, or when a status filter applies
-   * on top of an account's index. The records come with a plain MGET — a script that cut them in
-   * Redis cost Redis 150 µs a page against 4 µs, as Lua copies every value twice. Same order and
-   * cursors as list().
+   * parsed or serialised except records an earlier version wrote, or when a filter applies on top
+   * of the index read (status or credential on an account's index, credential on any). The records
+   * come with a plain MGET — a script that cut them in Redis cost Redis 150 µs a page against 4 µs,
+   * as Lua copies every value twice. Same order and cursors as list().
    */
-  async summaryPage(opts: { accountSid?: string; status?: RotationStatus; limit: number; cursor?: string }): Promise<{ items: Buffer[]; nextCursor: string | null }> {
+  async summaryPage(opts: ListFilter & { limit: number; cursor?: string }): Promise<{ items: Buffer[]; nextCursor: string | null }> {
     const k = this.keys;
     const index = opts.accountSid ? k.accountRotations(opts.accountSid) : opts.status ? k.byStatus(opts.status) : k.allRotations;
     // Only a filter the index does not answer is checked record by record.
-    const status = opts.accountSid && opts.status ? opts.status : undefined;
+    const filter: ItemFilter = { status: opts.accountSid ? opts.status : undefined, credential: opts.credential };
     const items: Buffer[] = [];
     let cursor = opts.cursor ? decodeCursor(opts.cursor) : undefined;
     for (let guard = 0; guard < 20; guard++) {
@@ -244,7 +250,7 @@ export class RotationRepository {
       const values = await this.#redis.mgetBuffer(ids.map((id) => k.rotation(id)));
       for (let i = 0; i < ids.length; i++) {
         if (items.length === opts.limit) return { items, nextCursor: cursorOf(scores[i - 1]!, ids[i - 1]!) };
-        const item = summaryBytes(values[i] ?? null, status);
+        const item = summaryBytes(values[i] ?? null, filter);
         if (item) items.push(item);
       }
       if (ids.length < want) return { items, nextCursor: null };
@@ -271,7 +277,7 @@ export class RotationRepository {
         UPDATE,
         5,
         k.rotation(id),
-        k.accountLock(rec.accountSid),
+        k.credentialLock(rec.accountSid, rec.credential),
         k.byStatus(rec.status),
         k.byStatus(written.status),
         k.events,
@@ -279,7 +285,7 @@ export class RotationRepository {
         encodeRecord(written),
         id,
         String(Date.parse(written.createdAt)),
-        holdsAccount(written) ? '0' : '1',
+        holdsCredential(written) ? '0' : '1',
         JSON.stringify(eventOf(written, transition)),
         String(this.#eventsMaxLen),
       )) as number;
@@ -291,8 +297,8 @@ export class RotationRepository {
 
   /**
    * Put a finished rotation back in flight (a retry): `next` is written only if the record is still
-   * at `expectedRev` and no other rotation of the account is in flight; the account lock is taken
-   * in the same script.
+   * at `expectedRev` and no other rotation of its credential is in flight; the credential's lock is
+   * taken in the same script.
    */
   async restart(
     current: RotationRecord,
@@ -305,7 +311,7 @@ export class RotationRepository {
       RESTART,
       5,
       k.rotation(current.id),
-      k.accountLock(current.accountSid),
+      k.credentialLock(current.accountSid, current.credential),
       k.byStatus(current.status),
       k.byStatus(written.status),
       k.events,
@@ -342,11 +348,12 @@ export class RotationRepository {
   }
 
   /** Newest first, whole records. The cursor is opaque: `<score>:<id>` of the last item returned. */
-  async list(opts: { accountSid?: string; status?: RotationStatus; limit: number; cursor?: string }): Promise<Page<RotationRecord>> {
+  async list(opts: ListFilter & { limit: number; cursor?: string }): Promise<Page<RotationRecord>> {
     const k = this.keys;
     // Pick the smallest index that answers the query; filter the other criterion in memory.
     const index = opts.accountSid ? k.accountRotations(opts.accountSid) : opts.status ? k.byStatus(opts.status) : k.allRotations;
-    const filter = (r: RotationRecord): boolean => (!opts.status || r.status === opts.status) && (!opts.accountSid || r.accountSid === opts.accountSid);
+    const filter = (r: RotationRecord): boolean =>
+      (!opts.status || r.status === opts.status) && (!opts.accountSid || r.accountSid === opts.accountSid) && (!opts.credential || r.credential === opts.credential);
     const items: RotationRecord[] = [];
     let cursor = opts.cursor ? decodeCursor(opts.cursor) : undefined;
     for (let guard = 0; guard < 20 && items.length < opts.limit; guard++) {
@@ -369,22 +376,31 @@ export class RotationRepository {
     return { items, nextCursor: items.length ? encodeCursor(items.at(-1)!) : null };
   }
 
-  /** Which of `ids` are rotations of this account that Rotator has a record of (its per-account index). */
-  async knownRotations(accountSid: string, ids: readonly string[]): Promise<Set<string>> {
-    if (ids.length === 0) return new Set();
+  /**
+   * Which of `ids` are rotations of this account that Rotator has a record of (its per-account
+   * index), each with the name of the credential it rotated: orphan cleanup may delete only keys of
+   * the credential it is rotating (another credential's key is held by that credential's entry, or
+   * was just created by its rotation in flight).
+   */
+  async knownRotations(accountSid: string, ids: readonly string[]): Promise<Map<string, string>> {
+    const known = new Map<string, string>();
+    if (ids.length === 0) return known;
     const pipe = this.#redis.pipeline();
     for (const id of ids) pipe.zscore(this.keys.accountRotations(accountSid), id);
     const results = (await pipe.exec()) ?? [];
-    const known = new Set<string>();
-    results.forEach(([err, score], i) => {
+    const indexed = ids.filter((_, i) => {
+      const [err, score] = results[i]!;
       if (err) throw err;
-      if (score !== null && score !== undefined) known.add(ids[i]!);
+      return score !== null && score !== undefined;
     });
+    // A record pruned since its index entry was read is no longer known: its key is left alone.
+    for (const rec of await this.getMany(indexed)) if (rec.accountSid === accountSid) known.set(rec.id, rec.credential);
     return known;
   }
 
-  async inFlightFor(accountSid: string): Promise<string | undefined> {
-    return (await this.#redis.get(this.keys.accountLock(accountSid))) ?? undefined;
+  /** The rotation holding a credential's lock, if any (the `default` credential unless named). */
+  async inFlightFor(accountSid: string, credential: string = DEFAULT_CREDENTIAL): Promise<string | undefined> {
+    return (await this.#redis.get(this.keys.credentialLock(accountSid, credential))) ?? undefined;
   }
 
   /** Ids with a given status, oldest first (for recovery sweeps). */
@@ -401,7 +417,7 @@ export class RotationRepository {
 
 function eventOf(rec: RotationRecord, transition?: HistoryEntry): RotationEvent {
   const undoRequested = undoRequestOf(rec);
-  return { type: 'rotation', id: rec.id, accountSid: rec.accountSid, status: rec.status, step: rec.step, at: rec.updatedAt, ...(transition ? { transition } : {}), ...(undoRequested ? { undoRequested } : {}) };
+  return { type: 'rotation', id: rec.id, accountSid: rec.accountSid, credential: rec.credential, status: rec.status, step: rec.step, at: rec.updatedAt, ...(transition ? { transition } : {}), ...(undoRequested ? { undoRequested } : {}) };
 }
 
 function encodeCursor(rec: RotationRecord): string {
@@ -412,17 +428,43 @@ function cursorOf(score: number, id: string): string {
   return Buffer.from(`${score}:${id}`).toString('base64url');
 }
 
-/** A stored record's list item: its first line, or, in an earlier version's layout, rendered. Undefined when missing or filtered out. */
-function summaryBytes(stored: Buffer | null, status: RotationStatus | undefined): Buffer | undefined {
+/** What a list page filters on. */
+export interface ListFilter {
+  accountSid?: string;
+  status?: RotationStatus;
+  credential?: string;
+}
+
+/** The filters summaryPage checks item by item (those its index does not answer). */
+interface ItemFilter {
+  status: RotationStatus | undefined;
+  credential: string | undefined;
+}
+
+// An item that names its credential does so right after its account SID (rotationSummary's order),
+// within its first bytes: `{"id":"<36>","kind":"<kind>","accountSid":"AC<32>","credential":"`.
+const CREDENTIAL_FIELD = Buffer.from('","credential":"');
+const CREDENTIAL_FIELD_WITHIN = 160;
+
+/**
+ * A stored record's list item: its first line, or rendered from the record when an earlier version
+ * wrote it (one object; or an item without `credential`, from before managed credentials).
+ * Undefined when missing or filtered out.
+ */
+function summaryBytes(stored: Buffer | null, filter: ItemFilter): Buffer | undefined {
   if (!stored) return undefined;
   const nl = stored.indexOf(0x0a);
-  if (nl < 0) {
+  const item = nl < 0 ? undefined : stored.subarray(0, nl);
+  if (!item || item.subarray(0, CREDENTIAL_FIELD_WITHIN).indexOf(CREDENTIAL_FIELD) < 0) {
     // With its history: the item's undoRequested may take its time from there (undoRequestOf).
     const rec = decodeRecord(stored.toString('utf8'));
-    return status && rec.status !== status ? undefined : Buffer.from(JSON.stringify(rotationSummary(rec)));
+    if ((filter.status && rec.status !== filter.status) || (filter.credential && rec.credential !== filter.credential)) return undefined;
+    return Buffer.from(JSON.stringify(rotationSummary(rec)));
   }
-  const item = stored.subarray(0, nl);
-  if (status && (JSON.parse(item.toString('utf8')) as { status: string }).status !== status) return undefined;
+  if (filter.status || filter.credential) {
+    const parsed = JSON.parse(item.toString('utf8')) as { status: string; credential: string };
+    if ((filter.status && parsed.status !== filter.status) || (filter.credential && parsed.credential !== filter.credential)) return undefined;
+  }
   return item;
 }
 
@@ -445,12 +487,13 @@ export function decodeCursor(cursor: string): { score: number; id: string } | un
  * A finished record stays under 1 KiB (jemalloc's 1024-byte class), so one retained with its index
  * entries stays within the 2 KiB the benchmark allows. Callers only ever see ISO strings.
  *
- * Records an earlier version wrote (one JSON object, epoch-ms times, history last or first) still
- * read; they are rewritten in this form on their next change.
+ * Records an earlier version wrote (one JSON object, epoch-ms times, history last or first; or this
+ * form without `credential`) still read, as rotations of the `default` credential; they are
+ * rewritten in this form on their next change.
  */
 /** List-item fields that are views of the rest (undo's public part, the request behind it): never read back from the item. */
 const DERIVED = ['undo', 'undoRequested'] as const;
-const SUMMARY_FIELDS: ReadonlySet<string> = new Set(['id', 'kind', 'accountSid', 'status', 'step', 'oldKeySid', 'newKeySid', 'reason', 'dryRun', 'trigger', 'requestedBy', 'createdAt', 'updatedAt', 'operationalizedAt', 'promoteAfter', 'finishedAt', 'attempts', 'error', 'lastError']);
+const SUMMARY_FIELDS: ReadonlySet<string> = new Set(['id', 'kind', 'accountSid', 'credential', 'status', 'step', 'oldKeySid', 'newKeySid', 'reason', 'dryRun', 'trigger', 'requestedBy', 'createdAt', 'updatedAt', 'operationalizedAt', 'promoteAfter', 'finishedAt', 'attempts', 'error', 'lastError']);
 /** Summary fields that are null there when absent from the record. */
 const NULLABLE = ['oldKeySid', 'newKeySid', 'reason', 'requestedBy', 'operationalizedAt', 'promoteAfter', 'finishedAt'] as const;
 const HISTORY_FIELDS = ['step', 'status', 'at', 'detail', 'startedAt', 'by', 'count'] as const;
@@ -514,7 +557,7 @@ function historyFromRow(row: unknown[], created: number): HistoryEntry {
 
 export function decodeRecord(json: string): RotationRecord {
   const nl = json.indexOf('\n');
-  if (nl < 0) return fromStored(JSON.parse(json) as Record<string, unknown>);
+  if (nl < 0) return withCredential(fromStored(JSON.parse(json) as Record<string, unknown>));
   const rec = JSON.parse(json.slice(0, nl)) as Record<string, unknown>;
   const rest = JSON.parse(json.slice(nl + 1)) as Record<string, unknown>;
   for (const k of NULLABLE) if (rec[k] === null) delete rec[k];
@@ -524,7 +567,13 @@ export function decodeRecord(json: string): RotationRecord {
     else if (k === 'undo') rec.undo = undoFromStored(v as Record<string, unknown>);
     else rec[k] = v;
   }
-  return rec as unknown as RotationRecord;
+  return withCredential(rec as unknown as RotationRecord);
+}
+
+/** Records from before managed credentials rotated a subaccount's one key: its `default` credential. */
+function withCredential(rec: RotationRecord): RotationRecord {
+  if (typeof rec.credential !== 'string') rec.credential = DEFAULT_CREDENTIAL;
+  return rec;
 }
 
 function undoFromStored(undo: Record<string, unknown>): Record<string, unknown> {

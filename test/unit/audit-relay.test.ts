@@ -48,7 +48,7 @@ describe('audit relay', () => {
     const accountSid = `AC${'1'.repeat(32)}`;
     const rec: RotationRecord = {
       id: newRotationId(),
-      kind: 'api-key',
+      kind: 'api-key', credential: 'default',
       accountSid,
       status: 'pending',
       step: 'create-secondary',
@@ -64,7 +64,7 @@ describe('audit relay', () => {
     await repo.create(rec);
     const step = async (entry: HistoryEntry, appendNow: boolean): Promise<void> => {
       const written = await repo.update(rec.id, (r) => ({ ...r, status: 'running', history: withHistory(r.history, entry) }), entry);
-      if (appendNow) await audit.append(transitionAuditFields(written.id, written.accountSid, entry, 'worker'), Date.parse(entry.at));
+      if (appendNow) await audit.append(transitionAuditFields(written, entry, 'worker'), Date.parse(entry.at));
     };
     const t = (ms: number) => new Date(Date.parse(at) + ms).toISOString();
     // A worker appended this one itself…
@@ -93,7 +93,7 @@ describe('audit relay', () => {
     const at = new Date().toISOString();
     const rec: RotationRecord = {
       id: newRotationId(),
-      kind: 'api-key',
+      kind: 'api-key', credential: 'default',
       accountSid: `AC${'2'.repeat(32)}`,
       status: 'pending',
       step: 'create-secondary',
@@ -135,9 +135,9 @@ describe('audit relay', () => {
       for (let i = 0; i < n; i++) {
         const at = new Date().toISOString();
         const entry: HistoryEntry = { step: 'create-secondary', status: 'created', at };
-        const rec: RotationRecord = { id: newRotationId(), kind: 'api-key', accountSid: `AC${(made++).toString(16).padStart(32, '0')}`, status: 'pending', step: 'create-secondary', dryRun: false, trigger: 'api', attempts: 0, createdAt: at, updatedAt: at, rev: 0, history: [entry] };
+        const rec: RotationRecord = { id: newRotationId(), kind: 'api-key', credential: 'default', accountSid: `AC${(made++).toString(16).padStart(32, '0')}`, status: 'pending', step: 'create-secondary', dryRun: false, trigger: 'api', attempts: 0, createdAt: at, updatedAt: at, rev: 0, history: [entry] };
         expect(await repo3.create(rec)).toEqual({ created: true });
-        if (appendNow) await audit3.append(transitionAuditFields(rec.id, rec.accountSid, entry, 'api'), Date.parse(at));
+        if (appendNow) await audit3.append(transitionAuditFields(rec, entry, 'api'), Date.parse(at));
       }
     };
     await started(300, true);

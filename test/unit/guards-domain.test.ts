@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { subaccountVerdict } from '../../src/domain/subaccount.ts';
-import { canAbandon, canRetry, drainMsOf, holdsAccount, isUntouched, leftBehind, newRotationId, rotationIdInKeyName, type RotationRecord } from '../../src/domain/rotation.ts';
+import { canAbandon, canRetry, drainMsOf, holdsCredential, isUntouched, leftBehind, newRotationId, rotationIdInKeyName, type RotationRecord } from '../../src/domain/rotation.ts';
 
 const PARENT = `AC${'1'.repeat(32)}`;
 const SUB = `AC${'2'.repeat(32)}`;
@@ -8,7 +8,7 @@ const OTHER = `AC${'3'.repeat(32)}`;
 
 function record(over: Partial<RotationRecord> = {}): RotationRecord {
   const at = new Date(0).toISOString();
-  return { id: newRotationId(0), kind: 'api-key', accountSid: SUB, status: 'pending', step: 'create-secondary', dryRun: false, trigger: 'api', attempts: 0, createdAt: at, updatedAt: at, rev: 0, history: [], ...over };
+  return { id: newRotationId(0), kind: 'api-key', accountSid: SUB, credential: 'default', status: 'pending', step: 'create-secondary', dryRun: false, trigger: 'api', attempts: 0, createdAt: at, updatedAt: at, rev: 0, history: [], ...over };
 }
 
 describe('subaccountVerdict', () => {
@@ -51,10 +51,10 @@ describe('holding a subaccount, and abandoning', () => {
   const halfUndone = record({ status: 'failed', step: 'operationalize', newKeySid: `SK${'a'.repeat(32)}`, oldKeySid: `SK${'b'.repeat(32)}`, undo: { reason: 'failure', drain: false }, attempts: 3 });
 
   it('a failed rotation whose undo did not finish holds, until abandoned', () => {
-    expect(holdsAccount(halfUndone)).toBe(true);
+    expect(holdsCredential(halfUndone)).toBe(true);
     expect(canAbandon(halfUndone)).toEqual({ ok: true });
     const abandoned = { ...halfUndone, abandoned: { at: new Date(0).toISOString(), leftBehind: [] } };
-    expect(holdsAccount(abandoned)).toBe(false);
+    expect(holdsCredential(abandoned)).toBe(false);
     expect(canAbandon(abandoned)).toMatchObject({ ok: false, reason: expect.stringMatching(/already abandoned/) });
     expect(canRetry(abandoned)).toMatchObject({ ok: false, reason: expect.stringMatching(/abandoned/) });
   });

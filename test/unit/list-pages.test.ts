@@ -82,7 +82,7 @@ describe('list pages', () => {
       history: fc.array(fc.record({ step: fc.constantFrom(...STEPS), status: fc.constantFrom('created', 'completed', 'failed', 'undo'), at: iso, detail: opt(fc.oneof(text, fc.constantFrom('cancel requested by ci', 'rollback requested'))), startedAt: opt(iso), by: opt(text), count: opt(fc.nat(5)) }, { requiredKeys: ['step', 'status', 'at'] }), { maxLength: 6 }),
     })
     .map(({ createdMs, ...r }): RotationRecord => {
-      const rec = { ...r, id: newRotationId(createdMs), kind: 'api-key', accountSid: '', createdAt: new Date(createdMs).toISOString(), rev: 0 } as RotationRecord;
+      const rec = { ...r, id: newRotationId(createdMs), kind: 'api-key', credential: 'default', accountSid: '', createdAt: new Date(createdMs).toISOString(), rev: 0 } as RotationRecord;
       // Absent optional fields stay absent, as the worker leaves them.
       for (const [k, v] of Object.entries(rec)) if (v === undefined) delete (rec as unknown as Record<string, unknown>)[k];
       return rec;
@@ -137,7 +137,7 @@ describe('list pages', () => {
     const statuses = ['succeeded', 'failed', 'running'] as const;
     for (let i = 0; i < 40; i++) {
       const at = new Date(base + Math.floor(i / 3) * 1000).toISOString(); // ties: three per millisecond
-      const rec: RotationRecord = { id: newRotationId(base + Math.floor(i / 3) * 1000), kind: 'api-key', accountSid: `AC${(i % 3).toString(16).padStart(32, '0')}`, status: statuses[i % 3]!, step: 'done', dryRun: false, trigger: 'api', attempts: 1, createdAt: at, updatedAt: at, rev: 0, history: [{ step: 'done', status: 'completed', at }] };
+      const rec: RotationRecord = { id: newRotationId(base + Math.floor(i / 3) * 1000), kind: 'api-key', credential: 'default', accountSid: `AC${(i % 3).toString(16).padStart(32, '0')}`, status: statuses[i % 3]!, step: 'done', dryRun: false, trigger: 'api', attempts: 1, createdAt: at, updatedAt: at, rev: 0, history: [{ step: 'done', status: 'completed', at }] };
       // A distinct account per record keeps the in-flight lock out of the way; the index is what counts.
       await repo.create({ ...rec, accountSid: `AC${i.toString(16).padStart(32, 'f')}` });
       await redis.zadd(repo.keys.accountRotations(rec.accountSid), String(Date.parse(at)), rec.id);
@@ -179,7 +179,7 @@ describe('list pages', () => {
     const repo = new RotationRepository(redis, 'old');
     const at = new Date(Date.now() - 10 * 86_400_000).toISOString();
     const sid = `AC${'9'.padStart(32, '0')}`;
-    const rec: RotationRecord = { id: newRotationId(Date.parse(at)), kind: 'api-key', accountSid: sid, status: 'running', step: 'promote', dryRun: false, trigger: 'api', attempts: 1, createdAt: at, updatedAt: at, rev: 3, undo: { reason: 'failure', completedAt: at }, history: [{ step: 'promote', status: 'started', at }] };
+    const rec: RotationRecord = { id: newRotationId(Date.parse(at)), kind: 'api-key', credential: 'default', accountSid: sid, status: 'running', step: 'promote', dryRun: false, trigger: 'api', attempts: 1, createdAt: at, updatedAt: at, rev: 3, undo: { reason: 'failure', completedAt: at }, history: [{ step: 'promote', status: 'started', at }] };
     expect((await repo.create(rec)).created).toBe(true);
     await redis.set(repo.keys.rotation(rec.id), v1(rec));
     // In flight in the old layout: holds the account.

@@ -78,7 +78,7 @@ function harness(repo: RotationRepository, moveToDelayed?: () => Promise<void>) 
 
 function pending(accountSid: string): RotationRecord {
   const at = new Date().toISOString();
-  return { id: newRotationId(), kind: 'api-key', accountSid, status: 'pending', step: 'create-secondary', dryRun: false, trigger: 'api', attempts: 0, createdAt: at, updatedAt: at, rev: 0, history: [{ step: 'create-secondary', status: 'created', at }] };
+  return { id: newRotationId(), kind: 'api-key', accountSid, credential: 'default', status: 'pending', step: 'create-secondary', dryRun: false, trigger: 'api', attempts: 0, createdAt: at, updatedAt: at, rev: 0, history: [{ step: 'create-secondary', status: 'created', at }] };
 }
 
 /**

@@ -11,7 +11,7 @@ const DAY = 86_400_000;
 
 function record(accountSid: string, createdMs: number): RotationRecord {
   const at = new Date(createdMs).toISOString();
-  return { id: newRotationId(createdMs), kind: 'api-key', accountSid, status: 'pending', step: 'create-secondary', dryRun: false, trigger: 'api', attempts: 0, createdAt: at, updatedAt: at, rev: 0, history: [] };
+  return { id: newRotationId(createdMs), kind: 'api-key', accountSid, credential: 'default', status: 'pending', step: 'create-secondary', dryRun: false, trigger: 'api', attempts: 0, createdAt: at, updatedAt: at, rev: 0, history: [] };
 }
 
 describe('retention of finished rotation records', () => {

@@ -16,12 +16,16 @@ export interface PromoteGate {
 export interface StepContext {
   twilio: TwilioKeyOps;
   store: SecretStore;
-  secretPath(accountSid: string): string;
+  /** Where a managed credential's secret lives (SECRET_PATH_TEMPLATE with `{accountSid}` and `{name}`). */
+  secretPath(accountSid: string, credential: string): string;
   keyNamePrefix: string;
   /** The configured parent (TWILIO_ACCOUNT_SID): only its active subaccounts are rotated. */
   parentAccountSid: string;
-  /** Which of `rotationIds` Rotator has records of for this subaccount (orphan cleanup deletes only those keys). */
-  knownRotations(accountSid: string, rotationIds: readonly string[]): Promise<ReadonlySet<string>>;
+  /**
+   * Which of `rotationIds` Rotator has records of for this subaccount, each with the name of the
+   * credential it rotated (orphan cleanup deletes only keys of the credential being rotated).
+   */
+  knownRotations(accountSid: string, rotationIds: readonly string[]): Promise<ReadonlyMap<string, string>>;
   /** Keys with Rotator's prefix that Rotator did not provably create: left in place, reported (log, metric). */
   reportSprawl?(rec: RotationRecord, keys: readonly TwilioKey[]): void;
   drainMs: number;

@@ -12,11 +12,11 @@ import { verifyWithPropagation } from './verify.ts';
  * prove it works.
  *
  * Resuming after a crash: a pending secret under this rotation id is adopted; a key at Twilio named
- * for this rotation (or an earlier one of this subaccount) that the store does not hold has a lost
- * secret and is deleted before creating.
+ * for this rotation (or an earlier one of this credential) that the credential's store entry does
+ * not hold has a lost secret and is deleted before creating.
  */
 export async function createSecondaryKey(ctx: StepContext, rec: RotationRecord): Promise<StepOutcome> {
-  const path = ctx.secretPath(rec.accountSid);
+  const path = ctx.secretPath(rec.accountSid, rec.credential);
   const entry = await ctx.store.read(path);
   const held = new Set([entry.current, entry.pending, entry.previous].filter((v) => v).map((v) => v!.credential.apiKeySid));
   const oldKeySid = rec.oldKeySid !== undefined ? rec.oldKeySid : (entry.current?.credential.apiKeySid ?? null);
@@ -50,15 +50,19 @@ export async function createSecondaryKey(ctx: StepContext, rec: RotationRecord):
 }
 
 /**
- * Keys Rotator created that no stage of the store holds have no use: their secret is lost (a run
- * died between Twilio's answer and the store write) or an undo could not finish. Only one rotation
- * per subaccount runs at a time, so none of them can belong to a live rotation.
+ * Keys Rotator created for this credential that no stage of its store entry holds have no use:
+ * their secret is lost (a run died between Twilio's answer and the store write) or an undo could
+ * not finish. Only one rotation per credential runs at a time, so none of them can belong to a live
+ * rotation.
  *
  * "Rotator created" is proved by the records, not the name: a key is deleted only when its
  * FriendlyName is exactly `<prefix>:<id>` and `id` is this rotation or one Rotator has a record of
- * for this subaccount. Any other key with the prefix — another deployment's with the same prefix,
- * a person's, one whose record retention removed — is sprawl: reported (history, log, metric), never
- * deleted, since an application may be using it.
+ * for this same credential. A key of a rotation of another credential of the subaccount is that
+ * credential's business — held by its store entry (which this one cannot see), or just created by
+ * its rotation in flight, before its secret reached the store — so it is neither deleted nor
+ * reported. Any other key with the prefix — another deployment's with the same prefix, a person's,
+ * one whose record retention removed — is sprawl: reported (history, log, metric), never deleted,
+ * since an application may be using it.
  */
 async function deleteOrphans(ctx: StepContext, rec: RotationRecord, held: ReadonlySet<string>): Promise<TwilioKey[]> {
   const { ours, sprawl } = await sortPrefixedKeys(ctx, rec, await ctx.twilio.listKeys(rec.accountSid), held);
@@ -67,10 +71,14 @@ async function deleteOrphans(ctx: StepContext, rec: RotationRecord, held: Readon
   return sprawl;
 }
 
-/** The keys with Rotator's prefix that no store stage holds: those Rotator provably created (`ours`), and the rest (`sprawl`). */
+/**
+ * The keys with Rotator's prefix that no stage of this credential's store entry holds: those
+ * Rotator provably created for this credential (`ours`), and those it did not create (`sprawl`).
+ * Keys of rotations of the subaccount's other credentials are in neither.
+ */
 export async function sortPrefixedKeys(
   ctx: Pick<StepContext, 'keyNamePrefix' | 'knownRotations'>,
-  rec: Pick<RotationRecord, 'id' | 'accountSid'>,
+  rec: Pick<RotationRecord, 'id' | 'accountSid' | 'credential'>,
   keys: readonly TwilioKey[],
   held: ReadonlySet<string>,
 ): Promise<{ ours: TwilioKey[]; sprawl: TwilioKey[] }> {
@@ -78,12 +86,14 @@ export async function sortPrefixedKeys(
   if (prefixed.length === 0) return { ours: [], sprawl: [] };
   const named = new Map(prefixed.map((k) => [k.sid, rotationIdInKeyName(ctx.keyNamePrefix, k.friendlyName)]));
   const others = [...new Set([...named.values()].filter((id): id is string => id !== undefined && id !== rec.id))];
-  const known = others.length ? await ctx.knownRotations(rec.accountSid, others) : new Set<string>();
+  const known: ReadonlyMap<string, string> = others.length ? await ctx.knownRotations(rec.accountSid, others) : new Map();
   const ours: TwilioKey[] = [];
   const sprawl: TwilioKey[] = [];
   for (const key of prefixed) {
     const id = named.get(key.sid);
-    (id !== undefined && (id === rec.id || known.has(id)) ? ours : sprawl).push(key);
+    const credential = id === rec.id ? rec.credential : id !== undefined ? known.get(id) : undefined;
+    if (credential === undefined) sprawl.push(key);
+    else if (credential === rec.credential) ours.push(key);
   }
   return { ours, sprawl };
 }

@@ -1,5 +1,5 @@
 import { PermanentError } from '../../src/domain/errors.ts';
-import type { RotationRecord } from '../../src/domain/rotation.ts';
+import { credentialOf, type RotationRecord } from '../../src/domain/rotation.ts';
 import type { StepContext, StepOutcome } from './context.ts';
 
 /**
@@ -9,11 +9,11 @@ import type { StepContext, StepOutcome } from './context.ts';
 export async function deleteOldKey(ctx: StepContext, rec: RotationRecord): Promise<StepOutcome> {
   const old = rec.oldKeySid;
   if (!old) return { kind: 'advance', patch: {}, next: 'done', detail: 'no old key (bootstrap)' };
-  const path = ctx.secretPath(rec.accountSid);
+  const path = ctx.secretPath(rec.accountSid, rec.credential);
   ctx.crash('delete-old:start');
   const entry = await ctx.store.read(path);
   if (entry.current?.credential.apiKeySid === old || entry.pending?.credential.apiKeySid === old) {
-    throw new PermanentError('refused_delete_current', `refusing to delete ${old}: the store still hands it out for ${rec.accountSid}`);
+    throw new PermanentError('refused_delete_current', `refusing to delete ${old}: the store still hands it out for ${credentialOf(rec)}`);
   }
   const result = await ctx.twilio.deleteKey(rec.accountSid, old);
   ctx.crash('delete-old:after-twilio-delete');

@@ -1,4 +1,4 @@
-import type { RotationRecord } from '../../src/domain/rotation.ts';
+import { credentialOf, type RotationRecord } from '../../src/domain/rotation.ts';
 import { checkSubaccount } from './check-subaccount.ts';
 import type { StepContext } from './context.ts';
 import { sortPrefixedKeys, sprawlNote } from './create-secondary.ts';
@@ -10,11 +10,11 @@ import { sortPrefixedKeys, sprawlNote } from './create-secondary.ts';
 export async function dryRunCheck(ctx: StepContext, rec: RotationRecord): Promise<string> {
   await checkSubaccount(ctx, rec);
   const keys = await ctx.twilio.listKeys(rec.accountSid);
-  const entry = await ctx.store.read(ctx.secretPath(rec.accountSid));
+  const entry = await ctx.store.read(ctx.secretPath(rec.accountSid, rec.credential));
   const held = new Set([entry.current, entry.pending, entry.previous].filter((v) => v).map((v) => v!.credential.apiKeySid));
   const { sprawl } = await sortPrefixedKeys(ctx, rec, keys, held);
   const current = entry.current?.credential.apiKeySid;
-  if (!current) return `dry run: would bootstrap ${rec.accountSid} (store empty; ${keys.length} keys at Twilio)${sprawlNote(sprawl)}`;
+  if (!current) return `dry run: would bootstrap ${credentialOf(rec)} (store empty; ${keys.length} keys at Twilio)${sprawlNote(sprawl)}`;
   const atTwilio = keys.some((k) => k.sid === current);
   return `dry run: would replace ${current}${atTwilio ? '' : ' (WARNING: the store\'s current key is not at Twilio)'}; ${keys.length} keys at Twilio${sprawlNote(sprawl)}`;
 }

@@ -10,7 +10,7 @@ import type { StepContext, StepOutcome } from './context.ts';
  */
 export async function operationalizeNewKey(ctx: StepContext, rec: RotationRecord): Promise<StepOutcome> {
   if (!rec.newKeySid) throw new PermanentError('invariant', 'operationalize without a new key');
-  const path = ctx.secretPath(rec.accountSid);
+  const path = ctx.secretPath(rec.accountSid, rec.credential);
   ctx.crash('operationalize:start');
   // promotePending is itself idempotent (a no-op once the new key is current).
   await ctx.store.promotePending(path, stagingId(rec), rec.newKeySid);

@@ -1,5 +1,5 @@
 import { PermanentError } from '../../src/domain/errors.ts';
-import type { RotationRecord } from '../../src/domain/rotation.ts';
+import { credentialOf, type RotationRecord } from '../../src/domain/rotation.ts';
 import type { StepContext, StepOutcome } from './context.ts';
 import { verifyWithPropagation } from './verify.ts';
 
@@ -18,9 +18,9 @@ export async function promoteNewKey(ctx: StepContext, rec: RotationRecord): Prom
     if (!verdict.ready) return { kind: 'wait', until: verdict.retryAt, reason: `${gate.name}: ${verdict.reason}` };
   }
   ctx.crash('promote:start');
-  const current = await ctx.store.readCurrent(ctx.secretPath(rec.accountSid));
+  const current = await ctx.store.readCurrent(ctx.secretPath(rec.accountSid, rec.credential));
   if (!current || current.apiKeySid !== rec.newKeySid) {
-    throw new PermanentError('store_drift', `the store's current key for ${rec.accountSid} is ${current?.apiKeySid ?? 'missing'}, not this rotation's ${rec.newKeySid}: something else wrote the secret`);
+    throw new PermanentError('store_drift', `the store's current key for ${credentialOf(rec)} is ${current?.apiKeySid ?? 'missing'}, not this rotation's ${rec.newKeySid}: something else wrote the secret`);
   }
   await verifyWithPropagation(ctx, current);
   ctx.crash('promote:done');

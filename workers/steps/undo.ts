@@ -1,5 +1,5 @@
 import { PermanentError, RotatorError } from '../../src/domain/errors.ts';
-import { stagingId, type RotationRecord, type UndoState } from '../../src/domain/rotation.ts';
+import { credentialOf, stagingId, type RotationRecord, type UndoState } from '../../src/domain/rotation.ts';
 import { keyName, type StepContext } from './context.ts';
 
 export type UndoOutcome =
@@ -18,7 +18,7 @@ export type UndoOutcome =
 export async function undoRotation(ctx: StepContext, rec: RotationRecord): Promise<UndoOutcome> {
   const undo = rec.undo;
   if (!undo) throw new PermanentError('invariant', 'undo without an undo request');
-  const path = ctx.secretPath(rec.accountSid);
+  const path = ctx.secretPath(rec.accountSid, rec.credential);
 
   if (undo.drain === undefined) {
     const entry = await ctx.store.read(path);
@@ -42,7 +42,7 @@ export async function undoRotation(ctx: StepContext, rec: RotationRecord): Promi
   const entry = await ctx.store.read(path);
   const held = new Set([entry.current, entry.pending, entry.previous].filter((v) => v).map((v) => v!.credential.apiKeySid));
   if (rec.newKeySid && held.has(rec.newKeySid)) {
-    throw new PermanentError('refused_delete_current', `refusing to delete ${rec.newKeySid}: the store still holds it for ${rec.accountSid}`);
+    throw new PermanentError('refused_delete_current', `refusing to delete ${rec.newKeySid}: the store still holds it for ${credentialOf(rec)}`);
   }
   const name = keyName(ctx.keyNamePrefix, rec.id);
   const deleted: string[] = [];

@@ -12,7 +12,7 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     /** What the handler acted on, when the request alone does not say (a new rotation's id). */
-    auditTarget?: { rotationId?: string; accountSid?: string; detail?: string };
+    auditTarget?: { rotationId?: string; accountSid?: string; credential?: string; detail?: string };
   }
 }
 
@@ -47,6 +47,7 @@ export const auditPlugin = fp(async (app: FastifyInstance, opts: { audit: AuditL
         action,
         ...(rotationId ? { rotationId } : {}),
         ...(accountSid ? { accountSid } : {}),
+        ...(req.auditTarget?.credential ? { credential: req.auditTarget.credential } : {}),
         ...(req.auditTarget?.detail ? { detail: req.auditTarget.detail } : {}),
         ip: req.ip,
         requestId: req.id,

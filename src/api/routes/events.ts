@@ -49,7 +49,7 @@ export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (ap
         querystring: EventsQuery,
         headers: EventsHeaders,
         response: {
-          200: { description: 'event: rotation, id: stream id, data: {type, id, accountSid, status, step, at, transition}', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+          200: { description: 'event: rotation, id: stream id, data: {type, id, accountSid, credential, status, step, at, transition}', content: { 'text/event-stream': { schema: { type: 'string' } } } },
           ...errorResponses(400, 401, 403, 429, 503),
         },
       },

@@ -1,7 +1,8 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
 import { isTransient, RotatorError } from '../../domain/errors.ts';
-import { holdsAccount, publicRotation, type RotationRecord } from '../../domain/rotation.ts';
+import { credentialOf, holdsCredential, publicRotation, type RotationRecord } from '../../domain/rotation.ts';
+import { DEFAULT_CREDENTIAL } from '../../domain/credential.ts';
 import { decodeCursor, type RotationRepository } from '../../state/rotations.ts';
 import type { ActionResult, RotationService } from '../../service/rotations.ts';
 import type { SubaccountChecker } from '../../service/subaccounts.ts';
@@ -18,18 +19,19 @@ export interface RotationRoutesDeps {
 }
 
 /**
- * The 409 of a subaccount that a rotation holds: in flight (`rotation_in_flight`), or failed
- * part-way and waiting for a retry or an abandon (`subaccount_held_by_failed_rotation`), which a
- * client must not wait out.
+ * The 409 of a managed credential that a rotation holds: in flight (`rotation_in_flight`), or
+ * failed part-way and waiting for a retry or an abandon (`subaccount_held_by_failed_rotation`, a
+ * code kept from when the subaccount was the unit), which a client must not wait out.
  */
-function heldAnswer(holder: RotationRecord, accountSid: string): { code: string; message: string } {
-  if (holder.status === 'failed' && holdsAccount(holder)) {
+function heldAnswer(holder: RotationRecord): { code: string; message: string } {
+  const credential = credentialOf(holder);
+  if (holder.status === 'failed' && holdsCredential(holder)) {
     return {
       code: 'subaccount_held_by_failed_rotation',
-      message: `rotation ${holder.id} of ${accountSid} failed part-way and still holds the subaccount: retry it (POST /v1/rotations/${holder.id}/retry) or have an admin abandon it (POST /v1/rotations/${holder.id}/abandon) before starting another`,
+      message: `rotation ${holder.id} of credential ${credential} failed part-way and still holds the credential: retry it (POST /v1/rotations/${holder.id}/retry) or have an admin abandon it (POST /v1/rotations/${holder.id}/abandon) before starting another`,
     };
   }
-  return { code: 'rotation_in_flight', message: `rotation ${holder.id} is already in flight for ${accountSid}` };
+  return { code: 'rotation_in_flight', message: `rotation ${holder.id} is already in flight for credential ${credential}` };
 }
 
 const ACTIONS = {
@@ -47,10 +49,11 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
     {
       config: { role: 'operator', audit: 'rotation.start' },
       schema: {
-        summary: "Start a rotation of one subaccount's API key",
+        summary: "Start a rotation of one managed credential (a subaccount's API key)",
         description:
+          'A managed credential is (subaccount, name): `{accountSid}` rotates the subaccount\'s `default` credential, `{accountSid, credential}` the named one, each with its own secret path, lock and history. ' +
           'Only an active subaccount of the configured parent may be rotated: the parent itself or another parent\'s account is refused with 422 `not_a_subaccount`, an unknown SID with 404 `subaccount_not_found`, a suspended or closed subaccount with 422 `subaccount_inactive`. ' +
-          'A subaccount held by another rotation answers 409 with its id: `rotation_in_flight`, or `subaccount_held_by_failed_rotation` when that rotation failed part-way (retry or abandon it). ' +
+          'A credential held by another rotation answers 409 with its id: `rotation_in_flight`, or `subaccount_held_by_failed_rotation` when that rotation failed part-way (retry or abandon it); rotations of different credentials of one subaccount run side by side. ' +
           '`urgent: true` (admin role, `reason` required) is an emergency rotation after a leak: the drain is `drainSeconds` (default 0) instead of DRAIN_SECONDS, so consumers that cache the key longer fail until they re-read the store. ' +
           'With an Idempotency-Key header, repeating the request (same key, same body) returns the first answer; the same key with another body is refused with 422.',
         tags: ['rotations'],
@@ -61,16 +64,17 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
     },
     async (req, reply) => {
       const { urgent, drainSeconds, reason, dryRun, accountSid } = req.body;
+      const credential = req.body.credential ?? DEFAULT_CREDENTIAL;
       if (drainSeconds !== undefined && !urgent) throw new HttpError(400, 'invalid_request', 'drainSeconds applies only to an urgent rotation (urgent: true)');
       if (urgent) {
-        req.auditTarget = { accountSid, detail: `urgent: drain ${drainSeconds ?? 0}s` };
+        req.auditTarget = { accountSid, credential, detail: `urgent: drain ${drainSeconds ?? 0}s` };
         if (!req.principal || !roleAtLeast(req.principal.role, 'admin')) throw new HttpError(403, 'forbidden', `an urgent rotation needs the admin role; "${req.principal?.name ?? 'anonymous'}" is ${req.principal?.role ?? 'nobody'}`);
         if (!reason) throw new HttpError(400, 'invalid_request', 'an urgent rotation needs a reason (what leaked, and where)');
         if (dryRun) throw new HttpError(400, 'invalid_request', 'an urgent rotation cannot be a dry run');
       }
       const scope = req.principal?.name ?? '';
       const key = req.headers['idempotency-key'];
-      const fingerprint = key !== undefined ? IdempotencyStore.fingerprint('POST /v1/rotations', req.body) : '';
+      const fingerprint = key !== undefined ? IdempotencyStore.fingerprint('POST /v1/rotations', startFingerprintBody(req.body)) : '';
       if (key !== undefined) {
         const claim = await idempotency.claim(scope, key, fingerprint);
         if (claim.kind === 'mismatch') throw new HttpError(422, 'idempotency_key_reused', 'this Idempotency-Key was used with a different request body; use a new key for a new request');
@@ -80,15 +84,15 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
       let answer: StoredAnswer;
       try {
         await admit(accountSid);
-        const result = await service.start({ ...req.body, trigger: 'api', requestedBy: req.principal?.name });
+        const result = await service.start({ ...req.body, credential, trigger: 'api', requestedBy: req.principal?.name });
         if (!result.started) {
           const id = result.existing.id;
-          req.auditTarget = { ...req.auditTarget, rotationId: id, accountSid };
-          answer = { status: 409, body: { id, error: heldAnswer(result.existing, accountSid) } };
+          req.auditTarget = { ...req.auditTarget, rotationId: id, accountSid, credential };
+          answer = { status: 409, body: { id, error: heldAnswer(result.existing) } };
         } else {
           const r = result.record;
-          req.auditTarget = { ...req.auditTarget, rotationId: r.id, accountSid: r.accountSid };
-          answer = { status: 202, body: { id: r.id, accountSid: r.accountSid, status: r.status, step: r.step }, headers: { location: `/v1/rotations/${r.id}` } };
+          req.auditTarget = { ...req.auditTarget, rotationId: r.id, accountSid: r.accountSid, credential: r.credential };
+          answer = { status: 202, body: { id: r.id, accountSid: r.accountSid, credential: r.credential, status: r.status, step: r.step }, headers: { location: `/v1/rotations/${r.id}` } };
         }
       } catch (err) {
         if (key !== undefined) await idempotency.release(scope, key).catch(() => undefined);
@@ -113,7 +117,7 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
 
       function replay(a: StoredAnswer) {
         const id = typeof a.body.id === 'string' ? a.body.id : undefined;
-        req.auditTarget = { ...(id ? { rotationId: id } : {}), accountSid: req.body.accountSid, detail: 'idempotent replay' };
+        req.auditTarget = { ...(id ? { rotationId: id } : {}), accountSid: req.body.accountSid, credential, detail: 'idempotent replay' };
         return send(a, true);
       }
       function send(a: StoredAnswer, replayed: boolean) {
@@ -129,12 +133,18 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
     '/v1/rotations',
     {
       config: { role: 'viewer' },
-      schema: { summary: 'List rotations, newest first', tags: ['rotations'], querystring: ListQuery, response: { 200: ListReply, ...errorResponses(400, 401, 403, 429) } },
+      schema: {
+        summary: 'List rotations, newest first',
+        description: 'Filters combine: `accountSid` and `credential` together list one managed credential\'s rotations; `credential` alone lists the rotations of that name in every subaccount.',
+        tags: ['rotations'],
+        querystring: ListQuery,
+        response: { 200: ListReply, ...errorResponses(400, 401, 403, 429) },
+      },
     },
     async (req, reply) => {
-      const { accountSid, status, limit, cursor } = req.query;
+      const { accountSid, credential, status, limit, cursor } = req.query;
       if (cursor !== undefined && !decodeCursor(cursor)) throw new HttpError(400, 'invalid_cursor', 'cursor is not one this API returned');
-      const page = await repo.summaryPage({ accountSid, status, limit: limit ?? 50, cursor });
+      const page = await repo.summaryPage({ accountSid, credential, status, limit: limit ?? 50, cursor });
       // The items are stored as the JSON text ListReply's schema makes of them
       // (test/unit/list-pages.test.ts compares the bytes): the page is sent as those bytes, with
       // nothing parsed or serialised per request.
@@ -188,11 +198,11 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
     {
       config: { role: 'admin', audit: 'rotation.abandon' },
       schema: {
-        summary: 'Abandon a failed rotation that still holds its subaccount',
+        summary: 'Abandon a failed rotation that still holds its credential',
         description:
           "For a rotation whose undo could not finish (e.g. the subaccount was closed mid-rotation) and that a retry cannot complete. `confirm` must be the rotation's account SID. " +
-          'The subaccount is released for new rotations; Twilio and the store are not touched, and the record lists what may be left behind (`abandoned.leftBehind`) for the operator to check. ' +
-          "The next rotation of the subaccount deletes a leftover key named for this rotation that no store stage holds. 409 when the rotation is not failed or does not hold its subaccount; 422 when `confirm` is not the rotation's account SID.",
+          'The credential is released for new rotations; Twilio and the store are not touched, and the record lists what may be left behind (`abandoned.leftBehind`) for the operator to check. ' +
+          "The next rotation of the credential deletes a leftover key named for this rotation that no stage of its store entry holds. 409 when the rotation is not failed or does not hold its credential; 422 when `confirm` is not the rotation's account SID.",
         tags: ['rotations'],
         params: IdParams,
         querystring: NoQuery,
@@ -203,11 +213,21 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
     async (req) => {
       const id = req.params.id;
       const record = actionOutcome(req, id, 'abandon', await service.abandon(id, req.body.confirm, req.principal?.name));
-      req.log.warn({ rotationId: id, accountSid: record.accountSid, leftBehind: record.abandoned?.leftBehind }, 'rotation abandoned; the subaccount is released');
+      req.log.warn({ rotationId: id, accountSid: record.accountSid, credential: record.credential, leftBehind: record.abandoned?.leftBehind }, 'rotation abandoned; the credential is released');
       return publicRotation(record);
     },
   );
 };
+
+/**
+ * The body an Idempotency-Key is bound to: `credential: "default"` means what no credential means,
+ * so it is left out (and bodies fingerprinted before managed credentials still match).
+ */
+function startFingerprintBody<T extends { credential?: string }>(body: T): Omit<T, 'credential'> | T {
+  if (body.credential !== DEFAULT_CREDENTIAL) return body;
+  const { credential: _default, ...rest } = body;
+  return rest;
+}
 
 /**
  * What every action route answers for the service's result: 404 for no such rotation, the error
@@ -216,7 +236,7 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
  */
 function actionOutcome(req: FastifyRequest, id: string, action: string, result: ActionResult | undefined): RotationRecord {
   if (!result) throw new HttpError(404, 'rotation_not_found', `no rotation ${id}`);
-  if (result.record) req.auditTarget = { rotationId: id, accountSid: result.record.accountSid };
+  if (result.record) req.auditTarget = { rotationId: id, accountSid: result.record.accountSid, credential: result.record.credential };
   if (result.ok) return result.record;
   if (result.mismatch) throw new HttpError(422, 'confirmation_mismatch', `${action} refused: ${result.reason}`, { id });
   const code = result.inFlight ? (result.heldByFailed ? 'subaccount_held_by_failed_rotation' : 'rotation_in_flight') : 'action_not_allowed';
