@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { isTerminal, type RotationRecord } from '../domain/rotation.ts';
 import type { CredentialRepository } from '../state/credentials.ts';
+import { DEFAULT_CREDENTIAL } from '../domain/credential.ts';
 import type { AccountRepository } from '../state/accounts.ts';
 import type { TwilioKeyOps } from '../twilio/admin.ts';
 
@@ -43,6 +44,5 @@ export async function recordFinishedRotation(credentials: CredentialRepository, 
   const created = rec.history.find((h) => h.step === 'create-secondary' && h.status === 'completed')?.at;
   await credentials.recordFinished(rec, created ? Date.parse(created) : null);
   // The subaccount's record shows its `default` credential's key, as earlier versions did.
-  const name = (rec as { credential?: string }).credential ?? 'default';
-  if (rec.status === 'succeeded' && rec.newKeySid && name === 'default') await accounts.recordRotation(rec.accountSid, rec.newKeySid, rec.finishedAt ?? rec.updatedAt);
+  if (rec.status === 'succeeded' && rec.newKeySid && rec.credential === DEFAULT_CREDENTIAL) await accounts.recordRotation(rec.accountSid, rec.newKeySid, rec.finishedAt ?? rec.updatedAt);
 }
