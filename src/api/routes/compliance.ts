@@ -143,6 +143,11 @@ export const complianceRoutes: FastifyPluginAsyncTypebox<ComplianceRoutesDeps> =
         body: SprawlKeyBody,
         response: { 200: SprawlKeyReply, ...errorResponses(400, 401, 403, 404, 409, 415, 429, 502, 503) },
       },
+      // Before validation, so a request refused for its body is audited with the key it named too.
+      preValidation: async (req) => {
+        const { sid, keySid } = req.params as { sid?: unknown; keySid?: unknown };
+        if (typeof sid === 'string' && SID.test(sid)) req.auditTarget = { accountSid: sid, ...(typeof keySid === 'string' && KEY_SID.test(keySid) ? { detail: `key ${keySid}` } : {}) };
+      },
     },
     async (req) => {
       const { sid, keySid } = req.params;
