@@ -5,6 +5,8 @@ declare module 'autocannon' {
     connections?: number;
     duration?: number;
     headers?: Record<string, string>;
+    /** Requests per second across all connections: a fixed offered load instead of as fast as answers come. */
+    overallRate?: number;
   }
   interface Histogram {
     average: number;

@@ -2,6 +2,8 @@ import type { Redis } from 'ioredis';
 import type { ComplianceSummary, StoreStages, TwilioKeyFacts } from '../domain/compliance.ts';
 import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
+import { credentialFromJson, type ManagedCredential } from './credentials.ts';
+import { accountFromJson, type AccountRecord } from './accounts.ts';
 
 /**
  * What the compliance scan found, in Redis, so that GET /v1/compliance never calls Twilio (a key
@@ -78,6 +80,14 @@ if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 return redis.call('DEL', KEYS[1])
 `;
 
+export interface ReportPage {
+  /** Up to limit + 1 ids: one more than the page says there is a next one. */
+  ids: string[];
+  credentials: Array<ManagedCredential | undefined>;
+  accounts: Map<string, AccountRecord>;
+  scanned: Map<string, ScannedSubaccount>;
+}
+
 export class ComplianceFacts {
   readonly #redis: Redis;
   readonly keys: RedisKeys;
@@ -96,6 +106,34 @@ export class ComplianceFacts {
     if (sids.length === 0) return [];
     const raw = await this.#redis.mget(sids.map((s) => this.keys.complianceFacts(s)));
     return raw.map((r, i) => (r ? fromStored(sids[i]!, JSON.parse(r) as Stored) : undefined));
+  }
+
+  /**
+   * Credentials after `min` (a ZRANGEBYLEX bound) with everything a report page joins them with:
+   * their records, and their subaccounts' inventory records and scan facts, in two round trips (the
+   * range, then one pipeline of three MGETs). One Lua script doing the same measured 0.76 ms of
+   * Redis CPU per page against 0.1 ms for this: Redis is the part that does not scale out.
+   */
+  async page(min: string, limit: number): Promise<ReportPage> {
+    const ids = await this.#redis.zrangebylex(this.keys.credentials, min, '+', 'LIMIT', 0, limit + 1);
+    const pageIds = ids.slice(0, limit);
+    const accounts = new Map<string, AccountRecord>();
+    const scanned = new Map<string, ScannedSubaccount>();
+    if (pageIds.length === 0) return { ids, credentials: [], accounts, scanned };
+    const sids = [...new Set(pageIds.map((id) => id.slice(0, id.indexOf('/'))))];
+    const replies = (await this.#redis
+      .pipeline()
+      .mget(pageIds.map((id) => this.keys.credential(id)))
+      .mget(sids.map((sid) => this.keys.account(sid)))
+      .mget(sids.map((sid) => this.keys.complianceFacts(sid)))
+      .exec()) as Array<[Error | null, Array<string | null>]>;
+    for (const [err] of replies) if (err) throw err;
+    const [creds, accs, facts] = replies.map(([, v]) => v) as [Array<string | null>, Array<string | null>, Array<string | null>];
+    sids.forEach((sid, i) => {
+      if (accs[i]) accounts.set(sid, accountFromJson(sid, accs[i]!));
+      if (facts[i]) scanned.set(sid, fromStored(sid, JSON.parse(facts[i]!) as Stored));
+    });
+    return { ids, credentials: creds.map((c, i) => (c ? credentialFromJson(pageIds[i]!, c) : undefined)), accounts, scanned };
   }
 
   /** Subaccounts with sprawl or leftover keys, by SID after `cursor`. */
