@@ -7,6 +7,8 @@ import autocannon from 'autocannon';
 import { startEmbeddedRedis } from '../src/state/redis.ts';
 import { RotationRepository } from '../src/state/rotations.ts';
 import { AccountRepository } from '../src/state/accounts.ts';
+import { CredentialRepository } from '../src/state/credentials.ts';
+import { ComplianceFacts } from '../src/state/compliance.ts';
 import { newRotationId, withHistory, type RotationRecord } from '../src/domain/rotation.ts';
 import { mintToken } from '../src/api/tokens.ts';
 import { cpuMs, pool, redisCpuMs, redisUsedMemory, round, spawnTs } from './lib.ts';
@@ -22,15 +24,7 @@ export interface RouteLoad {
   /** Alongside: CPU per request of the API process and of Redis (µs). */
   apiCpuUsPerRequest: number;
   redisCpuUsPerRequest: number;
-  /**
-   * The same route at a fixed offered load (FIXED_RATE requests/s across the connections), well
-   * under saturation: latency there depends far less on the host's speed than at saturation.
-   */
-  atFixedRate: { rate: number; p50Ms: number; p99Ms: number; maxMs: number; non2xx: number };
 }
-
-/** The offered load of the fixed-rate runs (requests/s). */
-export const FIXED_RATE = 1000;
 
 /** The API's CPU and Redis's while `run` runs, per request answered. */
 async function cpuPerRequest<T extends { requests: { total: number } }>(pid: number, redis: Redis, run: () => Promise<T>): Promise<T & { apiUs: number; redisUs: number }> {
@@ -56,7 +50,8 @@ function finishedRecord(i: number, createdMs: number): RotationRecord {
   const at = (d: number): string => new Date(createdMs + d).toISOString();
   let rec: RotationRecord = {
     id: newRotationId(createdMs),
-    kind: 'api-key', credential: 'default',
+    kind: 'api-key',
+    credential: 'default',
     accountSid: `AC${hex(i)}`,
     status: 'pending',
     step: 'create-secondary',
@@ -81,10 +76,59 @@ function finishedRecord(i: number, createdMs: number): RotationRecord {
 }
 
 /**
- * The read API under load: N finished rotation records and N accounts in Redis, the API as its own
- * process, autocannon from this one.
+ * A fleet of managed credentials as the compliance report reads it: `n` credentials, two per
+ * subaccount (`default` and `billing`), each rotated once (a current key, its date, the last
+ * rotation), its subaccount in the inventory and scanned (three keys at Twilio: both credentials'
+ * current keys and one sprawl key; the stages of both credentials). Every 7th credential is overdue.
  */
-export async function runApiLoad(opts: { records: number; accounts: number; connections: number; seconds: number; log?: (m: string) => void; nodeArgs?: string[] }): Promise<{ routes: RouteLoad[]; redisBytesPerRecord: number }> {
+export async function loadCredentialFleet(redis: Redis, n: number, log?: (m: string) => void): Promise<void> {
+  const now = Date.now();
+  const subs = Math.ceil(n / 2);
+  const sid = (i: number): string => `AC${hex(0xc0000000 + i)}`;
+  const key = (i: number): string => `SK${hex(0xc0000000 + i)}`;
+  log?.(`api: loading ${n} managed credentials in ${subs} subaccounts, with their compliance facts`);
+  const accounts = new AccountRepository(redis, 'rotator');
+  await accounts.upsertMany(Array.from({ length: subs }, (_, i) => ({ accountSid: sid(i), friendlyName: `Fleet customer ${i}`, status: 'active', ownerAccountSid: `AC${'f'.repeat(32)}` })), now - 200 * 86_400_000);
+  const credentials = new CredentialRepository(redis, 'rotator');
+  const facts = new ComplianceFacts(redis, 'rotator');
+  await pool(
+    Array.from({ length: subs }, (_, i) => i),
+    64,
+    async (i) => {
+      const stages = [];
+      const keys = [];
+      for (const [j, name] of (['billing', 'default'] as const).entries()) {
+        const c = 2 * i + j;
+        if (c >= n) continue;
+        const at = now - (c % 7 === 0 ? 120 : c % 80) * 86_400_000;
+        await credentials.ensure({ accountSid: sid(i), name }, { now: at - 86_400_000 });
+        await credentials.recordFinished({ id: crypto.randomUUID(), accountSid: sid(i), credential: name, status: 'succeeded', dryRun: false, newKeySid: key(c), finishedAt: new Date(at).toISOString(), updatedAt: new Date(at).toISOString() }, at);
+        stages.push({ name, current: key(c), pending: null, previous: null });
+        keys.push({ sid: key(c), friendlyName: `rotator:${crypto.randomUUID()}`, dateCreated: at });
+      }
+      keys.push({ sid: key(n + i), friendlyName: 'made by hand', dateCreated: now - 400 * 86_400_000 });
+      await facts.put({ accountSid: sid(i), friendlyName: `Fleet customer ${i}`, status: 'active', scannedAtMs: now, keys, note: null, stages, knownRotationIds: [], sprawl: 1, leftover: 0 });
+    },
+  );
+}
+
+/**
+ * The read API under load: N finished rotation records and N accounts in Redis (and, with
+ * `credentials`, a fleet of managed credentials with their compliance facts), the API as its own
+ * process, autocannon from this one: each route as fast as it answers (50 connections), then, with
+ * `openLoopRate`, the list routes at that fixed offered load (latency there does not depend on how
+ * fast this machine saturates).
+ */
+export async function runApiLoad(opts: {
+  records: number;
+  accounts: number;
+  connections: number;
+  seconds: number;
+  log?: (m: string) => void;
+  nodeArgs?: string[];
+  credentials?: number;
+  openLoopRate?: number;
+}): Promise<{ routes: RouteLoad[]; openLoop: Array<RouteLoad & { offeredPerSecond: number }>; redisBytesPerRecord: number; credentials: number }> {
   const dir = await mkdtemp(join(tmpdir(), 'rotator-apibench-'));
   const server = await startEmbeddedRedis({ dir, persist: false });
   const redis = new Redis(server.url);
@@ -110,6 +154,7 @@ export async function runApiLoad(opts: { records: number; accounts: number; conn
     // Memory of the records and their index entries (the event stream is capped separately).
     await redis.del('rotator:events');
     const redisBytesPerRecord = Math.round((await redisUsedMemory(redis)) - memBefore) / opts.records;
+    if (opts.credentials) await loadCredentialFleet(redis, opts.credentials, opts.log);
 
     const viewer = mintToken('bench', 'viewer');
     const port = await freePort();
@@ -124,24 +169,18 @@ export async function runApiLoad(opts: { records: number; accounts: number; conn
     );
     try {
       const routes: RouteLoad[] = [];
-      for (const route of ['/v1/rotations?limit=50', '/v1/accounts?limit=100', '/v1/rotations/{id}']) {
-        opts.log?.(`api: ${route}`);
-        const r = await cpuPerRequest(api.child.pid!, redis, () => autocannon({ url: `http://127.0.0.1:${port}${route.replace('{id}', sampleId)}`, connections: opts.connections, duration: opts.seconds, headers: { authorization: `Bearer ${viewer.token}` } }));
-        const fixed = await autocannon({ url: `http://127.0.0.1:${port}${route.replace('{id}', sampleId)}`, connections: opts.connections, duration: opts.seconds, overallRate: FIXED_RATE, headers: { authorization: `Bearer ${viewer.token}` } });
-        routes.push({
-          route,
-          requestsPerSecond: round(r.requests.average, 0),
-          p50Ms: r.latency.p50,
-          p99Ms: r.latency.p99,
-          p90Ms: r.latency.p90,
-          maxMs: r.latency.max,
-          non2xx: r.non2xx,
-          apiCpuUsPerRequest: r.apiUs,
-          redisCpuUsPerRequest: r.redisUs,
-          atFixedRate: { rate: FIXED_RATE, p50Ms: fixed.latency.p50, p99Ms: fixed.latency.p99, maxMs: fixed.latency.max, non2xx: fixed.non2xx },
-        });
-      }
-      return { routes, redisBytesPerRecord: round(redisBytesPerRecord, 0) };
+      const load = async (route: string, overallRate?: number): Promise<RouteLoad> => {
+        opts.log?.(`api: ${route}${overallRate ? ` at ${overallRate} requests/s` : ''}`);
+        const r = await cpuPerRequest(api.child.pid!, redis, () =>
+          autocannon({ url: `http://127.0.0.1:${port}${route.replace('{id}', sampleId)}`, connections: opts.connections, duration: opts.seconds, headers: { authorization: `Bearer ${viewer.token}` }, ...(overallRate ? { overallRate } : {}) }),
+        );
+        return { route, requestsPerSecond: round(r.requests.average, 0), p50Ms: r.latency.p50, p99Ms: r.latency.p99, p90Ms: r.latency.p90, maxMs: r.latency.max, non2xx: r.non2xx, apiCpuUsPerRequest: r.apiUs, redisCpuUsPerRequest: r.redisUs };
+      };
+      const listRoutes = ['/v1/accounts?limit=100', ...(opts.credentials ? ['/v1/compliance?limit=100'] : [])];
+      for (const route of ['/v1/rotations?limit=50', ...listRoutes, '/v1/rotations/{id}']) routes.push(await load(route));
+      const openLoop: Array<RouteLoad & { offeredPerSecond: number }> = [];
+      if (opts.openLoopRate) for (const route of listRoutes) openLoop.push({ ...(await load(route, opts.openLoopRate)), offeredPerSecond: opts.openLoopRate });
+      return { routes, openLoop, redisBytesPerRecord: round(redisBytesPerRecord, 0), credentials: opts.credentials ?? 0 };
     } finally {
       await api.stop();
     }

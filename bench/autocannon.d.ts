@@ -5,7 +5,7 @@ declare module 'autocannon' {
     connections?: number;
     duration?: number;
     headers?: Record<string, string>;
-    /** Requests per second across all connections: a fixed offered load instead of as fast as answered. */
+    /** Requests per second across all connections: a fixed offered load instead of as fast as answers come. */
     overallRate?: number;
   }
   interface Histogram {

@@ -1,9 +1,9 @@
 import { writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { execSync } from 'node:child_process';
 import { runFleet, type FleetResult } from './fleet.ts';
 import { runBaseline } from './baseline.ts';
-import { FIXED_RATE, runApiLoad } from './api-load.ts';
+import { runApiLoad } from './api-load.ts';
 import { round } from './lib.ts';
 
 /**
@@ -34,7 +34,12 @@ const rotatorAtBaselineN = fleet.find((f) => f.n === baselineN) ?? fleet[0]!;
 // Compare like with like: the baseline's wall time for N against Rotator's at the same N.
 const baselineRatio = round(baseline.wallSeconds / ((rotatorAtBaselineN.wallSeconds * baselineN) / rotatorAtBaselineN.n), 1);
 const records = quick ? 2000 : 10000;
-const api = await runApiLoad({ records, accounts: records, connections: 50, seconds: quick ? 3 : 10, log });
+// Issue 13: the list routes with a fleet of managed credentials (and their compliance facts) loaded.
+const credentials = quick ? 10_000 : 100_000;
+const openLoopRate = 1000;
+const api = await runApiLoad({ records, accounts: records, connections: 50, seconds: quick ? 3 : 10, log, credentials, openLoopRate });
+const complianceRoute = api.routes.find((x) => x.route.startsWith('/v1/compliance'))!;
+const accountsRoute = api.routes.find((x) => x.route.startsWith('/v1/accounts'))!;
 
 const [small, large] = fleet as [FleetResult, FleetResult];
 const growth = (a: number, b: number): number => round((b / a - 1) * 100, 1);
@@ -57,12 +62,20 @@ const results = {
     recordBytesPct: growth(small.recordBytes, large.recordBytes),
   },
   api,
+  /** Machine-independent: the compliance page against GET /v1/accounts in the same run. */
+  complianceVsAccounts: {
+    throughputRatio: round(complianceRoute.requestsPerSecond / accountsRoute.requestsPerSecond, 2),
+    apiCpuRatio: round(complianceRoute.apiCpuUsPerRequest / accountsRoute.apiCpuUsPerRequest, 2),
+    redisCpuRatio: round(complianceRoute.redisCpuUsPerRequest / accountsRoute.redisCpuUsPerRequest, 2),
+  },
+  loadAverage: loadavg().map((x) => round(x, 2)),
   goals: {
     fleetRatioAtLargeN: { goal: '≤ 1.10', value: large.ratio, met: large.ratio <= 1.1 },
     cpuFlat: { goal: '±15%', value: growth(small.cpuMsPerRotation, large.cpuMsPerRotation), met: Math.abs(growth(small.cpuMsPerRotation, large.cpuMsPerRotation)) <= 15 },
     redisCommandsFlat: { goal: '±15%', value: growth(small.redisCommandsPerRotation, large.redisCommandsPerRotation), met: Math.abs(growth(small.redisCommandsPerRotation, large.redisCommandsPerRotation)) <= 15 },
     apiListP99: { goal: '≤ 20 ms', value: Math.max(...api.routes.filter((r) => !r.route.includes('{id}')).map((r) => r.p99Ms)), met: api.routes.filter((r) => !r.route.includes('{id}')).every((r) => r.p99Ms <= 20) },
     recordMemory: { goal: '≤ 2048 B', value: large.recordBytes, met: large.recordBytes <= 2048 },
+    complianceP99: { goal: `≤ 20 ms at ${credentials.toLocaleString('en')} credentials`, value: complianceRoute.p99Ms, met: complianceRoute.p99Ms <= 20 },
   },
   durationSeconds: Math.round((Date.now() - started) / 1000),
 };
@@ -136,7 +149,7 @@ ${[...r.fleet, r.scaleOut.twoWorkers].map((x) => `N = ${x.n.toLocaleString('en')
 For each subaccount in turn: create a key, write it to the store, delete the old key (${r.baseline.twilioCalls.toLocaleString('en')} Twilio calls for N = ${r.baseline.n.toLocaleString('en')}).
 Wall ${r.baseline.wallSeconds} s against Rotator's ${r.baseline.rotatorSecondsAtSameN} s for the same N: the loop takes **${r.baseline.baselineOverRotator}×** as long — while Rotator also verifies each key twice, waits out a drain, and survives crashes.
 
-CPU per rotation, both measured in this run: Rotator's worker ${r.cpuOverBaseline.rotatorWorkerCpuMsPerRotation} ms (N = ${large.n.toLocaleString('en')}) against the loop's ${r.cpuOverBaseline.baselineCpuMsPerRotation} ms (its Twilio SDK calls and store writes), a ratio of **${r.cpuOverBaseline.ratio}**.
+CPU per rotation, both measured in this run: Rotator's worker ${r.cpuOverBaseline.rotatorWorkerCpuMsPerRotation} ms (N = ${r.fleet[1]?.n.toLocaleString('en')}) against the loop's ${r.cpuOverBaseline.baselineCpuMsPerRotation} ms (its Twilio SDK calls and store writes), a ratio of **${r.cpuOverBaseline.ratio}**.
 Both sides move with the host's speed, so this ratio, unlike the milliseconds, can be compared across machines: it is what Rotator's
 orchestration (five Twilio calls instead of two, the record's transitions in Redis, the drain, crash safety) costs over the bare work.
 
@@ -160,12 +173,19 @@ the API as its own process (request logging off), autocannon with 50 connections
 |---|---|---|---|---|---|---|---|---|
 ${r.api.routes.map((x) => `| \`GET ${x.route}\` | ${x.requestsPerSecond} | ${x.p50Ms} | ${x.p90Ms} | ${x.p99Ms} | ${x.maxMs} | ${x.non2xx} | ${x.apiCpuUsPerRequest} | ${x.redisCpuUsPerRequest} |`).join('\n')}
 
-The same routes at a fixed offered load of ${FIXED_RATE} requests/s (autocannon's overallRate over the same connections), far below
-saturation: the latency an operator sees on a busy day, which depends much less on the host's speed than the saturation figures above.
-(Not a true open loop: a connection waits for its answer before its next request, so a stall delays what follows instead of queueing it.)
+Also in Redis for these runs: ${r.api.credentials.toLocaleString('en')} managed credentials (two per subaccount, each rotated once, every 7th overdue) in
+${Math.ceil(r.api.credentials / 2).toLocaleString('en')} more subaccounts of the inventory, each with the compliance scan's facts (three keys, one of them sprawl):
+\`GET /v1/accounts\` pages ${(records + Math.ceil(r.api.credentials / 2)).toLocaleString('en')} accounts, \`GET /v1/compliance\` the credentials (each row joined
+with its subaccount, its policy, the planner's deadline and the scan's facts). Load average when the bench ended: ${r.loadAverage.join(', ')}.
 
-| route | offered req/s | saturation req/s | load share | p50 ms | p99 ms | max ms | non-2xx |
-|---|---|---|---|---|---|---|---|
-${r.api.routes.map((x) => `| \`GET ${x.route}\` | ${x.atFixedRate.rate} | ${x.requestsPerSecond} | ${round(x.atFixedRate.rate / x.requestsPerSecond, 2)} | ${x.atFixedRate.p50Ms} | ${x.atFixedRate.p99Ms} | ${x.atFixedRate.maxMs} | ${x.atFixedRate.non2xx} |`).join('\n')}
+At a fixed offered load (autocannon's \`overallRate\`, ${openLoopRate} requests/s over the same 50 connections), which does not depend on
+how fast this machine saturates; next to it, each route's saturation throughput from the table above:
+
+| route | offered /s | answered /s | p50 ms | p90 ms | p99 ms | max ms | non-2xx | saturation /s |
+|---|---|---|---|---|---|---|---|---|
+${r.api.openLoop.map((x) => `| \`GET ${x.route}\` | ${x.offeredPerSecond} | ${x.requestsPerSecond} | ${x.p50Ms} | ${x.p90Ms} | ${x.p99Ms} | ${x.maxMs} | ${x.non2xx} | ${r.api.routes.find((y) => y.route === x.route)?.requestsPerSecond ?? ''} |`).join('\n')}
+
+The compliance page against \`GET /v1/accounts\` in the same run (ratios, machine-independent): throughput ${r.complianceVsAccounts.throughputRatio}×,
+API CPU per request ${r.complianceVsAccounts.apiCpuRatio}×, Redis CPU per request ${r.complianceVsAccounts.redisCpuRatio}×.
 `;
 }

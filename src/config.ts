@@ -86,6 +86,8 @@ export interface Config {
   rotationPolicy: RotationPolicyName;
   /** How often a worker re-reads the subaccount list from Twilio (ACCOUNT_SYNC_SECONDS; 0 = never). */
   accountSyncIntervalMs: number;
+  /** How often workers run the compliance scan (COMPLIANCE_SCAN_SECONDS; 0 = only on request). */
+  complianceScanIntervalMs: number;
 }
 
 export class ConfigError extends Error {
@@ -158,6 +160,7 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     api: readApi(str, int, problems),
     rotationPolicy: readPolicy(str, problems),
     accountSyncIntervalMs: int('ACCOUNT_SYNC_SECONDS', 3600) * 1000,
+    complianceScanIntervalMs: int('COMPLIANCE_SCAN_SECONDS', 21_600) * 1000,
   };
   if (cfg.metricsPort > 65_535 || !Number.isInteger(cfg.metricsPort)) problems.push(`METRICS_PORT must be a port number, 1–65535, or 0 for none (got "${str('METRICS_PORT')}")`);
   else if (cfg.metricsPort !== 0 && cfg.metricsPort === cfg.port) problems.push(`METRICS_PORT must differ from PORT (${cfg.port}): it is a listener of its own, to bind or firewall apart from the API`);

@@ -22,6 +22,9 @@ import { recordFinishedRotation, startAccountSync } from './service/accounts.ts'
 import { CredentialRepository } from './state/credentials.ts';
 import { PolicyRepository } from './state/policies.ts';
 import { FleetDirectory } from './service/fleet.ts';
+import { ComplianceFacts } from './state/compliance.ts';
+import { ComplianceReader } from './service/compliance.ts';
+import { ComplianceScanner, startComplianceScans } from './service/compliance-scan.ts';
 import { Metrics } from './metrics.ts';
 import { isTransient } from './domain/errors.ts';
 import { isTerminal, type HistoryEntry, type RotationRecord } from './domain/rotation.ts';
@@ -40,6 +43,8 @@ export interface RuntimeOptions {
   twilio?: TwilioKeyOps;
   store?: SecretStore;
   gates?: PromoteGate[];
+  /** Replace the clock of the compliance report and scan (tests judge a seeded fleet at a fixed time). */
+  now?: () => number;
 }
 
 export interface Runtime {
@@ -59,6 +64,8 @@ export interface Runtime {
   fleet: FleetDirectory;
   audit: AuditLog;
   metrics: Metrics;
+  /** The compliance report's facts and reader; the scanner where this process has Twilio. */
+  compliance: { facts: ComplianceFacts; reader: ComplianceReader; scanner?: ComplianceScanner };
   app?: FastifyInstance;
   worker?: RotationWorker;
   /** Listen on HOST:PORT; resolves to the URL. */
@@ -130,6 +137,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     const accounts = new AccountRepository(conn, cfg.redisPrefix, { defaultPolicy: cfg.rotationPolicy });
     const credentials = new CredentialRepository(conn, cfg.redisPrefix);
     const policies = new PolicyRepository(conn, cfg.redisPrefix, builtInPolicies(cfg));
+    const complianceFacts = new ComplianceFacts(conn, cfg.redisPrefix);
     return {
       repo: rotations,
       service: new RotationService(rotations, rotationQueue, Date.now, { secretPath: pathOf, keyNamePrefix: cfg.keyNamePrefix }),
@@ -138,8 +146,11 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       policies,
       fleet: new FleetDirectory({ credentials, accounts, policies }),
       audit: new AuditLog(conn, cfg.redisPrefix),
+      complianceFacts,
+      complianceReader: new ComplianceReader({ redis: conn, prefix: cfg.redisPrefix, credentials, accounts, policies, facts: complianceFacts, keyNamePrefix: cfg.keyNamePrefix }),
     };
   };
+  type State = ReturnType<typeof stateOn>;
   const shared = stateOn(redis);
   const { repo, service, accounts, credentials, policies, fleet, audit } = shared;
   // What earlier versions kept per subaccount becomes each one's `default` credential (idempotent).
@@ -158,6 +169,25 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     cfg.twilio && gate ? new TwilioAdmin({ credential: cfg.twilio, baseUrl: cfg.twilioBaseUrl, timeoutMs: cfg.twilioTimeoutMs, gate, observe: metrics.observeTwilio }) : undefined;
   if (admin && !opts.twilio) await checkTwilioCredential(cfg, admin, log);
   const twilio: TwilioKeyOps | undefined = opts.twilio ?? admin;
+  // The compliance scan lists keys at Twilio and reads the store: only where Twilio is configured.
+  const scannerOn = (st: State): ComplianceScanner | undefined =>
+    twilio
+      ? new ComplianceScanner({
+          facts: st.complianceFacts,
+          reader: st.complianceReader,
+          accounts: st.accounts,
+          credentials: st.credentials,
+          policies: st.policies,
+          twilio,
+          store,
+          secretPath: (sid, name) => secretPath(cfg.secretPathTemplate, sid, name),
+          keyNamePrefix: cfg.keyNamePrefix,
+          knownRotations: async (sid, ids) => new Set((await st.repo.knownRotations(sid, ids)).keys()),
+          log,
+          ...(opts.now ? { now: opts.now } : {}),
+        })
+      : undefined;
+  const scanner = scannerOn(shared);
 
   let app: FastifyInstance | undefined;
   // With a worker in the same process (npm start) the shared connection auto-pipelines, which slows
@@ -189,6 +219,12 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       sse: { heartbeatMs: cfg.api.sseHeartbeatMs, maxClients: cfg.api.sseMaxClients },
       logger: log,
       trustProxy: cfg.trustProxy,
+      ...(opts.now ? { now: opts.now } : {}),
+      compliance: {
+        reader: apiState.complianceReader,
+        facts: apiState.complianceFacts,
+        sprawl: { accounts: apiState.accounts, credentials: apiState.credentials, scanner: apiState === shared ? scanner : scannerOn(apiState), facts: apiState.complianceFacts, twilio, keyNamePrefix: cfg.keyNamePrefix },
+      },
       // With METRICS_PORT, main.ts serves /metrics there and the API's port does not.
       serveMetrics: cfg.metricsPort === 0,
       readiness: {
@@ -212,6 +248,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   let worker: RotationWorker | undefined;
   let workerConn: Redis | undefined;
   let accountSync: { stop(): void } | undefined;
+  let complianceScans: { stop(): Promise<void> } | undefined;
   // Every persisted step transition feeds the audit chain, the account inventory and the metrics;
   // none of them may stop a rotation, so failures are logged and counted. An audit append lost
   // here (the process dies, Redis restarts) is made good by the audit relay below; the entry
@@ -234,6 +271,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     if (!twilio || !cfg.twilio) throw new Error('the worker needs TWILIO_ACCOUNT_SID and an admin credential');
     const parentAccountSid = cfg.twilio.accountSid;
     if (cfg.accountSyncIntervalMs > 0) accountSync = startAccountSync({ twilio, accounts, log, intervalMs: cfg.accountSyncIntervalMs });
+    if (scanner) complianceScans = startComplianceScans({ scanner, facts: shared.complianceFacts, log, intervalMs: cfg.complianceScanIntervalMs, ...(opts.now ? { now: opts.now } : {}) });
+    undo.push(() => complianceScans?.stop());
     const conn = connectRedis(redisUrl, 'worker');
     conn.on('error', () => undefined);
     undo.push(() => conn.disconnect());
@@ -288,6 +327,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     fleet,
     audit,
     metrics,
+    compliance: { facts: shared.complianceFacts, reader: shared.complianceReader, ...(scanner ? { scanner } : {}) },
     app,
     worker,
     async listen() {
@@ -297,6 +337,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     async close() {
       await app?.close();
       accountSync?.stop();
+      await complianceScans?.stop();
       await worker?.close();
       await auditRelay?.stop();
       await gate?.close();

@@ -25,6 +25,7 @@ import { accountRoutes } from './routes/accounts.ts';
 import { eventRoutes } from './routes/events.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { metricsRoutes } from './routes/metrics.ts';
+import { complianceRoutes, type ComplianceRoutesDeps } from './routes/compliance.ts';
 
 export interface AppDeps {
   repo: RotationRepository;
@@ -55,6 +56,8 @@ export interface AppDeps {
   sse?: { heartbeatMs?: number; maxClients?: number };
   now?: () => number;
   version?: string;
+  /** GET /v1/compliance, the on-demand scan and the sprawl-key delete (issue 13 item 6). */
+  compliance?: Omit<ComplianceRoutesDeps, 'now'>;
 }
 
 /** Whether a route's body schema accepts no body (Fastify validates an absent body as null). */
@@ -141,6 +144,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     maxClients: deps.sse?.maxClients ?? 200,
   });
   await app.register(auditRoutes, { audit: deps.audit });
+  if (deps.compliance) await app.register(complianceRoutes, { ...deps.compliance, now });
   return app;
 }
 

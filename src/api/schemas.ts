@@ -224,3 +224,110 @@ export const StatusReply = Type.Object({
     }),
   ),
 });
+
+// ---------------------------------------------------------------------------------------------
+// Compliance (GET /v1/compliance, POST /v1/compliance/scan, the sprawl-key delete)
+
+const LabelT = Type.String({ pattern: '^[a-z0-9][a-z0-9_.-]{0,62}(=[a-z0-9][a-z0-9_.-]{0,62})?$', description: 'a label: a lower-case word or key=value (hipaa, tier=gold)' });
+
+export const ComplianceQuery = Type.Object(
+  {
+    section: Type.Optional(Type.Unsafe<'credentials' | 'subaccounts'>({ type: 'string', enum: ['credentials', 'subaccounts'], default: 'credentials', description: 'credentials (default): a row per managed credential; subaccounts: a row per subaccount with its key sprawl' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100 })),
+    cursor: Type.Optional(Cursor),
+    overdue: Type.Optional(Type.Boolean({ description: 'credentials: only overdue (true) or only not overdue (false)' })),
+    label: Type.Optional(LabelT),
+    policy: Type.Optional(Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$', description: 'credentials: only those this policy applies to' })),
+    sprawl: Type.Optional(Type.Boolean({ description: 'subaccounts: only those whose last scan found sprawl or leftover keys' })),
+  },
+  { additionalProperties: false },
+);
+
+const Nullish = <T extends 'integer' | 'boolean' | 'number'>(type: T, description?: string) => Type.Unsafe<number | boolean | null>({ type: [type, 'null'], ...(description ? { description } : {}) });
+
+export const ComplianceCredentialT = Type.Object({
+  accountSid: Type.String(),
+  credential: Type.String(),
+  kind: Type.String(),
+  labels: Type.Array(Type.String()),
+  subaccountStatus: Type.String(),
+  policy: Type.String(),
+  policyInterval: Type.String(),
+  maxKeyAge: NullableString(),
+  allowedKeyAgeDays: Type.Number({ description: 'the age a key may reach: maxKeyAge where set, else the interval' }),
+  keySid: NullableString({ description: "the key the store hands out (its current stage), as the last scan read it or a later rotation wrote it" }),
+  keyCreatedAt: NullableString({ description: "Twilio's date_created of that key; null when Twilio does not list it" }),
+  keyAgeDays: Nullish('integer'),
+  lastRotationAt: NullableString(),
+  lastRotationOutcome: NullableString(),
+  nextDueAt: NullableString({ description: "the planner's deadline: when it must be rotated by" }),
+  overdue: Type.Boolean(),
+  withinPolicy: Nullish('boolean', 'null: not assessed (closed subaccount)'),
+  finding: NullableString(),
+  scannedAt: NullableString({ description: 'when the scan last read this subaccount; null: never' }),
+});
+
+const KeyRowT = Type.Object({ sid: Type.String(), friendlyName: Type.String(), createdAt: Type.String(), ageDays: Type.Integer() });
+
+export const ComplianceSubaccountT = Type.Object({
+  accountSid: Type.String(),
+  friendlyName: Type.String(),
+  status: Type.String(),
+  keysAtTwilio: Nullish('integer', 'null: not listed (closed, suspended, Twilio failed, or never scanned)'),
+  sprawl: Type.Array(KeyRowT, { description: 'keys Rotator did not create and no store stage holds; never deleted by Rotator on its own' }),
+  leftover: Type.Array(Type.Object({ ...KeyRowT.properties, rotationId: Type.String() }), { description: "keys of rotations on record that no store stage holds: the subaccount's next rotation deletes them" }),
+  finding: NullableString(),
+  scannedAt: NullableString(),
+});
+
+export const ComplianceSummaryT = Type.Object({
+  credentials: Type.Integer(),
+  assessed: Type.Integer(),
+  withinPolicy: Type.Integer(),
+  withinPolicyPercent: Nullish('number'),
+  overdue: Type.Integer(),
+  oldestKeyAgeDays: Nullish('integer'),
+  oldestKey: Nullable(Type.Object({ accountSid: Type.String(), credential: Type.String(), keySid: Type.String() })),
+  subaccounts: Type.Integer(),
+  closedSubaccounts: Type.Integer(),
+  sprawlKeys: Type.Integer(),
+  leftoverKeys: Type.Integer(),
+});
+
+export const ComplianceScanT = Type.Object({
+  lastStartedAt: NullableString(),
+  lastFinishedAt: NullableString(),
+  ageSeconds: Nullish('integer', 'how old the last finished scan is'),
+  subaccounts: Nullish('integer'),
+  notListed: Nullish('integer', 'subaccounts whose keys the last scan could not list'),
+  running: Nullable(Type.Object({ startedAt: Type.String() })),
+  requestedAt: NullableString(),
+});
+
+export const ComplianceReply = Type.Object({
+  generatedAt: Type.String(),
+  scan: ComplianceScanT,
+  summary: Nullable(ComplianceSummaryT),
+  summaryAsOf: NullableString({ description: 'the totals are those of the last finished scan, as of this time; null: no scan yet' }),
+  section: Type.String(),
+  items: Type.Array(Type.Union([ComplianceCredentialT, ComplianceSubaccountT])),
+  nextCursor: NullableString(),
+});
+
+export const ScanReply = Type.Object({ requestedAt: Type.String(), scan: ComplianceScanT });
+
+export const SprawlKeyParams = Type.Object(
+  { sid: AccountSid, keySid: Type.String({ minLength: 1, maxLength: 64, description: 'the API key SID (SK and 32 lower-case hex digits)' }) },
+  { additionalProperties: false },
+);
+
+export const SprawlKeyBody = Type.Object(
+  { confirm: Type.String({ maxLength: 64, description: 'the key SID again, to confirm' }) },
+  { additionalProperties: false },
+);
+
+export const SprawlKeyReply = Type.Object({
+  accountSid: Type.String(),
+  keySid: Type.String(),
+  result: Type.Unsafe<'deleted' | 'absent'>({ type: 'string', enum: ['deleted', 'absent'], description: 'absent: Twilio no longer had it when the delete arrived' }),
+});

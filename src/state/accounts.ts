@@ -293,3 +293,8 @@ function fromStored(accountSid: string, a: StoredAccount): AccountRecord {
     paused: a.z === 1,
   };
 }
+
+/** An account as stored (its JSON text, or that text parsed) → the record: for pages read by one script elsewhere (state/compliance.ts). */
+export function accountFromJson(accountSid: string, json: string | object): AccountRecord {
+  return fromStored(accountSid, (typeof json === 'string' ? JSON.parse(json) : json) as StoredAccount);
+}

@@ -287,3 +287,8 @@ function fromStored(ref: CredentialRef, c: StoredCredential): ManagedCredential 
     paused: c.z === 1,
   };
 }
+
+/** A credential as stored (its JSON text, or that text parsed) → the record: for pages read by one script elsewhere (state/compliance.ts). */
+export function credentialFromJson(id: string, json: string | object): ManagedCredential {
+  return fromStored(parseCredentialId(id), (typeof json === 'string' ? JSON.parse(json) : json) as StoredCredential);
+}

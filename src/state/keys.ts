@@ -39,6 +39,18 @@ export function redisKeys(prefix: string) {
     /** The planner: each scheduled credential's next slot (epoch ms), and the fleet-wide pause. */
     scheduleDue: `${prefix}:schedule:due`,
     schedulePaused: `${prefix}:schedule:paused`,
+    /**
+     * The compliance scan (service/compliance-scan.ts): per subaccount what it last found (its keys
+     * at Twilio, the store stages of its credentials), a lexical index of the subaccounts scanned and
+     * one of those with sprawl or leftover keys, the last finished scan with its totals, the lock
+     * that keeps one scan running at a time, and the time of the last on-demand request.
+     */
+    complianceFacts: (accountSid: string) => `${prefix}:compliance:sub:${accountSid}`,
+    complianceScanned: `${prefix}:compliance:subs`,
+    complianceSprawl: `${prefix}:compliance:sprawl`,
+    complianceLastScan: `${prefix}:compliance:scan`,
+    complianceScanLock: `${prefix}:compliance:scan:lock`,
+    complianceScanRequest: `${prefix}:compliance:scan:request`,
   };
 }
 export type RedisKeys = ReturnType<typeof redisKeys>;

@@ -51,6 +51,9 @@ describe('authorization matrix', () => {
     { method: 'GET', url: '/v1/audit', need: 'admin' },
     { method: 'GET', url: '/v1/audit/export', need: 'admin' },
     { method: 'GET', url: '/v1/status', need: 'admin' },
+    { method: 'GET', url: '/v1/compliance', need: 'viewer' },
+    { method: 'POST', url: '/v1/compliance/scan', need: 'admin' },
+    { method: 'POST', url: `/v1/accounts/${sid}/keys/SK${'0'.repeat(32)}/delete`, need: 'admin', body: { confirm: `SK${'0'.repeat(32)}` } },
   ];
 
   type Caller = { name: string; headers: () => Promise<Record<string, string>>; role?: keyof typeof RANK; invalid?: boolean; noRole?: boolean };
@@ -96,7 +99,7 @@ describe('authorization matrix', () => {
       for (const method of (m[3] ?? '').split(', ').filter(Boolean)) if (method !== 'HEAD') served.add(`${method} ${prefix[depth]}`);
     }
     expect(served.size).toBeGreaterThan(15);
-    const table = new Set(routes().map((r) => `${r.method} ${r.url.replace(rotationId, ':id')}`));
+    const table = new Set(routes().map((r) => `${r.method} ${r.url.replace(rotationId, ':id').replace(/^\/v1\/accounts\/AC[0-9a-f]{32}\/keys\/SK[0-9a-f]{32}\//, '/v1/accounts/:sid/keys/:keySid/')}`));
     const ui = [...served].filter((r) => r.startsWith('GET /docs/') && r !== 'GET /docs/json');
     expect([...served].filter((r) => !table.has(r) && !ui.includes(r))).toEqual([]);
     expect([...table].filter((r) => !served.has(r))).toEqual([]);

@@ -72,7 +72,7 @@ export interface ApiHarness {
  * role, and a runtime whose logs (trace level) are captured in `stack.logs`.
  */
 export async function startApiHarness(
-  opts: { env?: Record<string, string>; worker?: boolean; stack?: StackOptions; logLevel?: string } = {},
+  opts: { env?: Record<string, string>; worker?: boolean; stack?: StackOptions; logLevel?: string; now?: () => number } = {},
 ): Promise<ApiHarness> {
   const stack = await startStack({ subaccounts: 3, ...opts.stack });
   const idp = await startIdp();
@@ -91,7 +91,7 @@ export async function startApiHarness(
     ACCOUNT_SYNC_SECONDS: '0',
     ...opts.env,
   });
-  const rt = await startRuntime(cfg, { api: true, worker: opts.worker ?? false, log: createLogger(opts.logLevel ?? 'trace', stack.logs) });
+  const rt = await startRuntime(cfg, { api: true, worker: opts.worker ?? false, log: createLogger(opts.logLevel ?? 'trace', stack.logs), ...(opts.now ? { now: opts.now } : {}) });
   const issued = [viewer.token, operator.token, admin.token];
   const groups = { viewer: ['rotator-viewers'], operator: ['sre', 'unrelated'], admin: ['rotator-admins'], none: ['marketing'] } as const;
   return {

@@ -98,7 +98,7 @@ export interface TwilioEmulator {
   readonly subaccounts: readonly SubaccountInfo[];
   createSubaccount(friendlyName: string): SubaccountInfo;
   /** Creates a key as if by the API (Standard) or, with type 'main', as if in the Console. */
-  seedKey(accountSid: string, friendlyName: string, type?: KeyType): KeyCredential;
+  seedKey(accountSid: string, friendlyName: string, type?: KeyType, createdAt?: Date): KeyCredential;
   listKeys(accountSid: string): KeyView[];
   /** AC: rotate its auth token (old one → 401). SK: delete the key (→ 401). */
   revokeCredential(sid: string): RevokeResult;
@@ -336,9 +336,9 @@ export async function startTwilioEmulator(opts: TwilioEmulatorOptions = {}): Pro
       const a = state.createSubaccount(parentAccount.sid, friendlyName);
       return subaccountInfo(a);
     },
-    seedKey(accountSid: string, friendlyName: string, type: KeyType = 'standard'): KeyCredential {
+    seedKey(accountSid: string, friendlyName: string, type: KeyType = 'standard', createdAt?: Date): KeyCredential {
       mustAccount(accountSid);
-      const k = state.createKey(accountSid, friendlyName, type);
+      const k = state.createKey(accountSid, friendlyName, type, createdAt);
       return { sid: k.sid, secret: k.secret };
     },
     listKeys(accountSid: string): KeyView[] {

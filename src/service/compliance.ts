@@ -1,0 +1,308 @@
+import type { Redis } from 'ioredis';
+import {
+  complianceCsv,
+  complianceReport,
+  type ComplianceReport,
+  type CredentialFacts,
+  type CredentialRow,
+  type PolicyFacts,
+  type SubaccountFacts,
+  type SubaccountRow,
+} from '../domain/compliance.ts';
+import { parseCredentialId } from '../domain/credential.ts';
+import type { CompiledPolicy, PolicyCatalog } from '../domain/policy.ts';
+import { rotationDeadline } from '../domain/planner.ts';
+import type { AccountRecord, AccountRepository } from '../state/accounts.ts';
+import type { CredentialRepository, ManagedCredential } from '../state/credentials.ts';
+import type { PolicyRepository } from '../state/policies.ts';
+import type { ComplianceFacts, LastScan, ScannedSubaccount } from '../state/compliance.ts';
+import { redisKeys, type RedisKeys } from '../state/keys.ts';
+import { isoTime } from '../state/iso.ts';
+import { entryOf, type FleetEntry } from './fleet.ts';
+
+/**
+ * The compliance report's I/O (issue 13 item 6): joins each managed credential with its fleet entry
+ * (labels, the policy that applies), its deadline (the planner's rule) and what the last compliance
+ * scan found for its subaccount, then lets the pure domain (domain/compliance.ts) judge it. Nothing
+ * here calls Twilio or the store: the scan (compliance-scan.ts) did, and its facts say when.
+ */
+
+export type CredentialItem = CredentialRow & { scannedAt: string | null };
+export type SubaccountItem = SubaccountRow & { scannedAt: string | null };
+
+export interface ComplianceFilter {
+  overdue?: boolean;
+  label?: string;
+  policy?: string;
+}
+
+export interface ComplianceReaderDeps {
+  redis: Redis;
+  prefix: string;
+  credentials: Pick<CredentialRepository, 'getMany'>;
+  accounts: Pick<AccountRepository, 'getMany'>;
+  policies: Pick<PolicyRepository, 'catalog'>;
+  facts: ComplianceFacts;
+  keyNamePrefix: string;
+}
+
+/** A page of a filtered list examines at most this many credentials, so a rare match cannot make one request read the whole fleet. */
+export const EXAMINE_PER_PAGE = 1000;
+
+export class ComplianceReader {
+  readonly #d: ComplianceReaderDeps;
+  readonly #keys: RedisKeys;
+
+  constructor(deps: ComplianceReaderDeps) {
+    this.#d = deps;
+    this.#keys = redisKeys(deps.prefix);
+  }
+
+  lastScan(): Promise<LastScan | null> {
+    return this.#d.facts.lastScan();
+  }
+
+  /**
+   * Credentials by id after `after`. Unfiltered: exactly `limit` (fewer on the last page). Filtered:
+   * up to `limit` matches among the next EXAMINE_PER_PAGE credentials, so a page may hold fewer than
+   * `limit`, even none, and still have a next cursor: follow it until it is null.
+   */
+  async credentialPage(opts: { limit: number; after?: string; filter: ComplianceFilter; now: number }): Promise<{ items: CredentialItem[]; nextCursor: string | null }> {
+    const filtered = isFiltered(opts.filter);
+    const want = filtered ? Math.max(opts.limit, EXAMINE_PER_PAGE) : opts.limit;
+    const [page, catalog] = await Promise.all([this.#d.facts.page(opts.after ? `(${opts.after}` : '-', want), this.#d.policies.catalog()]);
+    const examined = page.ids.slice(0, want);
+    const more = page.ids.length > want;
+    const entries = new Map<string, FleetEntry>();
+    const credentials: CredentialFacts[] = [];
+    for (const c of page.credentials) {
+      if (!c) continue;
+      const entry = entryOf(c, page.accounts.get(c.accountSid), catalog);
+      entries.set(entry.id, entry);
+      credentials.push(credentialFacts(entry, page.scanned.get(c.accountSid)));
+    }
+    // The subaccounts' status is all a credential row needs of them: their keys are left out.
+    const subaccounts = [...new Set(credentials.map((c) => c.accountSid))].map((sid) => ({ ...subaccountFacts(sid, page.accounts.get(sid), undefined, this.#d.keyNamePrefix), status: page.accounts.get(sid)?.status ?? page.scanned.get(sid)?.status ?? 'active' }));
+    const rows = withScanTime(complianceReport({ credentials, subaccounts, now: opts.now }).credentials, page.scanned);
+    const matched = filtered ? rows.filter((r) => matches(r, entries.get(`${r.accountSid}/${r.credential}`), opts.filter)) : rows;
+    if (matched.length > opts.limit) {
+      const items = matched.slice(0, opts.limit);
+      const last = items.at(-1)!;
+      return { items, nextCursor: `${last.accountSid}/${last.credential}` };
+    }
+    return { items: matched, nextCursor: more ? (examined.at(-1) ?? null) : null };
+  }
+
+  /**
+   * The subaccount section: the inventory's subaccounts by SID (with what the scan found; one never
+   * scanned says so), or with `sprawlOnly` those whose last scan found sprawl or leftover keys.
+   */
+  async subaccountPage(opts: { limit: number; after?: string; sprawlOnly: boolean; now: number }): Promise<{ items: SubaccountItem[]; nextCursor: string | null }> {
+    let sids: string[];
+    let nextCursor: string | null;
+    if (opts.sprawlOnly) ({ sids, nextCursor } = await this.#d.facts.withSprawl({ limit: opts.limit, cursor: opts.after }));
+    else {
+      const ids = await this.#d.redis.zrangebylex(this.#keys.accounts, opts.after ? `(${opts.after}` : '-', '+', 'LIMIT', 0, opts.limit + 1);
+      sids = ids.slice(0, opts.limit);
+      nextCursor = ids.length > opts.limit ? (sids.at(-1) ?? null) : null;
+    }
+    const { report, scanned } = await this.#report([], sids, opts.now, true);
+    return { items: report.subaccounts.map((s) => ({ ...s, scannedAt: scanTime(scanned.get(s.accountSid)) })), nextCursor };
+  }
+
+  /**
+   * The whole report as CSV (complianceCsv's columns and record order), a chunk of subaccounts at a
+   * time: every subaccount of the inventory or with a managed credential, in SID order, each chunk
+   * read and judged on its own, so memory does not grow with the fleet. With a filter, only matching
+   * credentials, and a subaccount's own records only where one of its credentials matches (or, for
+   * `label`, the subaccount has the label).
+   */
+  async *csv(opts: { filter: ComplianceFilter; now: number; chunk?: number }): AsyncGenerator<string> {
+    const filtered = isFiltered(opts.filter);
+    let first = true;
+    for await (const groups of this.groups(opts.chunk ?? 200)) {
+      const { report, entries, accounts } = await this.#report(
+        groups.flatMap((g) => g.credentialIds),
+        groups.map((g) => g.accountSid),
+        opts.now,
+        true,
+      );
+      let r: ComplianceReport = report;
+      if (filtered) {
+        const credentials = report.credentials.filter((c) => matches(c, entries.get(`${c.accountSid}/${c.credential}`), opts.filter));
+        const keep = new Set(credentials.map((c) => c.accountSid));
+        if (opts.filter.label) for (const a of accounts.values()) if (a.labels.includes(opts.filter.label) && !opts.filter.overdue && !opts.filter.policy) keep.add(a.accountSid);
+        r = { ...report, credentials, subaccounts: report.subaccounts.filter((s) => keep.has(s.accountSid)) };
+      }
+      const text = complianceCsv(r);
+      if (first) {
+        first = false;
+        yield text;
+      } else {
+        // Every chunk is a whole CSV: its header line goes once, at the top.
+        const body = text.slice(text.indexOf('\r\n') + 2);
+        if (body) yield body;
+      }
+    }
+  }
+
+  /**
+   * Every subaccount that the inventory lists or that has a managed credential, in SID order, with
+   * the ids of its credentials, `batch` subaccounts at a time: a merge of the two lexical indexes,
+   * paged, so neither is read whole. The scan walks the fleet this way too.
+   */
+  async *groups(batch = 200): AsyncGenerator<Array<{ accountSid: string; credentialIds: string[] }>> {
+    const creds = lexPages(this.#d.redis, this.#keys.credentials);
+    const accs = lexPages(this.#d.redis, this.#keys.accounts);
+    let c = await creds.next();
+    let a = await accs.next();
+    let out: Array<{ accountSid: string; credentialIds: string[] }> = [];
+    while (!c.done || !a.done) {
+      const cs = c.done ? null : sidOf(c.value);
+      const as = a.done ? null : a.value;
+      const sid = (cs === null ? as : as === null ? cs : as < cs ? as : cs) as string;
+      const group = { accountSid: sid, credentialIds: [] as string[] };
+      while (!c.done && sidOf(c.value) === sid) {
+        group.credentialIds.push(c.value);
+        c = await creds.next();
+      }
+      if (!a.done && a.value === sid) a = await accs.next();
+      out.push(group);
+      if (out.length >= batch) {
+        yield out;
+        out = [];
+      }
+    }
+    if (out.length) yield out;
+  }
+
+  /**
+   * The domain's report over these credentials and subaccounts (the credentials' own subaccounts
+   * judged too). Without `keyRows` the subaccounts are passed without their keys: a credentials page
+   * needs only their status, and classifying every key of every subaccount was a third of its cost.
+   */
+  async #report(ids: readonly string[], extraSids: readonly string[], now: number, keyRows: boolean) {
+    const sids = [...new Set([...ids.map(sidOf), ...extraSids])];
+    const [creds, accountList, catalog, scannedList] = await Promise.all([this.#d.credentials.getMany(ids), this.#d.accounts.getMany(sids), this.#d.policies.catalog(), this.#d.facts.getMany(sids)]);
+    const accounts = new Map(accountList.map((a) => [a.accountSid, a]));
+    const scanned = new Map<string, ScannedSubaccount>();
+    scannedList.forEach((s, i) => s && scanned.set(sids[i]!, s));
+    const entries = new Map<string, FleetEntry>();
+    const credentials: CredentialFacts[] = [];
+    for (const c of creds) {
+      if (!c) continue;
+      const entry = entryOf(c, accounts.get(c.accountSid), catalog);
+      entries.set(entry.id, entry);
+      credentials.push(credentialFacts(entry, scanned.get(c.accountSid)));
+    }
+    const subaccounts = sids.map((sid) => {
+      const f = subaccountFacts(sid, accounts.get(sid), scanned.get(sid), this.#d.keyNamePrefix);
+      return keyRows ? f : { ...f, keys: null, stages: [] };
+    });
+    const report = complianceReport({ credentials, subaccounts, now });
+    if (keyRows) for (const row of report.subaccounts) row.finding = subaccountFinding(row, scanned.get(row.accountSid));
+    return { report, entries, scanned, accounts };
+  }
+}
+
+/** Judge a batch of the fleet (the scan's totals): the same joins as a page, from values already read. */
+export function judgeBatch(input: {
+  credentials: readonly ManagedCredential[];
+  accounts: ReadonlyMap<string, AccountRecord>;
+  scanned: ReadonlyMap<string, ScannedSubaccount>;
+  sids: readonly string[];
+  catalog: PolicyCatalog;
+  keyNamePrefix: string;
+  now: number;
+}): ComplianceReport {
+  const credentials = input.credentials.map((c) => credentialFacts(entryOf(c, input.accounts.get(c.accountSid), input.catalog), input.scanned.get(c.accountSid)));
+  const subaccounts = input.sids.map((sid) => subaccountFacts(sid, input.accounts.get(sid), input.scanned.get(sid), input.keyNamePrefix));
+  return complianceReport({ credentials, subaccounts, now: input.now });
+}
+
+export function policyFacts(p: CompiledPolicy): PolicyFacts {
+  return { name: p.name, interval: p.source.interval, intervalMs: p.intervalMs, maxKeyAge: p.source.maxKeyAge ?? null, maxKeyAgeMs: p.maxKeyAgeMs };
+}
+
+/**
+ * One credential as the report judges it.
+ *
+ * The key the store hands out is the scan's reading of the store's current stage, unless a
+ * rotation of the credential succeeded after the scan (then the record's key, which that rotation
+ * wrote, is newer). Its age is Twilio's date_created as the scan listed it; a key the scan's list
+ * does not hold is "not listed at Twilio". Without a scan, or after a newer rotation, the record's
+ * own date is used. The deadline is the planner's (rotationDeadline): interval after the last
+ * rotation or first sight, or maxKeyAge after the key's creation; an excluded policy has none.
+ */
+export function credentialFacts(entry: FleetEntry, scanned: ScannedSubaccount | undefined): CredentialFacts {
+  const c = entry.credential;
+  const policy = entry.assignment.policy;
+  const stage = scanned?.stages.find((s) => s.name === c.name);
+  const recordNewer = scanned !== undefined && c.lastRotatedAtMs !== null && c.lastRotatedAtMs > scanned.scannedAtMs;
+  const fromScan = scanned !== undefined && stage !== undefined && !recordNewer;
+  const keySid = fromScan ? stage.current : c.currentKeySid;
+  let keyCreatedAt: number | null;
+  if (fromScan && scanned.keys !== null) keyCreatedAt = keySid === null ? null : (scanned.keys.find((k) => k.sid === keySid)?.dateCreated ?? null);
+  else keyCreatedAt = keySid !== null && keySid === c.currentKeySid ? c.keyCreatedAtMs : null;
+  const lastRotation = c.lastRotation
+    ? { at: c.lastRotation.atMs, outcome: c.lastRotation.outcome, rotationId: c.lastRotation.id }
+    : c.lastRotatedAtMs !== null
+      ? { at: c.lastRotatedAtMs, outcome: 'succeeded' }
+      : null;
+  const nextDueAt = policy.exclude ? null : rotationDeadline(policy, { id: entry.id, firstSeenMs: c.firstSeenAtMs, lastRotatedMs: c.lastRotatedAtMs, keyCreatedMs: keyCreatedAt }).deadlineMs;
+  return { accountSid: c.accountSid, name: c.name, kind: c.kind, labels: entry.labels, policy: policyFacts(policy), currentKeySid: keySid, keyCreatedAt, lastRotation, nextDueAt };
+}
+
+/** A subaccount as the report judges it: the inventory's name and status (live), the scan's keys and stages. */
+export function subaccountFacts(sid: string, account: AccountRecord | undefined, scanned: ScannedSubaccount | undefined, keyNamePrefix: string): SubaccountFacts {
+  return {
+    accountSid: sid,
+    friendlyName: account?.friendlyName || scanned?.friendlyName || '',
+    status: account?.status ?? scanned?.status ?? 'active',
+    keys: scanned?.keys ?? null,
+    stages: scanned?.stages ?? [],
+    keyNamePrefix,
+    rotationIds: scanned?.knownRotationIds ?? [],
+  };
+}
+
+/** Why a subaccount's keys are not known, where the scan says more than the domain's "not listed". */
+function subaccountFinding(row: SubaccountRow, scanned: ScannedSubaccount | undefined): string | null {
+  if (row.status === 'closed' || row.keysAtTwilio !== null) return row.finding;
+  if (!scanned) return 'not scanned yet: sprawl unknown';
+  return scanned.note ? `keys not listed: ${scanned.note}; sprawl unknown` : row.finding;
+}
+
+function withScanTime(rows: readonly CredentialRow[], scanned: ReadonlyMap<string, ScannedSubaccount>): CredentialItem[] {
+  return rows.map((r) => ({ ...r, scannedAt: scanTime(scanned.get(r.accountSid)) }));
+}
+
+function scanTime(s: ScannedSubaccount | undefined): string | null {
+  return s ? isoTime(s.scannedAtMs) : null;
+}
+
+function isFiltered(f: ComplianceFilter): boolean {
+  return f.overdue !== undefined || f.label !== undefined || f.policy !== undefined;
+}
+
+function matches(row: CredentialRow, entry: FleetEntry | undefined, f: ComplianceFilter): boolean {
+  if (f.overdue !== undefined && row.overdue !== f.overdue) return false;
+  if (f.label !== undefined && !(entry?.labels ?? row.labels).includes(f.label)) return false;
+  if (f.policy !== undefined && row.policy !== f.policy) return false;
+  return true;
+}
+
+function sidOf(credentialId: string): string {
+  return parseCredentialId(credentialId).accountSid;
+}
+
+/** A lexical index's members in order, read a page at a time. */
+async function* lexPages(redis: Redis, key: string, page = 1000): AsyncGenerator<string> {
+  let min = '-';
+  for (;;) {
+    const ids = await redis.zrangebylex(key, min, '+', 'LIMIT', 0, page);
+    yield* ids;
+    if (ids.length < page) return;
+    min = `(${ids.at(-1)}`;
+  }
+}
