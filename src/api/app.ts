@@ -25,6 +25,8 @@ import { accountRoutes } from './routes/accounts.ts';
 import { eventRoutes } from './routes/events.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { metricsRoutes } from './routes/metrics.ts';
+import { scheduleRoutes } from './routes/schedule.ts';
+import type { Planner } from '../service/planner.ts';
 
 export interface AppDeps {
   repo: RotationRepository;
@@ -55,6 +57,10 @@ export interface AppDeps {
   sse?: { heartbeatMs?: number; maxClients?: number };
   now?: () => number;
   version?: string;
+  /** The scheduled-rotation planner: GET /v1/schedule and the fleet-wide pause (absent: no such routes). */
+  planner?: Pick<Planner, 'view' | 'pause' | 'resume' | 'paused'>;
+  /** Called after writes that move a schedule (labels, overrides, pauses, policies): the planner replans those credentials, or all. */
+  onFleetChange?: (credentialIds: string[] | 'all') => Promise<void>;
 }
 
 /** Whether a route's body schema accepts no body (Fastify validates an absent body as null). */
@@ -141,6 +147,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     maxClients: deps.sse?.maxClients ?? 200,
   });
   await app.register(auditRoutes, { audit: deps.audit });
+  if (deps.planner) await app.register(scheduleRoutes, { planner: deps.planner });
   return app;
 }
 

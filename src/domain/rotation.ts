@@ -64,6 +64,7 @@ export interface RotationRecord {
   id: string;
   kind: CredentialKind;
   accountSid: string;
+  credential?: string;
   status: RotationStatus;
   step: Step;
   reason?: string;

@@ -12,6 +12,7 @@ export interface RotationQueue {
 
 export interface StartRequest {
   accountSid: string;
+  credential?: string;
   reason?: string;
   dryRun?: boolean;
   trigger: RotationRecord['trigger'];
@@ -50,6 +51,7 @@ export class RotationService {
       id: newRotationId(this.now()),
       kind: 'api-key',
       accountSid: req.accountSid,
+      credential: req.credential ?? 'default',
       status: 'pending',
       step: 'create-secondary',
       ...(req.reason ? { reason: req.reason } : {}),

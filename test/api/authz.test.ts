@@ -51,6 +51,9 @@ describe('authorization matrix', () => {
     { method: 'GET', url: '/v1/audit', need: 'admin' },
     { method: 'GET', url: '/v1/audit/export', need: 'admin' },
     { method: 'GET', url: '/v1/status', need: 'admin' },
+    { method: 'GET', url: '/v1/schedule', need: 'viewer' },
+    { method: 'POST', url: '/v1/schedule/pause', need: 'admin', body: { reason: 'authz test' } },
+    { method: 'POST', url: '/v1/schedule/resume', need: 'admin', body: { reason: 'authz test' } },
   ];
 
   type Caller = { name: string; headers: () => Promise<Record<string, string>>; role?: keyof typeof RANK; invalid?: boolean; noRole?: boolean };
