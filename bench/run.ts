@@ -4,6 +4,7 @@ import { execSync } from 'node:child_process';
 import { runFleet, type FleetResult } from './fleet.ts';
 import { runBaseline } from './baseline.ts';
 import { runApiLoad } from './api-load.ts';
+import { plannerMarkdown, runPlannerBench } from './planner.ts';
 import { round } from './lib.ts';
 
 /**
@@ -35,6 +36,7 @@ const rotatorAtBaselineN = fleet.find((f) => f.n === baselineN) ?? fleet[0]!;
 const baselineRatio = round(baseline.wallSeconds / ((rotatorAtBaselineN.wallSeconds * baselineN) / rotatorAtBaselineN.n), 1);
 const records = quick ? 2000 : 10000;
 const api = await runApiLoad({ records, accounts: records, connections: 50, seconds: quick ? 3 : 10, log });
+const planner = await runPlannerBench({ sizes: quick ? [2_000, 20_000] : [10_000, 100_000], log });
 
 const [small, large] = fleet as [FleetResult, FleetResult];
 const growth = (a: number, b: number): number => round((b / a - 1) * 100, 1);
@@ -55,12 +57,14 @@ const results = {
     recordBytesPct: growth(small.recordBytes, large.recordBytes),
   },
   api,
+  planner,
   goals: {
     fleetRatioAtLargeN: { goal: '≤ 1.10', value: large.ratio, met: large.ratio <= 1.1 },
     cpuFlat: { goal: '±15%', value: growth(small.cpuMsPerRotation, large.cpuMsPerRotation), met: Math.abs(growth(small.cpuMsPerRotation, large.cpuMsPerRotation)) <= 15 },
     redisCommandsFlat: { goal: '±15%', value: growth(small.redisCommandsPerRotation, large.redisCommandsPerRotation), met: Math.abs(growth(small.redisCommandsPerRotation, large.redisCommandsPerRotation)) <= 15 },
     apiListP99: { goal: '≤ 20 ms', value: Math.max(...api.routes.filter((r) => !r.route.includes('{id}')).map((r) => r.p99Ms)), met: api.routes.filter((r) => !r.route.includes('{id}')).every((r) => r.p99Ms <= 20) },
     recordMemory: { goal: '≤ 2048 B', value: large.recordBytes, met: large.recordBytes <= 2048 },
+    plannerTickFlat: { goal: 'Redis commands per tick ±15% from 10× fewer credentials', value: planner.growth.redisCommandsPct, met: Math.abs(planner.growth.redisCommandsPct) <= 15 },
   },
   durationSeconds: Math.round((Date.now() - started) / 1000),
 };
@@ -153,5 +157,6 @@ the API as its own process (request logging off), autocannon with 50 connections
 | route | requests/s | p50 ms | p90 ms | p99 ms | max ms | non-2xx | API CPU µs / request | Redis CPU µs / request |
 |---|---|---|---|---|---|---|---|---|
 ${r.api.routes.map((x) => `| \`GET ${x.route}\` | ${x.requestsPerSecond} | ${x.p50Ms} | ${x.p90Ms} | ${x.p99Ms} | ${x.maxMs} | ${x.non2xx} | ${x.apiCpuUsPerRequest} | ${x.redisCpuUsPerRequest} |`).join('\n')}
-`;
+
+${plannerMarkdown(r.planner, `Same machine and run as above`)}`;
 }
