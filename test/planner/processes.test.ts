@@ -91,3 +91,46 @@ describe('the planner in three worker processes', () => {
     expect(await plannerQueue.getJobSchedulersCount()).toBe(1);
   }, 300_000);
 });
+
+describe('a worker process killed between claim and start', () => {
+  let stack: Stack;
+  let control: Runtime;
+  const procs: RotatorProcess[] = [];
+
+  beforeAll(async () => {
+    stack = await startStack({ subaccounts: 2, drainSeconds: 0 });
+    await stack.seedAll();
+    control = await startEngine(stack, {}, { api: false, worker: false });
+    for (const [i, s] of stack.emu.subaccounts.entries()) {
+      const at = Date.now() - 100 * DAY_MS;
+      await control.credentials.recordFinished({ id: `seed-${i}`, accountSid: s.sid, status: 'succeeded', dryRun: false, newKeySid: stack.emu.listKeys(s.sid)[0]!.sid, finishedAt: new Date(at).toISOString(), updatedAt: new Date(at).toISOString() }, at);
+    }
+  }, 60_000);
+
+  afterAll(async () => {
+    await Promise.all(procs.map((p) => p.stop()));
+    await control?.close();
+    await stack?.close();
+  });
+
+  it('loses nothing: after the lease the next tick, in another process, starts each credential once', async () => {
+    stack.emu.resetStats();
+    const env = { ...stack.env, PLANNER_TICK_SECONDS: '0.2', PLANNER_LEASE_SECONDS: '2' };
+    // This process dies (SIGKILL) right after its first claim, before starting the rotation.
+    const dying = spawnRotator('worker', { ...env, ROTATOR_CRASH_POINTS: 'planner:after-claim' }, stack.logs);
+    procs.push(dying);
+    const exit = await within('the worker to kill itself after a claim', dying.exited, 180_000);
+    expect(exit.signal).toBe('SIGKILL');
+    // One credential claimed (its lease may already have run out on a slow machine: counted regardless).
+    expect(await control.redis.zcard(`${stack.cfg.redisPrefix}:schedule:leased`)).toBe(1);
+    expect(stack.emu.stats().byRoute[CREATE_KEY] ?? 0).toBe(0);
+
+    const survivor = spawnRotator('worker', env, stack.logs);
+    procs.push(survivor);
+    await within('the second worker to start', survivor.ready, 180_000);
+    const ids = stack.emu.subaccounts.map((s) => `${s.sid}/default`);
+    await waitFor('both credentials to be rotated', async () => (await control.credentials.getMany(ids)).every((c) => c?.lastRotation?.outcome === 'succeeded' && !c.lastRotation.id.startsWith('seed-')), 120_000, 100);
+    expect(stack.emu.stats().byRoute[CREATE_KEY]).toBe(2);
+    for (const s of stack.emu.subaccounts) expect((await control.repo.list({ accountSid: s.sid, limit: 10 })).items).toHaveLength(1);
+  }, 300_000);
+});
