@@ -4,6 +4,7 @@ import { execSync } from 'node:child_process';
 import { runFleet, type FleetResult } from './fleet.ts';
 import { runBaseline } from './baseline.ts';
 import { runApiLoad } from './api-load.ts';
+import { plannerMarkdown, runPlannerBench } from './planner.ts';
 import { round } from './lib.ts';
 
 /**
@@ -40,6 +41,7 @@ const openLoopRate = 1000;
 const api = await runApiLoad({ records, accounts: records, connections: 50, seconds: quick ? 3 : 10, log, credentials, openLoopRate });
 const complianceRoute = api.routes.find((x) => x.route.startsWith('/v1/compliance'))!;
 const accountsRoute = api.routes.find((x) => x.route.startsWith('/v1/accounts'))!;
+const planner = await runPlannerBench({ sizes: quick ? [2_000, 20_000] : [10_000, 100_000], log });
 
 const [small, large] = fleet as [FleetResult, FleetResult];
 const growth = (a: number, b: number): number => round((b / a - 1) * 100, 1);
@@ -69,6 +71,7 @@ const results = {
     redisCpuRatio: round(complianceRoute.redisCpuUsPerRequest / accountsRoute.redisCpuUsPerRequest, 2),
   },
   loadAverage: loadavg().map((x) => round(x, 2)),
+  planner,
   goals: {
     fleetRatioAtLargeN: { goal: '≤ 1.10', value: large.ratio, met: large.ratio <= 1.1 },
     cpuFlat: { goal: '±15%', value: growth(small.cpuMsPerRotation, large.cpuMsPerRotation), met: Math.abs(growth(small.cpuMsPerRotation, large.cpuMsPerRotation)) <= 15 },
@@ -76,6 +79,7 @@ const results = {
     apiListP99: { goal: '≤ 20 ms', value: Math.max(...api.routes.filter((r) => !r.route.includes('{id}')).map((r) => r.p99Ms)), met: api.routes.filter((r) => !r.route.includes('{id}')).every((r) => r.p99Ms <= 20) },
     recordMemory: { goal: '≤ 2048 B', value: large.recordBytes, met: large.recordBytes <= 2048 },
     complianceP99: { goal: `≤ 20 ms at ${credentials.toLocaleString('en')} credentials`, value: complianceRoute.p99Ms, met: complianceRoute.p99Ms <= 20 },
+    plannerTickFlat: { goal: 'Redis commands per tick ±15% from 10× fewer credentials', value: planner.growth.redisCommandsPct, met: Math.abs(planner.growth.redisCommandsPct) <= 15 },
   },
   durationSeconds: Math.round((Date.now() - started) / 1000),
 };
@@ -187,5 +191,6 @@ ${r.api.openLoop.map((x) => `| \`GET ${x.route}\` | ${x.offeredPerSecond} | ${x.
 
 The compliance page against \`GET /v1/accounts\` in the same run (ratios, machine-independent): throughput ${r.complianceVsAccounts.throughputRatio}×,
 API CPU per request ${r.complianceVsAccounts.apiCpuRatio}×, Redis CPU per request ${r.complianceVsAccounts.redisCpuRatio}×.
-`;
+
+${plannerMarkdown(r.planner, `Same machine and run as above`)}`;
 }

@@ -88,6 +88,21 @@ export interface Config {
   accountSyncIntervalMs: number;
   /** How often workers run the compliance scan (COMPLIANCE_SCAN_SECONDS; 0 = only on request). */
   complianceScanIntervalMs: number;
+  /** The scheduled-rotation planner (issue 13): its tick, and what one tick may start. */
+  planner: PlannerConfig;
+}
+
+export interface PlannerConfig {
+  /** Workers tick the planner (PLANNER_ENABLED, default true); the API reads and steers it either way. */
+  enabled: boolean;
+  /** PLANNER_TICK_SECONDS: the Job Scheduler's fixed `every`. */
+  tickMs: number;
+  /** PLANNER_MAX_STARTS_PER_TICK (default TWILIO_MAX_CONCURRENCY): the pace of catch-up after an outage. */
+  maxStartsPerTick: number;
+  /** PLANNER_LEASE_SECONDS: how long a claimed credential is held before another tick may claim it again. */
+  leaseMs: number;
+  /** PLANNER_RETRY_AFTER_FAILURE_SECONDS: a credential whose scheduled rotation failed is tried again after this. */
+  retryAfterFailureMs: number;
 }
 
 export class ConfigError extends Error {
@@ -131,6 +146,7 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
   // FriendlyName is `<prefix>:<uuid>` and Twilio caps it at 64 characters.
   if (prefix.length + 1 + 36 > 64 || prefix.includes(':')) problems.push('KEY_NAME_PREFIX must be at most 27 characters and contain no ":"');
 
+  const twilioMaxConcurrency = int('TWILIO_MAX_CONCURRENCY', 50, 1);
   const cfg: Config = {
     dataDir,
     redisUrl: str('REDIS_URL'),
@@ -144,7 +160,7 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     twilio,
     twilioBaseUrl: baseUrl?.replace(/\/$/, ''),
     twilioTimeoutMs: int('TWILIO_TIMEOUT_MS', 10_000, 100),
-    twilioMaxConcurrency: int('TWILIO_MAX_CONCURRENCY', 50, 1),
+    twilioMaxConcurrency,
     keyNamePrefix: prefix,
     store,
     secretPathTemplate: template,
@@ -161,6 +177,7 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     rotationPolicy: readPolicy(str, problems),
     accountSyncIntervalMs: int('ACCOUNT_SYNC_SECONDS', 3600) * 1000,
     complianceScanIntervalMs: int('COMPLIANCE_SCAN_SECONDS', 21_600) * 1000,
+    planner: readPlanner(str, int, problems, twilioMaxConcurrency),
   };
   if (cfg.metricsPort > 65_535 || !Number.isInteger(cfg.metricsPort)) problems.push(`METRICS_PORT must be a port number, 1–65535, or 0 for none (got "${str('METRICS_PORT')}")`);
   else if (cfg.metricsPort !== 0 && cfg.metricsPort === cfg.port) problems.push(`METRICS_PORT must differ from PORT (${cfg.port}): it is a listener of its own, to bind or firewall apart from the API`);
@@ -306,6 +323,20 @@ function readApi(str: (n: string) => string | undefined, int: (n: string, fallba
     idempotencyTtlSeconds: int('IDEMPOTENCY_TTL_SECONDS', 86_400, 60),
     sseMaxClients: int('SSE_MAX_CLIENTS', 200, 1),
     sseHeartbeatMs: int('SSE_HEARTBEAT_SECONDS', 15, 1) * 1000,
+  };
+}
+
+function readPlanner(str: (n: string) => string | undefined, int: (n: string, fallback: number, min?: number) => number, problems: string[], twilioMaxConcurrency: number): PlannerConfig {
+  const enabled = str('PLANNER_ENABLED') ?? 'true';
+  if (enabled !== 'true' && enabled !== 'false') problems.push(`PLANNER_ENABLED must be true or false (got "${enabled}")`);
+  // Seconds, fractions allowed (tests tick every 0.2 s); a tick more often than that is only load.
+  const tickSeconds = int('PLANNER_TICK_SECONDS', 60, 0.1);
+  return {
+    enabled: enabled !== 'false',
+    tickMs: Math.round(tickSeconds * 1000),
+    maxStartsPerTick: Math.floor(int('PLANNER_MAX_STARTS_PER_TICK', twilioMaxConcurrency, 1)),
+    leaseMs: Math.round(int('PLANNER_LEASE_SECONDS', 600, 1) * 1000),
+    retryAfterFailureMs: Math.round(int('PLANNER_RETRY_AFTER_FAILURE_SECONDS', 3600, 1) * 1000),
   };
 }
 

@@ -13,6 +13,32 @@ export interface MetricsSources {
   rotationCounts?: () => Promise<Record<RotationStatus, number>>;
   /** BullMQ job counts per state. */
   queueCounts?: () => Promise<Record<string, number>>;
+  /** The planner's counts and last tick, read from Redis at scrape time (true across every process). */
+  plannerState?: () => Promise<PlannerGauges>;
+}
+
+export interface PlannerGauges {
+  scheduled: number;
+  due: number;
+  overdue: number;
+  inFlight: number;
+  failing: number;
+  paused: boolean;
+  /** Epoch ms of the last tick in any process; null before the first. */
+  lastTickMs: number | null;
+}
+
+/** What a tick reports to the metrics (state/schedule.ts TickReport, without importing it). */
+export interface PlannerTickCounts {
+  durationMs: number;
+  started: number;
+  inFlight: number;
+  skippedWindow: number;
+  skippedPaused: number;
+  notDue: number;
+  lostClaim: number;
+  blocked: number;
+  deferred: number;
 }
 
 export class Metrics {
@@ -28,6 +54,10 @@ export class Metrics {
   readonly auditErrors: Counter;
   readonly keySprawl: Counter;
   readonly unauthenticated: Counter<'action' | 'status'>;
+  readonly plannerTicks: Counter;
+  readonly plannerTickDuration: Histogram;
+  readonly plannerStarted: Counter;
+  readonly plannerSkipped: Counter<'reason'>;
   #sources: MetricsSources = {};
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
@@ -60,7 +90,50 @@ export class Metrics {
       registers,
     });
 
+    this.plannerTicks = new Counter({ name: 'rotator_planner_ticks_total', help: 'Planner ticks run by this process', registers });
+    this.plannerTickDuration = new Histogram({ name: 'rotator_planner_tick_seconds', help: 'Duration of a planner tick in this process', buckets: [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers });
+    this.plannerStarted = new Counter({ name: 'rotator_planner_started_total', help: 'Scheduled rotations started by planner ticks in this process', registers });
+    this.plannerSkipped = new Counter({
+      name: 'rotator_planner_skipped_total',
+      help: 'Due credentials a tick did not start, by reason: window (outside it or in a blackout), paused, not_due (the due set was behind), lost_claim (another tick had it), blocked (a failed rotation holds it, or the start failed), in_flight, deferred (over the per-tick budget)',
+      labelNames: ['reason'],
+      registers,
+    });
+
     const sources = (): MetricsSources => this.#sources;
+    new Gauge({
+      name: 'rotator_planner_credentials',
+      help: 'Scheduled credentials by planner state (all processes; from Redis): scheduled, due, overdue, in_flight, failing',
+      labelNames: ['state'],
+      registers,
+      async collect() {
+        const s = await sources().plannerState?.();
+        if (!s) return;
+        this.set({ state: 'scheduled' }, s.scheduled);
+        this.set({ state: 'due' }, s.due);
+        this.set({ state: 'overdue' }, s.overdue);
+        this.set({ state: 'in_flight' }, s.inFlight);
+        this.set({ state: 'failing' }, s.failing);
+      },
+    });
+    new Gauge({
+      name: 'rotator_planner_last_tick_timestamp_seconds',
+      help: 'When the planner last ticked in any process (0: never); alert when it is older than three PLANNER_TICK_SECONDS',
+      registers,
+      async collect() {
+        const s = await sources().plannerState?.();
+        if (s) this.set(s.lastTickMs === null ? 0 : s.lastTickMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'rotator_planner_paused',
+      help: '1 while the fleet-wide pause stops scheduled rotations',
+      registers,
+      async collect() {
+        const s = await sources().plannerState?.();
+        if (s) this.set(s.paused ? 1 : 0);
+      },
+    });
     new Gauge({
       name: 'rotator_rotations',
       help: 'Rotations by status (all processes; from Redis)',
@@ -87,6 +160,23 @@ export class Metrics {
 
   setSources(sources: MetricsSources): void {
     this.#sources = { ...this.#sources, ...sources };
+  }
+
+  /** A tick in this process. */
+  observeTick(t: PlannerTickCounts): void {
+    this.plannerTicks.inc();
+    this.plannerTickDuration.observe(t.durationMs / 1000);
+    if (t.started) this.plannerStarted.inc(t.started);
+    const skipped: Array<[string, number]> = [
+      ['window', t.skippedWindow],
+      ['paused', t.skippedPaused],
+      ['not_due', t.notDue],
+      ['lost_claim', t.lostClaim],
+      ['blocked', t.blocked],
+      ['in_flight', t.inFlight],
+      ['deferred', t.deferred],
+    ];
+    for (const [reason, n] of skipped) if (n) this.plannerSkipped.inc({ reason }, n);
   }
 
   /** TwilioAdmin's per-call observer. */

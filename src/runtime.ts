@@ -25,6 +25,9 @@ import { FleetDirectory } from './service/fleet.ts';
 import { ComplianceFacts } from './state/compliance.ts';
 import { ComplianceReader } from './service/compliance.ts';
 import { ComplianceScanner, startComplianceScans } from './service/compliance-scan.ts';
+import { Planner } from './service/planner.ts';
+import { ScheduleStore } from './state/schedule.ts';
+import { startPlannerTicker, type PlannerTicker } from '../workers/planner-worker.ts';
 import { Metrics } from './metrics.ts';
 import { isTransient } from './domain/errors.ts';
 import { isTerminal, type HistoryEntry, type RotationRecord } from './domain/rotation.ts';
@@ -62,6 +65,10 @@ export interface Runtime {
   credentials: CredentialRepository;
   policies: PolicyRepository;
   fleet: FleetDirectory;
+  /** The scheduled-rotation planner: replan, tick, view, pause (service/planner.ts). */
+  planner: Planner;
+  /** Set in a worker process with PLANNER_ENABLED: the BullMQ Job Scheduler and the tick's worker. */
+  plannerTicker?: PlannerTicker;
   audit: AuditLog;
   metrics: Metrics;
   /** The compliance report's facts and reader; the scanner where this process has Twilio. */
@@ -138,13 +145,21 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     const credentials = new CredentialRepository(conn, cfg.redisPrefix);
     const policies = new PolicyRepository(conn, cfg.redisPrefix, builtInPolicies(cfg));
     const complianceFacts = new ComplianceFacts(conn, cfg.redisPrefix);
+    const service = new RotationService(rotations, rotationQueue, Date.now, { secretPath: pathOf, keyNamePrefix: cfg.keyNamePrefix });
+    const fleet = new FleetDirectory({ credentials, accounts, policies });
+    const planner = new Planner(
+      // Ticks run in the worker (metrics is built below, before any tick).
+      { store: new ScheduleStore(conn, cfg.redisPrefix), fleet, policies, service, log, crash: createCrashPoints(cfg.crashPoints), onTick: (r) => metrics.observeTick(r) },
+      { tickMs: cfg.planner.tickMs, maxStartsPerTick: cfg.planner.maxStartsPerTick, leaseMs: cfg.planner.leaseMs, retryAfterFailureMs: cfg.planner.retryAfterFailureMs },
+    );
     return {
       repo: rotations,
-      service: new RotationService(rotations, rotationQueue, Date.now, { secretPath: pathOf, keyNamePrefix: cfg.keyNamePrefix }),
+      service,
       accounts,
       credentials,
       policies,
-      fleet: new FleetDirectory({ credentials, accounts, policies }),
+      fleet,
+      planner,
       audit: new AuditLog(conn, cfg.redisPrefix),
       complianceFacts,
       complianceReader: new ComplianceReader({ redis: conn, prefix: cfg.redisPrefix, credentials, accounts, policies, facts: complianceFacts, keyNamePrefix: cfg.keyNamePrefix }),
@@ -152,11 +167,15 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   };
   type State = ReturnType<typeof stateOn>;
   const shared = stateOn(redis);
-  const { repo, service, accounts, credentials, policies, fleet, audit } = shared;
+  const { repo, service, accounts, credentials, policies, fleet, planner, audit } = shared;
   // What earlier versions kept per subaccount becomes each one's `default` credential (idempotent).
   await credentials.migrateFromAccounts();
   const metrics = new Metrics();
-  metrics.setSources({ rotationCounts: () => repo.countByStatus(), queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized') });
+  metrics.setSources({
+    rotationCounts: () => repo.countByStatus(),
+    queueCounts: () => queue.getJobCounts('waiting', 'active', 'delayed', 'failed', 'prioritized'),
+    plannerState: () => planner.gauges(),
+  });
   const store = metrics.instrumentStore(await openCheckedStore(cfg, opts.store));
   undo.push(() => store.close());
 
@@ -208,6 +227,10 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     app = await buildApp({
       ...apiState,
       subaccounts: new SubaccountGuard({ accounts: apiState.accounts, parentSid: cfg.twilio?.accountSid, twilio }),
+      // Writes that move a schedule (labels, overrides, pauses, policies) replan what they moved.
+      onFleetChange: async (ids) => {
+        await apiState.planner.replan(ids);
+      },
       metrics,
       redis: viaApi,
       connectRedis: () => viaApi.duplicate({ lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
@@ -260,7 +283,11 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       log.error({ rotationId: rec.id, err: { message: err.message } }, 'audit append failed');
     });
     if (isTerminal(rec.status)) {
-      recordFinishedRotation(credentials, accounts, rec).catch((err: Error) => log.warn({ rotationId: rec.id, err: { message: err.message } }, 'could not update the credential inventory'));
+      // The planner decides the credential's next time from what recordFinishedRotation wrote.
+      void recordFinishedRotation(credentials, accounts, rec)
+        .catch((err: Error) => log.warn({ rotationId: rec.id, err: { message: err.message } }, 'could not update the credential inventory'))
+        .then(() => planner.onFinished(rec))
+        .catch((err: Error) => log.warn({ rotationId: rec.id, err: { message: err.message } }, 'could not replan the credential (the next rebuild or tick does)'));
     }
   };
   let auditRelay: AuditRelay | undefined;
@@ -311,6 +338,19 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       },
     });
   }
+  let plannerTicker: PlannerTicker | undefined;
+  if (opts.worker && cfg.planner.enabled) {
+    plannerTicker = await startPlannerTicker({
+      queueConnection: queueConn,
+      workerConnection: workerConn!,
+      prefix: cfg.redisPrefix,
+      tickMs: cfg.planner.tickMs,
+      tick: () => planner.tick(),
+      lastTick: () => planner.lastTick(),
+      log,
+    });
+    undo.push(() => plannerTicker?.close());
+  }
 
   return {
     redisUrl,
@@ -325,6 +365,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     credentials,
     policies,
     fleet,
+    planner,
+    plannerTicker,
     audit,
     metrics,
     compliance: { facts: shared.complianceFacts, reader: shared.complianceReader, ...(scanner ? { scanner } : {}) },
@@ -338,6 +380,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       await app?.close();
       accountSync?.stop();
       await complianceScans?.stop();
+      await plannerTicker?.close();
       await worker?.close();
       await auditRelay?.stop();
       await gate?.close();

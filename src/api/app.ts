@@ -26,6 +26,8 @@ import { eventRoutes } from './routes/events.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { metricsRoutes } from './routes/metrics.ts';
 import { complianceRoutes, type ComplianceRoutesDeps } from './routes/compliance.ts';
+import { scheduleRoutes } from './routes/schedule.ts';
+import type { Planner } from '../service/planner.ts';
 
 export interface AppDeps {
   repo: RotationRepository;
@@ -58,6 +60,10 @@ export interface AppDeps {
   version?: string;
   /** GET /v1/compliance, the on-demand scan and the sprawl-key delete (issue 13 item 6). */
   compliance?: Omit<ComplianceRoutesDeps, 'now'>;
+  /** The scheduled-rotation planner: GET /v1/schedule and the fleet-wide pause (absent: no such routes). */
+  planner?: Pick<Planner, 'view' | 'pause' | 'resume' | 'paused'>;
+  /** Called after writes that move a schedule (labels, overrides, pauses, policies): the planner replans those credentials, or all. */
+  onFleetChange?: (credentialIds: string[] | 'all') => Promise<void>;
 }
 
 /** Whether a route's body schema accepts no body (Fastify validates an absent body as null). */
@@ -145,6 +151,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   await app.register(auditRoutes, { audit: deps.audit });
   if (deps.compliance) await app.register(complianceRoutes, { ...deps.compliance, now });
+  if (deps.planner) await app.register(scheduleRoutes, { planner: deps.planner });
   return app;
 }
 

@@ -331,3 +331,62 @@ export const SprawlKeyReply = Type.Object({
   keySid: Type.String(),
   result: Type.Unsafe<'deleted' | 'absent'>({ type: 'string', enum: ['deleted', 'absent'], description: 'absent: Twilio no longer had it when the delete arrived' }),
 });
+// The planner (GET /v1/schedule, POST /v1/schedule/pause|resume)
+
+export const ScheduleQuery = Type.Object(
+  { days: Type.Optional(Type.Integer({ minimum: 1, maximum: 90, default: 14, description: 'how many days the forecast covers: 1 to 90' })) },
+  { additionalProperties: false },
+);
+
+export const SchedulePauseBody = Type.Object(
+  { reason: Type.String({ minLength: 1, maxLength: 500, description: 'why: recorded with the pause and in the audit trail' }) },
+  { additionalProperties: false },
+);
+
+const FleetPauseT = Type.Object({ at: Type.String(), by: Type.String(), reason: Type.String() });
+
+const TickReportT = Type.Object({
+  at: Type.String(),
+  durationMs: Type.Number(),
+  read: Type.Integer({ description: 'entries read from the due set (at most 4 × the budget)' }),
+  started: Type.Integer(),
+  inFlight: Type.Integer({ description: 'due, but a rotation of the credential was already in flight' }),
+  skippedWindow: Type.Integer({ description: 'outside the policy window or in a blackout: re-slotted to the next allowed instant' }),
+  skippedPaused: Type.Integer({ description: 'paused, excluded, inactive or no longer managed: taken out of the schedule' }),
+  notDue: Type.Integer({ description: 'decided again from fresh state and found not due yet' }),
+  lostClaim: Type.Integer({ description: 'another tick claimed it first' }),
+  blocked: Type.Integer({ description: 'a failed rotation holds the subaccount, or the start failed' }),
+  deferred: Type.Integer({ description: 'due but over the per-tick budget: left for the next tick' }),
+  budget: Type.Integer(),
+  due: Type.Integer(),
+  overdue: Type.Integer(),
+  paused: Type.Boolean(),
+  rebuilt: Type.Integer({ description: 'credentials replanned by the rebuild in this tick' }),
+  by: Type.String({ description: 'host:pid of the process that ran it' }),
+});
+
+export const ScheduleReply = Type.Object({
+  paused: Type.Union([FleetPauseT, Type.Null()], { description: 'the fleet-wide pause, or null' }),
+  tickSeconds: Type.Number(),
+  maxStartsPerTick: Type.Integer(),
+  lastTick: Type.Union([TickReportT, Type.Null()]),
+  stalled: Type.Boolean({ description: 'no tick for three intervals: no worker runs the planner (PLANNER_ENABLED), or its Job Scheduler stopped' }),
+  scheduled: Type.Integer({ description: 'credentials the planner rotates (not excluded, manual-only or paused)' }),
+  dueNow: Type.Integer({ description: 'slot reached and not yet claimed by a tick' }),
+  overdue: Type.Integer({ description: 'scheduled credentials past their deadline' }),
+  inFlight: Type.Integer({ description: 'claimed by a tick, rotation not finished' }),
+  failing: Type.Object({
+    count: Type.Integer(),
+    items: Type.Array(Type.Object({ credentialId: Type.String(), retryAt: Type.String(), rotationId: NullableString(), outcome: NullableString() }), { description: 'up to 20, soonest retry first' }),
+  }),
+  plannedAgainst: Type.Object({ policyVersion: NullableString(), rebuiltAt: NullableString(), rebuilding: Type.Boolean() }),
+  forecast: Type.Object({
+    days: Type.Integer(),
+    timeZone: Type.Literal('UTC'),
+    items: Type.Array(Type.Object({ date: Type.String(), count: Type.Integer(), byPolicy: Type.Record(Type.String(), Type.Integer()) }), {
+      description: 'slots per UTC day and policy, the first day from now; what is due now is dueNow',
+    }),
+  }),
+});
+
+export const SchedulePauseReply = Type.Object({ paused: Type.Union([FleetPauseT, Type.Null()]) });

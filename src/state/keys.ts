@@ -51,6 +51,20 @@ export function redisKeys(prefix: string) {
     complianceLastScan: `${prefix}:compliance:scan`,
     complianceScanLock: `${prefix}:compliance:scan:lock`,
     complianceScanRequest: `${prefix}:compliance:scan:request`,
+    /**
+     * The planner's other indexes (state/schedule.ts): claimed credentials (id → lease end), each
+     * scheduled credential's deadline, its slot again per policy (the forecast counts these; the due
+     * set's score becomes a lease once claimed) with a hash of which policy holds it, credentials
+     * held back after a failed rotation (id → retry time), the last tick, and the paged rebuild.
+     */
+    scheduleLeased: `${prefix}:schedule:leased`,
+    scheduleDeadlines: `${prefix}:schedule:deadlines`,
+    scheduleByPolicy: (policy: string) => `${prefix}:schedule:policy:${policy}`,
+    schedulePolicyOf: `${prefix}:schedule:policy-of`,
+    scheduleFailing: `${prefix}:schedule:failing`,
+    scheduleState: `${prefix}:schedule:state`,
+    scheduleRebuild: `${prefix}:schedule:rebuild`,
+    scheduleRebuildLock: `${prefix}:schedule:rebuild:lock`,
   };
 }
 export type RedisKeys = ReturnType<typeof redisKeys>;

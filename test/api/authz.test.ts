@@ -54,6 +54,9 @@ describe('authorization matrix', () => {
     { method: 'GET', url: '/v1/compliance', need: 'viewer' },
     { method: 'POST', url: '/v1/compliance/scan', need: 'admin' },
     { method: 'POST', url: `/v1/accounts/${sid}/keys/SK${'0'.repeat(32)}/delete`, need: 'admin', body: { confirm: `SK${'0'.repeat(32)}` } },
+    { method: 'GET', url: '/v1/schedule', need: 'viewer' },
+    { method: 'POST', url: '/v1/schedule/pause', need: 'admin', body: { reason: 'authz test' } },
+    { method: 'POST', url: '/v1/schedule/resume', need: 'admin', body: { reason: 'authz test' } },
   ];
 
   type Caller = { name: string; headers: () => Promise<Record<string, string>>; role?: keyof typeof RANK; invalid?: boolean; noRole?: boolean };

@@ -23,6 +23,7 @@ export const docsPlugin = fp(async (app: FastifyInstance, opts: { version: strin
         { name: 'accounts', description: 'Managed subaccounts' },
         { name: 'events', description: 'Live rotation changes' },
         { name: 'audit', description: 'The hash-chained audit trail' },
+        { name: 'schedule', description: 'The planner: scheduled rotations, forecast, fleet-wide pause' },
         { name: 'operations', description: 'Health, readiness, metrics' },
       ],
     },
