@@ -22,12 +22,16 @@ import { recordFinishedRotation, startAccountSync } from './service/accounts.ts'
 import { CredentialRepository } from './state/credentials.ts';
 import { PolicyRepository } from './state/policies.ts';
 import { FleetDirectory } from './service/fleet.ts';
+import { BatchRepository } from './state/batches.ts';
+import { BatchRunner, BatchService } from './service/batches.ts';
 import { Metrics } from './metrics.ts';
 import { isTransient } from './domain/errors.ts';
 import { isTerminal, type HistoryEntry, type RotationRecord } from './domain/rotation.ts';
 import { DEFAULT_POLICIES, DEFAULT_POLICY_NAME, type Policy } from './domain/policy.ts';
 import { createRotationQueue, enqueueRotation, type RotationJobData } from '../workers/queue.ts';
 import { startRotationWorker, type RotationWorker } from '../workers/rotation-worker.ts';
+import { batchQueueOf, createBatchQueue } from '../workers/batch-queue.ts';
+import { startBatchWorker, type BatchWorker } from '../workers/batch-worker.ts';
 import { StepLease } from '../workers/lease.ts';
 import { createCrashPoints } from '../workers/crash-points.ts';
 import type { PromoteGate } from '../workers/steps/context.ts';
@@ -57,10 +61,13 @@ export interface Runtime {
   credentials: CredentialRepository;
   policies: PolicyRepository;
   fleet: FleetDirectory;
+  batches: BatchService;
+  batchRepo: BatchRepository;
   audit: AuditLog;
   metrics: Metrics;
   app?: FastifyInstance;
   worker?: RotationWorker;
+  batchWorker?: BatchWorker;
   /** Listen on HOST:PORT; resolves to the URL. */
   listen(): Promise<string>;
   close(): Promise<void>;
@@ -107,6 +114,9 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   // connection already logs the outage in one line per attempt.
   queue.on('error', () => undefined);
   undo.push(() => queue.close());
+  const batchQueue = createBatchQueue(queueConn, cfg.redisPrefix);
+  batchQueue.on('error', () => undefined);
+  undo.push(() => batchQueue.close());
   const rotationQueue: RotationQueue = {
     enqueue: (id) => enqueueRotation(queue, id),
     wake: async (id) => {
@@ -130,18 +140,23 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     const accounts = new AccountRepository(conn, cfg.redisPrefix, { defaultPolicy: cfg.rotationPolicy });
     const credentials = new CredentialRepository(conn, cfg.redisPrefix);
     const policies = new PolicyRepository(conn, cfg.redisPrefix, builtInPolicies(cfg));
+    const fleet = new FleetDirectory({ credentials, accounts, policies });
+    const batchRepo = new BatchRepository(conn, cfg.redisPrefix);
     return {
       repo: rotations,
       service: new RotationService(rotations, rotationQueue, Date.now, { secretPath: pathOf, keyNamePrefix: cfg.keyNamePrefix }),
       accounts,
       credentials,
       policies,
-      fleet: new FleetDirectory({ credentials, accounts, policies }),
+      fleet,
+      batchRepo,
+      batches: new BatchService({ batches: batchRepo, fleet, queue: batchQueueOf(batchQueue, conn, (id) => rotations.keys.batchWake(id)) }),
       audit: new AuditLog(conn, cfg.redisPrefix),
     };
   };
   const shared = stateOn(redis);
-  const { repo, service, accounts, credentials, policies, fleet, audit } = shared;
+  const { repo, service, accounts, credentials, policies, fleet, audit, batches, batchRepo } = shared;
+  const wakeBatch = batchQueueOf(batchQueue, redis, (id) => repo.keys.batchWake(id)).wake;
   // What earlier versions kept per subaccount becomes each one's `default` credential (idempotent).
   await credentials.migrateFromAccounts();
   const metrics = new Metrics();
@@ -210,6 +225,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   }
 
   let worker: RotationWorker | undefined;
+  let batchWorker: BatchWorker | undefined;
   let workerConn: Redis | undefined;
   let accountSync: { stop(): void } | undefined;
   // Every persisted step transition feeds the audit chain, the account inventory and the metrics;
@@ -222,6 +238,10 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       metrics.auditErrors.inc();
       log.error({ rotationId: rec.id, err: { message: err.message } }, 'audit append failed');
     });
+    if (isTerminal(rec.status) && rec.batchId) {
+      // The batch that started it looks at once rather than at its next poll.
+      wakeBatch(rec.batchId).catch((err: Error) => log.warn({ rotationId: rec.id, batchId: rec.batchId, err: { message: err.message } }, 'could not wake the batch'));
+    }
     if (isTerminal(rec.status)) {
       recordFinishedRotation(credentials, accounts, rec).catch((err: Error) => log.warn({ rotationId: rec.id, err: { message: err.message } }, 'could not update the credential inventory'));
     }
@@ -271,6 +291,20 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
         },
       },
     });
+    batchWorker = startBatchWorker({
+      connection: workerConn,
+      prefix: cfg.redisPrefix,
+      concurrency: 8,
+      lockMs: cfg.jobLockMs,
+      stalledIntervalMs: cfg.stalledIntervalMs,
+      runner: new BatchRunner({ batches: batchRepo, rotations: service, repo, fleet, audit, log, maxInFlight: cfg.batchMaxInFlight }),
+      redis,
+      wakeKey: (id) => repo.keys.batchWake(id),
+      batches: batchRepo,
+      queue: batchQueue,
+      log,
+      recoveryIntervalMs: Math.max(30_000, cfg.stalledIntervalMs),
+    });
   }
 
   return {
@@ -286,10 +320,13 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     credentials,
     policies,
     fleet,
+    batches,
+    batchRepo,
     audit,
     metrics,
     app,
     worker,
+    batchWorker,
     async listen() {
       if (!app) throw new Error('no API in this process');
       return app.listen({ host: cfg.host, port: cfg.port });
@@ -298,9 +335,11 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       await app?.close();
       accountSync?.stop();
       await worker?.close();
+      await batchWorker?.close();
       await auditRelay?.stop();
       await gate?.close();
       await queue.close();
+      await batchQueue.close();
       await store.close();
       apiRedis?.disconnect();
       redis.disconnect();

@@ -118,7 +118,8 @@ export class AuditRelay {
       const present = await this.#chainFrom(streamTime(ready[0]![0]) - 1_000);
       for (const [id, fields] of ready) {
         const event = parseEvent(fields);
-        const t = event?.transition;
+        // Batch changes share the stream; what a batch does by itself is audited by its runner.
+        const t = event?.type === 'rotation' ? event.transition : undefined;
         if (event && t) {
           const key = identity(event.id, t.step, `step.${t.status}`, t.at);
           if (!present.has(key)) {

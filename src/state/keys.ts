@@ -32,6 +32,11 @@ export function redisKeys(prefix: string) {
     /** The planner: each scheduled credential's next slot (epoch ms), and the fleet-wide pause. */
     scheduleDue: `${prefix}:schedule:due`,
     schedulePaused: `${prefix}:schedule:paused`,
+    /** Batches (state/batches.ts): `batch:<id>` the record, `:plan` and `:items` beside it; a list index by creation time. */
+    batch: (id: string) => `${prefix}:batch:${id}`,
+    batches: `${prefix}:batches`,
+    /** Set when something a sleeping batch runner waits for happened (a rotation ended, an operator acted). */
+    batchWake: (id: string) => `${prefix}:batch:${id}:wake`,
   };
 }
 export type RedisKeys = ReturnType<typeof redisKeys>;
