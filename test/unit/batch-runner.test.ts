@@ -72,7 +72,7 @@ describe('batch runner (real Redis)', () => {
     const runner = new BatchRunner({ batches: batchRepo, rotations, repo, fleet, audit, log: createLogger('info', logs), now, maxInFlight: opts.maxInFlight ?? 100 });
     const batches = new BatchService({ batches: batchRepo, fleet, queue, now });
     /** Every rotation record of the batch's credentials, by account. */
-    const records = async (): Promise<RotationRecord[]> => repo.getMany(await redis.zrange(repo.keys.allRotations, 0, -1));
+    const records = async (): Promise<RotationRecord[]> => repo.getMany(await redis.zrange(repo.keys.allRotations, "0", "-1"));
     const finish = async (ids: string[], status: 'succeeded' | 'failed' = 'succeeded'): Promise<void> => {
       for (const id of ids) {
         await repo.update(id, (r) => ({ ...r, status, step: status === 'succeeded' ? 'done' : r.step, finishedAt: new Date(clock.now).toISOString(), updatedAt: new Date(clock.now).toISOString(), ...(status === 'failed' ? { error: { code: 'twilio_admin_unauthorized', message: 'injected' } } : {}) }));
