@@ -23,7 +23,7 @@ import {
   type FleetCredential,
 } from '../domain/batch.ts';
 import { isTerminal, newRotationId, undoRequestOf, type RotationRecord } from '../domain/rotation.ts';
-import type { AuditLog } from '../state/audit.ts';
+import type { AuditFields, AuditLog } from '../state/audit.ts';
 import type { BatchRepository, StoredBatch } from '../state/batches.ts';
 import type { RotationRepository } from '../state/rotations.ts';
 import type { RotationService } from './rotations.ts';
@@ -151,8 +151,17 @@ export interface BatchRunnerDeps {
 
 export type RunResult = { done: true } | { done: false; wakeAt: number };
 
-/** Audit actions of what the batch does by itself (an operator's actions are audited by the API). */
-const SYSTEM_AUDIT: Partial<Record<BatchEvent['type'], string>> = { halted: 'batch.halted', completed: 'batch.completed' };
+/**
+ * Audit actions of what a batch does by itself (an operator's actions are audited by the API). The
+ * audit relay (service/audit-relay.ts) appends the same entry from the events stream when the
+ * runner died between storing the change and appending it.
+ */
+export const SYSTEM_AUDIT: Partial<Record<BatchEvent['type'], string>> = { halted: 'batch.halted', completed: 'batch.completed' };
+
+/** The audit entry of a batch's own decision: the same fields whichever process writes it. */
+export function batchAuditFields(batchId: string, action: string, detail: string): AuditFields {
+  return { kind: 'batch', actor: 'system', action, batchId, detail };
+}
 
 /** A paused or planned batch with nothing in flight still looks now and then (its wake may be lost). */
 const IDLE_POLL_MS = 60_000;
@@ -264,7 +273,7 @@ export class BatchRunner {
       this.#d.log.info({ batchId: prev.id, event: e.type, wave: e.wave }, `batch ${prev.id}: ${e.detail}`);
       const action = SYSTEM_AUDIT[e.type];
       if (action) {
-        await this.#d.audit.append({ kind: 'batch', actor: 'system', action, batchId: prev.id, detail: e.detail }, e.at).catch((err: Error) => {
+        await this.#d.audit.append(batchAuditFields(prev.id, action, e.detail), e.at).catch((err: Error) => {
           this.#d.log.error({ batchId: prev.id, err: { message: err.message } }, 'audit append failed');
         });
       }

@@ -16,6 +16,7 @@ import { BatchRunner, BatchService, type BatchQueue } from '../../src/service/ba
 import { DEFAULT_POLICIES } from '../../src/domain/policy.ts';
 import type { RotationRecord } from '../../src/domain/rotation.ts';
 import { createLogger } from '../../src/logger.ts';
+import { AuditRelay } from '../../src/service/audit-relay.ts';
 import { LogCapture } from '../helpers/stack.ts';
 
 const sid = (n: number): string => `AC${n.toString(16).padStart(32, '0')}`;
@@ -177,9 +178,32 @@ describe('batch runner (real Redis)', () => {
     expect(await t.runner.run(id)).toEqual({ done: true });
     expect(await t.records()).toHaveLength(4);
     expect((await t.batchRepo.get(id))?.waves[0]).toMatchObject({ succeeded: 2, failed: 2 });
+    // The relay, following the same stream, finds the entry already there.
+    const relay = new AuditRelay({ redis, prefix: t.prefix, audit: t.audit, log: createLogger('silent', t.logs), settleMs: 0 });
+    await relay.pump();
+    await relay.stop();
     const audit = (await t.audit.list({ limit: 50 })).items.filter((e) => e.action === 'batch.halted');
     expect(audit).toHaveLength(1);
     expect(audit[0]).toMatchObject({ kind: 'batch', actor: 'system', batchId: id, detail: b?.halt?.reason });
+  });
+
+  it('a halt whose audit append was lost with the runner reaches the audit trail through the relay, once', async () => {
+    const t = await setup(4);
+    const lossy = new BatchRunner({ batches: t.batchRepo, rotations: new RotationService(t.repo, { enqueue: async () => undefined, wake: async () => undefined, requeue: async () => undefined }, () => t.clock.now), repo: t.repo, fleet: new FleetDirectory({ credentials: t.credentials, accounts: t.accounts, policies: new PolicyRepository(redis, t.prefix, DEFAULT_POLICIES) }), audit: { append: async () => Promise.reject(new Error('the process died')) }, log: createLogger('silent', t.logs), now: () => t.clock.now, maxInFlight: 10 });
+    const created = await t.batches.create(body({ waves: { canary: 2, step: 50, bakeSeconds: 0 }, maxFailureRate: 0 }), 'ops');
+    if (!created.ok) throw new Error('not created');
+    const id = created.value.id;
+    await lossy.run(id);
+    await t.finish([(await t.inFlight())[0]!.id], 'failed');
+    await lossy.run(id);
+    expect((await t.batchRepo.get(id))?.status).toBe('halted');
+    const halted = async () => (await t.audit.list({ limit: 100 })).items.filter((e) => e.action === 'batch.halted');
+    expect(await halted()).toEqual([]);
+    const relay = new AuditRelay({ redis, prefix: t.prefix, audit: t.audit, log: createLogger('silent', t.logs), settleMs: 0 });
+    await relay.pump();
+    await relay.pump();
+    expect((await halted()).map((e) => [e.kind, e.actor, e.batchId, e.detail])).toEqual([['batch', 'system', id, (await t.batchRepo.get(id))?.halt?.reason]]);
+    await relay.stop();
   });
 
   it('pause stops new starts (a claim racing it loses), resume carries on; maxInFlight bounds the claims', async () => {
