@@ -344,6 +344,8 @@ export class BatchRunner {
   async #cancelInFlight(s: BatchState, records: RotationRecord[]): Promise<void> {
     for (const rec of records) {
       if (isTerminal(rec.status) || undoRequestOf(rec) || this.#cancelAsked.has(rec.id)) continue;
+      // A memo of refusals only: forgetting it costs one more refused request per rotation.
+      if (this.#cancelAsked.size >= 10_000) this.#cancelAsked.clear();
       this.#cancelAsked.add(rec.id);
       const r = await this.#d.rotations.undo(rec.id, 'cancel', `batch ${s.id}`);
       if (r && !r.ok) this.#d.log.info({ batchId: s.id, rotationId: rec.id }, `batch cancelled; rotation ${rec.id} finishes instead: ${r.reason}`);
