@@ -71,6 +71,8 @@ export interface Config {
   drainSeconds: number;
   apiTokens: string;
   workerConcurrency: number;
+  /** Rotations one batch keeps in flight at once (BATCH_MAX_IN_FLIGHT); the Twilio cap paces them anyway. */
+  batchMaxInFlight: number;
   jobLockMs: number;
   stalledIntervalMs: number;
   /** Finished rotation records older than this are removed (0 keeps them forever). */
@@ -167,6 +169,7 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     drainSeconds: int('DRAIN_SECONDS', 900),
     apiTokens: str('API_TOKENS') ?? '',
     workerConcurrency: int('WORKER_CONCURRENCY', 10, 1),
+    batchMaxInFlight: int('BATCH_MAX_IN_FLIGHT', 50, 1),
     jobLockMs: int('JOB_LOCK_MS', 30_000, 500),
     stalledIntervalMs: int('STALLED_INTERVAL_MS', 30_000, 200),
     retentionDays: int('RETENTION_DAYS', 400),

@@ -77,6 +77,7 @@ Try:
     void (async () => {
       for (const { id, event } of await rt.repo.events(cursor, 100)) {
         cursor = id;
+        if (event.type !== 'rotation') continue;
         const t = event.transition;
         if (t) console.log(`  ${event.at.slice(11, 23)}  ${event.accountSid}  ${t.step.padEnd(16)} ${t.status.padEnd(9)} ${t.detail ?? ''}`);
         if (isTerminal(event.status)) pending.delete(event.id);

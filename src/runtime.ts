@@ -28,12 +28,16 @@ import { ComplianceScanner, startComplianceScans } from './service/compliance-sc
 import { Planner } from './service/planner.ts';
 import { ScheduleStore } from './state/schedule.ts';
 import { startPlannerTicker, type PlannerTicker } from '../workers/planner-worker.ts';
+import { BatchRepository } from './state/batches.ts';
+import { BatchRunner, BatchService } from './service/batches.ts';
 import { Metrics } from './metrics.ts';
 import { isTransient } from './domain/errors.ts';
 import { isTerminal, type HistoryEntry, type RotationRecord } from './domain/rotation.ts';
 import { DEFAULT_POLICIES, DEFAULT_POLICY_NAME, type Policy } from './domain/policy.ts';
 import { createRotationQueue, enqueueRotation, type RotationJobData } from '../workers/queue.ts';
 import { startRotationWorker, type RotationWorker } from '../workers/rotation-worker.ts';
+import { batchQueueOf, createBatchQueue } from '../workers/batch-queue.ts';
+import { startBatchWorker, type BatchWorker } from '../workers/batch-worker.ts';
 import { StepLease } from '../workers/lease.ts';
 import { createCrashPoints } from '../workers/crash-points.ts';
 import type { PromoteGate } from '../workers/steps/context.ts';
@@ -69,12 +73,15 @@ export interface Runtime {
   planner: Planner;
   /** Set in a worker process with PLANNER_ENABLED: the BullMQ Job Scheduler and the tick's worker. */
   plannerTicker?: PlannerTicker;
+  batches: BatchService;
+  batchRepo: BatchRepository;
   audit: AuditLog;
   metrics: Metrics;
   /** The compliance report's facts and reader; the scanner where this process has Twilio. */
   compliance: { facts: ComplianceFacts; reader: ComplianceReader; scanner?: ComplianceScanner };
   app?: FastifyInstance;
   worker?: RotationWorker;
+  batchWorker?: BatchWorker;
   /** Listen on HOST:PORT; resolves to the URL. */
   listen(): Promise<string>;
   close(): Promise<void>;
@@ -121,6 +128,9 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   // connection already logs the outage in one line per attempt.
   queue.on('error', () => undefined);
   undo.push(() => queue.close());
+  const batchQueue = createBatchQueue(queueConn, cfg.redisPrefix);
+  batchQueue.on('error', () => undefined);
+  undo.push(() => batchQueue.close());
   const rotationQueue: RotationQueue = {
     enqueue: (id) => enqueueRotation(queue, id),
     wake: async (id) => {
@@ -152,6 +162,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       { store: new ScheduleStore(conn, cfg.redisPrefix), fleet, policies, service, log, crash: createCrashPoints(cfg.crashPoints), onTick: (r) => metrics.observeTick(r) },
       { tickMs: cfg.planner.tickMs, maxStartsPerTick: cfg.planner.maxStartsPerTick, leaseMs: cfg.planner.leaseMs, retryAfterFailureMs: cfg.planner.retryAfterFailureMs },
     );
+    const batchRepo = new BatchRepository(conn, cfg.redisPrefix);
     return {
       repo: rotations,
       service,
@@ -160,6 +171,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       policies,
       fleet,
       planner,
+      batchRepo,
+      batches: new BatchService({ batches: batchRepo, fleet, queue: batchQueueOf(batchQueue, conn, (id) => rotations.keys.batchWake(id)) }),
       audit: new AuditLog(conn, cfg.redisPrefix),
       complianceFacts,
       complianceReader: new ComplianceReader({ redis: conn, prefix: cfg.redisPrefix, credentials, accounts, policies, facts: complianceFacts, keyNamePrefix: cfg.keyNamePrefix }),
@@ -167,7 +180,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   };
   type State = ReturnType<typeof stateOn>;
   const shared = stateOn(redis);
-  const { repo, service, accounts, credentials, policies, fleet, planner, audit } = shared;
+  const { repo, service, accounts, credentials, policies, fleet, planner, audit, batches, batchRepo } = shared;
+  const wakeBatch = batchQueueOf(batchQueue, redis, (id) => repo.keys.batchWake(id)).wake;
   // What earlier versions kept per subaccount becomes each one's `default` credential (idempotent).
   await credentials.migrateFromAccounts();
   const metrics = new Metrics();
@@ -269,6 +283,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   }
 
   let worker: RotationWorker | undefined;
+  let batchWorker: BatchWorker | undefined;
   let workerConn: Redis | undefined;
   let accountSync: { stop(): void } | undefined;
   let complianceScans: { stop(): Promise<void> } | undefined;
@@ -282,6 +297,10 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       metrics.auditErrors.inc();
       log.error({ rotationId: rec.id, err: { message: err.message } }, 'audit append failed');
     });
+    if (isTerminal(rec.status) && rec.batchId) {
+      // The batch that started it looks at once rather than at its next poll.
+      wakeBatch(rec.batchId).catch((err: Error) => log.warn({ rotationId: rec.id, batchId: rec.batchId, err: { message: err.message } }, 'could not wake the batch'));
+    }
     if (isTerminal(rec.status)) {
       // The planner decides the credential's next time from what recordFinishedRotation wrote.
       void recordFinishedRotation(credentials, accounts, rec)
@@ -337,6 +356,20 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
         },
       },
     });
+    batchWorker = startBatchWorker({
+      connection: workerConn,
+      prefix: cfg.redisPrefix,
+      concurrency: 8,
+      lockMs: cfg.jobLockMs,
+      stalledIntervalMs: cfg.stalledIntervalMs,
+      runner: new BatchRunner({ batches: batchRepo, rotations: service, repo, fleet, audit, log, maxInFlight: cfg.batchMaxInFlight }),
+      redis,
+      wakeKey: (id) => repo.keys.batchWake(id),
+      batches: batchRepo,
+      queue: batchQueue,
+      log,
+      recoveryIntervalMs: Math.max(30_000, cfg.stalledIntervalMs),
+    });
   }
   let plannerTicker: PlannerTicker | undefined;
   if (opts.worker && cfg.planner.enabled) {
@@ -367,11 +400,14 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     fleet,
     planner,
     plannerTicker,
+    batches,
+    batchRepo,
     audit,
     metrics,
     compliance: { facts: shared.complianceFacts, reader: shared.complianceReader, ...(scanner ? { scanner } : {}) },
     app,
     worker,
+    batchWorker,
     async listen() {
       if (!app) throw new Error('no API in this process');
       return app.listen({ host: cfg.host, port: cfg.port });
@@ -382,9 +418,11 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       await complianceScans?.stop();
       await plannerTicker?.close();
       await worker?.close();
+      await batchWorker?.close();
       await auditRelay?.stop();
       await gate?.close();
       await queue.close();
+      await batchQueue.close();
       await store.close();
       apiRedis?.disconnect();
       redis.disconnect();

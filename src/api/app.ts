@@ -9,6 +9,7 @@ import type { RotationService } from '../service/rotations.ts';
 import type { SubaccountChecker } from '../service/subaccounts.ts';
 import type { AccountRepository } from '../state/accounts.ts';
 import type { AuditLog } from '../state/audit.ts';
+import type { BatchService } from '../service/batches.ts';
 import { Metrics } from '../metrics.ts';
 import type { TokenEntry } from './tokens.ts';
 import type { OidcVerifier } from './oidc.ts';
@@ -28,6 +29,7 @@ import { metricsRoutes } from './routes/metrics.ts';
 import { complianceRoutes, type ComplianceRoutesDeps } from './routes/compliance.ts';
 import { scheduleRoutes } from './routes/schedule.ts';
 import type { Planner } from '../service/planner.ts';
+import { batchRoutes } from './routes/batches.ts';
 
 export interface AppDeps {
   repo: RotationRepository;
@@ -36,6 +38,7 @@ export interface AppDeps {
   subaccounts: SubaccountChecker;
   accounts: AccountRepository;
   audit: AuditLog;
+  batches: BatchService;
   /** Idempotency keys and the events stream's replay reads. */
   redis: Redis;
   /** A new Redis connection for one event-stream client (blocking reads). */
@@ -142,6 +145,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     idempotency: new IdempotencyStore(deps.redis, (k) => deps.repo.keys.idempotency(k), deps.idempotencyTtlSeconds ?? 86_400),
   });
   await app.register(accountRoutes, { accounts: deps.accounts, now });
+  await app.register(batchRoutes, {
+    batches: deps.batches,
+    idempotency: new IdempotencyStore(deps.redis, (k) => deps.repo.keys.idempotency(k), deps.idempotencyTtlSeconds ?? 86_400),
+  });
   await app.register(eventRoutes, {
     streamKey: deps.repo.keys.events,
     redis: deps.redis,

@@ -193,6 +193,7 @@ export const AuditEntryT = Type.Object({
   role: Type.Optional(Type.String()),
   action: Type.String(),
   rotationId: Type.Optional(Type.String()),
+  batchId: Type.Optional(Type.String()),
   accountSid: Type.Optional(Type.String()),
   credential: Type.Optional(Type.String()),
   step: Type.Optional(Type.String()),
@@ -390,3 +391,74 @@ export const ScheduleReply = Type.Object({
 });
 
 export const SchedulePauseReply = Type.Object({ paused: Type.Union([FleetPauseT, Type.Null()]) });
+// ---- Batches (issue 13 item 5) ----
+
+export const BatchId = Type.String({ pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$', description: 'a batch id: a UUID in lowercase hex (8-4-4-4-12 digits)' });
+export const BatchIdParams = Type.Object({ id: BatchId }, { additionalProperties: false });
+
+/**
+ * The body is checked by the domain's parseBatchRequest, which names every wrong field and says
+ * what is allowed; the schema documents it and only insists on an object.
+ */
+export const BatchBody = Type.Unsafe<unknown>({
+  type: 'object',
+  description:
+    'selector: "all" | {labels: [..]} | {accountSids: [..]} | {credentials: [{accountSid, name}]}; reason (required); dryRun (default false); ' +
+    'waves: {canary: a count (5) or a percentage ("10%"), step: percent of the selection per later wave (1..100), bakeSeconds}; maxFailureRate: 0..1',
+  properties: {
+    selector: { description: '"all", or an object with exactly one of labels (all must apply), accountSids, credentials' },
+    reason: { type: 'string', description: 'why (goes into every rotation and the audit trail)' },
+    dryRun: { type: 'boolean' },
+    waves: { type: 'object', properties: { canary: {}, step: { type: 'integer' }, bakeSeconds: { type: 'integer' } } },
+    maxFailureRate: { type: 'number' },
+  },
+});
+
+const Counts = {
+  started: Type.Integer(),
+  succeeded: Type.Integer(),
+  failed: Type.Integer(),
+  cancelled: Type.Integer(),
+  skipped: Type.Integer(),
+  inFlight: Type.Integer(),
+};
+
+export const BatchWaveT = Type.Object({
+  wave: Type.Integer({ description: 'counted from 1; wave 1 is the canary' }),
+  size: Type.Integer(),
+  ...Counts,
+  failureRate: Type.Number({ description: 'failed / (size − cancelled − skipped)' }),
+  startedAt: NullableString(),
+  endedAt: NullableString(),
+  bakeUntil: NullableString({ description: 'the next wave may start from then' }),
+});
+
+export const BatchEventT = Type.Object({ at: Type.String(), type: Type.String(), wave: Type.Optional(Type.Integer()), by: Type.Optional(Type.Union([Type.String(), Type.Null()])), detail: Type.String() });
+
+export const BatchT = Type.Object({
+  id: Type.String(),
+  status: Type.String({ description: 'planned, running, baking, paused, halted, cancelled or completed' }),
+  reason: Type.String(),
+  dryRun: Type.Boolean(),
+  requestedBy: NullableString(),
+  selector: Type.Unknown(),
+  waves: Type.Object({ canary: Type.Union([Type.Integer(), Type.String()]), step: Type.Integer(), bakeSeconds: Type.Integer() }),
+  maxFailureRate: Type.Number(),
+  total: Type.Integer({ description: 'credentials selected' }),
+  counts: Type.Object(Counts),
+  currentWave: Type.Integer({ description: 'counted from 1' }),
+  progress: Type.Array(BatchWaveT),
+  halt: Nullable(Type.Object({ wave: Type.Integer(), reason: Type.String(), failed: Type.Integer(), counted: Type.Integer(), rate: Type.Number(), at: Type.String() })),
+  pause: Nullable(Type.Object({ at: Type.String(), by: NullableString() })),
+  cancel: Nullable(Type.Object({ at: Type.String(), by: NullableString(), inFlight: Type.Integer(), notStarted: Type.Integer() })),
+  createdAt: Type.String(),
+  updatedAt: Type.String(),
+  finishedAt: NullableString({ description: 'when the batch stopped with nothing left in flight' }),
+  history: Type.Optional(Type.Array(BatchEventT)),
+});
+
+export const BatchListQuery = Type.Object(
+  { limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 200, default: 50 })), cursor: Type.Optional(Cursor) },
+  { additionalProperties: false },
+);
+export const BatchListReply = Type.Object({ items: Type.Array(BatchT), nextCursor: NullableString() });

@@ -70,8 +70,10 @@ export interface RotationRecord {
   step: Step;
   reason?: string;
   dryRun: boolean;
-  trigger: 'api' | 'schedule' | 'demo';
+  trigger: 'api' | 'schedule' | 'demo' | 'batch';
   requestedBy?: string;
+  /** The batch that started this rotation (trigger `batch`): its runner is woken when the rotation ends. */
+  batchId?: string;
   /** An emergency rotation after a leak (admin only): the drain is `drainSeconds`, not DRAIN_SECONDS. */
   urgent?: boolean;
   /** The drain an urgent rotation asked for (seconds, capped at DRAIN_SECONDS). */

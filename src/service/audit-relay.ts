@@ -7,6 +7,8 @@ import type { AuditFields, AuditLog } from '../state/audit.ts';
 import { redisKeys } from '../state/keys.ts';
 import { runScript } from '../state/lua.ts';
 import type { RotationEvent } from '../state/rotations.ts';
+import type { BatchStreamEvent } from '../state/batches.ts';
+import { batchAuditFields, SYSTEM_AUDIT } from './batches.ts';
 
 /**
  * Every rotation transition reaches the audit chain, whatever dies when.
@@ -123,8 +125,19 @@ export class AuditRelay {
       const present = await this.#chainFrom(streamTime(ready[0]![0]) - 1_000);
       for (const [id, fields] of ready) {
         const event = parseEvent(fields);
-        const t = event?.transition;
-        if (event && t) {
+        const t = event?.type === 'rotation' ? event.transition : undefined;
+        // A batch's own decisions (halted, completed) share the stream with the rotations'.
+        const batchAction = event?.type === 'batch' ? SYSTEM_AUDIT[event.event] : undefined;
+        if (event?.type === 'batch' && batchAction) {
+          const key = identity(`batch:${event.id}`, undefined, batchAction, event.at);
+          if (!present.has(key)) {
+            await this.#o.audit.append(batchAuditFields(event.id, batchAction, event.detail), Date.parse(event.at));
+            present.set(key, this.#o.now());
+            appended++;
+            this.appended++;
+          }
+        }
+        if (event?.type === 'rotation' && t) {
           const key = identity(event.id, t.step, `step.${t.status}`, t.at);
           if (!present.has(key)) {
             await this.#o.audit.append(transitionAuditFields(event, t, 'api'), Date.parse(t.at));
@@ -173,6 +186,7 @@ export class AuditRelay {
         try {
           const e = JSON.parse(json) as AuditFields & { at: string };
           if (e.kind === 'rotation' && e.rotationId) c.entries.set(identity(e.rotationId, e.step, e.action, e.at), streamTime(id));
+          else if (e.kind === 'batch' && e.batchId) c.entries.set(identity(`batch:${e.batchId}`, undefined, e.action, e.at), streamTime(id));
         } catch {
           // Not ours to judge: verification reports a damaged entry.
         }
@@ -220,9 +234,9 @@ function fieldOf(fields: string[], name: string): string | undefined {
   return undefined;
 }
 
-function parseEvent(fields: string[]): RotationEvent | undefined {
+function parseEvent(fields: string[]): RotationEvent | BatchStreamEvent | undefined {
   try {
-    return JSON.parse(fieldOf(fields, 'e') ?? '') as RotationEvent;
+    return JSON.parse(fieldOf(fields, 'e') ?? '') as RotationEvent | BatchStreamEvent;
   } catch {
     return undefined;
   }

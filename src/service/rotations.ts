@@ -12,9 +12,16 @@ export interface RotationQueue {
 }
 
 export interface StartRequest {
+  /**
+   * A caller-chosen rotation id (a batch claims it before starting): starting again with the same
+   * id answers the rotation that id started instead of creating a second one.
+   */
+  id?: string;
   accountSid: string;
   /** The managed credential of the subaccount to rotate (default `default`); the caller checked its name (isCredentialName). */
   credential?: string;
+  /** The batch starting it (trigger `batch`). */
+  batchId?: string;
   reason?: string;
   dryRun?: boolean;
   trigger: RotationRecord['trigger'];
@@ -50,10 +57,11 @@ export class RotationService {
   async start(req: StartRequest): Promise<StartResult> {
     const at = new Date(this.now()).toISOString();
     const record: RotationRecord = {
-      id: newRotationId(this.now()),
+      id: req.id ?? newRotationId(this.now()),
       kind: 'api-key',
       accountSid: req.accountSid,
       credential: req.credential ?? DEFAULT_CREDENTIAL,
+      ...(req.batchId ? { batchId: req.batchId } : {}),
       status: 'pending',
       step: 'create-secondary',
       ...(req.reason ? { reason: req.reason } : {}),
@@ -68,6 +76,14 @@ export class RotationService {
       history: [{ step: 'create-secondary', status: 'created', at }],
     };
     const result = await this.repo.create(record);
+    if (!result.created && result.existingId === record.id) {
+      // Started before under this id (a retried start): the same rotation, enqueued again in case
+      // the first start died before enqueuing (idempotent).
+      const same = await this.repo.get(record.id);
+      if (!same) throw new Error(`rotation ${record.id} has no record`);
+      await this.queue.enqueue(same.id);
+      return { started: true, record: same };
+    }
     if (!result.created) {
       const existing = await this.repo.get(result.existingId);
       if (!existing) throw new Error(`in-flight rotation ${result.existingId} has no record`);

@@ -16,14 +16,16 @@ import { redisKeys, type RedisKeys } from './keys.ts';
 export const GENESIS = '0'.repeat(64);
 
 export interface AuditFields {
-  /** `api` (an HTTP request that changes something) or `rotation` (a step transition by a worker). */
-  kind: 'api' | 'rotation';
+  /** `api` (an HTTP request that changes something), `rotation` (a step transition by a worker) or `batch` (what a batch did by itself: halted, completed). */
+  kind: 'api' | 'rotation' | 'batch';
   /** Who: the token or OIDC principal name, or the worker (host:pid). */
   actor: string;
   role?: string;
   /** What: `rotation.start`, `rotation.cancel`…, or the history event of a step (`step.completed`). */
   action: string;
   rotationId?: string;
+  /** The batch acted on (`batch.*` actions). */
+  batchId?: string;
   accountSid?: string;
   /** The managed credential a named rotation rotates (entries written before managed credentials have none: `default`). */
   credential?: string;

@@ -65,6 +65,11 @@ export function redisKeys(prefix: string) {
     scheduleState: `${prefix}:schedule:state`,
     scheduleRebuild: `${prefix}:schedule:rebuild`,
     scheduleRebuildLock: `${prefix}:schedule:rebuild:lock`,
+    /** Batches (state/batches.ts): `batch:<id>` the record, `:plan` and `:items` beside it; a list index by creation time. */
+    batch: (id: string) => `${prefix}:batch:${id}`,
+    batches: `${prefix}:batches`,
+    /** Set when something a sleeping batch runner waits for happened (a rotation ended, an operator acted). */
+    batchWake: (id: string) => `${prefix}:batch:${id}:wake`,
   };
 }
 export type RedisKeys = ReturnType<typeof redisKeys>;

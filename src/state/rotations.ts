@@ -4,6 +4,7 @@ import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 import { isoTime } from './iso.ts';
 import { DEFAULT_CREDENTIAL } from '../domain/credential.ts';
+import type { BatchStreamEvent } from './batches.ts';
 
 /**
  * Rotation records in Redis: one string per rotation (its list item, then the rest with its
@@ -46,6 +47,8 @@ end
 // KEYS: the credential's lock, record, allIdx, accountIdx, statusIdx, events
 // ARGV: id, json, score, event, maxlen, recordKeyPrefix
 const CREATE = `${HOLDS}
+-- A record under this id already: a retried start with a caller-chosen id answers it.
+if redis.call('EXISTS', KEYS[2]) == 1 then return ARGV[1] end
 local existing = redis.call('GET', KEYS[1])
 if existing then
   local rec = redis.call('GET', ARGV[6] .. existing)
@@ -187,7 +190,8 @@ export class RotationRepository {
 
   /**
    * Create a rotation unless one is in flight for its credential (subaccount and name): then return
-   * that one's id instead.
+   * that one's id instead. A record that exists under `rec.id` already is not written again: its own
+   * id comes back.
    */
   async create(rec: RotationRecord): Promise<{ created: true } | { created: false; existingId: string }> {
     const k = this.keys;
@@ -408,10 +412,10 @@ export class RotationRepository {
     return this.#redis.zrange(this.keys.byStatus(status), "0", String(limit - 1));
   }
 
-  /** Events after `afterId` (a stream id), oldest first. */
-  async events(afterId: string, count: number): Promise<Array<{ id: string; event: RotationEvent }>> {
+  /** Events after `afterId` (a stream id), oldest first: rotations' and, on the same stream, batches'. */
+  async events(afterId: string, count: number): Promise<Array<{ id: string; event: RotationEvent | BatchStreamEvent }>> {
     const rows = (await this.#redis.xrange(this.keys.events, afterId === '0' ? '-' : `(${afterId}`, '+', 'COUNT', count)) as Array<[string, string[]]>;
-    return rows.map(([id, fields]) => ({ id, event: JSON.parse(fields[1] ?? '{}') as RotationEvent }));
+    return rows.map(([id, fields]) => ({ id, event: JSON.parse(fields[1] ?? '{}') as RotationEvent | BatchStreamEvent }));
   }
 }
 

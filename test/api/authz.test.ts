@@ -19,6 +19,8 @@ describe('authorization matrix', () => {
   let url: string;
   let rotationId: string;
   let sid: string;
+  let batchId: string;
+  const batchBody = { selector: 'all', reason: 'authz', dryRun: true, waves: { canary: 1, step: 100, bakeSeconds: 0 }, maxFailureRate: 1 };
   /** Before the first token is verified (the first JWKS fetch). */
   let started: number;
 
@@ -28,6 +30,10 @@ describe('authorization matrix', () => {
     url = await h.app.listen({ host: '127.0.0.1', port: 0 });
     sid = h.stack.emu.subaccounts[0]!.sid;
     rotationId = (await rotationIn(h.rt, h.stack.emu.subaccounts[1]!.sid, 'failed', { undo: { reason: 'failure', completedAt: new Date().toISOString() } })).id;
+    await h.rt.credentials.ensure({ accountSid: h.stack.emu.subaccounts[2]!.sid, name: 'default' });
+    const batch = await h.rt.batches.create(batchBody, 'test');
+    if (!batch.ok) throw new Error(JSON.stringify(batch.errors));
+    batchId = batch.value.id;
   });
   afterAll(async () => h?.close());
 
@@ -47,6 +53,12 @@ describe('authorization matrix', () => {
     // The same route, with a body only an admin may send: an emergency rotation.
     { method: 'POST', url: '/v1/rotations', need: 'admin', body: { accountSid: sid, urgent: true, reason: 'key leaked in a build log', drainSeconds: 0 } },
     { method: 'GET', url: '/v1/accounts', need: 'viewer' },
+    { method: 'POST', url: '/v1/batches', need: 'operator', body: batchBody },
+    { method: 'GET', url: '/v1/batches', need: 'viewer' },
+    { method: 'GET', url: `/v1/batches/${batchId}`, need: 'viewer' },
+    { method: 'POST', url: `/v1/batches/${batchId}/pause`, need: 'operator' },
+    { method: 'POST', url: `/v1/batches/${batchId}/resume`, need: 'operator' },
+    { method: 'POST', url: `/v1/batches/${batchId}/cancel`, need: 'operator' },
     { method: 'GET', url: '/v1/events', need: 'viewer', sse: true },
     { method: 'GET', url: '/v1/audit', need: 'admin' },
     { method: 'GET', url: '/v1/audit/export', need: 'admin' },
@@ -102,7 +114,7 @@ describe('authorization matrix', () => {
       for (const method of (m[3] ?? '').split(', ').filter(Boolean)) if (method !== 'HEAD') served.add(`${method} ${prefix[depth]}`);
     }
     expect(served.size).toBeGreaterThan(15);
-    const table = new Set(routes().map((r) => `${r.method} ${r.url.replace(rotationId, ':id').replace(/^\/v1\/accounts\/AC[0-9a-f]{32}\/keys\/SK[0-9a-f]{32}\//, '/v1/accounts/:sid/keys/:keySid/')}`));
+    const table = new Set(routes().map((r) => `${r.method} ${r.url.replace(rotationId, ':id').replace(batchId, ':id').replace(/^\/v1\/accounts\/AC[0-9a-f]{32}\/keys\/SK[0-9a-f]{32}\//, '/v1/accounts/:sid/keys/:keySid/')}`));
     const ui = [...served].filter((r) => r.startsWith('GET /docs/') && r !== 'GET /docs/json');
     expect([...served].filter((r) => !table.has(r) && !ui.includes(r))).toEqual([]);
     expect([...table].filter((r) => !served.has(r))).toEqual([]);

@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFinished, expectSettled } from '../helpers/engine.ts';
 import { waitFor } from '../helpers/stack.ts';
 import { bearer, rotationIn, startApiHarness, type ApiHarness } from './support.ts';
+import type { RotationEvent } from '../../src/state/rotations.ts';
 
 const newSid = (): string => `AC${randomBytes(16).toString('hex')}`;
 
@@ -42,7 +43,7 @@ describe('an accepted cancel or rollback is visible in the record', () => {
       expect(list.items).toHaveLength(1);
       expect(list.items[0].undoRequested).toEqual(requested);
 
-      const events = (await h.rt.repo.events('0', 100_000)).map((e) => e.event).filter((e) => e.id === rec.id);
+      const events = (await h.rt.repo.events('0', 100_000)).map((e) => e.event).filter((e) => e.type === 'rotation' && e.id === rec.id) as RotationEvent[];
       expect(events.at(-1)).toMatchObject({ status: 'waiting', step: 'promote', undoRequested: requested, transition: { status: 'undo' } });
       expect(events.slice(0, -1).every((e) => e.undoRequested === undefined)).toBe(true);
     });

@@ -12,7 +12,7 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     /** What the handler acted on, when the request alone does not say (a new rotation's id). */
-    auditTarget?: { rotationId?: string; accountSid?: string; credential?: string; detail?: string };
+    auditTarget?: { rotationId?: string; batchId?: string; accountSid?: string; credential?: string; detail?: string };
   }
 }
 
@@ -37,7 +37,9 @@ export const auditPlugin = fp(async (app: FastifyInstance, opts: { audit: AuditL
     }
     const params = req.params as { id?: unknown } | undefined;
     const body = req.body as { accountSid?: unknown } | undefined;
-    const rotationId = req.auditTarget?.rotationId ?? (typeof params?.id === 'string' && ID.test(params.id) ? params.id : undefined);
+    const batchId = req.auditTarget?.batchId;
+    // A batch's id is a UUID too: with a batch target, the path's id is not a rotation's.
+    const rotationId = req.auditTarget?.rotationId ?? (!batchId && typeof params?.id === 'string' && ID.test(params.id) ? params.id : undefined);
     const accountSid = req.auditTarget?.accountSid ?? (body && typeof body === 'object' && typeof body.accountSid === 'string' && ACCOUNT_SID.test(body.accountSid) ? body.accountSid : undefined);
     try {
       await opts.audit.append({
@@ -46,6 +48,7 @@ export const auditPlugin = fp(async (app: FastifyInstance, opts: { audit: AuditL
         role: req.principal.role,
         action,
         ...(rotationId ? { rotationId } : {}),
+        ...(batchId ? { batchId } : {}),
         ...(accountSid ? { accountSid } : {}),
         ...(req.auditTarget?.credential ? { credential: req.auditTarget.credential } : {}),
         ...(req.auditTarget?.detail ? { detail: req.auditTarget.detail } : {}),

@@ -6,7 +6,7 @@ import { errorResponses, EventsHeaders, EventsQuery } from '../schemas.ts';
 import { isRedisStreamId } from '../../state/audit.ts';
 
 export interface EventRoutesDeps {
-  /** The rotation events stream (`${prefix}:events`, written with every record update). */
+  /** The events stream (`${prefix}:events`): every rotation record update, and every batch change (`t` = `batch`). */
   streamKey: string;
   /** A new connection for one client's blocking reads. */
   connect(): Redis;
@@ -44,12 +44,12 @@ export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (ap
       config: { role: 'viewer' },
       exposeHeadRoute: false,
       schema: {
-        summary: 'Server-sent events of rotation changes (text/event-stream), resumable with Last-Event-ID',
+        summary: 'Server-sent events of rotation and batch changes (text/event-stream), resumable with Last-Event-ID',
         tags: ['events'],
         querystring: EventsQuery,
         headers: EventsHeaders,
         response: {
-          200: { description: 'event: rotation, id: stream id, data: {type, id, accountSid, credential, status, step, at, transition}', content: { 'text/event-stream': { schema: { type: 'string' } } } },
+          200: { description: 'id: stream id; event: rotation, data: {type: "rotation", id, accountSid, credential, status, step, at, transition}; or event: batch, data: {type: "batch", id, status, at, event, wave, by, detail, progress}', content: { 'text/event-stream': { schema: { type: 'string' } } } },
           ...errorResponses(400, 401, 403, 429, 503),
         },
       },
@@ -149,7 +149,9 @@ export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (ap
             for (const [id, fields] of rows) {
               cursor = id;
               const data = fields[1] ?? '{}';
-              if (!raw.write(`id: ${id}\nevent: rotation\ndata: ${data}\n\n`)) await drained(raw);
+              // Batch changes carry their kind in a field of their own (state/batches.ts): named without parsing.
+              const kind = fields[2] === 't' && fields[3] === 'batch' ? 'batch' : 'rotation';
+              if (!raw.write(`id: ${id}\nevent: ${kind}\ndata: ${data}\n\n`)) await drained(raw);
               if (ended) break;
             }
           }
