@@ -1,5 +1,6 @@
 import { defineConfig } from 'vitest/config';
 import FileDurationsReporter from './test/reporters/file-durations.ts';
+import SlowestFirstSequencer from './test/helpers/sequencer.ts';
 
 export default defineConfig({
   test: {
@@ -12,6 +13,8 @@ export default defineConfig({
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,
+    // The slowest files first, so that neither worker is left running one alone at the end.
+    sequence: { sequencer: SlowestFirstSequencer },
     // The default output, then each file's duration, slowest first (.ci/run shows both).
     reporters: ['default', new FileDurationsReporter()],
   },

@@ -10,35 +10,56 @@ export interface RotatorProcess {
    * every dependency), more on a busy machine: wait for this rather than for a guessed time.
    */
   ready: Promise<void>;
+  /** Resolves once the process has printed `text` (on stdout) from now on; rejects if it exits first. */
+  printed(text: string): Promise<void>;
   stop(): Promise<void>;
 }
 
 /** `npm run worker|api|start` as a real child process (node + tsx), its output captured. */
 export function spawnRotator(mode: 'worker' | 'api' | 'all', env: Record<string, string>, logs?: LogCapture): RotatorProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', mode], {
+  return spawnTsEntry('src/main.ts', [mode], env, logs);
+}
+
+/**
+ * A TypeScript entry point (node + tsx) that logs like main.ts — one "rotator started: " line once
+ * it is up — as a real child process, its output captured. With `stdin`, the test writes to
+ * `child.stdin` (test/engine/crash-resumer.ts takes commands there).
+ */
+export function spawnTsEntry(entry: string, args: string[], env: Record<string, string>, logs?: LogCapture, opts: { stdin?: boolean } = {}): RotatorProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
   });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const gone = (what: string) => exited.then(({ code, signal }) => Promise.reject(new Error(`${entry} ${args.join(' ')} exited (code ${code}, signal ${signal}) before ${what}`)));
+  // Each awaited text is looked for in what arrives after it was asked for (plus a line split
+  // across chunks); the tail kept is only what such a split needs.
+  const watchers = new Set<{ text: string; seen: string; found(): void }>();
+  const printed = (text: string): Promise<void> => {
+    const found = new Promise<void>((resolve) => watchers.add({ text, seen: '', found: resolve }));
+    const foundOrGone = Promise.race([found, gone(`printing "${text}"`)]);
+    // A process nobody waits for (one killed on purpose) must not leave an unhandled rejection.
+    foundOrGone.catch(() => undefined);
+    return foundOrGone;
+  };
   // main.ts logs one summary line once everything is up (the API listening, the worker running).
-  const startedLine = '"msg":"rotator started: ';
-  let seen = '';
-  let onReady!: () => void;
-  const ready = new Promise<void>((resolve) => (onReady = resolve));
+  const ready = printed('"msg":"rotator started: ');
   child.stdout?.on('data', (d: Buffer) => {
     logs?.write(d);
-    // Keep only what a line split across chunks needs.
-    seen = (seen + d.toString()).slice(-4096);
-    if (seen.includes(startedLine)) onReady();
+    for (const w of watchers) {
+      w.seen = (w.seen + d.toString()).slice(-4096);
+      if (w.seen.includes(w.text)) {
+        watchers.delete(w);
+        w.found();
+      }
+    }
   });
   child.stderr?.on('data', (d: Buffer) => logs?.write(d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-  const readyOrGone = Promise.race([ready, exited.then(({ code, signal }) => Promise.reject(new Error(`rotator ${mode} process exited (code ${code}, signal ${signal}) before it started`)))]);
-  // A process nobody waits for (one killed on purpose) must not leave an unhandled rejection.
-  readyOrGone.catch(() => undefined);
   return {
     child,
     exited,
-    ready: readyOrGone,
+    ready,
+    printed,
     async stop() {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);

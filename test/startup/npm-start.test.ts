@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, it, type ExpectStatic } from 'vitest';
 import { startTwilioEmulator, type TwilioEmulator } from '../emulators/twilio/server.ts';
 import { spawnRotator, type RotatorProcess } from '../helpers/processes.ts';
 import { LogCapture } from '../helpers/stack.ts';
@@ -49,7 +49,7 @@ interface Started {
   redisPid: number;
 }
 
-async function startAll(dataDir: string, extra: Record<string, string> = {}): Promise<Started> {
+async function startAll(expect: ExpectStatic, dataDir: string, extra: Record<string, string> = {}): Promise<Started> {
   const logs = new LogCapture();
   const proc = spawnRotator('all', baseEnv(dataDir, extra), logs);
   running.push(proc);
@@ -70,13 +70,15 @@ async function freePort(): Promise<number> {
   });
 }
 
-describe('npm start on the embedded defaults', () => {
-  it('two data directories get two Redis servers; a SIGKILLed process leaves none; audit:verify finds each through its data directory', async () => {
+// Every test in this file runs its own processes on its own data directory (or none), and most of
+// their time is process start-up and bounded waits: the three suites run concurrently.
+describe.concurrent('npm start on the embedded defaults', () => {
+  it('two data directories get two Redis servers; a SIGKILLed process leaves none; audit:verify finds each through its data directory', async ({ expect }) => {
     const dirA = join(root, 'a');
     const dirB = join(root, 'b');
     const admin = mintToken('ops', 'admin');
-    const a = await startAll(dirA, { API_TOKENS: admin.entry });
-    const b = await startAll(dirB);
+    const a = await startAll(expect, dirA, { API_TOKENS: admin.entry });
+    const b = await startAll(expect, dirB);
 
     // Two servers, each in its own data directory.
     expect(a.redisPid).not.toBe(b.redisPid);
@@ -134,7 +136,7 @@ describe('npm start on the embedded defaults', () => {
     expect(b.logs.text()).toMatch(/the embedded redis-server stopped unexpectedly \(see .*redis\.log\): rotator exits; start it again/);
   }, 240_000);
 
-  it('LOG_FORMAT=pretty prints lines a person reads, the summary as one sentence', async () => {
+  it('LOG_FORMAT=pretty prints lines a person reads, the summary as one sentence', async ({ expect }) => {
     const dir = join(root, 'pretty');
     const logs = new LogCapture();
     const proc = spawnRotator('all', baseEnv(dir, { LOG_FORMAT: 'pretty' }), logs);
@@ -148,8 +150,10 @@ describe('npm start on the embedded defaults', () => {
   }, 120_000);
 });
 
-describe('start-up stops in one line that names the fix', () => {
-  async function failedStart(dir: string, env: Record<string, string>): Promise<{ line: string; stdout: string; ms: number }> {
+// Two of these wait out the 20 s start-up deadline of a store check that keeps failing: one after
+// the other, those waits were most of this file's time.
+describe.concurrent('start-up stops in one line that names the fix', () => {
+  async function failedStart(expect: ExpectStatic, dir: string, env: Record<string, string>): Promise<{ line: string; stdout: string; ms: number }> {
     const r = await runTs('src/main.ts', ['all'], baseEnv(dir, env));
     expect(r.code, r.stdout + r.stderr).toBe(1);
     const errLines = lines(r.stderr);
@@ -161,43 +165,43 @@ describe('start-up stops in one line that names the fix', () => {
     return { line: errLines[0]!, stdout: r.stdout, ms: r.ms };
   }
 
-  it('the Twilio admin credential refused', async () => {
-    const { line } = await failedStart(join(root, 'bad-token'), { TWILIO_AUTH_TOKEN: 'f'.repeat(32) });
+  it('the Twilio admin credential refused', async ({ expect }) => {
+    const { line } = await failedStart(expect, join(root, 'bad-token'), { TWILIO_AUTH_TOKEN: 'f'.repeat(32) });
     expect(line).toBe(
       `Twilio refused the admin credential for parent account ${emu.parent.accountSid} (HTTP 401, Twilio error 20003): set TWILIO_AUTH_TOKEN to the parent account's current Auth Token (Console → Account → API keys & tokens)`,
     );
   }, 120_000);
 
-  it('a Main key refused names the key variables', async () => {
-    const { line } = await failedStart(join(root, 'bad-key'), { TWILIO_AUTH_TOKEN: '', TWILIO_API_KEY: emu.parent.mainKey.sid, TWILIO_API_SECRET: 'wrong' });
+  it('a Main key refused names the key variables', async ({ expect }) => {
+    const { line } = await failedStart(expect, join(root, 'bad-key'), { TWILIO_AUTH_TOKEN: '', TWILIO_API_KEY: emu.parent.mainKey.sid, TWILIO_API_SECRET: 'wrong' });
     expect(line).toMatch(/^Twilio refused the admin credential .*: set TWILIO_API_KEY and TWILIO_API_SECRET to a Main key/);
   }, 120_000);
 
-  it('Redis unreachable, after the bounded wait', async () => {
+  it('Redis unreachable, after the bounded wait', async ({ expect }) => {
     const port = await freePort();
-    const { line } = await failedStart(join(root, 'no-redis'), { REDIS_URL: `redis://:hunter2@127.0.0.1:${port}`, REDIS_CONNECT_TIMEOUT_SECONDS: '2' });
+    const { line } = await failedStart(expect, join(root, 'no-redis'), { REDIS_URL: `redis://:hunter2@127.0.0.1:${port}`, REDIS_CONNECT_TIMEOUT_SECONDS: '2' });
     expect(line).toBe(
       `Redis at redis://127.0.0.1:${port} did not answer within 2 s (connect ECONNREFUSED 127.0.0.1:${port}): start it or correct REDIS_URL, or unset REDIS_URL to run an embedded redis-server (REDIS_CONNECT_TIMEOUT_SECONDS sets the wait)`,
     );
   }, 120_000);
 
-  it('a store that cannot work: Vault unreachable', async () => {
+  it('a store that cannot work: Vault unreachable', async ({ expect }) => {
     const port = await freePort();
-    const { line } = await failedStart(join(root, 'no-vault'), { SECRET_STORE: 'vault', VAULT_ADDR: `http://127.0.0.1:${port}`, VAULT_TOKEN: 'hvs.test' });
+    const { line } = await failedStart(expect, join(root, 'no-vault'), { SECRET_STORE: 'vault', VAULT_ADDR: `http://127.0.0.1:${port}`, VAULT_TOKEN: 'hvs.test' });
     expect(line).toMatch(new RegExp(`^secret store \\(vault http://127\\.0\\.0\\.1:${port} \\(mount secret\\)\\) failed its start-up check: .*check VAULT_ADDR`));
     expect(line).not.toContain('hvs.test');
   }, 120_000);
 
-  it('a store that cannot work: the file store directory is not a directory', async () => {
-    const { line } = await failedStart(join(root, 'bad-file'), { FILE_STORE_PATH: '/etc/hostname/secrets' });
+  it('a store that cannot work: the file store directory is not a directory', async ({ expect }) => {
+    const { line } = await failedStart(expect, join(root, 'bad-file'), { FILE_STORE_PATH: '/etc/hostname/secrets' });
     expect(line).toMatch(/^secret store \(file \/etc\/hostname\/secrets\) failed its start-up check: .*set FILE_STORE_PATH to a writable directory$/);
   }, 120_000);
 });
 
-describe('npm run mint-token', () => {
+describe.concurrent('npm run mint-token', () => {
   const mint = (...args: string[]) => runTs('src/cli/mint-token.ts', args, {});
 
-  it('requires a name and a role; anything wrong is one line and exit 2', async () => {
+  it('requires a name and a role; anything wrong is one line and exit 2', async ({ expect }) => {
     const cases: Array<[string[], RegExp]> = [
       [[], /^mint-token: a token name and a role are required: npm run mint-token -- <name> <viewer\|operator\|admin>$/],
       [['ci'], /^mint-token: a role is required: npm run mint-token -- <name> <viewer\|operator\|admin>$/],
