@@ -6,7 +6,7 @@ import { Redis } from 'ioredis';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
 import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
-import { PolicyRepository } from '../../src/state/policies.ts';
+import { PolicyRepository, UnknownPolicyError } from '../../src/state/policies.ts';
 import { FleetDirectory } from '../../src/service/fleet.ts';
 import { PolicyValidationError } from '../../src/domain/policy.ts';
 
@@ -126,5 +126,38 @@ describe('fleet state', () => {
     await policies.put({ name: 'lax', interval: 'P120D' });
     expect((await other.catalog()).get('lax')?.intervalMs).toBe(120 * 86_400_000);
     await expect(policies.put({ name: 'bad', interval: 'P3X', windows: [{ days: ['mon'], hours: [], timeZone: 'Mars/Base' }] })).rejects.toBeInstanceOf(PolicyValidationError);
+  });
+
+  it('overrides are indexed by the policy they name: a named policy is not deleted, a deleted one cannot be named', async () => {
+    const p = prefix();
+    const accounts = new AccountRepository(redis, p);
+    const credentials = new CredentialRepository(redis, p);
+    const policies = new PolicyRepository(redis, p);
+    await accounts.upsertMany([{ accountSid: sid(7), friendlyName: 'seven', status: 'active', ownerAccountSid: sid(0) }]);
+    await policies.put({ name: 'lax', interval: 'P180D' });
+    await policies.put({ name: 'strict', interval: 'P7D' });
+    await accounts.patch(sid(7), { policy: 'lax' }, { requireStoredPolicy: true });
+    await credentials.patch({ accountSid: sid(7), name: 'web' }, { policy: 'lax' }, 1, { requireStoredPolicy: true });
+    expect(await policies.overrideCounts(['lax', 'strict', 'hipaa'])).toEqual([2, 0, 0]);
+    expect(await policies.deleteUnlessUsed('lax')).toEqual({ result: 'in use', count: 2, users: [sid(7), `${sid(7)}/web`] });
+
+    // Moving an override moves it in the index; clearing removes it.
+    await accounts.patch(sid(7), { policy: 'strict' });
+    await credentials.patch({ accountSid: sid(7), name: 'web' }, { policy: null });
+    expect(await policies.overrideCounts(['lax', 'strict'])).toEqual([0, 1]);
+    expect(await policies.deleteUnlessUsed('lax')).toEqual({ result: 'deleted' });
+    expect(await policies.deleteUnlessUsed('lax')).toEqual({ result: 'absent' });
+
+    // The write that names a policy checks, in its own script, that it is still stored.
+    await expect(accounts.patch(sid(7), { policy: 'lax' }, { requireStoredPolicy: true })).rejects.toBeInstanceOf(UnknownPolicyError);
+    await expect(credentials.patch({ accountSid: sid(7), name: 'web' }, { policy: 'lax', paused: true }, 1, { requireStoredPolicy: true })).rejects.toMatchObject({ code: 'unknown_policy' });
+    expect((await accounts.get(sid(7)))?.policyOverride).toBe('strict');
+    expect((await credentials.get({ accountSid: sid(7), name: 'web' }))?.paused).toBe(false);
+
+    // A built-in named by an override reverts rather than disappears.
+    await credentials.patch({ accountSid: sid(7), name: 'web' }, { policy: 'hipaa' });
+    await policies.put({ name: 'hipaa', interval: 'P14D', labels: ['hipaa'] });
+    expect(await policies.deleteUnlessUsed('hipaa')).toEqual({ result: 'deleted' });
+    expect((await policies.get('hipaa'))?.interval).toBe('P30D');
   });
 });
