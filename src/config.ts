@@ -86,6 +86,8 @@ export interface Config {
   rotationPolicy: RotationPolicyName;
   /** How often a worker re-reads the subaccount list from Twilio (ACCOUNT_SYNC_SECONDS; 0 = never). */
   accountSyncIntervalMs: number;
+  /** What the inventory does with a subaccount nobody said to manage (MANAGE_NEW_SUBACCOUNTS): off, label or all. */
+  manageNewSubaccounts: 'off' | 'label' | 'all';
 }
 
 export class ConfigError extends Error {
@@ -158,6 +160,7 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     api: readApi(str, int, problems),
     rotationPolicy: readPolicy(str, problems),
     accountSyncIntervalMs: int('ACCOUNT_SYNC_SECONDS', 3600) * 1000,
+    manageNewSubaccounts: readManageMode(str, problems),
   };
   if (cfg.metricsPort > 65_535 || !Number.isInteger(cfg.metricsPort)) problems.push(`METRICS_PORT must be a port number, 1–65535, or 0 for none (got "${str('METRICS_PORT')}")`);
   else if (cfg.metricsPort !== 0 && cfg.metricsPort === cfg.port) problems.push(`METRICS_PORT must differ from PORT (${cfg.port}): it is a listener of its own, to bind or firewall apart from the API`);
@@ -322,6 +325,19 @@ function readPolicy(str: (n: string) => string | undefined, problems: string[]):
     return 'quarterly';
   }
   return p;
+}
+
+/**
+ * `off` by default: an upgraded deployment keeps its behaviour (no key is created at Twilio for a
+ * subaccount nobody asked Rotator to manage); `label` or `all` are an explicit choice.
+ */
+function readManageMode(str: (n: string) => string | undefined, problems: string[]): 'off' | 'label' | 'all' {
+  const m = str('MANAGE_NEW_SUBACCOUNTS') ?? 'off';
+  if (m !== 'off' && m !== 'label' && m !== 'all') {
+    problems.push(`MANAGE_NEW_SUBACCOUNTS must be off (record new subaccounts only), label (manage a subaccount once it has a label) or all (manage every active subaccount) (got "${m}")`);
+    return 'off';
+  }
+  return m;
 }
 
 /**

@@ -233,7 +233,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     undo.push(() => auditRelay?.stop());
     if (!twilio || !cfg.twilio) throw new Error('the worker needs TWILIO_ACCOUNT_SID and an admin credential');
     const parentAccountSid = cfg.twilio.accountSid;
-    if (cfg.accountSyncIntervalMs > 0) accountSync = startAccountSync({ twilio, accounts, log, intervalMs: cfg.accountSyncIntervalMs });
+    if (cfg.accountSyncIntervalMs > 0) accountSync = startAccountSync({ twilio, accounts, log, intervalMs: cfg.accountSyncIntervalMs, credentials, manage: cfg.manageNewSubaccounts });
     const conn = connectRedis(redisUrl, 'worker');
     conn.on('error', () => undefined);
     undo.push(() => conn.disconnect());
