@@ -178,6 +178,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     app = await buildApp({
       ...apiState,
       subaccounts: new SubaccountGuard({ accounts: apiState.accounts, parentSid: cfg.twilio?.accountSid, twilio }),
+      manageNewSubaccounts: cfg.manageNewSubaccounts,
       metrics,
       redis: viaApi,
       connectRedis: () => viaApi.duplicate({ lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
