@@ -26,6 +26,7 @@ import { policyRoutes } from './routes/policies.ts';
 import { credentialRoutes } from './routes/credentials.ts';
 import type { CredentialRepository } from '../state/credentials.ts';
 import type { PolicyRepository } from '../state/policies.ts';
+import { readFleetPage } from '../state/fleet-page.ts';
 import { FleetAdmin, type FleetChangeListener } from '../service/fleet-admin.ts';
 import type { ManageMode } from '../service/accounts.ts';
 import { eventRoutes } from './routes/events.ts';
@@ -156,7 +157,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   const fleetDeps = { accounts: deps.accounts, credentials: deps.credentials, policies: deps.policies, admin: fleetAdmin, now };
   await app.register(accountFleetRoutes, fleetDeps);
-  await app.register(credentialRoutes, { ...fleetDeps, subaccounts: deps.subaccounts });
+  await app.register(credentialRoutes, { ...fleetDeps, subaccounts: deps.subaccounts, fleetPage: (opts) => readFleetPage(deps.redis, deps.credentials, opts) });
   await app.register(policyRoutes, { policies: deps.policies, admin: fleetAdmin });
   await app.register(eventRoutes, {
     streamKey: deps.repo.keys.events,

@@ -88,7 +88,7 @@ export function accountView(rec: Omit<AccountRecord, 'ownerAccountSid' | 'labels
  * override (a policy name), z paused. (k and r are what earlier versions kept per subaccount: the
  * `default` credential's, now in state/credentials.ts, which migrates them.)
  */
-interface StoredAccount {
+export interface StoredAccount {
   n?: string;
   s?: string;
   p?: string;
@@ -296,7 +296,7 @@ export class AccountRepository {
   }
 }
 
-function fromStored(accountSid: string, a: StoredAccount): AccountRecord {
+export function fromStored(accountSid: string, a: StoredAccount): AccountRecord {
   return {
     accountSid,
     friendlyName: a.n ?? '',

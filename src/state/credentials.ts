@@ -40,7 +40,7 @@ export interface ManagedCredential {
  * As stored: t kind (absent: api-key), k current key SID, c its date_created, r last successful
  * rotation, l [id, at, outcome] of the last finished one, f first seen, p policy override, z paused.
  */
-interface StoredCredential {
+export interface StoredCredential {
   t?: string;
   k?: string;
   c?: number;
@@ -282,7 +282,7 @@ export class CredentialRepository {
   }
 }
 
-function fromStored(ref: CredentialRef, c: StoredCredential): ManagedCredential {
+export function fromStored(ref: CredentialRef, c: StoredCredential): ManagedCredential {
   return {
     accountSid: ref.accountSid,
     name: ref.name,

@@ -8,6 +8,7 @@ import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
 import { PolicyRepository, UnknownPolicyError } from '../../src/state/policies.ts';
 import { FleetDirectory } from '../../src/service/fleet.ts';
+import { readFleetPage } from '../../src/state/fleet-page.ts';
 import { PolicyValidationError } from '../../src/domain/policy.ts';
 
 const sid = (n: number): string => `AC${n.toString(16).padStart(32, '0')}`;
@@ -159,5 +160,39 @@ describe('fleet state', () => {
     await policies.put({ name: 'hipaa', interval: 'P14D', labels: ['hipaa'] });
     expect(await policies.deleteUnlessUsed('hipaa')).toEqual({ result: 'deleted' });
     expect((await policies.get('hipaa'))?.interval).toBe('P30D');
+  });
+
+  it('a fleet page in one script reads what list and the accounts read, legacy defaults and unknown subaccounts included', async () => {
+    const p = prefix();
+    const accounts = new AccountRepository(redis, p);
+    const credentials = new CredentialRepository(redis, p);
+    await accounts.upsertMany([20, 21, 22].map((n) => ({ accountSid: sid(n), friendlyName: `n${n}`, status: n === 22 ? 'closed' : 'active', ownerAccountSid: sid(0) })));
+    await accounts.patch(sid(21), { labels: ['hipaa'], paused: true });
+    for (const n of [20, 21, 22, 23]) for (const name of ['default', 'web', 'api']) await credentials.ensure({ accountSid: sid(n), name });
+    // A default credential indexed but kept on its account record only (as before the migration ran).
+    await redis.del(`${p}:cred:${sid(20)}/default`);
+    await redis.set(`${p}:account:${sid(20)}`, JSON.stringify({ n: 'n20', s: 'active', f: 5, k: key(20), r: 7, o: sid(0) }));
+
+    const walk = async (opts: { accountSid?: string } = {}) => {
+      const rows: string[] = [];
+      let cursor: string | undefined;
+      for (;;) {
+        const page = await readFleetPage(redis, credentials, { limit: 4, cursor, ...opts });
+        rows.push(...page.rows.map((r) => JSON.stringify([r.credential, r.account ?? null])));
+        if (!page.nextCursor) return rows;
+        cursor = page.nextCursor;
+      }
+    };
+    const expected = async (accountSid?: string) => {
+      const { items } = await credentials.list({ limit: 100, accountSid });
+      const byId = new Map((await accounts.getMany(items.map((c) => c.accountSid))).map((a) => [a.accountSid, a]));
+      return items.map((c) => JSON.stringify([c, byId.get(c.accountSid) ?? null]));
+    };
+    const all = await walk();
+    expect(all).toHaveLength(12);
+    expect(all).toEqual(await expected());
+    expect(await walk({ accountSid: sid(21) })).toEqual(await expected(sid(21)));
+    expect(all.find((r) => r.includes(`"currentKeySid":"${key(20)}"`))).toBeDefined();
+    expect(all.filter((r) => r.endsWith(',null]'))).toHaveLength(3);
   });
 });

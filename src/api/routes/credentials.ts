@@ -2,7 +2,8 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { isTransient, RotatorError } from '../../domain/errors.ts';
 import { credentialId, isCredentialName, parseCredentialId } from '../../domain/credential.ts';
 import type { AccountRepository } from '../../state/accounts.ts';
-import type { CredentialRepository } from '../../state/credentials.ts';
+import type { ManagedCredential } from '../../state/credentials.ts';
+import type { FleetPageRow } from '../../state/fleet-page.ts';
 import type { PolicyRepository } from '../../state/policies.ts';
 import { entryOf } from '../../service/fleet.ts';
 import { credentialStatus } from '../../service/fleet-status.ts';
@@ -12,8 +13,9 @@ import { FieldsError, HttpError } from '../errors.ts';
 import { AccountSidParams, AddCredentialBody, CredentialParams, CredentialPatchBody, CredentialStatusT, CredentialsQuery, CredentialsReply, errorResponses, NoQuery } from '../schemas.ts';
 
 export interface CredentialRoutesDeps {
-  accounts: Pick<AccountRepository, 'get' | 'getMany'>;
-  credentials: Pick<CredentialRepository, 'get' | 'list'>;
+  accounts: Pick<AccountRepository, 'get'>;
+  /** A page of credentials with their subaccounts, in one round trip (state/fleet-page.ts). */
+  fleetPage: (opts: { limit: number; cursor?: string; accountSid?: string }) => Promise<{ rows: FleetPageRow[]; nextCursor: string | null }>;
   policies: Pick<PolicyRepository, 'catalog'>;
   subaccounts: SubaccountChecker;
   admin: FleetAdmin;
@@ -26,9 +28,9 @@ const SID = /^AC[0-9a-f]{32}$/;
  * Managed credentials: the fleet view (GET /v1/credentials, what the dashboard pages through),
  * another credential of a subaccount (POST), and a credential's override and pause (PATCH).
  */
-export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesDeps> = async (app, { accounts, credentials, policies, subaccounts, admin, now }) => {
+export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesDeps> = async (app, { accounts, fleetPage, policies, subaccounts, admin, now }) => {
   /** One credential's row, with its subaccount and the catalog read now. */
-  const row = async (c: NonNullable<Awaited<ReturnType<typeof credentials.get>>>) => {
+  const row = async (c: ManagedCredential) => {
     const [account, catalog] = await Promise.all([accounts.get(c.accountSid), policies.catalog()]);
     return credentialStatus(entryOf(c, account, catalog), now());
   };
@@ -55,15 +57,12 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesDeps> =
         const ref = parseCredentialId(after);
         if (!after.includes('/') || !SID.test(ref.accountSid) || !isCredentialName(ref.name)) throw new HttpError(400, 'invalid_cursor', 'cursor is not one this API returned');
       }
-      // A page is one read of the credentials, one MGET of their subaccounts and the cached catalog.
-      const page = await credentials.list({ limit: limit ?? 100, cursor: after, accountSid });
-      const sids = [...new Set(page.items.map((c) => c.accountSid))];
-      const [records, catalog] = await Promise.all([accounts.getMany(sids), policies.catalog()]);
-      const bySid = new Map(records.map((a) => [a.accountSid, a]));
+      // A page is one script (the credentials and their subaccounts) and the cached catalog (one GET of its version).
+      const [page, catalog] = await Promise.all([fleetPage({ limit: limit ?? 100, cursor: after, accountSid }), policies.catalog()]);
       const t = now();
       const items = [];
-      for (const c of page.items) {
-        const e = entryOf(c, bySid.get(c.accountSid), catalog);
+      for (const { credential: c, account } of page.rows) {
+        const e = entryOf(c, account, catalog);
         if (label !== undefined && !e.labels.includes(label)) continue;
         if (policy !== undefined && e.assignment.policy.name !== policy) continue;
         if (paused !== undefined && (e.paused !== null) !== paused) continue;
