@@ -92,6 +92,8 @@ export interface Config {
   complianceScanIntervalMs: number;
   /** The scheduled-rotation planner (issue 13): its tick, and what one tick may start. */
   planner: PlannerConfig;
+  /** What the inventory does with a subaccount nobody said to manage (MANAGE_NEW_SUBACCOUNTS): off, label or all. */
+  manageNewSubaccounts: 'off' | 'label' | 'all';
 }
 
 export interface PlannerConfig {
@@ -181,6 +183,7 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     accountSyncIntervalMs: int('ACCOUNT_SYNC_SECONDS', 3600) * 1000,
     complianceScanIntervalMs: int('COMPLIANCE_SCAN_SECONDS', 21_600) * 1000,
     planner: readPlanner(str, int, problems, twilioMaxConcurrency),
+    manageNewSubaccounts: readManageMode(str, problems),
   };
   if (cfg.metricsPort > 65_535 || !Number.isInteger(cfg.metricsPort)) problems.push(`METRICS_PORT must be a port number, 1–65535, or 0 for none (got "${str('METRICS_PORT')}")`);
   else if (cfg.metricsPort !== 0 && cfg.metricsPort === cfg.port) problems.push(`METRICS_PORT must differ from PORT (${cfg.port}): it is a listener of its own, to bind or firewall apart from the API`);
@@ -359,6 +362,19 @@ function readPolicy(str: (n: string) => string | undefined, problems: string[]):
     return 'quarterly';
   }
   return p;
+}
+
+/**
+ * `off` by default: an upgraded deployment keeps its behaviour (no key is created at Twilio for a
+ * subaccount nobody asked Rotator to manage); `label` or `all` are an explicit choice.
+ */
+function readManageMode(str: (n: string) => string | undefined, problems: string[]): 'off' | 'label' | 'all' {
+  const m = str('MANAGE_NEW_SUBACCOUNTS') ?? 'off';
+  if (m !== 'off' && m !== 'label' && m !== 'all') {
+    problems.push(`MANAGE_NEW_SUBACCOUNTS must be off (record new subaccounts only), label (manage a subaccount once it has a label) or all (manage every active subaccount) (got "${m}")`);
+    return 'off';
+  }
+  return m;
 }
 
 /**

@@ -245,6 +245,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       onFleetChange: async (ids) => {
         await apiState.planner.replan(ids);
       },
+      manageNewSubaccounts: cfg.manageNewSubaccounts,
       metrics,
       redis: viaApi,
       connectRedis: () => viaApi.duplicate({ lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
@@ -316,7 +317,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     undo.push(() => auditRelay?.stop());
     if (!twilio || !cfg.twilio) throw new Error('the worker needs TWILIO_ACCOUNT_SID and an admin credential');
     const parentAccountSid = cfg.twilio.accountSid;
-    if (cfg.accountSyncIntervalMs > 0) accountSync = startAccountSync({ twilio, accounts, log, intervalMs: cfg.accountSyncIntervalMs });
+    // Subaccounts the sync starts managing (MANAGE_NEW_SUBACCOUNTS) are planned at once: a bootstrap is due now.
+    if (cfg.accountSyncIntervalMs > 0) accountSync = startAccountSync({ twilio, accounts, log, intervalMs: cfg.accountSyncIntervalMs, credentials, manage: cfg.manageNewSubaccounts, onFleetChange: async (ids) => void (await planner.replan(ids)) });
     if (scanner) complianceScans = startComplianceScans({ scanner, facts: shared.complianceFacts, log, intervalMs: cfg.complianceScanIntervalMs, ...(opts.now ? { now: opts.now } : {}) });
     undo.push(() => complianceScans?.stop());
     const conn = connectRedis(redisUrl, 'worker');

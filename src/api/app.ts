@@ -22,7 +22,14 @@ import { docsPlugin } from './plugins/docs.ts';
 import { rotationRoutes } from './routes/rotations.ts';
 import { healthRoutes, readinessProbe, type ReadinessCheck } from './routes/health.ts';
 import { statusRoutes } from './routes/status.ts';
-import { accountRoutes } from './routes/accounts.ts';
+import { accountFleetRoutes, accountRoutes } from './routes/accounts.ts';
+import { policyRoutes } from './routes/policies.ts';
+import { credentialRoutes } from './routes/credentials.ts';
+import type { CredentialRepository } from '../state/credentials.ts';
+import type { PolicyRepository } from '../state/policies.ts';
+import { readFleetPage } from '../state/fleet-page.ts';
+import { FleetAdmin, type FleetChangeListener } from '../service/fleet-admin.ts';
+import type { ManageMode } from '../service/accounts.ts';
 import { eventRoutes } from './routes/events.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { metricsRoutes } from './routes/metrics.ts';
@@ -37,6 +44,13 @@ export interface AppDeps {
   /** Whether an account may be rotated (an active subaccount of the parent), asked before a rotation is created. */
   subaccounts: SubaccountChecker;
   accounts: AccountRepository;
+  /** The fleet (issue 13): managed credentials and named policies. */
+  credentials: CredentialRepository;
+  policies: PolicyRepository;
+  /** MANAGE_NEW_SUBACCOUNTS: whether labelling a subaccount starts managing its default credential (default off). */
+  manageNewSubaccounts?: ManageMode;
+  /** Told after a change that may move credentials' schedules (labels, overrides, pauses, policies, a new credential): the planner re-plans them. */
+  onFleetChange?: FleetChangeListener;
   audit: AuditLog;
   batches: BatchService;
   /** Idempotency keys and the events stream's replay reads. */
@@ -65,8 +79,6 @@ export interface AppDeps {
   compliance?: Omit<ComplianceRoutesDeps, 'now'>;
   /** The scheduled-rotation planner: GET /v1/schedule and the fleet-wide pause (absent: no such routes). */
   planner?: Pick<Planner, 'view' | 'pause' | 'resume' | 'paused'>;
-  /** Called after writes that move a schedule (labels, overrides, pauses, policies): the planner replans those credentials, or all. */
-  onFleetChange?: (credentialIds: string[] | 'all') => Promise<void>;
 }
 
 /** Whether a route's body schema accepts no body (Fastify validates an absent body as null). */
@@ -111,7 +123,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const secureHeaders = helmet({ contentSecurityPolicy: { directives: { upgradeInsecureRequests: null } } });
   app.addHook('onRequest', (request, reply, done) => secureHeaders(request.raw, reply.raw, (err?: unknown) => done(err as Error | undefined)));
   if (deps.corsOrigins?.length) {
-    await app.register(cors, { origin: [...deps.corsOrigins], methods: ['GET', 'POST'], allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'last-event-id'], maxAge: 600 });
+    await app.register(cors, { origin: [...deps.corsOrigins], methods: ['GET', 'POST', 'PUT', 'PATCH', 'DELETE'], allowedHeaders: ['authorization', 'content-type', 'idempotency-key', 'last-event-id'], maxAge: 600 });
   }
   // Hook order matters: per-address limit, then authentication, then per-principal limit.
   await app.register(rateLimitPlugin, deps.rateLimit ?? { max: 300, windowMs: 60_000 });
@@ -149,6 +161,18 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     batches: deps.batches,
     idempotency: new IdempotencyStore(deps.redis, (k) => deps.repo.keys.idempotency(k), deps.idempotencyTtlSeconds ?? 86_400),
   });
+  const fleetAdmin = new FleetAdmin({
+    accounts: deps.accounts,
+    credentials: deps.credentials,
+    policies: deps.policies,
+    manage: deps.manageNewSubaccounts ?? 'off',
+    onFleetChange: deps.onFleetChange,
+    warn: (message, err) => app.log.warn({ err: { message: err.message } }, message),
+  });
+  const fleetDeps = { accounts: deps.accounts, credentials: deps.credentials, policies: deps.policies, admin: fleetAdmin, now };
+  await app.register(accountFleetRoutes, fleetDeps);
+  await app.register(credentialRoutes, { ...fleetDeps, subaccounts: deps.subaccounts, fleetPage: (opts) => readFleetPage(deps.redis, deps.credentials, opts) });
+  await app.register(policyRoutes, { policies: deps.policies, admin: fleetAdmin });
   await app.register(eventRoutes, {
     streamKey: deps.repo.keys.events,
     redis: deps.redis,

@@ -13,8 +13,16 @@ export const CredentialName = (description: string = CREDENTIAL_NAME_RULE) => Ty
 export const Status = Type.Unsafe<RotationStatus>({ type: 'string', enum: [...STATUSES] });
 export const StepT = Type.Unsafe<Step>({ type: 'string', enum: [...STEPS] });
 
+/** One problem with a request, named by where it is (`labels[2]`, `windows[0].timeZone`). */
+export const FieldErrorT = Type.Object({ path: Type.String(), message: Type.String() });
+
 export const ErrorBody = Type.Object({
-  error: Type.Object({ code: Type.String(), message: Type.String(), requestId: Type.Optional(Type.String()) }),
+  error: Type.Object({
+    code: Type.String(),
+    message: Type.String(),
+    requestId: Type.Optional(Type.String()),
+    fields: Type.Optional(Type.Array(FieldErrorT, { description: 'every field that is wrong, when the request was checked as a whole (policies, labels, overrides)' })),
+  }),
   id: Type.Optional(Type.String()),
 });
 
@@ -462,3 +470,155 @@ export const BatchListQuery = Type.Object(
   { additionalProperties: false },
 );
 export const BatchListReply = Type.Object({ items: Type.Array(BatchT), nextCursor: NullableString() });
+
+// ---------------------------------------------------------------------------------------------
+// Fleet: policies, labels, managed credentials (issue 13)
+
+const Duration = Type.String({ description: 'an ISO 8601 duration, e.g. P90D, PT12H' });
+const HourRangeT = Type.Object({ from: Type.String({ description: 'HH:MM, local time' }), to: Type.String({ description: 'HH:MM, exclusive; 24:00 allowed' }) }, { additionalProperties: false });
+
+/** A policy as written. Documents PUT's body; the route checks it with checkPolicy, which names every wrong field at once. */
+export const PolicyT = Type.Object(
+  {
+    name: Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$', description: 'a policy name: 1 to 63 lower-case letters, digits or "-". In PUT, may be left out (the path names it)' }),
+    interval: Duration,
+    maxKeyAge: Type.Optional(Type.String({ description: 'an ISO 8601 duration: the oldest a key may be by Twilio\'s date_created; at least the interval' })),
+    spread: Type.Optional(Type.String({ description: 'an ISO 8601 duration: how much time before the deadline the credentials due together are spread over (default P7D, at most interval/4)' })),
+    windows: Type.Optional(
+      Type.Array(
+        Type.Object(
+          {
+            days: Type.Array(Type.Unsafe<string>({ type: 'string', enum: ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'] })),
+            hours: Type.Union([HourRangeT, Type.Array(HourRangeT)]),
+            timeZone: Type.String({ description: 'an IANA time zone, e.g. America/New_York' }),
+          },
+          { additionalProperties: false },
+        ),
+        { description: 'when rotations may start; none: any time' },
+      ),
+    ),
+    blackouts: Type.Optional(
+      Type.Array(
+        Type.Object({ from: Type.String({ description: 'ISO 8601 instant with an offset' }), to: Type.String({ description: 'ISO 8601 instant with an offset, exclusive' }), reason: Type.Optional(Type.String()) }, { additionalProperties: false }),
+        { description: 'periods in which no rotation starts' },
+      ),
+    ),
+    labels: Type.Optional(Type.Array(Type.String(), { description: 'subaccount labels that assign this policy' })),
+    exclude: Type.Optional(Type.Boolean({ description: 'take the credentials it applies to out of the schedule and the report' })),
+    autoRotate: Type.Optional(Type.Boolean({ description: 'false: deadlines are tracked, but only people or batches start rotations (default true)' })),
+    description: Type.Optional(Type.String({ maxLength: 200 })),
+  },
+  { additionalProperties: false },
+);
+
+/** PUT's body: a policy whose name may be left out. Checked by checkPolicy (all fields at once), not by the schema. */
+export const PolicyBody = Type.Object({ ...PolicyT.properties, name: Type.Optional(PolicyT.properties.name) }, { additionalProperties: false });
+
+export const PolicyViewT = Type.Object({
+  ...PolicyT.properties,
+  builtIn: Type.Boolean({ description: 'one of Rotator\'s built-in policies (default, hipaa): DELETE reverts it to its definition instead of removing it' }),
+  overrides: Type.Integer({ description: 'how many account and credential overrides name it' }),
+});
+
+export const PoliciesReply = Type.Object({ items: Type.Array(PolicyViewT) });
+export const PolicyNameParams = Type.Object(
+  { name: Type.String({ pattern: '^[a-z0-9][a-z0-9-]{0,62}$', description: 'a policy name: 1 to 63 lower-case letters, digits or "-", starting with a letter or digit' }) },
+  { additionalProperties: false },
+);
+export const PolicyDeleteReply = Type.Object({
+  name: Type.String(),
+  deleted: Type.Boolean(),
+  revertedTo: Type.Optional(PolicyViewT),
+});
+
+const SidParam = Type.String({ pattern: '^AC[0-9a-f]{32}$', description: 'an account SID: AC followed by 32 lowercase hex digits' });
+export const AccountSidParams = Type.Object({ sid: SidParam }, { additionalProperties: false });
+const CredentialNameParam = Type.String({ minLength: 1, maxLength: 63, description: 'a credential name: lower-case letters, digits, "_" and "-", starting with a letter or digit; "pending" is reserved' });
+export const CredentialParams = Type.Object({ sid: SidParam, name: CredentialNameParam }, { additionalProperties: false });
+
+const PolicyRef = Type.Unsafe<string | null>({ type: ['string', 'null'], maxLength: 63, description: 'the name of an existing policy; null clears the override' });
+
+export const AccountPatchBody = Type.Object(
+  {
+    labels: Type.Optional(Type.Array(Type.String({ maxLength: 127 }), { maxItems: 64, description: 'replaces the labels ([] clears): hipaa, pci, tier=gold…' })),
+    policy: Type.Optional(PolicyRef),
+    paused: Type.Optional(Type.Boolean({ description: 'neither the planner nor a batch starts rotations of its credentials' })),
+  },
+  { additionalProperties: false },
+);
+
+export const CredentialPatchBody = Type.Object(
+  { policy: Type.Optional(PolicyRef), paused: Type.Optional(Type.Boolean()) },
+  { additionalProperties: false },
+);
+
+export const AddCredentialBody = Type.Object(
+  { name: CredentialNameParam, kind: Type.Optional(Type.Unsafe<'api-key'>({ type: 'string', enum: ['api-key'], description: 'what is rotated (default api-key)' })) },
+  { additionalProperties: false },
+);
+
+export const CredentialStatusT = Type.Object({
+  id: Type.String({ description: 'AC…/name' }),
+  accountSid: Type.String(),
+  name: Type.String(),
+  kind: Type.String(),
+  subaccountStatus: Type.String({ description: 'Twilio status of the subaccount as the inventory last saw it' }),
+  labels: Type.Array(Type.String()),
+  currentKeySid: NullableString({ description: 'the key the store hands out, as of the last rotation Rotator finished' }),
+  keyAgeDays: Type.Integer(),
+  keyAgeFrom: Type.Unsafe<'key_created' | 'last_rotation' | 'first_seen'>({
+    type: 'string',
+    enum: ['key_created', 'last_rotation', 'first_seen'],
+    description: "what keyAgeDays counts from: Twilio's date_created of the current key; else the last rotation; else when Rotator first saw the credential (the key may be older)",
+  }),
+  keySince: Type.String({ description: 'the instant keyAgeDays counts from' }),
+  lastRotatedAt: NullableString({ description: 'when the last successful rotation finished' }),
+  lastRotation: Type.Unsafe<{ id: string; at: string; outcome: string } | null>({
+    type: ['object', 'null'],
+    properties: { id: { type: 'string' }, at: { type: 'string' }, outcome: { type: 'string', description: 'succeeded, failed, cancelled, rolled_back' } },
+    required: ['id', 'at', 'outcome'],
+    description: 'the last rotation that finished, whatever its outcome',
+  }),
+  policy: Type.Object({
+    name: Type.String(),
+    source: Type.Unsafe<string>({ type: 'string', enum: ['credential override', 'account override', 'label', 'default'] }),
+    reason: Type.String({ description: 'why this policy applies, e.g. "label hipaa (policy hipaa)"' }),
+  }),
+  policyOverride: NullableString({ description: "the credential's own override" }),
+  deadline: NullableString({ description: 'the latest it may be rotated under its policy; null when the policy excludes it' }),
+  deadlineBy: Type.Unsafe<'interval' | 'max key age' | null>({ type: ['string', 'null'], enum: ['interval', 'max key age', null] }),
+  nextRotationAt: NullableString({ description: "the planner's slot for it; null when nothing starts it automatically (see notScheduled)" }),
+  notScheduled: NullableString({ description: 'why the planner starts nothing for it: paused, excluded, not auto-rotated, subaccount not active' }),
+  late: Type.Boolean({ description: 'no allowed time before the deadline (windows, blackouts): the slot is after it' }),
+  overdue: Type.Boolean(),
+  paused: Type.Boolean(),
+  pausedBy: Type.Unsafe<'credential' | 'account' | null>({ type: ['string', 'null'], enum: ['credential', 'account', null] }),
+});
+
+export const AccountDetailT = Type.Object({
+  accountSid: Type.String(),
+  friendlyName: Type.String(),
+  status: Type.String({ description: 'Twilio status: active, suspended or closed' }),
+  labels: Type.Array(Type.String()),
+  paused: Type.Boolean(),
+  policyOverride: NullableString({ description: "the account's policy override" }),
+  firstSeenAt: Type.String(),
+  credentials: Type.Array(CredentialStatusT, { description: 'its managed credentials, by name; empty when none is managed' }),
+});
+
+export const AccountPatchReply = Type.Object({ ...AccountDetailT.properties, changes: Type.Array(Type.String(), { description: 'what this request changed' }) });
+
+export const CredentialsQuery = Type.Object(
+  {
+    accountSid: Type.Optional(AccountSid),
+    label: Type.Optional(Type.String({ maxLength: 127, description: 'only subaccounts with this label' })),
+    policy: Type.Optional(Type.String({ maxLength: 63, description: 'only credentials this policy applies to' })),
+    overdue: Type.Optional(Type.Boolean()),
+    paused: Type.Optional(Type.Boolean({ description: 'paused by the credential or its subaccount' })),
+    limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100, description: 'how many credentials a page reads; with filters, a page may hold fewer' })),
+    cursor: Type.Optional(Cursor),
+  },
+  { additionalProperties: false },
+);
+
+export const CredentialsReply = Type.Object({ items: Type.Array(CredentialStatusT), nextCursor: NullableString() });

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 import { isoTime } from './iso.ts';
+import { unknownPolicy } from './policies.ts';
 
 /**
  * Managed subaccounts in Redis: one small JSON string per account (timestamps as epoch ms), a
@@ -87,7 +88,7 @@ export function accountView(rec: Omit<AccountRecord, 'ownerAccountSid' | 'labels
  * override (a policy name), z paused. (k and r are what earlier versions kept per subaccount: the
  * `default` credential's, now in state/credentials.ts, which migrates them.)
  */
-interface StoredAccount {
+export interface StoredAccount {
   n?: string;
   s?: string;
   p?: string;
@@ -100,17 +101,30 @@ interface StoredAccount {
   z?: 1;
 }
 
-// KEYS: account, lexical index. ARGV: sid, nowMs, labels JSON ('' keep), policy ('' keep, '-' clear), paused ('' keep, '0', '1')
+// KEYS: account, lexical index. ARGV: sid, nowMs, labels JSON ('' keep), policy ('' keep, '-' clear), paused ('' keep, '0', '1'),
+// policy-users key prefix, policies hash ('' when the named policy need not be stored: a built-in one)
 // Only for an account the index knows (synced or rotated): labels on a SID Rotator never saw are refused by the caller.
+// The override is checked against the stored policies and recorded in its policy's users set in the
+// same script as the write, so a policy deleted meanwhile cannot be left named (state/policies.ts).
 const PATCH = `
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
 local a = cjson.decode(raw)
+if ARGV[4] ~= '' and ARGV[4] ~= '-' and ARGV[7] ~= '' and redis.call('HEXISTS', ARGV[7], ARGV[4]) == 0 then
+  return redis.error_reply('unknown_policy')
+end
 if ARGV[3] ~= '' then
   local l = cjson.decode(ARGV[3])
   if #l == 0 then a.l = nil else a.l = l end
 end
-if ARGV[4] == '-' then a.q = nil elseif ARGV[4] ~= '' then a.q = ARGV[4] end
+if ARGV[4] ~= '' then
+  local old = a.q
+  if ARGV[4] == '-' then a.q = nil else a.q = ARGV[4] end
+  if old ~= a.q then
+    if old then redis.call('SREM', ARGV[6] .. old, ARGV[1]) end
+    if a.q then redis.call('SADD', ARGV[6] .. a.q, ARGV[1]) end
+  end
+end
 if ARGV[5] == '1' then a.z = 1 elseif ARGV[5] == '0' then a.z = nil end
 redis.call('SET', KEYS[1], cjson.encode(a))
 return cjson.encode(a)
@@ -223,12 +237,17 @@ export class AccountRepository {
   /**
    * Set labels (replacing them; [] clears), the account's policy override (null clears) and its
    * pause. Undefined when Rotator has no record of the account (neither synced nor rotated).
+   * `requireStoredPolicy`: the override names a policy that is not built in, so it must be stored
+   * at the moment of the write; throws UnknownPolicyError (code unknown_policy) when it is not.
    */
-  async patch(accountSid: string, change: { labels?: readonly string[]; policy?: string | null; paused?: boolean }): Promise<AccountRecord | undefined> {
+  async patch(accountSid: string, change: { labels?: readonly string[]; policy?: string | null; paused?: boolean }, opts: { requireStoredPolicy?: boolean } = {}): Promise<AccountRecord | undefined> {
     const labels = change.labels === undefined ? '' : JSON.stringify([...new Set(change.labels)].sort());
     const policy = change.policy === undefined ? '' : change.policy === null ? '-' : change.policy;
     const paused = change.paused === undefined ? '' : change.paused ? '1' : '0';
-    const raw = (await runScript(this.#redis, PATCH, 2, this.#keys.account(accountSid), this.#keys.accounts, accountSid, String(Date.now()), labels, policy, paused)) as string | null;
+    const k = this.#keys;
+    const raw = (await runScript(this.#redis, PATCH, 2, k.account(accountSid), k.accounts, accountSid, String(Date.now()), labels, policy, paused, k.policyUsers(''), opts.requireStoredPolicy ? k.policies : '').catch((err: Error) => {
+      throw unknownPolicy(err, change.policy);
+    })) as string | null;
     return raw ? fromStored(accountSid, JSON.parse(raw) as StoredAccount) : undefined;
   }
 
@@ -277,7 +296,7 @@ export class AccountRepository {
   }
 }
 
-function fromStored(accountSid: string, a: StoredAccount): AccountRecord {
+export function fromStored(accountSid: string, a: StoredAccount): AccountRecord {
   return {
     accountSid,
     friendlyName: a.n ?? '',

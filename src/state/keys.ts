@@ -36,6 +36,12 @@ export function redisKeys(prefix: string) {
     /** Named rotation policies: a hash name → policy JSON, and a counter bumped on every change (caches compare it). */
     policies: `${prefix}:policies`,
     policiesVersion: `${prefix}:policies:v`,
+    /**
+     * Who names a policy in an override: a set per policy name of account SIDs (account overrides)
+     * and credential ids `AC…/name` (credential overrides), kept by the override writes, so deleting
+     * a policy can refuse atomically while one is still named.
+     */
+    policyUsers: (name: string) => `${prefix}:policy:users:${name}`,
     /** The planner: each scheduled credential's next slot (epoch ms), and the fleet-wide pause. */
     scheduleDue: `${prefix}:schedule:due`,
     schedulePaused: `${prefix}:schedule:paused`,

@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { checkPolicy, DEFAULT_POLICIES, DEFAULT_POLICY_NAME, PolicyCatalog, PolicyValidationError, type CompiledPolicy, type Policy } from '../domain/policy.ts';
+import { PermanentError } from '../domain/errors.ts';
 import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 
@@ -20,6 +21,33 @@ else
 end
 return redis.call('INCR', KEYS[2])
 `;
+
+// KEYS: hash, version, users of the policy. ARGV: name, builtIn ('1': a delete reverts it, so overrides may keep naming it), how many users to name
+// A policy an override still names is not deleted (answer {-2, count, some users}); else as WRITE.
+const DELETE_UNLESS_USED = `
+if ARGV[2] ~= '1' then
+  local n = redis.call('SCARD', KEYS[3])
+  if n > 0 then return {-2, n, redis.call('SRANDMEMBER', KEYS[3], tonumber(ARGV[3]))} end
+end
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return {-1} end
+return {redis.call('INCR', KEYS[2])}
+`;
+
+/** An override named a policy that is not stored (deleted meanwhile, or never written). */
+export class UnknownPolicyError extends PermanentError {
+  constructor(name: string) {
+    super('unknown_policy', `unknown policy "${name}"`);
+    this.name = 'UnknownPolicyError';
+  }
+}
+
+/** The override scripts' `unknown_policy` reply as an UnknownPolicyError; any other error as it is. */
+export function unknownPolicy(err: Error, name: string | null | undefined): Error {
+  return String(err.message).includes('unknown_policy') ? new UnknownPolicyError(String(name)) : err;
+}
+
+/** What deleting a policy did: `deleted`; `absent` (nothing stored under the name); `in use` (refused, with who names it). */
+export type PolicyDeletion = { result: 'deleted' | 'absent' } | { result: 'in use'; count: number; users: string[] };
 
 export class PolicyRepository {
   readonly #redis: Redis;
@@ -69,6 +97,30 @@ export class PolicyRepository {
     const r = await runScript(this.#redis, WRITE, 2, this.keys.policies, this.keys.policiesVersion, name, '');
     this.#cached = undefined;
     return r !== -1;
+  }
+
+  /**
+   * Remove a stored policy unless an account or credential override still names it (refused
+   * atomically: an override written at the same time either lands first and refuses the delete,
+   * or finds the policy gone). A built-in policy reverts to its definition, which overrides may keep
+   * naming. `users` lists up to `name` of those who name it (account SIDs, credential ids), sorted.
+   */
+  async deleteUnlessUsed(name: string, opts: { name?: number } = {}): Promise<PolicyDeletion> {
+    const r = (await runScript(this.#redis, DELETE_UNLESS_USED, 3, this.keys.policies, this.keys.policiesVersion, this.keys.policyUsers(name), name, this.isBuiltIn(name) ? '1' : '0', String(opts.name ?? 20))) as [number, number?, string[]?];
+    this.#cached = undefined;
+    if (r[0] === -2) return { result: 'in use', count: Number(r[1]), users: [...(r[2] ?? [])].sort() };
+    return { result: r[0] === -1 ? 'absent' : 'deleted' };
+  }
+
+  /** How many overrides (accounts and credentials) name each of `names`, in order. */
+  async overrideCounts(names: readonly string[]): Promise<number[]> {
+    if (names.length === 0) return [];
+    const pipe = this.#redis.pipeline();
+    for (const n of names) pipe.scard(this.keys.policyUsers(n));
+    return ((await pipe.exec()) ?? []).map(([err, n]) => {
+      if (err) throw err;
+      return Number(n);
+    });
   }
 
   /** The version counter (changes whenever a policy does): the planner re-plans when it moves. */

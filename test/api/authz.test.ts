@@ -37,7 +37,7 @@ describe('authorization matrix', () => {
   });
   afterAll(async () => h?.close());
 
-  const routes = (): Array<{ method: 'GET' | 'POST'; url: string; need: Need; body?: object; sse?: boolean }> => [
+  const routes = (): Array<{ method: 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE'; url: string; need: Need; body?: object; sse?: boolean }> => [
     { method: 'GET', url: '/healthz', need: 'public' },
     { method: 'GET', url: '/readyz', need: 'public' },
     { method: 'GET', url: '/metrics', need: 'public' },
@@ -59,6 +59,15 @@ describe('authorization matrix', () => {
     { method: 'POST', url: `/v1/batches/${batchId}/pause`, need: 'operator' },
     { method: 'POST', url: `/v1/batches/${batchId}/resume`, need: 'operator' },
     { method: 'POST', url: `/v1/batches/${batchId}/cancel`, need: 'operator' },
+    { method: 'GET', url: `/v1/accounts/${sid}`, need: 'viewer' },
+    { method: 'PATCH', url: `/v1/accounts/${sid}`, need: 'operator', body: { labels: ['hipaa'] } },
+    { method: 'POST', url: `/v1/accounts/${sid}/credentials`, need: 'operator', body: { name: 'web' } },
+    { method: 'PATCH', url: `/v1/accounts/${sid}/credentials/default`, need: 'operator', body: { paused: false } },
+    { method: 'GET', url: '/v1/credentials', need: 'viewer' },
+    { method: 'GET', url: '/v1/policies', need: 'viewer' },
+    { method: 'GET', url: '/v1/policies/default', need: 'viewer' },
+    { method: 'PUT', url: '/v1/policies/authz-test', need: 'admin', body: { interval: 'P60D' } },
+    { method: 'DELETE', url: '/v1/policies/authz-test', need: 'admin' },
     { method: 'GET', url: '/v1/events', need: 'viewer', sse: true },
     { method: 'GET', url: '/v1/audit', need: 'admin' },
     { method: 'GET', url: '/v1/audit/export', need: 'admin' },
@@ -114,7 +123,9 @@ describe('authorization matrix', () => {
       for (const method of (m[3] ?? '').split(', ').filter(Boolean)) if (method !== 'HEAD') served.add(`${method} ${prefix[depth]}`);
     }
     expect(served.size).toBeGreaterThan(15);
-    const table = new Set(routes().map((r) => `${r.method} ${r.url.replace(rotationId, ':id').replace(batchId, ':id').replace(/^\/v1\/accounts\/AC[0-9a-f]{32}\/keys\/SK[0-9a-f]{32}\//, '/v1/accounts/:sid/keys/:keySid/')}`));
+    const table = new Set(
+      routes().map((r) => `${r.method} ${r.url.replace(rotationId, ':id').replace(batchId, ':id').replace(/^\/v1\/accounts\/AC[0-9a-f]{32}\/keys\/SK[0-9a-f]{32}\//, '/v1/accounts/:sid/keys/:keySid/').replace(/\/v1\/accounts\/AC[0-9a-f]{32}/, '/v1/accounts/:sid').replace(/credentials\/default$/, 'credentials/:name').replace(/policies\/[a-z-]+$/, 'policies/:name')}`),
+    );
     const ui = [...served].filter((r) => r.startsWith('GET /docs/') && r !== 'GET /docs/json');
     expect([...served].filter((r) => !table.has(r) && !ui.includes(r))).toEqual([]);
     expect([...table].filter((r) => !served.has(r))).toEqual([]);
@@ -138,8 +149,8 @@ describe('authorization matrix', () => {
     const before = await h.rt.repo.list({ limit: 200 });
     const snapshot = JSON.stringify(before.items.map((r) => [r.id, r.rev, r.status]));
     for (const token of [h.tokens.viewer, await h.jwt('viewer')]) {
-      for (const route of routes().filter((r) => r.method === 'POST')) {
-        const res = await h.app.inject({ method: 'POST', url: route.url, headers: bearer(token), payload: route.body ?? {} });
+      for (const route of routes().filter((r) => r.method !== 'GET')) {
+        const res = await h.app.inject({ method: route.method, url: route.url, headers: bearer(token), ...(route.method === 'DELETE' ? {} : { payload: route.body ?? {} }) });
         expect(res.statusCode, `${route.url}`).toBe(403);
         expect(res.json().error).toMatchObject({ code: 'forbidden', message: expect.stringMatching(/needs the (operator|admin) role/) });
       }

@@ -6,8 +6,9 @@ import { Redis } from 'ioredis';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
 import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
-import { PolicyRepository } from '../../src/state/policies.ts';
+import { PolicyRepository, UnknownPolicyError } from '../../src/state/policies.ts';
 import { FleetDirectory } from '../../src/service/fleet.ts';
+import { readFleetPage } from '../../src/state/fleet-page.ts';
 import { PolicyValidationError } from '../../src/domain/policy.ts';
 
 const sid = (n: number): string => `AC${n.toString(16).padStart(32, '0')}`;
@@ -129,5 +130,72 @@ describe('fleet state', () => {
     await policies.put({ name: 'lax', interval: 'P120D' });
     expect((await other.catalog()).get('lax')?.intervalMs).toBe(120 * 86_400_000);
     await expect(policies.put({ name: 'bad', interval: 'P3X', windows: [{ days: ['mon'], hours: [], timeZone: 'Mars/Base' }] })).rejects.toBeInstanceOf(PolicyValidationError);
+  });
+
+  it('overrides are indexed by the policy they name: a named policy is not deleted, a deleted one cannot be named', async () => {
+    const p = prefix();
+    const accounts = new AccountRepository(redis, p);
+    const credentials = new CredentialRepository(redis, p);
+    const policies = new PolicyRepository(redis, p);
+    await accounts.upsertMany([{ accountSid: sid(7), friendlyName: 'seven', status: 'active', ownerAccountSid: sid(0) }]);
+    await policies.put({ name: 'lax', interval: 'P180D' });
+    await policies.put({ name: 'strict', interval: 'P7D' });
+    await accounts.patch(sid(7), { policy: 'lax' }, { requireStoredPolicy: true });
+    await credentials.patch({ accountSid: sid(7), name: 'web' }, { policy: 'lax' }, 1, { requireStoredPolicy: true });
+    expect(await policies.overrideCounts(['lax', 'strict', 'hipaa'])).toEqual([2, 0, 0]);
+    expect(await policies.deleteUnlessUsed('lax')).toEqual({ result: 'in use', count: 2, users: [sid(7), `${sid(7)}/web`] });
+
+    // Moving an override moves it in the index; clearing removes it.
+    await accounts.patch(sid(7), { policy: 'strict' });
+    await credentials.patch({ accountSid: sid(7), name: 'web' }, { policy: null });
+    expect(await policies.overrideCounts(['lax', 'strict'])).toEqual([0, 1]);
+    expect(await policies.deleteUnlessUsed('lax')).toEqual({ result: 'deleted' });
+    expect(await policies.deleteUnlessUsed('lax')).toEqual({ result: 'absent' });
+
+    // The write that names a policy checks, in its own script, that it is still stored.
+    await expect(accounts.patch(sid(7), { policy: 'lax' }, { requireStoredPolicy: true })).rejects.toBeInstanceOf(UnknownPolicyError);
+    await expect(credentials.patch({ accountSid: sid(7), name: 'web' }, { policy: 'lax', paused: true }, 1, { requireStoredPolicy: true })).rejects.toMatchObject({ code: 'unknown_policy' });
+    expect((await accounts.get(sid(7)))?.policyOverride).toBe('strict');
+    expect((await credentials.get({ accountSid: sid(7), name: 'web' }))?.paused).toBe(false);
+
+    // A built-in named by an override reverts rather than disappears.
+    await credentials.patch({ accountSid: sid(7), name: 'web' }, { policy: 'hipaa' });
+    await policies.put({ name: 'hipaa', interval: 'P14D', labels: ['hipaa'] });
+    expect(await policies.deleteUnlessUsed('hipaa')).toEqual({ result: 'deleted' });
+    expect((await policies.get('hipaa'))?.interval).toBe('P30D');
+  });
+
+  it('a fleet page in one script reads what list and the accounts read, legacy defaults and unknown subaccounts included', async () => {
+    const p = prefix();
+    const accounts = new AccountRepository(redis, p);
+    const credentials = new CredentialRepository(redis, p);
+    await accounts.upsertMany([20, 21, 22].map((n) => ({ accountSid: sid(n), friendlyName: `n${n}`, status: n === 22 ? 'closed' : 'active', ownerAccountSid: sid(0) })));
+    await accounts.patch(sid(21), { labels: ['hipaa'], paused: true });
+    for (const n of [20, 21, 22, 23]) for (const name of ['default', 'web', 'api']) await credentials.ensure({ accountSid: sid(n), name });
+    // A default credential indexed but kept on its account record only (as before the migration ran).
+    await redis.del(`${p}:cred:${sid(20)}/default`);
+    await redis.set(`${p}:account:${sid(20)}`, JSON.stringify({ n: 'n20', s: 'active', f: 5, k: key(20), r: 7, o: sid(0) }));
+
+    const walk = async (opts: { accountSid?: string } = {}) => {
+      const rows: string[] = [];
+      let cursor: string | undefined;
+      for (;;) {
+        const page = await readFleetPage(redis, credentials, { limit: 4, cursor, ...opts });
+        rows.push(...page.rows.map((r) => JSON.stringify([r.credential, r.account ?? null])));
+        if (!page.nextCursor) return rows;
+        cursor = page.nextCursor;
+      }
+    };
+    const expected = async (accountSid?: string) => {
+      const { items } = await credentials.list({ limit: 100, accountSid });
+      const byId = new Map((await accounts.getMany(items.map((c) => c.accountSid))).map((a) => [a.accountSid, a]));
+      return items.map((c) => JSON.stringify([c, byId.get(c.accountSid) ?? null]));
+    };
+    const all = await walk();
+    expect(all).toHaveLength(12);
+    expect(all).toEqual(await expected());
+    expect(await walk({ accountSid: sid(21) })).toEqual(await expected(sid(21)));
+    expect(all.find((r) => r.includes(`"currentKeySid":"${key(20)}"`))).toBeDefined();
+    expect(all.filter((r) => r.endsWith(',null]'))).toHaveLength(3);
   });
 });

@@ -21,6 +21,8 @@ export const docsPlugin = fp(async (app: FastifyInstance, opts: { version: strin
       tags: [
         { name: 'rotations', description: 'Start, follow and steer rotations' },
         { name: 'accounts', description: 'Managed subaccounts' },
+        { name: 'credentials', description: 'Managed credentials: the fleet view, another key per application and environment, overrides and pause' },
+        { name: 'policies', description: 'Named rotation policies: interval, maximum key age, windows, blackouts, label assignment' },
         { name: 'events', description: 'Live rotation changes' },
         { name: 'audit', description: 'The hash-chained audit trail' },
         { name: 'schedule', description: 'The planner: scheduled rotations, forecast, fleet-wide pause' },

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { HttpError } from '../errors.ts';
+import { FieldsError, HttpError } from '../errors.ts';
 import { validationMessage, type AjvError } from '../validation-errors.ts';
 
 /**
@@ -57,6 +57,9 @@ class RouteMethods {
 
 export function sendError(err: FastifyError | HttpError | Error, req: FastifyRequest, reply: FastifyReply): FastifyReply {
   const requestId = req.id;
+  if (err instanceof FieldsError) {
+    return reply.status(err.statusCode).send({ ...err.extra, error: { code: err.code, message: err.message, requestId, fields: err.fields } });
+  }
   if (err instanceof HttpError) {
     return reply.status(err.statusCode).send({ ...err.extra, error: { code: err.code, message: err.message, requestId } });
   }

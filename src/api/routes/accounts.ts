@@ -1,7 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { accountView, type AccountRepository } from '../../state/accounts.ts';
-import { HttpError } from '../errors.ts';
-import { AccountsQuery, AccountsReply, errorResponses } from '../schemas.ts';
+import { accountView, type AccountRecord, type AccountRepository } from '../../state/accounts.ts';
+import type { CredentialRepository } from '../../state/credentials.ts';
+import type { PolicyRepository } from '../../state/policies.ts';
+import { isoTime } from '../../state/iso.ts';
+import { entryOf } from '../../service/fleet.ts';
+import { credentialStatus } from '../../service/fleet-status.ts';
+import type { FleetAdmin } from '../../service/fleet-admin.ts';
+import { FieldsError, HttpError } from '../errors.ts';
+import { AccountDetailT, AccountPatchBody, AccountPatchReply, AccountSidParams, AccountsQuery, AccountsReply, errorResponses, NoQuery } from '../schemas.ts';
 
 const SID = /^AC[0-9a-f]{32}$/;
 
@@ -36,3 +42,85 @@ export const accountRoutes: FastifyPluginAsyncTypebox<{ accounts: AccountReposit
     },
   );
 };
+
+export interface AccountFleetDeps {
+  accounts: Pick<AccountRepository, 'get'>;
+  credentials: Pick<CredentialRepository, 'forAccount'>;
+  policies: Pick<PolicyRepository, 'catalog'>;
+  admin: FleetAdmin;
+  now: () => number;
+}
+
+/**
+ * One subaccount as the fleet sees it: labels, override, pause, and each managed credential with
+ * the policy that applies and why (GET); labels, override and pause set by an operator (PATCH).
+ */
+export const accountFleetRoutes: FastifyPluginAsyncTypebox<AccountFleetDeps> = async (app, { accounts, credentials, policies, admin, now }) => {
+  /** Undefined when Rotator knows neither the subaccount nor a credential of it. */
+  const detail = async (sid: string, account?: AccountRecord) => {
+    const [record, creds, catalog] = await Promise.all([account ?? accounts.get(sid), credentials.forAccount(sid), policies.catalog()]);
+    if (!record && creds.length === 0) return undefined;
+    const t = now();
+    return {
+      accountSid: sid,
+      // A credential rotated before any inventory sync: the subaccount itself is not described yet.
+      friendlyName: record?.friendlyName ?? '',
+      status: record?.status ?? 'unknown',
+      labels: record?.labels ?? [],
+      paused: record?.paused ?? false,
+      policyOverride: record?.policyOverride ?? null,
+      firstSeenAt: isoTime(record?.firstSeenAtMs ?? Math.min(...creds.map((c) => c.firstSeenAtMs))),
+      credentials: creds.map((c) => credentialStatus(entryOf(c, record, catalog), t)),
+    };
+  };
+
+  app.get(
+    '/v1/accounts/:sid',
+    {
+      config: { role: 'viewer' },
+      schema: {
+        summary: 'One subaccount: labels, override, pause, and every managed credential with its key age, policy (and why), deadline and next slot',
+        tags: ['accounts'],
+        params: AccountSidParams,
+        querystring: NoQuery,
+        response: { 200: AccountDetailT, ...errorResponses(400, 401, 403, 404, 429) },
+      },
+    },
+    async (req) => {
+      const d = await detail(req.params.sid);
+      if (!d) throw notFound(req.params.sid);
+      return d;
+    },
+  );
+
+  app.patch(
+    '/v1/accounts/:sid',
+    {
+      config: { role: 'operator', audit: 'account.patch' },
+      schema: {
+        summary: "Set a subaccount's labels, policy override or pause",
+        description:
+          '`labels` replaces the labels ([] clears); each is a lower-case word or key=value (hipaa, tier=gold). `policy` names an existing policy, or null clears the override. `paused: true` stops the planner and batches from starting rotations of its credentials (one in flight finishes). ' +
+          'Bad input is answered 400 `invalid_request` with `error.fields` naming every wrong field (`labels[2]`, `policy`). With MANAGE_NEW_SUBACCOUNTS=label, labelling an active subaccount starts managing its default credential. Audited with what changed.',
+        tags: ['accounts'],
+        params: AccountSidParams,
+        querystring: NoQuery,
+        body: AccountPatchBody,
+        response: { 200: AccountPatchReply, ...errorResponses(400, 401, 403, 404, 413, 415, 429) },
+      },
+    },
+    async (req) => {
+      const sid = req.params.sid;
+      req.auditTarget = { accountSid: sid };
+      const r = await admin.patchAccount(sid, req.body);
+      if (!r) throw notFound(sid);
+      if (!r.ok) throw new FieldsError('invalid_request', r.errors);
+      req.auditTarget = { accountSid: sid, detail: r.value.changes.join('; ') || 'no change' };
+      return { ...(await detail(sid, r.value.account))!, changes: r.value.changes };
+    },
+  );
+};
+
+function notFound(sid: string): HttpError {
+  return new HttpError(404, 'account_not_found', `Rotator knows no subaccount ${sid}: the inventory (synced from Twilio every ACCOUNT_SYNC_SECONDS) does not list it and no credential of it is managed`);
+}
