@@ -1,9 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Redis } from 'ioredis';
-import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { useEmbeddedRedis } from '../helpers/redis.ts';
 import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
 import { PolicyRepository, UnknownPolicyError } from '../../src/state/policies.ts';
@@ -16,21 +13,12 @@ const key = (n: number): string => `SK${n.toString(16).padStart(32, '0')}`;
 
 /** The fleet's state in a real Redis: credentials, their migration from per-account records, labels, policies. */
 describe('fleet state', () => {
-  let dir: string;
-  let server: EmbeddedRedis;
+  const db = useEmbeddedRedis('fleet');
   let redis: Redis;
   let run = 0;
   const prefix = (): string => `fleet${++run}`;
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'rotator-fleet-'));
-    server = await startEmbeddedRedis({ dir, persist: false });
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis?.disconnect();
-    await server?.stop();
-    await rm(dir, { recursive: true, force: true });
+  beforeAll(() => {
+    redis = db.connection();
   });
 
   it('an earlier version\'s per-account key and last rotation read as the default credential, and migrate once', async () => {

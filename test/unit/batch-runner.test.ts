@@ -1,9 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Redis } from 'ioredis';
-import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { useEmbeddedRedis } from '../helpers/redis.ts';
 import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
 import { PolicyRepository } from '../../src/state/policies.ts';
@@ -27,20 +24,11 @@ const T0 = Date.UTC(2026, 5, 1, 12);
  * test plays the worker, ending rotations by writing their records, and moves a simulated clock.
  */
 describe('batch runner (real Redis)', () => {
-  let dir: string;
-  let server: EmbeddedRedis;
+  const db = useEmbeddedRedis('batch-runner');
   let redis: Redis;
   let run = 0;
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'rotator-batch-runner-'));
-    server = await startEmbeddedRedis({ dir, persist: false });
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis?.disconnect();
-    await server?.stop();
-    await rm(dir, { recursive: true, force: true });
+  beforeAll(() => {
+    redis = db.connection();
   });
 
   async function setup(n: number, opts: { maxInFlight?: number; startFails?: (req: StartRequest) => boolean } = {}) {

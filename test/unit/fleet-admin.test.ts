@@ -1,9 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { Redis } from 'ioredis';
-import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { Redis } from 'ioredis';
+import { useEmbeddedRedis } from '../helpers/redis.ts';
 import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
 import { PolicyRepository } from '../../src/state/policies.ts';
@@ -14,20 +11,11 @@ const sid = (n: number): string => `AC${n.toString(16).padStart(32, '0')}`;
 
 /** The fleet's writes tell the planner what moved (and only when something did); labelling manages under MANAGE_NEW_SUBACCOUNTS=label. */
 describe('FleetAdmin', () => {
-  let dir: string;
-  let server: EmbeddedRedis;
+  const db = useEmbeddedRedis('fleet-admin');
   let redis: Redis;
   let run = 0;
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'rotator-fleet-admin-'));
-    server = await startEmbeddedRedis({ dir, persist: false });
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis?.disconnect();
-    await server?.stop();
-    await rm(dir, { recursive: true, force: true });
+  beforeAll(() => {
+    redis = db.connection();
   });
 
   const setup = async (manage: ManageMode = 'off', listener?: (ids: string[] | 'all') => Promise<void>) => {

@@ -1,10 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { Redis } from 'ioredis';
-import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
+import type { Redis } from 'ioredis';
+import { useEmbeddedRedis } from '../helpers/redis.ts';
 import { decodeRecord, encodeRecord, RotationRepository } from '../../src/state/rotations.ts';
 import { newRotationId, rotationSummary, type RotationRecord } from '../../src/domain/rotation.ts';
 import { isCredentialName } from '../../src/domain/credential.ts';
@@ -62,20 +59,11 @@ function oneObject(rec: RotationRecord, historyAt: 'last' | 'first'): string {
 }
 
 describe('managed credentials in the rotation records', () => {
-  let dir: string;
-  let server: EmbeddedRedis;
+  const db = useEmbeddedRedis('cred');
   let redis: Redis;
   let run = 0;
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'rotator-cred-'));
-    server = await startEmbeddedRedis({ dir, persist: false });
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis?.disconnect();
-    await server?.stop();
-    await rm(dir, { recursive: true, force: true });
+  beforeAll(() => {
+    redis = db.connection();
   });
 
   for (const [layout, write] of Object.entries(LEGACY_LAYOUTS)) {
