@@ -65,6 +65,33 @@ if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], 0, ARGV[1]) else redis.call('
 return 1
 `;
 
+// KEYS: credentials index. ARGV: min (a ZRANGEBYLEX bound), limit, credential, account and facts key prefixes.
+// One text, a line each (stored JSON holds no raw line feed): the count of ids and up to limit + 1
+// ids; the first `limit` ids' credential records; the count of their subaccounts, their SIDs, their
+// inventory records, their scan facts. A missing record is an empty line. One string rather than
+// an array of 300 is what keeps the client's share small (ioredis decodes each array item on its
+// own); the Redis side is the range and two MGETs, as three commands would cost.
+const PAGE = `
+local limit = tonumber(ARGV[2])
+local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, limit + 1)
+local n = math.min(limit, #ids)
+if n == 0 then return '0\\n0' end
+local ckeys, sids, seen = {}, {}, {}
+for i = 1, n do
+  local id = ids[i]
+  ckeys[i] = ARGV[3] .. id
+  local sid = string.sub(id, 1, string.find(id, '/', 1, true) - 1)
+  if not seen[sid] then seen[sid] = true; sids[#sids + 1] = sid end
+end
+local creds = redis.call('MGET', unpack(ckeys))
+local skeys = {}
+for i = 1, #sids do skeys[i] = ARGV[4] .. sids[i]; skeys[#sids + i] = ARGV[5] .. sids[i] end
+local subs = redis.call('MGET', unpack(skeys))
+for i = 1, n do if not creds[i] then creds[i] = '' end end
+for i = 1, 2 * #sids do if not subs[i] then subs[i] = '' end end
+return #ids .. '\\n' .. table.concat(ids, '\\n') .. '\\n' .. table.concat(creds, '\\n') .. '\\n' .. #sids .. '\\n' .. table.concat(sids, '\\n') .. '\\n' .. table.concat(subs, '\\n')
+`;
+
 // KEYS: lock. ARGV: token, ms. Extend only our own lock.
 const RENEW = `
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -121,25 +148,26 @@ export class ComplianceFacts {
    * Redis CPU per page against 0.1 ms for this: Redis is the part that does not scale out.
    */
   async page(min: string, limit: number): Promise<ReportPage> {
-    const ids = await this.#redis.zrangebylex(this.keys.credentials, min, '+', 'LIMIT', 0, limit + 1);
-    const pageIds = ids.slice(0, limit);
+    const text = (await runScript(this.#redis, PAGE, 1, this.keys.credentials, min, String(limit), this.keys.credential(''), this.keys.account(''), this.keys.complianceFacts(''))) as string;
+    // Stored JSON never holds a raw line feed (JSON escapes it in strings), so lines split it.
+    const lines = text.split('\n');
+    const nIds = Number(lines[0]);
+    const ids = lines.slice(1, 1 + nIds);
+    const nPage = Math.min(limit, nIds);
+    let at = 1 + nIds;
+    const credentials = lines.slice(at, at + nPage).map((c) => c || null);
+    at += nPage;
+    const nSids = Number(lines[at++]);
     const accounts = new Map<string, string>();
     const scanned = new Map<string, string>();
-    if (pageIds.length === 0) return { ids, credentials: [], accounts, scanned };
-    const sids = [...new Set(pageIds.map((id) => id.slice(0, id.indexOf('/'))))];
-    const replies = (await this.#redis
-      .pipeline()
-      .mget(pageIds.map((id) => this.keys.credential(id)))
-      .mget(sids.map((sid) => this.keys.account(sid)))
-      .mget(sids.map((sid) => this.keys.complianceFacts(sid)))
-      .exec()) as Array<[Error | null, Array<string | null>]>;
-    for (const [err] of replies) if (err) throw err;
-    const [creds, accs, facts] = replies.map(([, v]) => v) as [Array<string | null>, Array<string | null>, Array<string | null>];
-    sids.forEach((sid, i) => {
-      if (accs[i]) accounts.set(sid, accs[i]!);
-      if (facts[i]) scanned.set(sid, facts[i]!);
-    });
-    return { ids, credentials: creds, accounts, scanned };
+    for (let i = 0; i < nSids; i++) {
+      const sid = lines[at + i]!;
+      const account = lines[at + nSids + i];
+      const facts = lines[at + 2 * nSids + i];
+      if (account) accounts.set(sid, account);
+      if (facts) scanned.set(sid, facts);
+    }
+    return { ids, credentials, accounts, scanned };
   }
 
   /** Subaccounts with sprawl or leftover keys, by SID after `cursor`. */
