@@ -10,8 +10,9 @@ import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
 import { PolicyRepository } from '../../src/state/policies.ts';
 import { ComplianceFacts } from '../../src/state/compliance.ts';
-import { ComplianceReader } from '../../src/service/compliance.ts';
+import { ComplianceReader, RowCache } from '../../src/service/compliance.ts';
 import { credentialRow, credentialRowChangesAt, DAY_MS, type CredentialFacts } from '../../src/domain/compliance.ts';
+import { policyCatalog } from '../../src/domain/policy.ts';
 import { replyText } from '../../src/api/routes/compliance.ts';
 import { ComplianceReply } from '../../src/api/schemas.ts';
 
@@ -131,6 +132,22 @@ describe('compliance page: kept rows', () => {
     } finally {
       await ref.close();
     }
+  });
+});
+
+describe('RowCache', () => {
+  it('keeps at most its bound, the rows used last among them', () => {
+    const cache = new RowCache(10);
+    const catalog = policyCatalog();
+    const row = (i: number) => ({ json: `{"i":${i}}`, overdue: false, policy: 'default', labels: [], untilMs: 100, credentialRaw: `c${i}`, accountRaw: null, factsRaw: null, catalog, fromMs: 0 });
+    for (let i = 0; i < 1000; i++) {
+      cache.set(`id${i}`, row(i));
+      // id0 is asked for all along: it stays.
+      expect(cache.get('id0', 'c0', null, null, catalog, 1)?.json).toBe('{"i":0}');
+      expect(cache.size).toBeLessThanOrEqual(10);
+    }
+    expect(cache.get('id999', 'c999', null, null, catalog, 1)?.json).toBe('{"i":999}');
+    expect(cache.get('id500', 'c500', null, null, catalog, 1)).toBeUndefined();
   });
 });
 
