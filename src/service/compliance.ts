@@ -102,8 +102,9 @@ export class ComplianceReader {
         // Each subaccount's records are parsed once per page, for the rows that need rendering.
         if (!accounts.has(sid)) accounts.set(sid, accountRaw === null ? undefined : accountFromJson(sid, accountRaw));
         if (!scanned.has(sid)) scanned.set(sid, factsRaw === null ? undefined : scannedFromJson(sid, factsRaw));
-        row = renderRow(credentialFromJson(id, raw), accounts.get(sid), scanned.get(sid), catalog, opts.now);
-        this.#rows.set(id, { ...row, credentialRaw: raw, accountRaw, factsRaw, catalog, fromMs: opts.now });
+        const kept = renderRow(credentialFromJson(id, raw), accounts.get(sid), scanned.get(sid), catalog, opts.now, { credentialRaw: raw, accountRaw, factsRaw });
+        this.#rows.set(id, kept);
+        row = kept;
       }
       if (filtered && !rowMatches(row, opts.filter)) continue;
       if (rows.length === opts.limit) return { rows, nextCursor: last! };
@@ -303,13 +304,20 @@ interface RenderedRow {
   untilMs: number;
 }
 
-/** A row as credentialPage renders it, with the time it is good until. */
-export function renderRow(c: ManagedCredential, account: AccountRecord | undefined, scanned: ScannedSubaccount | undefined, catalog: PolicyCatalog, now: number): RenderedRow {
+/** A row as credentialPage renders it, with what it was rendered from and the time it is good for. */
+export function renderRow(
+  c: ManagedCredential,
+  account: AccountRecord | undefined,
+  scanned: ScannedSubaccount | undefined,
+  catalog: PolicyCatalog,
+  now: number,
+  from: { credentialRaw: string; accountRaw: string | null; factsRaw: string | null },
+): KeptRow {
   const facts = credentialFacts(entryOf(c, account, catalog), scanned);
   // The subaccount's status as the page judges it: the inventory's, else the scan's, else active.
   const status = account?.status ?? scanned?.status ?? 'active';
   const row: CredentialItem = { ...credentialRow(facts, status, now), scannedAt: scanTime(scanned) };
-  return { json: JSON.stringify(row), overdue: row.overdue, policy: row.policy, labels: row.labels, untilMs: credentialRowChangesAt(facts, status, now) };
+  return { json: JSON.stringify(row), overdue: row.overdue, policy: row.policy, labels: row.labels, untilMs: credentialRowChangesAt(facts, status, now), credentialRaw: from.credentialRaw, accountRaw: from.accountRaw, factsRaw: from.factsRaw, catalog, fromMs: now };
 }
 
 type KeptRow = RenderedRow & { credentialRaw: string; accountRaw: string | null; factsRaw: string | null; catalog: PolicyCatalog; fromMs: number };
