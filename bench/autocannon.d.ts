@@ -7,6 +7,10 @@ declare module 'autocannon' {
     headers?: Record<string, string>;
     /** Requests per second across all connections: a fixed offered load instead of as fast as answers come. */
     overallRate?: number;
+    /** Stop after this many requests (instead of `duration`). */
+    amount?: number;
+    /** Per-request setup: e.g. a different path for each request. */
+    requests?: Array<{ setupRequest?: (req: Record<string, unknown>) => Record<string, unknown> }>;
   }
   interface Histogram {
     average: number;

@@ -231,6 +231,49 @@ function keyRow(k: TwilioKeyFacts, now: number): KeyRow {
   return { sid: k.sid, friendlyName: k.friendlyName, createdAt: isoTime(k.dateCreated), ageDays: ageDays(k.dateCreated, now) };
 }
 
+/** One credential's row: its facts judged at `now`, its subaccount having `subaccountStatus`. */
+export function credentialRow(c: CredentialFacts, subaccountStatus: string, now: number): CredentialRow {
+  const judged = isAssessed(subaccountStatus) ? withinPolicy(c, now) : { within: null, finding: 'subaccount closed: its keys no longer work at Twilio; not assessed' };
+  return {
+    accountSid: c.accountSid,
+    credential: c.name,
+    kind: c.kind,
+    labels: [...c.labels],
+    subaccountStatus,
+    policy: c.policy.name,
+    policyInterval: c.policy.interval,
+    maxKeyAge: c.policy.maxKeyAge,
+    allowedKeyAgeDays: allowedKeyAgeMs(c.policy) / DAY_MS,
+    keySid: c.currentKeySid,
+    keyCreatedAt: iso(c.keyCreatedAt),
+    keyAgeDays: c.keyCreatedAt === null ? null : ageDays(c.keyCreatedAt, now),
+    lastRotationAt: iso(c.lastRotation?.at ?? null),
+    lastRotationOutcome: c.lastRotation?.outcome ?? null,
+    nextDueAt: iso(c.nextDueAt),
+    overdue: isOverdue(c, subaccountStatus, now),
+    withinPolicy: judged.within,
+    finding: judged.finding,
+  };
+}
+
+/**
+ * The first instant after `now` at which credentialRow(c, subaccountStatus, ·) may read
+ * differently, the facts unchanged: the key's next birthday in days (keyAgeDays, and the days a
+ * finding names), the first ms past its allowed age (withinPolicy), the first ms past its deadline
+ * (overdue). Infinity when none applies. A cache of rendered rows (service/compliance.ts) keeps a
+ * row for [now, this) and no longer: every time-dependent field is one of these three.
+ */
+export function credentialRowChangesAt(c: Pick<CredentialFacts, 'keyCreatedAt' | 'currentKeySid' | 'policy' | 'nextDueAt'>, subaccountStatus: string, now: number): number {
+  let at = Infinity;
+  if (c.keyCreatedAt !== null) {
+    at = c.keyCreatedAt + (Math.max(0, Math.floor((now - c.keyCreatedAt) / DAY_MS)) + 1) * DAY_MS;
+    const outAt = c.keyCreatedAt + allowedKeyAgeMs(c.policy) + 1;
+    if (c.currentKeySid !== null && outAt > now) at = Math.min(at, outAt);
+  }
+  if (isAssessed(subaccountStatus) && c.nextDueAt !== null && c.nextDueAt >= now) at = Math.min(at, c.nextDueAt + 1);
+  return at;
+}
+
 /**
  * The report. Rows in a fixed order — credentials by Account SID then name, subaccounts by SID,
  * keys oldest first — so two reports of the same fleet compare line by line.
@@ -241,31 +284,7 @@ export function complianceReport(input: { credentials: Iterable<CredentialFacts>
   for (const s of input.subaccounts) subs.set(s.accountSid, s);
 
   const credentials: CredentialRow[] = [];
-  for (const c of input.credentials) {
-    const status = subs.get(c.accountSid)?.status ?? 'unknown';
-    const assessed = isAssessed(status);
-    const judged = assessed ? withinPolicy(c, now) : { within: null, finding: 'subaccount closed: its keys no longer work at Twilio; not assessed' };
-    credentials.push({
-      accountSid: c.accountSid,
-      credential: c.name,
-      kind: c.kind,
-      labels: [...c.labels],
-      subaccountStatus: status,
-      policy: c.policy.name,
-      policyInterval: c.policy.interval,
-      maxKeyAge: c.policy.maxKeyAge,
-      allowedKeyAgeDays: allowedKeyAgeMs(c.policy) / DAY_MS,
-      keySid: c.currentKeySid,
-      keyCreatedAt: iso(c.keyCreatedAt),
-      keyAgeDays: c.keyCreatedAt === null ? null : ageDays(c.keyCreatedAt, now),
-      lastRotationAt: iso(c.lastRotation?.at ?? null),
-      lastRotationOutcome: c.lastRotation?.outcome ?? null,
-      nextDueAt: iso(c.nextDueAt),
-      overdue: isOverdue(c, status, now),
-      withinPolicy: judged.within,
-      finding: judged.finding,
-    });
-  }
+  for (const c of input.credentials) credentials.push(credentialRow(c, subs.get(c.accountSid)?.status ?? 'unknown', now));
   credentials.sort((a, b) => byCodeUnits(a.accountSid, b.accountSid) || byCodeUnits(a.credential, b.credential));
 
   const subaccounts: SubaccountRow[] = [];

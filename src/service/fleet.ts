@@ -70,6 +70,29 @@ export function entryOf(c: ManagedCredential, account: AccountRecord | undefined
     subaccountStatus: account?.status ?? 'active',
     labels,
     paused: c.paused ? 'credential' : account?.paused ? 'account' : null,
-    assignment: resolvePolicy({ credentialId: id, labels, accountPolicy: account?.policyOverride ?? null, credentialPolicy: c.policy }, catalog),
+    assignment: assignmentOf(id, labels, account?.policyOverride ?? null, c.policy, catalog),
   };
+}
+
+/**
+ * resolvePolicy, remembered per catalog (a new catalog object whenever a policy changes, see
+ * PolicyRepository) and per (labels, account override, credential override): all it depends on
+ * (the credential's id is not read), and a fleet has few distinct combinations while a page or a
+ * planner pass resolves one per credential. Bounded, for a fleet with very many label sets.
+ */
+const assignments = new WeakMap<PolicyCatalog, Map<string, Assignment>>();
+const MAX_ASSIGNMENTS = 10_000;
+
+function assignmentOf(credentialId: string, labels: readonly string[], accountPolicy: string | null, credentialPolicy: string | null, catalog: PolicyCatalog): Assignment {
+  let memo = assignments.get(catalog);
+  if (!memo) assignments.set(catalog, (memo = new Map()));
+  // Labels and policy names never hold a NUL (their patterns), so the key is unambiguous.
+  const key = `${accountPolicy ?? ''}\0${credentialPolicy ?? ''}\0${labels.join('\0')}`;
+  let a = memo.get(key);
+  if (!a) {
+    a = resolvePolicy({ credentialId, labels, accountPolicy, credentialPolicy }, catalog);
+    if (memo.size >= MAX_ASSIGNMENTS) memo.clear();
+    memo.set(key, a);
+  }
+  return a;
 }

@@ -1,0 +1,106 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer } from 'node:net';
+import { Redis } from 'ioredis';
+import autocannon from 'autocannon';
+import { startEmbeddedRedis } from '../src/state/redis.ts';
+import { mintToken } from '../src/api/tokens.ts';
+import { loadCredentialFleet } from './api-load.ts';
+import { cpuMs, redisCpuMs, round, spawnTs } from './lib.ts';
+
+/**
+ * `tsx bench/compliance-page.ts [credentials] [seconds] [--cpu-prof]`: the compliance page's API
+ * CPU alone, next to GET /v1/accounts?limit=100 in the same run (the ratio does not depend on the
+ * host's speed or load). Two figures for the page, each with its p99 at 50 connections: the same
+ * page repeatedly (warm: the rows the API process keeps are kept), and a walk over every page once
+ * (cold: run it with more than 50,000 credentials, what the API keeps, so no row is found kept). The host's load average is printed with
+ * every figure: on a shared host the absolute numbers move with it.
+ */
+const credentials = Number(process.argv[2] ?? 100_000);
+const seconds = Number(process.argv[3] ?? 8);
+const profile = process.argv.includes('--cpu-prof');
+const hex = (n: number, len = 32): string => n.toString(16).padStart(len, '0');
+const load = (): string => loadavg().map((l) => l.toFixed(1)).join(' ');
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
+    });
+  });
+}
+
+const dir = await mkdtemp(join(tmpdir(), 'rotator-cperf-'));
+const server = await startEmbeddedRedis({ dir, persist: false });
+const redis = new Redis(server.url);
+try {
+  await loadCredentialFleet(redis, credentials, (m) => console.error(m));
+  const viewer = mintToken('bench', 'viewer');
+  const port = await freePort();
+  const api = await spawnTs(
+    'src/main.ts',
+    ['api'],
+    { REDIS_URL: server.url, API_TOKENS: viewer.entry, HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'warn', RATE_LIMIT_MAX: '100000000' },
+    () => false,
+    profile ? ['--cpu-prof', '--cpu-prof-dir=bench/profiles'] : [],
+    async () => (await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.ok === true,
+  );
+  const pid = api.child.pid!;
+  const headers = { authorization: `Bearer ${viewer.token}` };
+  // A page starts after the credential id in its cursor: every 100th credential of the fleet.
+  const cursors = Array.from({ length: Math.floor(credentials / 100) - 1 }, (_, p) => {
+    const c = (p + 1) * 100 - 1;
+    return Buffer.from(`AC${hex(0xc0000000 + Math.floor(c / 2))}/${c % 2 === 0 ? 'billing' : 'default'}`, 'latin1').toString('base64url');
+  });
+  const measure = async (name: string, opts: Parameters<typeof autocannon>[0]) => {
+    const [api0, redis0, load0] = [cpuMs(pid), await redisCpuMs(redis), load()];
+    const r = await autocannon({ connections: 50, headers, ...opts });
+    const n = Math.max(1, r.requests.total);
+    const out = {
+      name,
+      requests: r.requests.total,
+      perSecond: round(r.requests.average, 0),
+      p50Ms: r.latency.p50,
+      p99Ms: r.latency.p99,
+      apiCpuUs: round(((cpuMs(pid) - api0) * 1000) / n, 0),
+      redisCpuUs: round((((await redisCpuMs(redis)) - redis0) * 1000) / n, 0),
+      non2xx: r.non2xx,
+      loadavg: `${load0} → ${load()}`,
+    };
+    console.log(JSON.stringify(out));
+    return out;
+  };
+  try {
+    const base = `http://127.0.0.1:${port}`;
+    let next = 0;
+    const walk = (): Parameters<typeof autocannon>[0] => ({
+      url: base,
+      amount: cursors.length,
+      requests: [{ setupRequest: (req: Record<string, unknown>) => ({ ...req, path: `/v1/compliance?limit=100&cursor=${cursors[next++ % cursors.length]}` }) }],
+    });
+    // Warm-up, not measured: the JIT, for both routes and for rendering rows (one walk over every page).
+    await autocannon({ url: `${base}/v1/accounts?limit=100`, connections: 10, amount: 2000, headers });
+    await autocannon({ ...walk(), connections: 10, headers });
+    // Every page again, each once: with more credentials than the API keeps rendered rows of
+    // (50,000), the walk before left none of the first pages' rows, so none is found kept (cold).
+    const cold = await measure('compliance, distinct pages (cold)', walk());
+    const accounts = await measure('accounts?limit=100', { url: `${base}/v1/accounts?limit=100`, duration: seconds });
+    const warm = await measure('compliance?limit=100 (same page, warm)', { url: `${base}/v1/compliance?limit=100`, duration: seconds });
+    console.log(
+      JSON.stringify({
+        credentials,
+        apiCpuRatioWarm: round(warm.apiCpuUs / accounts.apiCpuUs, 2),
+        apiCpuRatioCold: round(cold.apiCpuUs / accounts.apiCpuUs, 2),
+        throughputRatioWarm: round(warm.perSecond / accounts.perSecond, 2),
+      }),
+    );
+  } finally {
+    await api.stop();
+  }
+} finally {
+  redis.disconnect();
+  await server.stop();
+  await rm(dir, { recursive: true, force: true });
+}
