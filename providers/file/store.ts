@@ -246,7 +246,7 @@ export class FileSecretStore implements SecretStore {
       await probeLocking(this.#dir);
     } catch (err) {
       const e = fileStoreError(err, 'write', this.#dir);
-      throw new StoreError(e.code as 'store_permission' | 'store_unavailable', `the file store directory ${this.#dir} is not writable: ${e.message}; set FILE_STORE_PATH to a writable directory`, err);
+      throw new StoreError(e.code as 'store_permission' | 'store_unavailable' | 'store_config', `the file store directory ${this.#dir} is not writable: ${e.message}; set FILE_STORE_PATH to a writable directory`, err);
     }
   }
 

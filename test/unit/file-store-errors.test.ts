@@ -36,6 +36,9 @@ describe('file store error classification', () => {
       expect([e.code, isTransient(e)], code).toEqual(['store_unavailable', true]);
     }
     expect(fileStoreError(errno('EPERM'), 'write', '/srv/secrets').message).toMatch(/immutable/);
+    // A path through a file is a configuration mistake: start-up stops at once rather than retrying.
+    const notDir = fileStoreError(errno('ENOTDIR'), 'write', '/etc/hostname/secrets');
+    expect([notDir.code, isTransient(notDir)]).toEqual(['store_config', false]);
   });
 
   // chattr +i needs root on a file system with attributes (ext4 here); elsewhere there is nothing to test.
