@@ -1,5 +1,6 @@
 import type { Redis } from 'ioredis';
 import { runScript } from './lua.ts';
+import { overrideArgs, SET_OVERRIDE } from './overrides.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 import { isoTime } from './iso.ts';
 import { unknownPolicy } from './policies.ts';
@@ -106,7 +107,7 @@ export interface StoredAccount {
 // Only for an account the index knows (synced or rotated): labels on a SID Rotator never saw are refused by the caller.
 // The override is checked against the stored policies and recorded in its policy's users set in the
 // same script as the write, so a policy deleted meanwhile cannot be left named (state/policies.ts).
-const PATCH = `
+const PATCH = `${SET_OVERRIDE}
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
 local a = cjson.decode(raw)
@@ -117,14 +118,7 @@ if ARGV[3] ~= '' then
   local l = cjson.decode(ARGV[3])
   if #l == 0 then a.l = nil else a.l = l end
 end
-if ARGV[4] ~= '' then
-  local old = a.q
-  if ARGV[4] == '-' then a.q = nil else a.q = ARGV[4] end
-  if old ~= a.q then
-    if old then redis.call('SREM', ARGV[6] .. old, ARGV[1]) end
-    if a.q then redis.call('SADD', ARGV[6] .. a.q, ARGV[1]) end
-  end
-end
+set_override(a, 'q', ARGV[4], ARGV[1], ARGV[6])
 if ARGV[5] == '1' then a.z = 1 elseif ARGV[5] == '0' then a.z = nil end
 redis.call('SET', KEYS[1], cjson.encode(a))
 return cjson.encode(a)
@@ -242,8 +236,7 @@ export class AccountRepository {
    */
   async patch(accountSid: string, change: { labels?: readonly string[]; policy?: string | null; paused?: boolean }, opts: { requireStoredPolicy?: boolean } = {}): Promise<AccountRecord | undefined> {
     const labels = change.labels === undefined ? '' : JSON.stringify([...new Set(change.labels)].sort());
-    const policy = change.policy === undefined ? '' : change.policy === null ? '-' : change.policy;
-    const paused = change.paused === undefined ? '' : change.paused ? '1' : '0';
+    const { policy, paused } = overrideArgs(change);
     const k = this.#keys;
     const raw = (await runScript(this.#redis, PATCH, 2, k.account(accountSid), k.accounts, accountSid, String(Date.now()), labels, policy, paused, k.policyUsers(''), opts.requireStoredPolicy ? k.policies : '').catch((err: Error) => {
       throw unknownPolicy(err, change.policy);

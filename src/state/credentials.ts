@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { credentialId, DEFAULT_CREDENTIAL, parseCredentialId, type CredentialKind, type CredentialRef } from '../domain/credential.ts';
 import { runScript } from './lua.ts';
+import { overrideArgs, SET_OVERRIDE } from './overrides.ts';
 import { unknownPolicy } from './policies.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 
@@ -107,21 +108,14 @@ return 1
 // KEYS: credential, index. ARGV: id, nowMs, policy ('' keep, '-' clear, else set), paused ('' keep, '0', '1'),
 // policy-users key prefix, policies hash ('' when the named policy need not be stored: a built-in one).
 // As the account's override (state/accounts.ts): checked and indexed by its policy in the same script.
-const PATCH = `
+const PATCH = `${SET_OVERRIDE}
 if ARGV[3] ~= '' and ARGV[3] ~= '-' and ARGV[6] ~= '' and redis.call('HEXISTS', ARGV[6], ARGV[3]) == 0 then
   return redis.error_reply('unknown_policy')
 end
 local raw = redis.call('GET', KEYS[1])
 local c
 if raw then c = cjson.decode(raw) else c = { f = tonumber(ARGV[2]) } end
-if ARGV[3] ~= '' then
-  local old = c.p
-  if ARGV[3] == '-' then c.p = nil else c.p = ARGV[3] end
-  if old ~= c.p then
-    if old then redis.call('SREM', ARGV[5] .. old, ARGV[1]) end
-    if c.p then redis.call('SADD', ARGV[5] .. c.p, ARGV[1]) end
-  end
-end
+set_override(c, 'p', ARGV[3], ARGV[1], ARGV[5])
 if ARGV[4] == '1' then c.z = 1 elseif ARGV[4] == '0' then c.z = nil end
 redis.call('SET', KEYS[1], cjson.encode(c))
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
@@ -196,8 +190,7 @@ export class CredentialRepository {
    */
   async patch(ref: CredentialRef, change: { policy?: string | null; paused?: boolean }, now: number = Date.now(), opts: { requireStoredPolicy?: boolean } = {}): Promise<ManagedCredential> {
     const id = credentialId(ref);
-    const policy = change.policy === undefined ? '' : change.policy === null ? '-' : change.policy;
-    const paused = change.paused === undefined ? '' : change.paused ? '1' : '0';
+    const { policy, paused } = overrideArgs(change);
     const k = this.keys;
     const raw = (await runScript(this.#redis, PATCH, 2, k.credential(id), k.credentials, id, String(now), policy, paused, k.policyUsers(''), opts.requireStoredPolicy ? k.policies : '').catch((err: Error) => {
       throw unknownPolicy(err, change.policy);

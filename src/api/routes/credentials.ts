@@ -1,5 +1,4 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { isTransient, RotatorError } from '../../domain/errors.ts';
 import { credentialId, isCredentialName, parseCredentialId } from '../../domain/credential.ts';
 import type { AccountRepository } from '../../state/accounts.ts';
 import type { ManagedCredential } from '../../state/credentials.ts';
@@ -10,6 +9,7 @@ import { credentialStatus } from '../../service/fleet-status.ts';
 import { newCredentialErrors, type FleetAdmin } from '../../service/fleet-admin.ts';
 import type { SubaccountChecker } from '../../service/subaccounts.ts';
 import { FieldsError, HttpError } from '../errors.ts';
+import { admitSubaccount } from '../admission.ts';
 import { AccountSidParams, AddCredentialBody, CredentialParams, CredentialPatchBody, CredentialStatusT, CredentialsQuery, CredentialsReply, errorResponses, NoQuery } from '../schemas.ts';
 
 export interface CredentialRoutesDeps {
@@ -98,7 +98,7 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesDeps> =
       // The input first: a bad name is refused without asking Twilio about the subaccount.
       const errors = newCredentialErrors(ref, req.body.kind);
       if (errors.length) throw new FieldsError('invalid_request', errors);
-      await admit(sid);
+      await admitSubaccount(subaccounts, sid);
       const r = await admin.addCredential(ref, req.body.kind);
       if (!r.ok) throw new FieldsError('invalid_request', r.errors);
       if ('conflict' in r.value) throw new HttpError(409, 'credential_kind_conflict', r.value.conflict);
@@ -133,17 +133,4 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesDeps> =
       return row(r.value.credential);
     },
   );
-
-  /** As POST /v1/rotations: only an active subaccount of the parent. */
-  async function admit(sid: string): Promise<void> {
-    let verdict;
-    try {
-      verdict = await subaccounts.check(sid);
-    } catch (err) {
-      if (isTransient(err)) throw new HttpError(503, 'subaccount_check_unavailable', `could not confirm with Twilio that ${sid} is a subaccount of the parent (${(err as Error).message}); retry shortly`);
-      if (err instanceof RotatorError) throw new HttpError(502, 'subaccount_check_failed', `could not check ${sid} at Twilio: ${err.message}`);
-      throw err;
-    }
-    if (!verdict.ok) throw new HttpError(verdict.code === 'subaccount_not_found' ? 404 : 422, verdict.code, verdict.message);
-  }
 };

@@ -1,6 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
-import { isTransient, RotatorError } from '../../domain/errors.ts';
 import { credentialOf, holdsCredential, publicRotation, type RotationRecord } from '../../domain/rotation.ts';
 import { DEFAULT_CREDENTIAL } from '../../domain/credential.ts';
 import { decodeCursor, type RotationRepository } from '../../state/rotations.ts';
@@ -8,6 +7,7 @@ import type { ActionResult, RotationService } from '../../service/rotations.ts';
 import type { SubaccountChecker } from '../../service/subaccounts.ts';
 import { roleAtLeast } from '../tokens.ts';
 import { HttpError } from '../errors.ts';
+import { admitSubaccount } from '../admission.ts';
 import { IdempotencyStore, type StoredAnswer } from '../idempotency.ts';
 import { AbandonBody, ActionBody, errorResponses, ErrorBody, IdParams, ListQuery, ListReply, NoQuery, RotationT, StartBody, StartHeaders, StartReply } from '../schemas.ts';
 
@@ -83,7 +83,7 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
       }
       let answer: StoredAnswer;
       try {
-        await admit(accountSid);
+        await admitSubaccount(subaccounts, accountSid);
         const result = await service.start({ ...req.body, credential, trigger: 'api', requestedBy: req.principal?.name });
         if (!result.started) {
           const id = result.existing.id;
@@ -100,20 +100,6 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
       }
       if (key !== undefined) await idempotency.complete(scope, key, fingerprint, answer);
       return send(answer, false);
-
-      /** Refuse, before a record or a lock exists, an account that is not an active subaccount of the parent. */
-      async function admit(sid: string): Promise<void> {
-        let verdict;
-        try {
-          verdict = await subaccounts.check(sid);
-        } catch (err) {
-          if (isTransient(err)) throw new HttpError(503, 'subaccount_check_unavailable', `could not confirm with Twilio that ${sid} is a subaccount of the parent (${(err as Error).message}); retry shortly`);
-          // Twilio refused the lookup itself (the admin credential): the message says what to fix.
-          if (err instanceof RotatorError) throw new HttpError(502, 'subaccount_check_failed', `could not check ${sid} at Twilio: ${err.message}`);
-          throw err;
-        }
-        if (!verdict.ok) throw new HttpError(verdict.code === 'subaccount_not_found' ? 404 : 422, verdict.code, verdict.message);
-      }
 
       function replay(a: StoredAnswer) {
         const id = typeof a.body.id === 'string' ? a.body.id : undefined;
