@@ -73,7 +73,12 @@ Try:
   console.log(`Started ${started.length} rotations; following their events (Ctrl-C to stop):`);
   let cursor = '0';
   const pending = new Set(started);
+  // One read at a time: a read slower than the interval would otherwise run beside the next one
+  // from the same cursor, and print its events twice.
+  let reading = false;
   const follow = setInterval(() => {
+    if (reading) return;
+    reading = true;
     void (async () => {
       for (const { id, event } of await rt.repo.events(cursor, 100)) {
         cursor = id;
@@ -91,7 +96,11 @@ Try:
         await emu.close();
         process.exit(ok ? 0 : 1);
       }
-    })().catch((err: Error) => console.error(err.message));
+    })()
+      .catch((err: Error) => console.error(err.message))
+      .finally(() => {
+        reading = false;
+      });
   }, 200);
 
   const stop = (): void => {
