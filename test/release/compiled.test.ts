@@ -21,7 +21,6 @@ import { lines } from '../startup/support.ts';
  * in this checkout first, as `npm start` would, and runs it here.
  */
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-// eslint-disable-next-line no-restricted-properties -- a test reads where CI put the release
 const env = process.env;
 const releaseDir = env.ROTATOR_RELEASE_DIR ? resolve(env.ROTATOR_RELEASE_DIR) : repo;
 const isRelease = releaseDir !== repo;
