@@ -1,5 +1,6 @@
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, copyFileSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -81,6 +82,21 @@ async function started(r: Run): Promise<string> {
     180_000,
   );
   return (JSON.parse(line) as { startup: { api: string } }).startup.api;
+}
+
+/** deploy/Dockerfile's HEALTHCHECK command (its exec form), to run as Docker would. */
+function healthcheckCommand(): string[] {
+  const line = readFileSync(join(repo, 'deploy', 'Dockerfile'), 'utf8').replace(/\\\n/g, ' ').split('\n').find((l) => l.startsWith('HEALTHCHECK'))!;
+  return JSON.parse(line.slice(line.indexOf('CMD ') + 4)) as string[];
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const srv = createServer().listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => res(port));
+    });
+  });
 }
 
 /** Every process under `pid` (Linux /proc), with its command line split into arguments. */
@@ -197,14 +213,22 @@ describe('the compiled release', () => {
     chownSync(data, NOBODY, NOBODY);
     try {
       const admin = mintToken('release', 'admin');
-      // The image runs node itself (no npm, whose cache would need a writable home) from the release.
-      const service = run(process.execPath, ['dist/src/main.js', 'all'], { cwd: releaseDir, uid: NOBODY, gid: NOBODY, env: { ...baseEnv(data, admin.entry), HOME: '/nonexistent' } });
+      // As the image runs it: node itself (no npm, whose cache would need a writable home), from
+      // the release, /metrics and /healthz on METRICS_PORT.
+      const metricsPort = String(await freePort());
+      const service = run(process.execPath, ['dist/src/main.js', 'all'], { cwd: releaseDir, uid: NOBODY, gid: NOBODY, env: { ...baseEnv(data, admin.entry), HOME: '/nonexistent', METRICS_PORT: metricsPort } });
       const api = await started(service);
       expect((await fetch(`${api}/readyz`)).status).toBe(200);
+      // The image's HEALTHCHECK, as that user, finds it healthy.
+      const [hcCmd, ...hcArgs] = healthcheckCommand();
+      const healthy = run(hcCmd === 'node' ? process.execPath : hcCmd!, hcArgs, { uid: NOBODY, gid: NOBODY, env: { PATH: env.PATH ?? '', METRICS_PORT: metricsPort, PORT: '0' } });
+      expect(await finished(healthy, 'the HEALTHCHECK command', 60_000), healthy.logs.text()).toBe(0);
       const rec = await rotate(api, admin.token, emu.subaccounts[1]!.sid);
       expect(rec.status, JSON.stringify(rec)).toBe('succeeded');
       service.kill('SIGTERM');
       expect(await finished(service, 'the unprivileged service to exit after SIGTERM')).toBe(0);
+      const unhealthy = run(process.execPath, hcArgs, { env: { PATH: env.PATH ?? '', METRICS_PORT: metricsPort, PORT: '0' } });
+      expect(await finished(unhealthy, 'the HEALTHCHECK command on a stopped service', 60_000)).toBe(1);
       // The file store and the embedded Redis kept everything under DATA_DIR, owned by that user.
       expect(statSync(join(data, 'secrets')).uid).toBe(NOBODY);
       expect(statSync(join(data, 'redis')).uid).toBe(NOBODY);
