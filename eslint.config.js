@@ -13,6 +13,11 @@ export default tseslint.config(
     },
   },
   {
+    // Plain-JavaScript build tools (they run before anything is compiled), in Node.
+    files: ['scripts/**/*.mjs'],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly' } },
+  },
+  {
     // Only src/config.ts reads the environment (STYLE.md); tests, emulators and scripts are tools.
     files: ['src/**/*.ts', 'workers/**/*.ts', 'providers/**/*.ts'],
     ignores: ['src/config.ts', 'src/demo.ts'],

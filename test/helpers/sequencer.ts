@@ -11,6 +11,7 @@ export const SLOWEST_FILES = [
   'test/engine/batch-fleet.test.ts',
   'test/engine/credentials.test.ts',
   'test/startup/npm-start.test.ts',
+  'test/release/compiled.test.ts',
   'test/api/fuzz.test.ts',
   'test/contract/stores.test.ts',
   'test/unit/file-store-kill.test.ts',
