@@ -1,0 +1,32 @@
+import { readFileSync } from 'node:fs';
+import { run } from './rotator/program.ts';
+import { EXIT } from './rotator/exit-codes.ts';
+
+/**
+ * `rotator`: the command-line client of the HTTP API (README, "Command line"). This entry point is
+ * the one place the CLI reads its process: argv, the environment names it documents, standard
+ * input for `--token-file -`, and Ctrl-C. The CLI is a client, not the service, so it reads its own
+ * variables here rather than through src/config.ts.
+ */
+const controller = new AbortController();
+let interrupted = false;
+process.once('SIGINT', () => {
+  interrupted = true;
+  controller.abort();
+  // A second Ctrl-C, or a command that does not watch the signal, ends at once.
+  process.once('SIGINT', () => process.exit(EXIT.interrupted));
+  setTimeout(() => process.exit(EXIT.interrupted), 2000).unref();
+});
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+const { ROTATOR_URL, ROTATOR_TOKEN, ROTATOR_TOKEN_FILE, ROTATOR_CONFIG, XDG_CONFIG_HOME, HOME } = process.env;
+
+const code = await run(process.argv.slice(2), {
+  env: { ROTATOR_URL, ROTATOR_TOKEN, ROTATOR_TOKEN_FILE, ROTATOR_CONFIG, XDG_CONFIG_HOME, HOME },
+  readStdin: () => readFileSync(0, 'utf8'),
+  signal: controller.signal,
+  version: pkg.version,
+});
+if (interrupted) process.stderr.write('rotator: interrupted; whatever was started goes on (rotator status <id>)\n');
+// Output written to a pipe is flushed before the exit code is set.
+process.exitCode = interrupted ? EXIT.interrupted : code;
