@@ -18,14 +18,25 @@ process.once('SIGINT', () => {
   setTimeout(() => process.exit(EXIT.interrupted), 2000).unref();
 });
 
-const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+/** The version in Rotator's package.json, found upwards from here: src/cli/ in a checkout, dist/src/cli/ in a build. */
+function packageVersion(): string {
+  for (let up = '../../'; up.length <= 15; up += '../') {
+    try {
+      const pkg = JSON.parse(readFileSync(new URL(`${up}package.json`, import.meta.url), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'rotator' && pkg.version) return pkg.version;
+    } catch {
+      // not here: one level up
+    }
+  }
+  return 'unknown';
+}
 const { ROTATOR_URL, ROTATOR_TOKEN, ROTATOR_TOKEN_FILE, ROTATOR_CONFIG, XDG_CONFIG_HOME, HOME } = process.env;
 
 const code = await run(process.argv.slice(2), {
   env: { ROTATOR_URL, ROTATOR_TOKEN, ROTATOR_TOKEN_FILE, ROTATOR_CONFIG, XDG_CONFIG_HOME, HOME },
   readStdin: () => readFileSync(0, 'utf8'),
   signal: controller.signal,
-  version: pkg.version,
+  version: packageVersion(),
 });
 if (interrupted) process.stderr.write('rotator: interrupted; whatever was started goes on (rotator status <id>)\n');
 // Output written to a pipe is flushed before the exit code is set.

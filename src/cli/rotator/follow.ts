@@ -1,4 +1,4 @@
-import { MultiBar, Presets, type SingleBar } from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
 import { isTerminal, type RotationStatus } from '../../domain/rotation.ts';
 import { STOPPED, type BatchStatus } from '../../domain/batch.ts';
 import type { ApiClient } from './client.ts';
@@ -113,9 +113,12 @@ export const batchSettled = (b: BatchView): boolean => STOPPED.has(b.status) && 
  * event arrives; elsewhere (a pipe, a CI log) one line per batch event. With --json, the API's
  * batch events, one per line. Returns the final batch.
  */
-export async function followBatch(client: ApiClient, out: Output, signal: AbortSignal, id: string): Promise<BatchView> {
+export async function followBatch(client: ApiClient, out: Output, signal: AbortSignal, target: { start: () => Promise<string> } | { id: string }): Promise<BatchView> {
   const stream = new EventStream(client, signal);
   await stream.open();
+  // Started only once the stream is connected, so its first events cannot be missed.
+  const id = 'start' in target ? await target.start() : target.id;
+  const { MultiBar, Presets } = await import('cli-progress');
   const bars = !out.json && out.errIsTTY ? new MultiBar({ format: ' wave {wave} [{bar}] {value}/{total} ok {ok} failed {failed} in flight {inFlight}', hideCursor: true, clearOnComplete: false, stream: process.stderr }, Presets.shades_classic) : undefined;
   const waveBars: SingleBar[] = [];
   const draw = (b: BatchView): void => {

@@ -19,6 +19,9 @@ export interface CliDeps {
   /** Aborted on Ctrl-C: a followed stream stops, and the command exits 130. */
   signal: AbortSignal;
   version: string;
+  /** Where help and commander's own messages go (default: process.stdout and process.stderr). */
+  writeOut?(text: string): void;
+  writeErr?(text: string): void;
 }
 
 interface GlobalOptions {
@@ -323,13 +326,14 @@ ${EXIT_CODE_HELP}`,
       };
       const body = { selector, reason: o.reason, ...(Object.keys(waves).length ? { waves } : {}), ...(o.maxFailureRate !== undefined ? { maxFailureRate: o.maxFailureRate } : {}), ...(o.dryRun ? { dryRun: true } : {}) };
       const { client, out } = ctx(cmd);
-      const b = await client.json<BatchView>('/v1/batches', { method: 'POST', body, ...(o.idempotencyKey ? { headers: { 'idempotency-key': o.idempotencyKey } } : {}) });
+      const start = (): Promise<BatchView> => client.json<BatchView>('/v1/batches', { method: 'POST', body, ...(o.idempotencyKey ? { headers: { 'idempotency-key': o.idempotencyKey } } : {}) });
       if (!o.follow) {
+        const b = await start();
         if (out.json) out.value(b);
         else out.line(`batch ${b.id} started: ${b.total} credentials in ${b.progress.length} waves\nfollow it: rotator batch status ${b.id} --follow`);
         return EXIT.ok;
       }
-      return finishBatch(out, await followBatch(client, out, deps.signal, b.id));
+      return finishBatch(out, await followBatch(client, out, deps.signal, { start: async () => (await start()).id }));
     }));
 
   batch
@@ -355,7 +359,7 @@ ${EXIT_CODE_HELP}`,
     .option('-f, --follow', 'follow it with a progress bar per wave; exit 0 when it completed, 1 when halted or cancelled')
     .action(act(async (id: string, o: { follow?: boolean }, cmd: Command) => {
       const { client, out } = ctx(cmd);
-      if (o.follow) return finishBatch(out, await followBatch(client, out, deps.signal, id));
+      if (o.follow) return finishBatch(out, await followBatch(client, out, deps.signal, { id }));
       const b = await client.json<BatchView & Record<string, unknown>>(`/v1/batches/${id}`);
       if (out.json) out.value(b);
       else out.line(batchText(b));
@@ -466,6 +470,8 @@ export async function run(argv: string[], deps: CliDeps): Promise<number> {
   for (const cmd of allCommands(program)) {
     cmd.exitOverride();
     cmd.configureOutput({
+      ...(deps.writeOut ? { writeOut: deps.writeOut } : {}),
+      ...(deps.writeErr ? { writeErr: deps.writeErr } : {}),
       outputError: (str, write) => write(`rotator: ${str.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim()} (see: ${fullName(cmd)} --help)\n`),
     });
   }
