@@ -38,6 +38,8 @@ const code = await run(process.argv.slice(2), {
   signal: controller.signal,
   version: packageVersion(),
 });
-if (interrupted) process.stderr.write('rotator: interrupted; whatever was started goes on (rotator status <id>)\n');
-// Output written to a pipe is flushed before the exit code is set.
-process.exitCode = interrupted ? EXIT.interrupted : code;
+if (interrupted) process.stderr.write('rotator: interrupted; a rotation or batch it started or followed goes on (rotator status <id>, rotator batch status <id>)\n');
+// Exit now rather than when the event loop empties: a stream or socket a failed command left open
+// must not keep it alive. (Writes to pipes, files and terminals are synchronous on POSIX: nothing
+// written is lost.)
+process.exit(interrupted ? EXIT.interrupted : code);

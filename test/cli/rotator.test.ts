@@ -142,7 +142,7 @@ describe('rotator CLI', { timeout: 300_000 }, () => {
       cli(['status', 'not-a-uuid']),
       cli(['list', '--status', 'finished']),
       cli(['rotate', 'AC123']),
-      cli(['batch', 'start', '--reason', 'x']),
+      cli(['batch', 'start', '--reason', 'x', '--canary', '1', '--step', '50', '--bake-seconds', '0', '--max-failure-rate', '0']),
       cli(['rotate', sids[0]!], { ROTATOR_URL: url }),
     ]);
     const messages = runs.map((r) => {

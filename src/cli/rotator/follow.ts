@@ -116,8 +116,14 @@ export const batchSettled = (b: BatchView): boolean => STOPPED.has(b.status) && 
 export async function followBatch(client: ApiClient, out: Output, signal: AbortSignal, target: { start: () => Promise<string> } | { id: string }): Promise<BatchView> {
   const stream = new EventStream(client, signal);
   await stream.open();
-  // Started only once the stream is connected, so its first events cannot be missed.
-  const id = 'start' in target ? await target.start() : target.id;
+  let id: string;
+  try {
+    // Started only once the stream is connected, so its first events cannot be missed.
+    id = 'start' in target ? await target.start() : target.id;
+  } catch (err) {
+    stream.close();
+    throw err;
+  }
   const { MultiBar, Presets } = await import('cli-progress');
   const bars = !out.json && out.errIsTTY ? new MultiBar({ format: ' wave {wave} [{bar}] {value}/{total} ok {ok} failed {failed} in flight {inFlight}', hideCursor: true, clearOnComplete: false, stream: process.stderr }, Presets.shades_classic) : undefined;
   const waveBars: SingleBar[] = [];

@@ -307,24 +307,20 @@ ${EXIT_CODE_HELP}`,
     .option('--account <sid>', "this subaccount's credentials (repeatable)", collect(accountSid))
     .option('--credential <sid/name>', 'one managed credential, AC…/name (repeatable)', collect(credentialRef))
     .requiredOption('--reason <text>', 'why (goes into every rotation and the audit trail)')
-    .option('--canary <count|percent>', 'size of the first wave: a count (5) or a share ("10%")')
-    .option('--step <percent>', 'each later wave, in percent of the selection', integer(1, 100))
-    .option('--bake-seconds <n>', 'watch each wave this long after it ends', integer(0, 604_800))
-    .option('--max-failure-rate <rate>', 'halt when a wave fails more often than this (0–1)', fraction)
+    .requiredOption('--canary <count|percent>', 'size of the first wave: a count (5) or a share ("10%")')
+    .requiredOption('--step <percent>', 'each later wave, in percent of the selection', integer(1, 100))
+    .requiredOption('--bake-seconds <n>', 'watch each wave this long after it ends (0: none)', integer(0, 604_800))
+    .requiredOption('--max-failure-rate <rate>', 'halt once a wave fails more often than this share (0–1)', fraction)
     .option('--dry-run', 'dry-run rotations: nothing changes at Twilio or in the store')
     .option('--idempotency-key <key>', 'repeat safely: the same key and request get the first answer')
     .option('-f, --follow', 'follow it with a progress bar per wave; exit 0 when it completed, 1 when halted or cancelled')
-    .addHelpText('after', '\nExamples:\n  rotator batch start --label hipaa --reason "Q3 rotation" --canary 5% --step 25 --bake-seconds 600 --follow\n  rotator batch start --account AC0123456789abcdef0123456789abcdef --reason "leak drill" --json')
-    .action(act(async (o: { all?: boolean; label?: string[]; account?: string[]; credential?: Array<{ accountSid: string; name: string }>; reason: string; canary?: string; step?: number; bakeSeconds?: number; maxFailureRate?: number; dryRun?: boolean; idempotencyKey?: string; follow?: boolean }, cmd: Command) => {
+    .addHelpText('after', '\nExamples:\n  rotator batch start --label hipaa --reason "Q3 rotation" --canary 5% --step 25 --bake-seconds 600 --max-failure-rate 0.02 --follow\n  rotator batch start --account AC0123456789abcdef0123456789abcdef --reason "drill" --canary 1 --step 100 --bake-seconds 0 --max-failure-rate 0 --dry-run --json')
+    .action(act(async (o: { all?: boolean; label?: string[]; account?: string[]; credential?: Array<{ accountSid: string; name: string }>; reason: string; canary: string; step: number; bakeSeconds: number; maxFailureRate: number; dryRun?: boolean; idempotencyKey?: string; follow?: boolean }, cmd: Command) => {
       const chosen = [o.all && 'all', o.label && '--label', o.account && '--account', o.credential && '--credential'].filter(Boolean);
       if (chosen.length !== 1) throw new CliError(EXIT.usage, chosen.length ? `choose one selection, not ${chosen.join(' and ')}` : 'choose what to rotate: --all, --label, --account or --credential');
       const selector = o.all ? 'all' : o.label ? { labels: o.label } : o.account ? { accountSids: o.account } : { credentials: o.credential };
-      const waves = {
-        ...(o.canary !== undefined ? { canary: /^\d+$/.test(o.canary) ? Number(o.canary) : o.canary } : {}),
-        ...(o.step !== undefined ? { step: o.step } : {}),
-        ...(o.bakeSeconds !== undefined ? { bakeSeconds: o.bakeSeconds } : {}),
-      };
-      const body = { selector, reason: o.reason, ...(Object.keys(waves).length ? { waves } : {}), ...(o.maxFailureRate !== undefined ? { maxFailureRate: o.maxFailureRate } : {}), ...(o.dryRun ? { dryRun: true } : {}) };
+      const waves = { canary: /^\d+$/.test(o.canary) ? Number(o.canary) : o.canary, step: o.step, bakeSeconds: o.bakeSeconds };
+      const body = { selector, reason: o.reason, waves, maxFailureRate: o.maxFailureRate, ...(o.dryRun ? { dryRun: true } : {}) };
       const { client, out } = ctx(cmd);
       const start = (): Promise<BatchView> => client.json<BatchView>('/v1/batches', { method: 'POST', body, ...(o.idempotencyKey ? { headers: { 'idempotency-key': o.idempotencyKey } } : {}) });
       if (!o.follow) {
@@ -485,6 +481,8 @@ export async function run(argv: string[], deps: CliDeps): Promise<number> {
       return EXIT.usage;
     }
     if (err instanceof CliError) {
+      // Ctrl-C: the entry point says so, once.
+      if (err.code === EXIT.interrupted) return err.code;
       if (json && err.body !== undefined) process.stdout.write(`${JSON.stringify(err.body)}\n`);
       process.stderr.write(`rotator: ${err.message}\n`);
       return err.code;
@@ -581,7 +579,7 @@ interface AccountDetail {
   labels: string[];
   paused: boolean;
   policyOverride: string | null;
-  credentials: Array<{ name: string; currentKeySid: string | null; keyAgeDays: number; policy: { name: string; reason: string }; deadline: string | null; nextRotationAt: string | null; notScheduled: string | null; overdue: boolean; paused: boolean }>;
+  credentials: Array<{ name: string; currentKeySid: string | null; keyAgeDays: number; policy: { name: string; source: string }; deadline: string | null; nextRotationAt: string | null; notScheduled: string | null; overdue: boolean; paused: boolean }>;
 }
 
 function accountDetail(a: AccountDetail): string {
@@ -597,7 +595,7 @@ function accountDetail(a: AccountDetail): string {
     '',
     table(
       ['credential', 'current key', 'age (d)', 'policy', 'deadline', 'next rotation', 'overdue', 'paused'],
-      a.credentials.map((c) => [c.name, c.currentKeySid, c.keyAgeDays, `${c.policy.name} (${c.policy.reason})`, when(c.deadline), c.nextRotationAt ? when(c.nextRotationAt) : (c.notScheduled ?? '-'), c.overdue, c.paused]),
+      a.credentials.map((c) => [c.name, c.currentKeySid, c.keyAgeDays, `${c.policy.name} (${c.policy.source})`, when(c.deadline), c.nextRotationAt ? when(c.nextRotationAt) : (c.notScheduled ?? '-'), c.overdue, c.paused]),
     ),
   ].join('\n');
 }

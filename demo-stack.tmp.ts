@@ -1,0 +1,12 @@
+import { writeFileSync } from 'node:fs';
+import { startApiHarness } from './test/api/support.ts';
+const h = await startApiHarness({ worker: true, stack: { subaccounts: 4, drainSeconds: 2 }, logLevel: 'warn' });
+const sids = h.stack.emu.subaccounts.map((s) => s.sid);
+await h.stack.seedAll();
+await h.rt.accounts.upsertMany(sids.map((s) => ({ accountSid: s, friendlyName: `customer ${s.slice(-4)}`, status: 'active', ownerAccountSid: h.stack.emu.parent.accountSid })));
+for (const s of sids) await h.rt.credentials.ensure({ accountSid: s, name: 'default' });
+await h.rt.accounts.patch(sids[0]!, { labels: ['hipaa'] });
+const url = await h.app.listen({ host: '127.0.0.1', port: 0 });
+writeFileSync('/tmp/clidemo/env', `export ROTATOR_URL=${url}\nexport ROTATOR_TOKEN=${h.tokens.admin}\nexport SIDS="${sids.join(' ')}"\n`);
+console.log('ready', url);
+process.on('SIGTERM', async () => { await h.close(); process.exit(0); });
