@@ -1,5 +1,5 @@
 import { spawn, execFile } from 'node:child_process';
-import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -205,12 +205,24 @@ describe('rotator CLI', { timeout: 300_000 }, () => {
     expect(r.stdout).toMatch(/batch [0-9a-f-]{36} completed: 2 succeeded, 0 failed, 0 cancelled, 0 skipped of 2\n$/);
   });
 
-  it.concurrent('compliance as CSV, the audit chain through the API; through bin/rotator.js: a minted token, and shell completion', async () => {
-    const [csv, audit, minted, completion] = await Promise.all([cli(['compliance', '--csv']), cli(['audit', 'verify']), cli(['token', 'mint', 'ci', 'operator', '--json'], {}, undefined, BIN), cli(['completion', 'bash'], {}, undefined, BIN)]);
+  it.concurrent('compliance as CSV, the audit chain through the API and from a file (exit 1 when altered); through bin/rotator.js: a minted token, and shell completion', async () => {
+    const exported = join(home, 'audit-export.jsonl');
+    const [csv, audit, minted, completion] = await Promise.all([cli(['compliance', '--csv']), cli(['audit', 'verify', '--save', exported]), cli(['token', 'mint', 'ci', 'operator', '--json'], {}, undefined, BIN), cli(['completion', 'bash'], {}, undefined, BIN)]);
     for (const r of [csv, audit, minted, completion]) expect(r.code, r.stderr).toBe(EXIT.ok);
     const expected = await (await fetch(`${url}/v1/compliance`, { headers: { ...bearer(h.tokens.admin), accept: 'text/csv' } })).text();
     expect(csv.stdout.split('\n')[0]).toBe(expected.split('\n')[0]);
     expect(audit.stdout).toMatch(/^chain intact: \d+ entries \(head [0-9a-f]{64}\)\n$/);
+    // The saved export checks offline; one entry altered in it breaks the chain: exit 1.
+    const lines = (await readFile(exported, 'utf8')).trimEnd().split('\n');
+    const entry = JSON.parse(lines[0]!) as { detail?: string };
+    lines[0] = JSON.stringify({ ...entry, detail: `${entry.detail ?? ''} (altered)` });
+    const tampered = join(home, 'audit-tampered.jsonl');
+    await writeFile(tampered, `${lines.join('\n')}\n`);
+    const [offline, broken] = await Promise.all([cli(['audit', 'verify', '--file', exported], {}), cli(['audit', 'verify', '--file', tampered], {})]);
+    expect(offline.code, offline.stderr).toBe(EXIT.ok);
+    expect(offline.stdout).toBe(audit.stdout);
+    expect(broken.code, broken.stdout + broken.stderr).toBe(EXIT.failed);
+    expect(broken.stdout).toMatch(/^chain BROKEN after 0 good entries: /);
     const token = JSON.parse(minted.stdout) as { name: string; role: string; token: string; entry: string };
     expect(token).toMatchObject({ name: 'ci', role: 'operator' });
     expect(token.entry).toMatch(/^ci:operator:[0-9a-f]{64}$/);
