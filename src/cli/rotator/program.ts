@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { ReadableStream as WebReadableStream } from 'node:stream/web';
@@ -412,7 +412,7 @@ ${EXIT_CODE_HELP}`,
         const { client } = ctx(cmd);
         const res = await client.fetch('/v1/audit/export', { headers: { accept: 'application/x-ndjson' }, timeoutMs: 0, signal: deps.signal });
         const text = await res.text();
-        if (o.save) (await import('node:fs')).writeFileSync(o.save, text, { mode: 0o600 });
+        if (o.save) writeFileSync(o.save, text, { mode: 0o600 });
         out.note(`checking the export of ${client.conn.url}`);
         input = { lines: text.split('\n') };
       }
