@@ -1,10 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { Redis } from 'ioredis';
-import { ConfigError, loadConfig } from '../config.ts';
-import { EmbeddedRedisError, openDataDirRedis, type DataDirRedis } from '../state/embedded-redis.ts';
-import { StartupError, waitForRedis } from '../startup.ts';
-import { CHAIN_HASH, exportedChainSource, redisChainSource, verifyAuditChain, type ChainSource } from '../state/audit.ts';
+import { ConfigError } from '../config.ts';
+import { EmbeddedRedisError } from '../state/embedded-redis.ts';
+import { StartupError } from '../startup.ts';
+import { CHAIN_HASH, checkAuditChain } from './audit-chain.ts';
 
 const USAGE = 'usage: npm run audit:verify [-- [--file <export.jsonl>] [--expect-head <sha256 hex>]]';
 
@@ -14,7 +12,8 @@ const USAGE = 'usage: npm run audit:verify [-- [--file <export.jsonl>] [--expect
  * stopped again) — or an export, with `-- --file <export.jsonl>` — and report the first broken
  * link. `--expect-head <hash>`: a head this command printed earlier, which the operator kept
  * outside Redis; the chain must still contain it (else it was cut short or re-hashed). Exit 0 when
- * intact, 1 when broken, 2 when it could not check.
+ * intact, 1 when broken, 2 when it could not check. `rotator audit verify` does the same
+ * (src/cli/audit-chain.ts), and can also check the API's export.
  */
 async function main(): Promise<number> {
   const args = process.argv.slice(2);
@@ -25,43 +24,13 @@ async function main(): Promise<number> {
     return 2;
   }
   const fileAt = args.indexOf('--file');
-  let source: ChainSource;
-  let redis: Redis | undefined;
-  let embedded: DataDirRedis | undefined;
-  if (fileAt >= 0) {
-    const path = args[fileAt + 1];
-    if (!path) {
-      console.error(USAGE);
-      return 2;
-    }
-    source = exportedChainSource(readFileSync(path, 'utf8').split('\n'));
-  } else {
-    const cfg = loadConfig(undefined, { requireTwilio: false });
-    let url = cfg.redisUrl;
-    if (url) await waitForRedis(url, cfg.redisConnectTimeoutMs);
-    else {
-      embedded = await openDataDirRedis(join(cfg.dataDir, 'redis'));
-      url = embedded.url;
-      console.error(`checking the embedded Redis of ${cfg.dataDir} (${embedded.started ? 'started for this check' : 'running'}, ${embedded.location})`);
-    }
-    redis = new Redis(url, { maxRetriesPerRequest: 2, lazyConnect: true });
-    redis.on('error', () => undefined);
-    await redis.connect();
-    source = redisChainSource(redis, cfg.redisPrefix);
+  if (fileAt >= 0 && !args[fileAt + 1]) {
+    console.error(USAGE);
+    return 2;
   }
-  try {
-    const verdict = await verifyAuditChain(source, keptHead ? { keptHead } : {});
-    if (verdict.ok) {
-      console.log(`chain intact: ${verdict.count} entries (head ${verdict.head})`);
-      if (verdict.kept) console.log(`the kept head is entry ${verdict.kept.id}, followed by ${verdict.kept.newer} newer entries`);
-      return 0;
-    }
-    console.log(`chain BROKEN after ${verdict.count} good entries: ${verdict.problem} at ${verdict.at}: ${verdict.message}`);
-    return 1;
-  } finally {
-    redis?.disconnect();
-    await embedded?.stop();
-  }
+  const input = fileAt >= 0 ? { lines: readFileSync(args[fileAt + 1]!, 'utf8').split('\n') } : { redis: true as const };
+  const intact = await checkAuditChain(input, keptHead, { out: (l) => console.log(l), note: (l) => console.error(l) });
+  return intact ? 0 : 1;
 }
 
 main().then(

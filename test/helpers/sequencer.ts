@@ -16,6 +16,7 @@ export const SLOWEST_FILES = [
   'test/contract/stores.test.ts',
   'test/unit/file-store-kill.test.ts',
   'test/cli/adopt-key.test.ts',
+  'test/cli/rotator.test.ts',
 ];
 
 /**
