@@ -17,6 +17,19 @@ export function readRedisTarget(
   str: (name: string) => string | undefined,
   int: (name: string, fallback: number, min?: number) => number,
   problems: string[],
+): { redis?: RedisTarget; redisPrefix: string; redisWait: { replicas: number; timeoutMs: number } } {
+  const out = readTarget(str, int, problems);
+  // With Sentinel an API change waits for one replica by default (plugins/replication.ts); elsewhere for none.
+  const replicas = int('REDIS_WAIT_REPLICAS', out.redis?.kind === 'sentinel' ? 1 : 0, 0);
+  if (replicas > 0 && out.redis?.kind === 'cluster') problems.push('REDIS_WAIT_REPLICAS is not supported with REDIS_CLUSTER_NODES (WAIT is per node): set it to 0');
+  if (replicas > 0 && !out.redis) problems.push('REDIS_WAIT_REPLICAS needs REDIS_URL or REDIS_SENTINELS: the embedded Redis has no replica');
+  return { ...out, redisWait: { replicas, timeoutMs: int('REDIS_WAIT_TIMEOUT_MS', 500, 1) } };
+}
+
+function readTarget(
+  str: (name: string) => string | undefined,
+  int: (name: string, fallback: number, min?: number) => number,
+  problems: string[],
 ): { redis?: RedisTarget; redisPrefix: string } {
   const url = str('REDIS_URL');
   const sentinels = str('REDIS_SENTINELS');

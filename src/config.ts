@@ -56,6 +56,8 @@ export interface Config {
    */
   redis?: RedisTarget;
   redisPrefix: string;
+  /** REDIS_WAIT_REPLICAS (default 1 with Sentinel, else 0) and REDIS_WAIT_TIMEOUT_MS: an API change waits for replicas before its answer. */
+  redisWait: { replicas: number; timeoutMs: number };
   /** How long start-up waits for REDIS_URL to answer before giving up (REDIS_CONNECT_TIMEOUT_SECONDS). */
   redisConnectTimeoutMs: number;
   host: string;

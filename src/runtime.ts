@@ -9,6 +9,7 @@ import { secretPath } from '../providers/secret-store.ts';
 import { openSecretStore } from './stores.ts';
 import { connectRedis, duplicateRedis, startEmbeddedRedis, type EmbeddedRedis } from './state/redis.ts';
 import { describeRedisTarget, type RedisTarget } from './state/redis-target.ts';
+import { replicaWaiter } from './state/replication.ts';
 import { cachedCheck, redisLocation, storeStartupError, twilioStartupError, waitForRedis, withDeadline } from './startup.ts';
 import { RotationRepository } from './state/rotations.ts';
 import { RotationService, type RotationQueue } from './service/rotations.ts';
@@ -260,6 +261,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
       logger: log,
       trustProxy: cfg.trustProxy,
       ...(opts.now ? { now: opts.now } : {}),
+      ...(cfg.redisWait.replicas > 0 ? { replicate: replicaWaiter(viaApi, { ...cfg.redisWait, log }) } : {}),
       compliance: {
         reader: apiState.complianceReader,
         facts: apiState.complianceFacts,

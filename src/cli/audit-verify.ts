@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connectRedis } from '../state/redis.ts';
 import { ConfigError, loadConfig } from '../config.ts';
 import { EmbeddedRedisError, openDataDirRedis, type DataDirRedis } from '../state/embedded-redis.ts';
 import { StartupError, waitForRedis } from '../startup.ts';
@@ -9,7 +10,7 @@ import { CHAIN_HASH, exportedChainSource, redisChainSource, verifyAuditChain, ty
 const USAGE = 'usage: npm run audit:verify [-- [--file <export.jsonl>] [--expect-head <sha256 hex>]]';
 
 /**
- * `npm run audit:verify`: walk the audit chain in Redis (REDIS_URL, REDIS_PREFIX; without REDIS_URL
+ * `npm run audit:verify`: walk the audit chain in Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES, REDIS_PREFIX; without them
  * the data directory's embedded Redis, DATA_DIR: the running one, or started here on its data and
  * stopped again) — or an export, with `-- --file <export.jsonl>` — and report the first broken
  * link. `--expect-head <hash>`: a head this command printed earlier, which the operator kept
@@ -37,14 +38,14 @@ async function main(): Promise<number> {
     source = exportedChainSource(readFileSync(path, 'utf8').split('\n'));
   } else {
     const cfg = loadConfig(undefined, { requireTwilio: false });
-    let url = cfg.redisUrl;
-    if (url) await waitForRedis(url, cfg.redisConnectTimeoutMs);
+    let target = cfg.redis;
+    if (target) await waitForRedis(target, cfg.redisConnectTimeoutMs);
     else {
       embedded = await openDataDirRedis(join(cfg.dataDir, 'redis'));
-      url = embedded.url;
+      target = { kind: 'url', url: embedded.url };
       console.error(`checking the embedded Redis of ${cfg.dataDir} (${embedded.started ? 'started for this check' : 'running'}, ${embedded.location})`);
     }
-    redis = new Redis(url, { maxRetriesPerRequest: 2, lazyConnect: true });
+    redis = connectRedis(target, 'shared', { overrides: { maxRetriesPerRequest: 2, lazyConnect: true } });
     redis.on('error', () => undefined);
     await redis.connect();
     source = redisChainSource(redis, cfg.redisPrefix);

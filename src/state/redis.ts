@@ -16,9 +16,10 @@ import type { RedisTarget } from './redis-target.ts';
  * without it the page route measured 8,200 rather than 6,200 requests/s at 50 connections, p99
  * 17 rather than 27 ms. So a process pipelines when it runs a worker.
  *
- * Sentinel: ioredis asks the Sentinels for the primary, and `failoverDetector` subscribes to their
- * +switch-master so a failover is followed at once; a READONLY reply (a demoted primary still
- * answering) reconnects and resends. Cluster: ioredis routes each command by its keys' slot, and
+ * Sentinel: ioredis asks the Sentinels for the primary whenever it (re)connects, so a primary
+ * that died is followed once the Sentinels promote another; a READONLY reply (a demoted primary
+ * still answering) reconnects and resends. Not `failoverDetector`: in a chaos run its reaction to
+ * +switch-master left a connection ended ("Connection is closed") instead of reconnected. Cluster: ioredis routes each command by its keys' slot, and
  * every key carries the prefix's hash tag (config-redis.ts), so each script and MULTI has one slot.
  *
  * The Cluster client is returned typed as `Redis`: both implement ioredis's Commander (every
@@ -64,7 +65,6 @@ function connectTarget(t: RedisTarget, options: RedisOptions): Redis {
         name: t.name,
         role: 'master',
         db: t.db,
-        failoverDetector: true,
         // A primary demoted by a failover may still answer, read-only: reconnect (to the new one) and resend.
         reconnectOnError: (err) => (/^READONLY/.test(err.message) ? 2 : false),
         ...(t.username ? { username: t.username } : {}),

@@ -42,17 +42,29 @@ async function until<T>(what: string, fn: () => Promise<T | undefined | false>, 
 /** One redis-server (or Sentinel) process on 127.0.0.1:port. */
 export class RedisProcess {
   readonly url: string;
-  #child: ChildProcess;
-  readonly exited: Promise<void>;
+  #child!: ChildProcess;
+  exited!: Promise<void>;
 
   constructor(
     readonly port: number,
     readonly dir: string,
-    args: string[],
+    private readonly args: string[],
   ) {
     this.url = `redis://127.0.0.1:${port}`;
-    this.#child = spawn('redis-server', args, { stdio: 'ignore', cwd: dir });
-    this.exited = new Promise((r) => this.#child.once('exit', () => r()));
+    this.#spawn();
+  }
+
+  #spawn(): void {
+    this.#child = spawn('redis-server', this.args, { stdio: 'ignore', cwd: this.dir });
+    const child = this.#child;
+    this.exited = new Promise((r) => child.once('exit', () => r()));
+  }
+
+  /** Start again, same port, directory and arguments (its AOF is replayed); resolves once it answers. */
+  async restart(): Promise<void> {
+    await this.kill();
+    this.#spawn();
+    await this.answering();
   }
 
   get running(): boolean {
@@ -232,7 +244,7 @@ export class TestSentinelSet {
    * SIGKILL the primary and resolve once a Sentinel announces `+switch-master` to the replica
    * (subscribed before the kill, so the event cannot be missed); returns how long that took.
    */
-  async failover(): Promise<{ ms: number; newPrimary: string }> {
+  async failover(): Promise<{ ms: number; newPrimary: string; formerPort: number }> {
     const old = this.primary;
     const sub = new Redis(this.sentinels[0]!.url, { maxRetriesPerRequest: null });
     sub.on('error', () => undefined);
@@ -250,10 +262,27 @@ export class TestSentinelSet {
       const newPrimary = await switched;
       this.#primary = this.data.findIndex((p) => `127.0.0.1:${p.port}` === newPrimary);
       if (this.#primary < 0) throw new Error(`the Sentinels promoted ${newPrimary}, which is not one of this set's nodes`);
-      return { ms: Date.now() - t0, newPrimary };
+      return { ms: Date.now() - t0, newPrimary, formerPort: old.port };
     } finally {
       sub.disconnect();
     }
+  }
+
+  /**
+   * Start the node `failover()` killed again; resolves once it answers. It comes back as the
+   * primary it was, until the Sentinels turn it into a replica of the new one (which took up to
+   * 20 s on a loaded host: `rejoined()` waits for that).
+   */
+  async restartFormerPrimary(port: number): Promise<void> {
+    await this.data.find((p) => p.port === port)!.restart();
+  }
+
+  /** Whether every data node but the primary replicates it, its link up. */
+  async rejoined(): Promise<boolean> {
+    for (const node of this.data.filter((p) => p !== this.primary)) {
+      if (!/role:slave[\s\S]*master_link_status:up/.test(await node.ask((r) => r.info('replication')).catch(() => ''))) return false;
+    }
+    return true;
   }
 
   /** Every byte the data nodes persisted (their AOF files), for leak scans. */
