@@ -6,6 +6,7 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  */
 export const SLOWEST_FILES = [
   'test/chaos/chaos.test.ts',
+  'test/chaos/chaos-sentinel.test.ts',
   'test/engine/crash.test.ts',
   'test/engine/zero-downtime.test.ts',
   'test/engine/two-workers.test.ts',
