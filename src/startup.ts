@@ -76,7 +76,7 @@ export async function waitForRedis(target: string | RedisTarget, timeoutMs: numb
     }
     if (Date.now() >= deadline) {
       throw new StartupError(
-        `Redis at ${where} did not answer within ${Math.round(timeoutMs / 1000)} s (${reason}): start it or correct ${setting}, or unset it to run an embedded redis-server (REDIS_CONNECT_TIMEOUT_SECONDS sets the wait)`,
+        `Redis at ${where} did not answer within ${Math.round(timeoutMs / 1000)} s (${reason}): start it or correct ${setting}${t.kind === 'url' ? ', or unset REDIS_URL to run an embedded redis-server' : ''} (REDIS_CONNECT_TIMEOUT_SECONDS sets the wait)`,
       );
     }
     await new Promise((r) => setTimeout(r, Math.min(500, Math.max(0, deadline - Date.now()))));
