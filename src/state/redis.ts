@@ -101,7 +101,9 @@ export function isRedisUnavailable(err: unknown): boolean {
   const e = err as { name?: unknown; message?: unknown; code?: unknown };
   if (e.name === 'MaxRetriesPerRequestError') return true;
   if (typeof e.code === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT'].includes(e.code)) return true;
-  return typeof e.message === 'string' && /^(Connection is closed|Stream isn't writeable|LOADING |TRYAGAIN |CLUSTERDOWN |MASTERDOWN |READONLY )/.test(e.message);
+  // Sentinel and Cluster add their own: no Sentinel answering, or no node, while a failover runs.
+  if (e.name === 'ClusterAllFailedError') return true;
+  return typeof e.message === 'string' && /^(Connection is closed|Stream isn't writeable|LOADING |TRYAGAIN |CLUSTERDOWN |MASTERDOWN |READONLY |All sentinels are unreachable|None of startup nodes is available|Failed to refresh slots cache)/.test(e.message);
 }
 
 export { startEmbeddedRedis, openDataDirRedis, EmbeddedRedisError, RedisNotInstalledError, type EmbeddedRedis } from './embedded-redis.ts';

@@ -6,7 +6,7 @@ import { ConfigError, loadConfig } from '../../src/config.ts';
 import { prefixHashTag } from '../../src/state/redis-target.ts';
 import { replicaWaiter } from '../../src/state/replication.ts';
 import { waitForRedis } from '../../src/startup.ts';
-import { connectRedis } from '../../src/state/redis.ts';
+import { connectRedis, isRedisUnavailable } from '../../src/state/redis.ts';
 import { startRedisCluster, type TestRedisCluster } from '../helpers/redis-topologies.ts';
 import { useEmbeddedRedis } from '../helpers/redis.ts';
 import type { Redis } from 'ioredis';
@@ -70,6 +70,18 @@ describe('Redis topology configuration (issue 18)', () => {
     [{ REDIS_PASSWORD: 'pw' }, 'REDIS_PASSWORD and REDIS_USERNAME need REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES'],
   ])('names what to fix: %j', (env, message) => {
     expect(problems(env as Record<string, string>).join('\n')).toContain(message);
+  });
+});
+
+describe('what a failover looks like to a caller', () => {
+  it.each([
+    ['All sentinels are unreachable. Retrying from scratch after 10ms.'],
+    ['None of startup nodes is available'],
+    ['Failed to refresh slots cache.'],
+    ['READONLY You can\'t write against a read only replica.'],
+    ['CLUSTERDOWN The cluster is down'],
+  ])('%s is Redis being unavailable (transient), not a reason to fail a rotation', (message) => {
+    expect(isRedisUnavailable(new Error(message))).toBe(true);
   });
 });
 
