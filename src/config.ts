@@ -3,6 +3,8 @@ import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { config as loadDotenv } from 'dotenv';
 import { Secret } from './domain/secret.ts';
+import { readRedisTarget } from './config-redis.ts';
+import type { RedisTarget } from './state/redis-target.ts';
 
 /**
  * Environment → typed configuration, in one place (the only module that reads process.env).
@@ -48,7 +50,14 @@ export type TrustProxy = false | number | string[];
 export interface Config {
   dataDir: string;
   redisUrl?: string;
+  /**
+   * Where Redis is: REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES (with REDIS_PASSWORD,
+   * REDIS_TLS…; see config-redis.ts). Unset: the embedded redis-server in DATA_DIR.
+   */
+  redis?: RedisTarget;
   redisPrefix: string;
+  /** REDIS_WAIT_REPLICAS (default 1 with Sentinel, else 0) and REDIS_WAIT_TIMEOUT_MS: an API change waits for replicas before its answer. */
+  redisWait: { replicas: number; timeoutMs: number };
   /** How long start-up waits for REDIS_URL to answer before giving up (REDIS_CONNECT_TIMEOUT_SECONDS). */
   redisConnectTimeoutMs: number;
   host: string;
@@ -151,10 +160,11 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
   if (prefix.length + 1 + 36 > 64 || prefix.includes(':')) problems.push('KEY_NAME_PREFIX must be at most 27 characters and contain no ":"');
 
   const twilioMaxConcurrency = int('TWILIO_MAX_CONCURRENCY', 50, 1);
+  const redis = readRedisTarget(str, int, problems);
   const cfg: Config = {
     dataDir,
     redisUrl: str('REDIS_URL'),
-    redisPrefix: str('REDIS_PREFIX') ?? 'rotator',
+    ...redis,
     redisConnectTimeoutMs: int('REDIS_CONNECT_TIMEOUT_SECONDS', 15, 1) * 1000,
     host: str('HOST') ?? '127.0.0.1',
     port: int('PORT', 8080),

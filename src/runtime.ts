@@ -7,7 +7,9 @@ import type { Config } from './config.ts';
 import type { SecretStore } from '../providers/secret-store.ts';
 import { secretPath } from '../providers/secret-store.ts';
 import { openSecretStore } from './stores.ts';
-import { connectRedis, startEmbeddedRedis, type EmbeddedRedis } from './state/redis.ts';
+import { connectRedis, duplicateRedis, startEmbeddedRedis, type EmbeddedRedis } from './state/redis.ts';
+import { describeRedisTarget, type RedisTarget } from './state/redis-target.ts';
+import { replicaWaiter } from './state/replication.ts';
 import { cachedCheck, redisLocation, storeStartupError, twilioStartupError, waitForRedis, withDeadline } from './startup.ts';
 import { RotationRepository } from './state/rotations.ts';
 import { RotationService, type RotationQueue } from './service/rotations.ts';
@@ -55,8 +57,9 @@ export interface RuntimeOptions {
 }
 
 export interface Runtime {
-  /** Carries the password of an embedded Redis: log `redisLocation` instead. */
+  /** Carries the password of an embedded Redis: log `redisLocation` instead. Empty with Sentinel or Cluster (see `redisTarget`). */
   redisUrl: string;
+  redisTarget: RedisTarget;
   redisLocation: string;
   /** Set when this process runs the data directory's redis-server; `exited` settles when it stops. */
   embeddedRedis?: { exited: Promise<void> };
@@ -96,18 +99,18 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   const log = opts.log;
   for (const warning of cfg.warnings) log.warn(warning);
   let embedded: EmbeddedRedis | undefined;
-  let redisUrl = cfg.redisUrl;
-  if (redisUrl) {
-    await waitForRedis(redisUrl, cfg.redisConnectTimeoutMs);
+  let target = cfg.redis;
+  if (target) {
+    await waitForRedis(target, cfg.redisConnectTimeoutMs);
   } else {
     embedded = await startEmbeddedRedis({ dir: join(cfg.dataDir, 'redis') });
-    redisUrl = embedded.url;
+    target = { kind: 'url', url: embedded.url };
     log.debug({ redis: embedded.location }, 'started embedded redis-server (set REDIS_URL to use your own)');
   }
   // A start-up check that fails past this point must not leave connections or redis-server behind.
   const undo: Array<() => unknown> = [];
   try {
-    return await startOnRedis(cfg, opts, redisUrl, embedded, undo);
+    return await startOnRedis(cfg, opts, target, embedded, undo);
   } catch (err) {
     for (const step of undo.reverse()) await Promise.resolve(step()).catch(() => undefined);
     await embedded?.stop();
@@ -115,12 +118,12 @@ export async function startRuntime(cfg: Config, opts: RuntimeOptions): Promise<R
   }
 }
 
-async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string, embedded: EmbeddedRedis | undefined, undo: Array<() => unknown>): Promise<Runtime> {
+async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: RedisTarget, embedded: EmbeddedRedis | undefined, undo: Array<() => unknown>): Promise<Runtime> {
   const log = opts.log;
-  const redis = connectRedis(redisUrl, 'shared', { autoPipeline: opts.worker });
+  const redis = connectRedis(redisTarget, 'shared', { autoPipeline: opts.worker });
   redis.on('error', (err) => log.warn({ err: { message: err.message } }, 'redis connection error'));
   undo.push(() => redis.disconnect());
-  const queueConn = connectRedis(redisUrl, 'worker');
+  const queueConn = connectRedis(redisTarget, 'worker');
   queueConn.on('error', () => undefined);
   undo.push(() => queueConn.disconnect());
   const queue = createRotationQueue(queueConn, cfg.redisPrefix);
@@ -228,7 +231,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   let apiRedis: Redis | undefined;
   if (opts.api) {
     if (opts.worker) {
-      const conn = connectRedis(redisUrl, 'shared');
+      const conn = connectRedis(redisTarget, 'shared');
       conn.on('error', (err) => log.warn({ err: { message: err.message } }, 'redis connection error'));
       undo.push(() => conn.disconnect());
       apiRedis = conn;
@@ -248,7 +251,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       manageNewSubaccounts: cfg.manageNewSubaccounts,
       metrics,
       redis: viaApi,
-      connectRedis: () => viaApi.duplicate({ lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
+      connectRedis: () => duplicateRedis(viaApi, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
       tokens: parseApiTokens(cfg.apiTokens),
       oidc: cfg.api.oidc ? createOidcVerifier(cfg.api.oidc) : undefined,
       rateLimit: { max: cfg.api.rateLimitMax, windowMs: cfg.api.rateLimitWindowMs },
@@ -258,6 +261,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       logger: log,
       trustProxy: cfg.trustProxy,
       ...(opts.now ? { now: opts.now } : {}),
+      ...(cfg.redisWait.replicas > 0 ? { replicate: replicaWaiter(viaApi, { ...cfg.redisWait, log }) } : {}),
       compliance: {
         reader: apiState.complianceReader,
         facts: apiState.complianceFacts,
@@ -321,7 +325,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     if (cfg.accountSyncIntervalMs > 0) accountSync = startAccountSync({ twilio, accounts, log, intervalMs: cfg.accountSyncIntervalMs, credentials, manage: cfg.manageNewSubaccounts, onFleetChange: async (ids) => void (await planner.replan(ids)) });
     if (scanner) complianceScans = startComplianceScans({ scanner, facts: shared.complianceFacts, log, intervalMs: cfg.complianceScanIntervalMs, ...(opts.now ? { now: opts.now } : {}) });
     undo.push(() => complianceScans?.stop());
-    const conn = connectRedis(redisUrl, 'worker');
+    const conn = connectRedis(redisTarget, 'worker');
     conn.on('error', () => undefined);
     undo.push(() => conn.disconnect());
     workerConn = conn;
@@ -388,8 +392,9 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
   }
 
   return {
-    redisUrl,
-    redisLocation: embedded?.location ?? redisLocation(redisUrl),
+    redisUrl: redisTarget.kind === 'url' ? redisTarget.url : '',
+    redisTarget,
+    redisLocation: embedded?.location ?? describeRedisTarget(redisTarget, redisLocation),
     embeddedRedis: embedded ? { exited: embedded.exited.then(() => undefined) } : undefined,
     redis,
     repo,

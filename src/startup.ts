@@ -1,5 +1,6 @@
-import { Redis } from 'ioredis';
 import type { Config, StoreConfig } from './config.ts';
+import { connectRedis } from './state/redis.ts';
+import { describeRedisTarget, type RedisTarget } from './state/redis-target.ts';
 import { PermanentError } from './domain/errors.ts';
 
 /**
@@ -31,23 +32,34 @@ const AUTH_REFUSED = /NOAUTH|WRONGPASS|invalid password|invalid username-passwor
  * Wait until Redis answers PING, up to `timeoutMs` (Redis may be starting next to us, as in
  * docker compose); then give up with one line. A refused password is not worth waiting for.
  */
-export async function waitForRedis(url: string, timeoutMs: number): Promise<void> {
-  const where = redisLocation(url);
+export async function waitForRedis(target: string | RedisTarget, timeoutMs: number): Promise<void> {
+  const t: RedisTarget = typeof target === 'string' ? { kind: 'url', url: target } : target;
+  const where = describeRedisTarget(t, redisLocation);
+  const setting = { url: 'REDIS_URL', sentinel: 'REDIS_SENTINELS and REDIS_SENTINEL_NAME', cluster: 'REDIS_CLUSTER_NODES' }[t.kind];
   const deadline = Date.now() + timeoutMs;
   let last: Error | undefined;
+  let clusterNode = false;
   for (;;) {
     const remaining = deadline - Date.now();
-    const probe = new Redis(url, {
-      lazyConnect: true,
-      maxRetriesPerRequest: 0,
-      retryStrategy: () => null,
-      enableOfflineQueue: false,
-      connectTimeout: Math.max(500, Math.min(5_000, remaining)),
+    const probe = connectRedis(t, 'shared', {
+      overrides: {
+        lazyConnect: true,
+        maxRetriesPerRequest: 0,
+        retryStrategy: () => null,
+        sentinelRetryStrategy: () => null,
+        enableOfflineQueue: false,
+        connectTimeout: Math.max(500, Math.min(5_000, remaining)),
+      },
     });
     probe.on('error', (err: Error) => (last = err));
     try {
       await probe.connect();
       await probe.ping();
+      // One node of a Cluster answers PING like a server of its own, then MOVED for most keys.
+      if (t.kind === 'url' && /^cluster_enabled:1/m.test(await probe.info('cluster'))) {
+        clusterNode = true;
+        break;
+      }
       return;
     } catch (err) {
       last = (err as Error).message === 'Connection is closed.' && last ? last : (err as Error);
@@ -55,14 +67,21 @@ export async function waitForRedis(url: string, timeoutMs: number): Promise<void
       probe.disconnect();
     }
     const reason = describeRedisError(last);
-    if (AUTH_REFUSED.test(last?.message ?? '')) throw new StartupError(`Redis at ${where} refused the credentials (${reason}): put the right user and password in REDIS_URL (redis://user:password@host:port)`);
+    if (AUTH_REFUSED.test(last?.message ?? '')) {
+      const how = t.kind === 'url' ? 'put the right user and password in REDIS_URL (redis://user:password@host:port) or REDIS_PASSWORD' : `set REDIS_USERNAME and REDIS_PASSWORD${t.kind === 'sentinel' ? ' (the data nodes) and REDIS_SENTINEL_PASSWORD (the Sentinels)' : ''}`;
+      throw new StartupError(`Redis at ${where} refused the credentials (${reason}): ${how}`);
+    }
+    if (t.kind === 'cluster' && /cluster support disabled/i.test(last?.message ?? '')) {
+      throw new StartupError(`Redis at ${where} is not a cluster (cluster support disabled): use REDIS_URL for a single server`);
+    }
     if (Date.now() >= deadline) {
       throw new StartupError(
-        `Redis at ${where} did not answer within ${Math.round(timeoutMs / 1000)} s (${reason}): start it or correct REDIS_URL, or unset REDIS_URL to run an embedded redis-server (REDIS_CONNECT_TIMEOUT_SECONDS sets the wait)`,
+        `Redis at ${where} did not answer within ${Math.round(timeoutMs / 1000)} s (${reason}): start it or correct ${setting}${t.kind === 'url' ? ', or unset REDIS_URL to run an embedded redis-server' : ''} (REDIS_CONNECT_TIMEOUT_SECONDS sets the wait)`,
       );
     }
     await new Promise((r) => setTimeout(r, Math.min(500, Math.max(0, deadline - Date.now()))));
   }
+  if (clusterNode) throw new StartupError(`Redis at ${where} is a node of a Redis Cluster: list the cluster's nodes in REDIS_CLUSTER_NODES instead of REDIS_URL (and use a hash-tagged REDIS_PREFIX such as {rotator})`);
 }
 
 function describeRedisError(err: Error | undefined): string {

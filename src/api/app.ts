@@ -20,6 +20,7 @@ import { rateLimitPlugin } from './plugins/rate-limit.ts';
 import { auditPlugin } from './plugins/audit.ts';
 import { docsPlugin } from './plugins/docs.ts';
 import { rotationRoutes } from './routes/rotations.ts';
+import { replicationPlugin } from './plugins/replication.ts';
 import { healthRoutes, readinessProbe, type ReadinessCheck } from './routes/health.ts';
 import { statusRoutes } from './routes/status.ts';
 import { accountFleetRoutes, accountRoutes } from './routes/accounts.ts';
@@ -79,6 +80,8 @@ export interface AppDeps {
   compliance?: Omit<ComplianceRoutesDeps, 'now'>;
   /** The scheduled-rotation planner: GET /v1/schedule and the fleet-wide pause (absent: no such routes). */
   planner?: Pick<Planner, 'view' | 'pause' | 'resume' | 'paused'>;
+  /** REDIS_WAIT_REPLICAS: wait for a replica to hold a change before answering it (plugins/replication.ts). */
+  replicate?: () => Promise<void>;
 }
 
 /** Whether a route's body schema accepts no body (Fastify validates an absent body as null). */
@@ -134,6 +137,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     onError: () => metrics.auditErrors.inc(),
     onUnauthenticated: (action, status) => metrics.unauthenticated.inc({ action, status: String(status) }),
   });
+  if (deps.replicate) await app.register(replicationPlugin, { replicate: deps.replicate });
   app.addHook('onSend', async (req, reply, payload) => {
     reply.header('x-request-id', req.id);
     return payload;

@@ -1,5 +1,6 @@
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
+import { connectRedis } from '../state/redis.ts';
 import { loadConfig } from '../config.ts';
 import { openDataDirRedis, type DataDirRedis } from '../state/embedded-redis.ts';
 import { waitForRedis } from '../startup.ts';
@@ -7,7 +8,7 @@ import { exportedChainSource, redisChainSource, verifyAuditChain, type ChainSour
 
 export { CHAIN_HASH } from '../state/audit.ts';
 
-/** Where the chain to check comes from: an export's JSON lines, or this host's Redis (REDIS_URL, else DATA_DIR's embedded one). */
+/** Where the chain to check comes from: an export's JSON lines, or this host's Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES, else DATA_DIR's embedded one). */
 export type AuditChainInput = { lines: readonly string[] } | { redis: true };
 
 export interface AuditChainIo {
@@ -30,14 +31,14 @@ export async function checkAuditChain(input: AuditChainInput, keptHead: string |
   if ('lines' in input) source = exportedChainSource(input.lines);
   else {
     const cfg = loadConfig(undefined, { requireTwilio: false });
-    let url = cfg.redisUrl;
-    if (url) await waitForRedis(url, cfg.redisConnectTimeoutMs);
+    let target = cfg.redis;
+    if (target) await waitForRedis(target, cfg.redisConnectTimeoutMs);
     else {
       embedded = await openDataDirRedis(join(cfg.dataDir, 'redis'));
-      url = embedded.url;
+      target = { kind: 'url', url: embedded.url };
       io.note(`checking the embedded Redis of ${cfg.dataDir} (${embedded.started ? 'started for this check' : 'running'}, ${embedded.location})`);
     }
-    redis = new Redis(url, { maxRetriesPerRequest: 2, lazyConnect: true });
+    redis = connectRedis(target, 'shared', { overrides: { maxRetriesPerRequest: 2, lazyConnect: true } });
     redis.on('error', () => undefined);
     await redis.connect();
     source = redisChainSource(redis, cfg.redisPrefix);

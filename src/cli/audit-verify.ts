@@ -7,7 +7,7 @@ import { CHAIN_HASH, checkAuditChain } from './audit-chain.ts';
 const USAGE = 'usage: npm run audit:verify [-- [--file <export.jsonl>] [--expect-head <sha256 hex>]]';
 
 /**
- * `npm run audit:verify`: walk the audit chain in Redis (REDIS_URL, REDIS_PREFIX; without REDIS_URL
+ * `npm run audit:verify`: walk the audit chain in Redis (REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES, REDIS_PREFIX; without them
  * the data directory's embedded Redis, DATA_DIR: the running one, or started here on its data and
  * stopped again) — or an export, with `-- --file <export.jsonl>` — and report the first broken
  * link. `--expect-head <hash>`: a head this command printed earlier, which the operator kept

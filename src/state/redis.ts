@@ -1,22 +1,94 @@
-import { Redis, type RedisOptions } from 'ioredis';
+import { readFileSync } from 'node:fs';
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
+import type { RedisTarget } from './redis-target.ts';
 
 /**
- * Connections. BullMQ workers need `maxRetriesPerRequest: null` (blocking commands survive a
- * reconnect); the shared connection (records, audit, Twilio cap, leases) fails fast instead of
- * queueing commands while Redis is down.
+ * Every connection to Rotator's Redis is made here, from the configured target (redis-target.ts):
+ * one server by URL, a Sentinel-managed primary or a Redis Cluster.
+ *
+ * Roles. BullMQ workers need `maxRetriesPerRequest: null` (blocking commands survive a reconnect);
+ * the shared connection (records, audit, Twilio cap, leases) fails fast instead of queueing
+ * commands while Redis is down.
  *
  * `autoPipeline`: commands issued in the same tick leave in one write. A worker's many small
  * commands gain (at fleet scale it halves the socket writes per rotation); an API serving list
  * pages loses — each request then waits behind the whole batch's replies, 60 KB a rotations page:
  * without it the page route measured 8,200 rather than 6,200 requests/s at 50 connections, p99
  * 17 rather than 27 ms. So a process pipelines when it runs a worker.
+ *
+ * Sentinel: ioredis asks the Sentinels for the primary whenever it (re)connects, so a primary
+ * that died is followed once the Sentinels promote another; a READONLY reply (a demoted primary
+ * still answering) reconnects and resends. Not `failoverDetector`: in a chaos run its reaction to
+ * +switch-master left a connection ended ("Connection is closed") instead of reconnected. Cluster: ioredis routes each command by its keys' slot, and
+ * every key carries the prefix's hash tag (config-redis.ts), so each script and MULTI has one slot.
+ *
+ * The Cluster client is returned typed as `Redis`: both implement ioredis's Commander (every
+ * command, pipeline, multi, evalsha), which is all the repositories use; what differs (duplicate,
+ * status) goes through this module (duplicateRedis) or BullMQ, which knows both.
  */
-export function connectRedis(url: string, role: 'worker' | 'shared', opts: { autoPipeline?: boolean } = {}): Redis {
-  const options: RedisOptions =
-    role === 'worker'
+export function connectRedis(target: string | RedisTarget, role: 'worker' | 'shared', opts: { autoPipeline?: boolean; overrides?: RedisOptions } = {}): Redis {
+  const t: RedisTarget = typeof target === 'string' ? { kind: 'url', url: target } : target;
+  const options: RedisOptions = {
+    ...(role === 'worker'
       ? { maxRetriesPerRequest: null, enableReadyCheck: true }
-      : { maxRetriesPerRequest: 2, enableOfflineQueue: true, connectTimeout: 5_000, enableAutoPipelining: opts.autoPipeline ?? false };
-  return new Redis(url, { ...options, lazyConnect: false });
+      : { maxRetriesPerRequest: 2, enableOfflineQueue: true, connectTimeout: 5_000, enableAutoPipelining: opts.autoPipeline ?? false }),
+    lazyConnect: false,
+    ...opts.overrides,
+  };
+  return connectTarget(t, options);
+}
+
+/** A new connection like `conn` (same target, same credentials), with `overrides`: for the event stream's blocking reads. */
+export function duplicateRedis(conn: Redis, overrides: RedisOptions): Redis {
+  if ((conn as unknown as { isCluster?: boolean }).isCluster) {
+    const cluster = conn as unknown as Cluster;
+    const { retryStrategy, enableOfflineQueue, lazyConnect, ...nodeOptions } = overrides;
+    return cluster.duplicate([], {
+      redisOptions: { ...cluster.options.redisOptions, ...nodeOptions },
+      ...(lazyConnect !== undefined ? { lazyConnect } : {}),
+      ...(enableOfflineQueue !== undefined ? { enableOfflineQueue } : {}),
+      ...(retryStrategy ? { clusterRetryStrategy: (times: number) => retryStrategy(times) } : {}),
+    }) as unknown as Redis;
+  }
+  return conn.duplicate(overrides);
+}
+
+function connectTarget(t: RedisTarget, options: RedisOptions): Redis {
+  const tls = t.tls ? { ...(t.tls.caFile ? { ca: readFileSync(t.tls.caFile) } : {}) } : undefined;
+  switch (t.kind) {
+    case 'url':
+      return new Redis(t.url, { ...options, ...(t.password ? { password: t.password.reveal() } : {}), ...(tls ? { tls } : {}) });
+    case 'sentinel':
+      return new Redis({
+        ...options,
+        sentinels: t.sentinels,
+        name: t.name,
+        role: 'master',
+        db: t.db,
+        // A primary demoted by a failover may still answer, read-only: reconnect (to the new one) and resend.
+        reconnectOnError: (err) => (/^READONLY/.test(err.message) ? 2 : false),
+        ...(t.username ? { username: t.username } : {}),
+        ...(t.password ? { password: t.password.reveal() } : {}),
+        ...(t.sentinelPassword ? { sentinelPassword: t.sentinelPassword.reveal() } : {}),
+        ...(tls ? { tls, sentinelTLS: tls, enableTLSForSentinelMode: true } : {}),
+      });
+    case 'cluster': {
+      const { lazyConnect, enableOfflineQueue, enableAutoPipelining, retryStrategy, ...nodeOptions } = options;
+      const clusterOptions: ClusterOptions = {
+        lazyConnect: lazyConnect ?? false,
+        enableOfflineQueue: enableOfflineQueue ?? true,
+        enableAutoPipelining: enableAutoPipelining ?? false,
+        ...(retryStrategy ? { clusterRetryStrategy: (times: number) => retryStrategy(times) } : {}),
+        redisOptions: {
+          ...nodeOptions,
+          ...(t.username ? { username: t.username } : {}),
+          ...(t.password ? { password: t.password.reveal() } : {}),
+          ...(tls ? { tls } : {}),
+        },
+      };
+      return new Cluster(t.nodes, clusterOptions) as unknown as Redis;
+    }
+  }
 }
 
 /**
@@ -29,7 +101,9 @@ export function isRedisUnavailable(err: unknown): boolean {
   const e = err as { name?: unknown; message?: unknown; code?: unknown };
   if (e.name === 'MaxRetriesPerRequestError') return true;
   if (typeof e.code === 'string' && ['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT'].includes(e.code)) return true;
-  return typeof e.message === 'string' && /^(Connection is closed|Stream isn't writeable|LOADING |TRYAGAIN |CLUSTERDOWN |MASTERDOWN |READONLY )/.test(e.message);
+  // Sentinel and Cluster add their own: no Sentinel answering, or no node, while a failover runs.
+  if (e.name === 'ClusterAllFailedError') return true;
+  return typeof e.message === 'string' && /^(Connection is closed|Stream isn't writeable|LOADING |TRYAGAIN |CLUSTERDOWN |MASTERDOWN |READONLY |All sentinels are unreachable|None of startup nodes is available|Failed to refresh slots cache)/.test(e.message);
 }
 
 export { startEmbeddedRedis, openDataDirRedis, EmbeddedRedisError, RedisNotInstalledError, type EmbeddedRedis } from './embedded-redis.ts';

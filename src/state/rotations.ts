@@ -105,7 +105,8 @@ return 1
 `;
 
 // Retention: finished records created before ARGV[2] go, with their index entries.
-// ARGV: prefix, cutoffMs, batch
+// KEYS[1]: the index of every rotation (also what routes the script to its slot in a Redis
+// Cluster: a script declaring no key would go to any node). ARGV: prefix, cutoffMs, batch
 const PRUNE = `${RECORD}
 local prefix, cutoff, batch = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local removed = 0
@@ -345,7 +346,7 @@ export class RotationRepository {
   async prune(cutoffMs: number, batch = 500): Promise<number> {
     let total = 0;
     for (;;) {
-      const removed = Number(await runScript(this.#redis, PRUNE, 0, this.#prefix, String(cutoffMs), String(batch)));
+      const removed = Number(await runScript(this.#redis, PRUNE, 1, this.keys.allRotations, this.#prefix, String(cutoffMs), String(batch)));
       total += removed;
       if (removed < batch) return total;
     }

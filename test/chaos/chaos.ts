@@ -18,7 +18,7 @@ import { SimulatedConsumer, type ConsumerStats } from '../helpers/consumer.ts';
 import { dumpRedis } from '../helpers/leaks.ts';
 import { findSecretsFast as findSecrets } from './leaks.ts';
 import { ChaosApi } from './api-client.ts';
-import { ChaosRedis, freePort } from './redis.ts';
+import { freePort, sentinelChaosRedis, singleChaosRedis } from './redis.ts';
 import { ManagedProcess } from './processes.ts';
 import { KeyObserver } from './observer.ts';
 import { buildSchedule, describeFault, Rng, type FaultEvent } from './schedule.ts';
@@ -32,6 +32,8 @@ export interface ChaosOptions {
   /** …and keep going for at least this long. */
   minutes: number;
   workers: number;
+  /** `sentinel`: a primary, a replica and three Sentinels, and the Redis fault is a failover (issue 18). Default: one redis-server, restarted. */
+  redis?: 'single' | 'sentinel';
   /** Progress lines (faults as they happen, phases); silent when unset. */
   log?: (line: string) => void;
 }
@@ -101,7 +103,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
   try {
     // ---- the world ----
-    const redis = await ChaosRedis.start(join(dir, 'redis'));
+    const redis = o.redis === 'sentinel' ? await sentinelChaosRedis(join(dir, 'redis')) : await singleChaosRedis(join(dir, 'redis'));
     cleanups.push(() => redis.stop());
     const emu = await startTwilioEmulator({ subaccounts: SUBACCOUNTS, seed: o.seed });
     cleanups.push(() => emu.close());
@@ -113,7 +115,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const operator = mintToken('chaos-operator', 'operator');
     const apiPort = await freePort();
     const env: Record<string, string> = {
-      REDIS_URL: redis.url,
+      ...redis.env,
       REDIS_PREFIX,
       TWILIO_ACCOUNT_SID: emu.parent.accountSid,
       TWILIO_AUTH_TOKEN: emu.parent.authToken,
@@ -171,7 +173,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     await client.request('GET', '/healthz', undefined, {}, 60_000);
 
     // The run's own view of Redis: waits through the restart instead of failing.
-    const observerRedis = new Redis(redis.url, { maxRetriesPerRequest: null, retryStrategy: () => 100 });
+    const observerRedis = redis.connect();
     observerRedis.on('error', () => undefined);
     cleanups.push(async () => observerRedis.disconnect());
     const repo = new RotationRepository(observerRedis, REDIS_PREFIX);
@@ -257,9 +259,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         case 'restart-redis':
           applied();
           counts.redisRestarts++;
-          await redis.kill();
-          await sleep(e.restartAfterMs);
-          await redis.restart();
+          log(`${stamp()} ${await redis.fault(e.restartAfterMs, sleep)}`);
           break;
         case 'twilio-faults':
           active.twilio = true;
@@ -339,7 +339,11 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     if (fileDir && canDenyWrites) setImmutable(false);
     else if (!fileDir) await backend.setDown(false);
     Object.assign(active, { twilio: false, denyWrites: false, storeDown: false, denyParent: new Set() });
-    if (!(await pingable(redis.url))) violation('redis-server did not come back after its restart');
+    if (!(await pingable(redis.liveUrls()[0]!))) violation('redis-server did not come back after its restart');
+    if (redis.rejoined) {
+      await waitUntil(120_000, redis.rejoined);
+      if (!(await redis.rejoined())) violation('the former primary did not become a replica of the promoted one');
+    }
     all.forEach((p) => p.start());
     await Promise.all(lanes);
 
@@ -428,7 +432,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
     // No secret anywhere: Redis (live values and the AOF), every line any process printed.
     const secrets = [...emu.issuedSecrets(), ...backend.secrets, operator.token, emu.parent.authToken];
-    const liveHits = findSecrets(secrets, await dumpRedis(redis.url));
+    const liveHits = findSecrets(secrets, await dumpRedis(redis.liveUrls()));
     if (liveHits.length) violation(`${liveHits.length} secret(s) found in Redis values`);
     const aofHits = findSecrets(secrets, [redis.persistedText()]);
     if (aofHits.length) violation(`${aofHits.length} secret(s) found in Redis's append-only file`);
@@ -441,7 +445,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     const rotations = { total: records.length, succeeded: byStatus('succeeded'), failed: byStatus('failed'), cancelled: byStatus('cancelled'), rolled_back: byStatus('rolled_back') };
     const elapsed = Date.now() - setupStart;
     const summary =
-      `chaos: store=${o.store} seed=${o.seed} rotations=${rotations.total} (${rotations.succeeded}/${rotations.failed}/${rotations.cancelled}/${rotations.rolled_back}) ` +
+      `chaos: store=${o.store}${o.redis === 'sentinel' ? ' redis=sentinel' : ''} seed=${o.seed} rotations=${rotations.total} (${rotations.succeeded}/${rotations.failed}/${rotations.cancelled}/${rotations.rolled_back}) ` +
       `kills=${counts.kills} redis_restarts=${counts.redisRestarts} faults=${counts.faults} consumer_401s=${consumer401s} orphan_keys=${orphanKeys} violations=${violations.length}`;
     return {
       store: o.store,
@@ -458,6 +462,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
       summary,
       details: {
         faultsByKind: counts.byKind,
+        ...redis.details(),
         ...(canDenyWrites ? {} : { skipped: 'store-deny-writes (no chattr)' }),
         bootstraps: records.filter((r) => r.oldKeySid === null && r.status === 'succeeded').length,
         failedBy: tally(records.filter((r) => r.status === 'failed').map((r) => `${r.error?.code ?? r.lastError?.code ?? '?'}${r.history.some((h) => h.detail?.startsWith('undo stopped')) ? ' (undo stopped once)' : ''}`)),
@@ -681,7 +686,7 @@ async function waitUntil(timeoutMs: number, fn: () => Promise<boolean>): Promise
 function runAuditVerify(env: Record<string, string>): Promise<{ code: number | null; output: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/audit-verify.ts'], {
-      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', REDIS_URL: env.REDIS_URL!, REDIS_PREFIX: env.REDIS_PREFIX! },
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith('REDIS_'))) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';

@@ -118,3 +118,74 @@ export async function freePort(): Promise<number> {
     });
   });
 }
+
+/**
+ * The chaos run's Redis, whatever its topology: the environment Rotator gets, a client for the
+ * run's own reads that waits through the fault, the one Redis fault the run inflicts, and what the
+ * leak scans read.
+ */
+export interface ChaosRedisWorld {
+  env: Record<string, string>;
+  connect(): Redis;
+  /** Inflict the Redis fault, wait `restartAfterMs`, recover; resolves to a line for the run's log. */
+  fault(restartAfterMs: number, sleep: (ms: number) => Promise<void>): Promise<string>;
+  /** The servers holding the data now (the live leak scan; the end check pings the first). */
+  liveUrls(): string[];
+  persistedText(): string;
+  details(): Record<string, unknown>;
+  /** Sentinel: whether the former primary now replicates the promoted one (the topology healed). */
+  rejoined?(): Promise<boolean>;
+  stop(): Promise<void>;
+}
+
+/** One redis-server, SIGKILLed and started again on its AOF. */
+export async function singleChaosRedis(dir: string): Promise<ChaosRedisWorld> {
+  const r = await ChaosRedis.start(dir);
+  return {
+    env: { REDIS_URL: r.url },
+    connect: () => new Redis(r.url, { maxRetriesPerRequest: null, retryStrategy: () => 100 }),
+    fault: async (restartAfterMs, sleep) => {
+      await r.kill();
+      await sleep(restartAfterMs);
+      await r.restart();
+      return 'redis-server back on its AOF';
+    },
+    liveUrls: () => [r.url],
+    persistedText: () => r.persistedText(),
+    details: () => ({}),
+    stop: () => r.stop(),
+  };
+}
+
+/**
+ * A primary and a replica under three Sentinels (test/helpers/redis-topologies.ts): the fault
+ * SIGKILLs the primary, the Sentinels promote the replica (the run waits for `+switch-master`),
+ * and the former primary is started again and rejoins as the new primary's replica.
+ */
+export async function sentinelChaosRedis(dir: string): Promise<ChaosRedisWorld> {
+  const { TestSentinelSet } = await import('../helpers/redis-topologies.ts');
+  const set = await TestSentinelSet.start(dir);
+  const failovers: number[] = [];
+  return {
+    env: set.env,
+    connect: () =>
+      new Redis({
+        sentinels: set.sentinels.map((s) => ({ host: '127.0.0.1', port: s.port })),
+        name: set.env.REDIS_SENTINEL_NAME!,
+        maxRetriesPerRequest: null,
+        retryStrategy: () => 100,
+      }),
+    fault: async (restartAfterMs, sleep) => {
+      const f = await set.failover();
+      failovers.push(f.ms);
+      await sleep(restartAfterMs);
+      await set.restartFormerPrimary(f.formerPort);
+      return `Sentinel promoted ${f.newPrimary} ${f.ms} ms after the SIGKILL; the former primary is running again`;
+    },
+    liveUrls: () => [set.primary.url],
+    persistedText: () => set.persistedText(),
+    details: () => ({ failoverMs: failovers }),
+    rejoined: () => set.rejoined(),
+    stop: () => set.stop(),
+  };
+}

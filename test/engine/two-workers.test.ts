@@ -32,7 +32,8 @@ async function freePort(): Promise<number> {
   });
 }
 
-describe('two worker processes on one queue', () => {
+/** On one Redis server, and on a three-primary Redis Cluster (issue 18): the shared Twilio cap, the leases and BullMQ in one slot. */
+describe.each(['single', 'cluster'] as const)('two worker processes on one queue, %s Redis', (redis) => {
   let stack: Stack;
   let control: Runtime;
   let workers: RotatorProcess[];
@@ -40,7 +41,7 @@ describe('two worker processes on one queue', () => {
 
   beforeAll(async () => {
     // Twilio allows 4 concurrent requests; the two processes share one cap of 4 through Redis.
-    stack = await startStack({ subaccounts: 10, drainSeconds: 0, emulator: { concurrency: 4, latencyMs: 5 }, env: { TWILIO_MAX_CONCURRENCY: '4' } });
+    stack = await startStack({ subaccounts: 10, drainSeconds: 0, emulator: { concurrency: 4, latencyMs: 5 }, env: { TWILIO_MAX_CONCURRENCY: '4' }, redis });
     await stack.seedAll();
     control = await startEngine(stack, {}, { api: false, worker: false });
     // Each worker-only process serves its own /metrics and /healthz (METRICS_PORT).

@@ -5,6 +5,16 @@ import { contractFailures, SimulatedConsumer } from '../helpers/consumer.ts';
 import { dumpRedis, findSecrets } from '../helpers/leaks.ts';
 import type { Runtime } from '../../src/runtime.ts';
 import { ENGINE_STORE_BACKENDS, storeBackendUnavailable } from '../helpers/stores.ts';
+import { Redis } from 'ioredis';
+
+async function keysOf(url: string): Promise<string[]> {
+  const r = new Redis(url);
+  try {
+    return await r.keys('*');
+  } finally {
+    r.disconnect();
+  }
+}
 
 const REFRESH_MS = 250;
 const DRAIN_SECONDS = 0.5; // ≥ the consumers' refresh interval, as the drain contract requires
@@ -12,14 +22,20 @@ const ROTATIONS_PER_ACCOUNT = 7;
 /** Subaccounts 0–2 start with a key current in the store; the last one starts empty (bootstrap). */
 const SEEDED = 3;
 
-describe.each(ENGINE_STORE_BACKENDS)('zero downtime with the %s store', (kind) => {
+/**
+ * Every store on one Redis server, and the file store once more on a three-primary Redis Cluster
+ * (issue 18): the same rotations with every key Rotator and BullMQ use under one hash tag.
+ */
+const TOPOLOGIES = [...ENGINE_STORE_BACKENDS.map((kind) => [kind, 'single'] as const), ['file', 'cluster'] as const];
+
+describe.each(TOPOLOGIES)('zero downtime with the %s store on %s Redis', (kind, redis) => {
   const unavailable = storeBackendUnavailable(kind);
   let stack: Stack;
   let rt: Runtime;
 
   beforeAll(async () => {
     if (unavailable) return;
-    stack = await startStack({ subaccounts: SEEDED + 1, drainSeconds: DRAIN_SECONDS, store: kind });
+    stack = await startStack({ subaccounts: SEEDED + 1, drainSeconds: DRAIN_SECONDS, store: kind, redis });
     await stack.seed(stack.emu.subaccounts.slice(0, SEEDED).map((s) => s.sid));
     rt = await startEngine(stack);
   });
@@ -75,8 +91,15 @@ describe.each(ENGINE_STORE_BACKENDS)('zero downtime with the %s store', (kind) =
     // No key secret or auth token the emulator ever issued is anywhere in Redis or the logs.
     const secrets = [...stack.emu.issuedSecrets(), ...stack.backend.secrets];
     expect(secrets.length).toBeGreaterThan(21);
-    expect(findSecrets(secrets, await dumpRedis(stack.redis.url))).toEqual([]);
+    expect(findSecrets(secrets, await dumpRedis(stack.redis.urls))).toEqual([]);
     expect(findSecrets(secrets, [stack.logs.text()])).toEqual([]);
+
+    // On the Cluster, every key (Rotator's and BullMQ's) carries the one hash tag: all on one node.
+    if (redis === 'cluster') {
+      const keysByNode = await Promise.all(stack.redis.urls.map((url) => keysOf(url)));
+      expect(keysByNode.flat().filter((k) => !k.startsWith('{rotator}:'))).toEqual([]);
+      expect(keysByNode.filter((keys) => keys.length > 0)).toHaveLength(1);
+    }
   });
 
   it.skipIf(!!unavailable)('bootstraps the subaccount whose store entry is empty, then rotates it like any other', async () => {

@@ -1,9 +1,10 @@
 import { Redis } from 'ioredis';
 
 /**
- * Every value in a Redis server, whatever its type, as text: what a leak scan searches.
+ * Every value in a Redis server (or in each of several: a cluster's nodes), whatever its type, as text: what a leak scan searches.
  */
-export async function dumpRedis(url: string): Promise<string[]> {
+export async function dumpRedis(url: string | readonly string[]): Promise<string[]> {
+  if (typeof url !== 'string') return (await Promise.all(url.map((u) => dumpRedis(u)))).flat();
   const r = new Redis(url, { maxRetriesPerRequest: 2 });
   const out: string[] = [];
   try {

@@ -6,8 +6,10 @@ import { BaseSequencer, type TestSpecification } from 'vitest/node';
  */
 export const SLOWEST_FILES = [
   'test/chaos/chaos.test.ts',
+  'test/chaos/chaos-sentinel.test.ts',
   'test/engine/crash.test.ts',
   'test/engine/zero-downtime.test.ts',
+  'test/engine/two-workers.test.ts',
   'test/engine/batch-fleet.test.ts',
   'test/engine/credentials.test.ts',
   'test/startup/npm-start.test.ts',

@@ -10,6 +10,7 @@ import { secretPath, type SecretStore } from '../../providers/secret-store.ts';
 import { Secret } from '../../src/domain/secret.ts';
 import { createLogger } from '../../src/logger.ts';
 import { startStoreBackend, type StoreBackend, type StoreBackendKind } from './stores.ts';
+import { startRedisCluster } from './redis-topologies.ts';
 
 /** Log lines captured from every component in a test, for leak scans. */
 export class LogCapture extends Writable {
@@ -25,7 +26,8 @@ export class LogCapture extends Writable {
 
 export interface Stack {
   dir: string;
-  redis: EmbeddedRedis;
+  /** `url`: the embedded server, or one node of the cluster; `urls`: every server that holds keys (leak scans). */
+  redis: Pick<EmbeddedRedis, 'url' | 'stop'> & { urls: string[] };
   emu: TwilioEmulator;
   env: Record<string, string>;
   cfg: Config;
@@ -46,19 +48,21 @@ export interface StackOptions {
   emulator?: TwilioEmulatorOptions;
   env?: Record<string, string>;
   store?: StoreBackendKind;
+  /** `cluster`: a three-primary Redis Cluster (REDIS_CLUSTER_NODES, REDIS_PREFIX={rotator}) instead of one embedded server. */
+  redis?: 'single' | 'cluster';
 }
 
 /** A private Redis, the Twilio emulator and a store backend (default: a file store in a temp dir): what one test needs. */
 export async function startStack(opts: StackOptions = {}): Promise<Stack> {
   const dir = await mkdtemp(join(tmpdir(), 'rotator-test-'));
-  const redis = await startEmbeddedRedis({ dir: join(dir, 'redis'), persist: false });
+  const redis = opts.redis === 'cluster' ? await clusterRedis(join(dir, 'redis')) : await singleRedis(join(dir, 'redis'));
   const emu = await startTwilioEmulator({ subaccounts: opts.subaccounts ?? 3, ...opts.emulator });
   const backend = await startStoreBackend(opts.store ?? 'file', dir);
   // The AWS SDK takes credentials from this process's environment (its default chain); child
   // processes get them through `env`.
   for (const name of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY'] as const) if (backend.env[name]) process.env[name] = backend.env[name];
   const env: Record<string, string> = {
-    REDIS_URL: redis.url,
+    ...redis.env,
     TWILIO_ACCOUNT_SID: emu.parent.accountSid,
     TWILIO_AUTH_TOKEN: emu.parent.authToken,
     TWILIO_BASE_URL: emu.url,
@@ -108,6 +112,16 @@ export async function startStack(opts: StackOptions = {}): Promise<Stack> {
       await rm(dir, { recursive: true, force: true });
     },
   };
+}
+
+async function singleRedis(dir: string): Promise<Stack['redis'] & { env: Record<string, string> }> {
+  const r = await startEmbeddedRedis({ dir, persist: false });
+  return { url: r.url, urls: [r.url], stop: () => r.stop(), env: { REDIS_URL: r.url } };
+}
+
+async function clusterRedis(dir: string): Promise<Stack['redis'] & { env: Record<string, string> }> {
+  const c = await startRedisCluster(dir);
+  return { url: c.urls[0]!, urls: c.urls, stop: () => c.stop(), env: c.env };
 }
 
 export function testLogger(logs: LogCapture) {
