@@ -41,6 +41,9 @@ import { startBatchWorker, type BatchWorker } from '../workers/batch-worker.ts';
 import { StepLease } from '../workers/lease.ts';
 import { createCrashPoints } from '../workers/crash-points.ts';
 import type { PromoteGate } from '../workers/steps/context.ts';
+import { NotifyRelay } from './service/notify-relay.ts';
+import { createNotifyQueue, enqueueNotification, startNotifyWorker, type NotifyWorker } from '../workers/notify-worker.ts';
+import { AuditRetention } from './service/audit-retention.ts';
 
 export interface RuntimeOptions {
   api: boolean;
@@ -311,6 +314,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     }
   };
   let auditRelay: AuditRelay | undefined;
+  let notify: { relay: NotifyRelay; delivery: NotifyWorker; queue: ReturnType<typeof createNotifyQueue> } | undefined;
+  let auditRetention: AuditRetention | undefined;
   if (opts.worker) {
     auditRelay = new AuditRelay({ redis, prefix: cfg.redisPrefix, audit, log });
     auditRelay.start();
@@ -372,6 +377,30 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       log,
       recoveryIntervalMs: Math.max(30_000, cfg.stalledIntervalMs),
     });
+    // Notifications (issue 18): the relay turns the events stream and the planner's state into
+    // notifications; the notify worker delivers them with retries. Only with a sink configured.
+    if (cfg.notify.slackUrl || cfg.notify.webhook) {
+      const notifyQueue = createNotifyQueue(queueConn, cfg.redisPrefix);
+      undo.push(() => notifyQueue.close());
+      const delivery = startNotifyWorker({ connection: workerConn, prefix: cfg.redisPrefix, cfg: cfg.notify, log, metrics });
+      undo.push(() => delivery.close());
+      const relay = new NotifyRelay({
+        redis,
+        prefix: cfg.redisPrefix,
+        enqueue: (n) => enqueueNotification(notifyQueue, cfg.notify, n),
+        log,
+        ...(cfg.planner.enabled ? { plannerTickMs: cfg.planner.tickMs, lastTickMs: async () => ((t) => (t ? Date.parse(t.at) : null))(await planner.lastTick()) } : {}),
+      });
+      relay.start();
+      undo.push(() => relay.stop());
+      notify = { relay, delivery, queue: notifyQueue };
+    }
+    // Audit retention (issue 18): export, then trim behind a signed checkpoint.
+    if (cfg.auditRetention.days > 0) {
+      auditRetention = new AuditRetention({ redis, prefix: cfg.redisPrefix, log, cfg: cfg.auditRetention, onTrimmed: (n: number) => metrics.auditTrimmed.inc(n) });
+      auditRetention.start();
+      undo.push(() => auditRetention?.stop());
+    }
   }
   let plannerTicker: PlannerTicker | undefined;
   if (opts.worker && cfg.planner.enabled) {
@@ -422,6 +451,10 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       await worker?.close();
       await batchWorker?.close();
       await auditRelay?.stop();
+      await auditRetention?.stop();
+      await notify?.relay.stop();
+      await notify?.delivery.close();
+      await notify?.queue.close();
       await gate?.close();
       await queue.close();
       await batchQueue.close();
