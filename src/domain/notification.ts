@@ -58,7 +58,8 @@ export function rotationNotification(e: RotationTransitionEvent): Notification |
     return { ...base, id: `rotation.failed/${e.id}/${Date.parse(t.at)}`, type: 'rotation.failed', summary: `Rotation ${e.id} of ${e.accountSid}/${credential} failed at ${t.step}${t.detail ? `: ${t.detail}` : ''}` };
   }
   if (isOperatorHold(t)) {
-    return { ...base, id: `rotation.held/${e.id}/${Date.parse(t.at)}`, type: 'rotation.held', summary: `Rotation ${e.id} of ${e.accountSid}/${credential} is held at promote${t.detail ? `: ${t.detail}` : ''}` };
+    // A gate's wait is re-armed every few seconds, each time a new transition: one notification per rotation.
+    return { ...base, id: `rotation.held/${e.id}`, type: 'rotation.held', summary: `Rotation ${e.id} of ${e.accountSid}/${credential} is held at promote${t.detail ? `: ${t.detail}` : ''}` };
   }
   return undefined;
 }
