@@ -99,6 +99,10 @@ export interface Config {
   notify: NotifyConfig;
   /** Audit trail retention, export and checkpoints (AUDIT_*; issue 18). */
   auditRetention: AuditRetentionConfig;
+  /** SHUTDOWN_DELAY_SECONDS: after SIGTERM, /readyz answers 503 this long before the listener closes (load balancers notice). */
+  shutdownDelayMs: number;
+  /** SHUTDOWN_TIMEOUT_SECONDS: the drain's limit; a step still running then is left to the stalled-job check (another worker resumes it). */
+  shutdownTimeoutMs: number;
 }
 
 export interface NotifyConfig {
@@ -217,6 +221,8 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     manageNewSubaccounts: readManageMode(str, problems),
     notify: readNotify(str, int, problems),
     auditRetention: readAuditRetention(str, int, problems),
+    shutdownDelayMs: Math.round(int('SHUTDOWN_DELAY_SECONDS', 0) * 1000),
+    shutdownTimeoutMs: Math.round(int('SHUTDOWN_TIMEOUT_SECONDS', 30, 1) * 1000),
   };
   if (cfg.metricsPort > 65_535 || !Number.isInteger(cfg.metricsPort)) problems.push(`METRICS_PORT must be a port number, 1–65535, or 0 for none (got "${str('METRICS_PORT')}")`);
   else if (cfg.metricsPort !== 0 && cfg.metricsPort === cfg.port) problems.push(`METRICS_PORT must differ from PORT (${cfg.port}): it is a listener of its own, to bind or firewall apart from the API`);

@@ -85,6 +85,10 @@ export interface Runtime {
   app?: FastifyInstance;
   worker?: RotationWorker;
   batchWorker?: BatchWorker;
+  /** True from beginDrain() on: /readyz (API and METRICS_PORT) answers 503. */
+  draining(): boolean;
+  /** SIGTERM's first step: stop looking ready, keep serving, until close(). */
+  beginDrain(): void;
   /** Listen on HOST:PORT; resolves to the URL. */
   listen(): Promise<string>;
   close(): Promise<void>;
@@ -225,6 +229,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       : undefined;
   const scanner = scannerOn(shared);
 
+  let draining = false;
   let app: FastifyInstance | undefined;
   // With a worker in the same process (npm start) the shared connection auto-pipelines, which slows
   // list pages (see connectRedis): the API then reads and writes through a connection of its own.
@@ -268,6 +273,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       },
       // With METRICS_PORT, main.ts serves /metrics there and the API's port does not.
       serveMetrics: cfg.metricsPort === 0,
+      draining: () => draining,
       readiness: {
         redis: async () => {
           if ((await viaApi.ping()) !== 'PONG') throw new Error('Redis did not answer PING');
@@ -439,6 +445,10 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     app,
     worker,
     batchWorker,
+    draining: () => draining,
+    beginDrain() {
+      draining = true;
+    },
     async listen() {
       if (!app) throw new Error('no API in this process');
       return app.listen({ host: cfg.host, port: cfg.port });
