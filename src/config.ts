@@ -5,6 +5,7 @@ import { config as loadDotenv } from 'dotenv';
 import { Secret } from './domain/secret.ts';
 import { readRedisTarget } from './config-redis.ts';
 import type { RedisTarget } from './state/redis-target.ts';
+import { NOTIFY_EVENTS, type NotifyEventType } from './domain/notification.ts';
 
 /**
  * Environment → typed configuration, in one place (the only module that reads process.env).
@@ -103,6 +104,40 @@ export interface Config {
   planner: PlannerConfig;
   /** What the inventory does with a subaccount nobody said to manage (MANAGE_NEW_SUBACCOUNTS): off, label or all. */
   manageNewSubaccounts: 'off' | 'label' | 'all';
+  /** Notifications to Slack and a signed webhook (NOTIFY_*; issue 18). */
+  notify: NotifyConfig;
+  /** Audit trail retention, export and checkpoints (AUDIT_*; issue 18). */
+  auditRetention: AuditRetentionConfig;
+  /** SHUTDOWN_DELAY_SECONDS: after SIGTERM, /readyz answers 503 this long before the listener closes (load balancers notice). */
+  shutdownDelayMs: number;
+  /** SHUTDOWN_TIMEOUT_SECONDS: the drain's limit; a step still running then is left to the stalled-job check (another worker resumes it). */
+  shutdownTimeoutMs: number;
+}
+
+export interface NotifyConfig {
+  /** NOTIFY_SLACK_WEBHOOK_URL: a Slack incoming webhook (its URL is itself the credential). */
+  slackUrl?: Secret;
+  /** NOTIFY_WEBHOOK_URL and NOTIFY_WEBHOOK_SECRET: a generic webhook, its body signed with the secret. */
+  webhook?: { url: string; secret: Secret };
+  /** NOTIFY_EVENTS: the event types sent (default all). */
+  events: NotifyEventType[];
+  /** NOTIFY_MAX_ATTEMPTS: deliveries tried per event and sink before it counts as failed. */
+  maxAttempts: number;
+  /** NOTIFY_BACKOFF_SECONDS: the first retry's delay; each next one doubles. */
+  backoffMs: number;
+  /** NOTIFY_TIMEOUT_SECONDS: one delivery attempt's deadline. */
+  timeoutMs: number;
+}
+
+export interface AuditRetentionConfig {
+  /** AUDIT_RETENTION_DAYS: entries older than this are exported then trimmed (0 = keep everything, the default). */
+  days: number;
+  /** AUDIT_EXPORT_DIR: a directory for JSON-lines export files, or `-` for standard output. */
+  exportTo?: string;
+  /** AUDIT_CHECKPOINT_KEY: signs the checkpoint entry a trim leaves (HMAC-SHA256); required with retention. */
+  checkpointKey?: Secret;
+  /** AUDIT_TRIM_INTERVAL_SECONDS: how often a worker looks for entries past retention. */
+  intervalMs: number;
 }
 
 export interface PlannerConfig {
@@ -194,6 +229,10 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     complianceScanIntervalMs: int('COMPLIANCE_SCAN_SECONDS', 21_600) * 1000,
     planner: readPlanner(str, int, problems, twilioMaxConcurrency),
     manageNewSubaccounts: readManageMode(str, problems),
+    notify: readNotify(str, int, problems),
+    auditRetention: readAuditRetention(str, int, problems),
+    shutdownDelayMs: Math.round(int('SHUTDOWN_DELAY_SECONDS', 0) * 1000),
+    shutdownTimeoutMs: Math.round(int('SHUTDOWN_TIMEOUT_SECONDS', 30, 1) * 1000),
   };
   if (cfg.metricsPort > 65_535 || !Number.isInteger(cfg.metricsPort)) problems.push(`METRICS_PORT must be a port number, 1–65535, or 0 for none (got "${str('METRICS_PORT')}")`);
   else if (cfg.metricsPort !== 0 && cfg.metricsPort === cfg.port) problems.push(`METRICS_PORT must differ from PORT (${cfg.port}): it is a listener of its own, to bind or firewall apart from the API`);
@@ -440,4 +479,65 @@ function isAddressOrCidr(entry: string): boolean {
   if (prefix === undefined) return true;
   if (!/^\d{1,3}$/.test(prefix)) return false;
   return Number(prefix) <= (family === 4 ? 32 : 128);
+}
+
+/** A receiver's URL: https, or plain http to this host (tests, a local relay). The URL itself is never logged. */
+function checkNotifyUrl(name: string, raw: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return `${name} must be an https URL`;
+  }
+  if (url.protocol === 'https:') return undefined;
+  if (url.protocol === 'http:' && isLoopback(url.hostname)) return undefined;
+  return `${name} must be an https URL: notifications over plain ${url.protocol.replace(':', '')} can be read and forged on the way (plain http is allowed only to localhost)`;
+}
+
+function readNotify(str: (n: string) => string | undefined, int: (n: string, fallback: number, min?: number) => number, problems: string[]): NotifyConfig {
+  const slack = str('NOTIFY_SLACK_WEBHOOK_URL');
+  const url = str('NOTIFY_WEBHOOK_URL');
+  const secret = str('NOTIFY_WEBHOOK_SECRET');
+  if (slack) {
+    const p = checkNotifyUrl('NOTIFY_SLACK_WEBHOOK_URL', slack);
+    if (p) problems.push(p);
+  }
+  if (url) {
+    const p = checkNotifyUrl('NOTIFY_WEBHOOK_URL', url);
+    if (p) problems.push(p);
+    if (!secret) problems.push('NOTIFY_WEBHOOK_SECRET is required with NOTIFY_WEBHOOK_URL: receivers check the body\'s signature with it');
+    else if (secret.length < 16) problems.push('NOTIFY_WEBHOOK_SECRET must be at least 16 characters (e.g. openssl rand -hex 32)');
+  } else if (secret) problems.push('NOTIFY_WEBHOOK_SECRET is set without NOTIFY_WEBHOOK_URL: set the URL the signed notifications go to');
+  const spec = str('NOTIFY_EVENTS') ?? 'all';
+  const events: NotifyEventType[] = [];
+  for (const e of spec.split(',').map((x) => x.trim()).filter(Boolean)) {
+    if (e === 'all') events.push(...NOTIFY_EVENTS);
+    else if ((NOTIFY_EVENTS as readonly string[]).includes(e)) events.push(e as NotifyEventType);
+    else problems.push(`NOTIFY_EVENTS entry "${e}" must be all or one of ${NOTIFY_EVENTS.join(', ')}`);
+  }
+  return {
+    ...(slack ? { slackUrl: new Secret(slack) } : {}),
+    ...(url && secret ? { webhook: { url, secret: new Secret(secret) } } : {}),
+    events: [...new Set(events)],
+    maxAttempts: Math.floor(int('NOTIFY_MAX_ATTEMPTS', 10, 1)),
+    backoffMs: Math.round(int('NOTIFY_BACKOFF_SECONDS', 5, 0.01) * 1000),
+    timeoutMs: Math.round(int('NOTIFY_TIMEOUT_SECONDS', 10, 0.1) * 1000),
+  };
+}
+
+function readAuditRetention(str: (n: string) => string | undefined, int: (n: string, fallback: number, min?: number) => number, problems: string[]): AuditRetentionConfig {
+  const days = int('AUDIT_RETENTION_DAYS', 0);
+  const exportTo = str('AUDIT_EXPORT_DIR');
+  const key = str('AUDIT_CHECKPOINT_KEY');
+  if (days > 0) {
+    if (!exportTo) problems.push('AUDIT_EXPORT_DIR is required with AUDIT_RETENTION_DAYS: trimmed entries are exported first, to a directory or to standard output (-)');
+    if (!key) problems.push('AUDIT_CHECKPOINT_KEY is required with AUDIT_RETENTION_DAYS: it signs the checkpoint a trim leaves, so the shortened chain still verifies (e.g. openssl rand -hex 32)');
+  }
+  if (key && key.length < 32) problems.push('AUDIT_CHECKPOINT_KEY must be at least 32 characters (e.g. openssl rand -hex 32)');
+  return {
+    days,
+    ...(exportTo ? { exportTo: exportTo === '-' ? '-' : resolve(exportTo) } : {}),
+    ...(key ? { checkpointKey: new Secret(key) } : {}),
+    intervalMs: Math.round(int('AUDIT_TRIM_INTERVAL_SECONDS', 3600, 0.1) * 1000),
+  };
 }

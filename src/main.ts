@@ -25,7 +25,7 @@ async function main(): Promise<void> {
   const url = rt.app ? await rt.listen() : undefined;
   // METRICS_PORT: /metrics (and /healthz) on a listener of their own, to bind or firewall apart from
   // the API (which then does not serve /metrics); a worker-only process has no other.
-  const ops = cfg.metricsPort > 0 ? await startOpsServer({ host: cfg.host, port: cfg.metricsPort, metrics: rt.metrics }) : undefined;
+  const ops = cfg.metricsPort > 0 ? await startOpsServer({ host: cfg.host, port: cfg.metricsPort, metrics: rt.metrics, draining: rt.draining }) : undefined;
   if (ops) log.info({ url: ops.url }, 'metrics listening');
   const summary: StartupSummary = {
     mode,
@@ -46,9 +46,20 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     log.info({ signal }, 'draining');
-    const force = setTimeout(() => process.exit(1), 30_000);
+    // Rolling restarts: /readyz says 503 at once; after SHUTDOWN_DELAY_SECONDS the API stops
+    // accepting, finishes its requests and ends its event streams, and the worker finishes (or
+    // parks between two steps) the rotations it runs. Past SHUTDOWN_TIMEOUT_SECONDS the process
+    // exits anyway: a job it still held is taken over by another worker once its lock expires.
+    rt.beginDrain();
+    const force = setTimeout(() => {
+      log.error({ timeoutMs: cfg.shutdownTimeoutMs }, 'shutdown did not finish in time; exiting (another worker resumes what was running)');
+      process.exit(1);
+    }, cfg.shutdownTimeoutMs);
     force.unref();
-    Promise.all([ops?.close(), rt.close()]).then(
+    new Promise((r) => setTimeout(r, cfg.shutdownDelayMs))
+      .then(() => rt.close())
+      .then(() => ops?.close())
+      .then(
       () => process.exit(0),
       (err: Error) => {
         log.error({ err: { message: err.message } }, 'shutdown error');

@@ -58,6 +58,8 @@ export class Metrics {
   readonly plannerTickDuration: Histogram;
   readonly plannerStarted: Counter;
   readonly plannerSkipped: Counter<'reason'>;
+  readonly notifications: Counter<'sink' | 'outcome'>;
+  readonly auditTrimmed: Counter;
   #sources: MetricsSources = {};
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
@@ -90,6 +92,13 @@ export class Metrics {
       registers,
     });
 
+    this.notifications = new Counter({
+      name: 'rotator_notifications_total',
+      help: 'Notification deliveries by this process, by sink (slack, webhook) and outcome: sent, retried (an attempt failed, another is scheduled with backoff), failed (gave up)',
+      labelNames: ['sink', 'outcome'],
+      registers,
+    });
+    this.auditTrimmed = new Counter({ name: 'rotator_audit_trimmed_entries_total', help: 'Audit entries exported and trimmed past AUDIT_RETENTION_DAYS by this process', registers });
     this.plannerTicks = new Counter({ name: 'rotator_planner_ticks_total', help: 'Planner ticks run by this process', registers });
     this.plannerTickDuration = new Histogram({ name: 'rotator_planner_tick_seconds', help: 'Duration of a planner tick in this process', buckets: [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers });
     this.plannerStarted = new Counter({ name: 'rotator_planner_started_total', help: 'Scheduled rotations started by planner ticks in this process', registers });

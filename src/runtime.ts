@@ -43,6 +43,9 @@ import { startBatchWorker, type BatchWorker } from '../workers/batch-worker.ts';
 import { StepLease } from '../workers/lease.ts';
 import { createCrashPoints } from '../workers/crash-points.ts';
 import type { PromoteGate } from '../workers/steps/context.ts';
+import { NotifyRelay } from './service/notify-relay.ts';
+import { createNotifyQueue, enqueueNotification, startNotifyWorker, type NotifyWorker } from '../workers/notify-worker.ts';
+import { AuditRetention } from './service/audit-retention.ts';
 
 export interface RuntimeOptions {
   api: boolean;
@@ -85,6 +88,10 @@ export interface Runtime {
   app?: FastifyInstance;
   worker?: RotationWorker;
   batchWorker?: BatchWorker;
+  /** True from beginDrain() on: /readyz (API and METRICS_PORT) answers 503. */
+  draining(): boolean;
+  /** SIGTERM's first step: stop looking ready, keep serving, until close(). */
+  beginDrain(): void;
   /** Listen on HOST:PORT; resolves to the URL. */
   listen(): Promise<string>;
   close(): Promise<void>;
@@ -225,6 +232,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
       : undefined;
   const scanner = scannerOn(shared);
 
+  let draining = false;
   let app: FastifyInstance | undefined;
   // With a worker in the same process (npm start) the shared connection auto-pipelines, which slows
   // list pages (see connectRedis): the API then reads and writes through a connection of its own.
@@ -269,6 +277,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
       },
       // With METRICS_PORT, main.ts serves /metrics there and the API's port does not.
       serveMetrics: cfg.metricsPort === 0,
+      draining: () => draining,
       readiness: {
         redis: async () => {
           if ((await viaApi.ping()) !== 'PONG') throw new Error('Redis did not answer PING');
@@ -315,6 +324,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
     }
   };
   let auditRelay: AuditRelay | undefined;
+  let notify: { relay: NotifyRelay; delivery: NotifyWorker; queue: ReturnType<typeof createNotifyQueue> } | undefined;
+  let auditRetention: AuditRetention | undefined;
   if (opts.worker) {
     auditRelay = new AuditRelay({ redis, prefix: cfg.redisPrefix, audit, log });
     auditRelay.start();
@@ -376,6 +387,30 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
       log,
       recoveryIntervalMs: Math.max(30_000, cfg.stalledIntervalMs),
     });
+    // Notifications (issue 18): the relay turns the events stream and the planner's state into
+    // notifications; the notify worker delivers them with retries. Only with a sink configured.
+    if (cfg.notify.slackUrl || cfg.notify.webhook) {
+      const notifyQueue = createNotifyQueue(queueConn, cfg.redisPrefix);
+      undo.push(() => notifyQueue.close());
+      const delivery = startNotifyWorker({ connection: workerConn, prefix: cfg.redisPrefix, cfg: cfg.notify, log, metrics });
+      undo.push(() => delivery.close());
+      const relay = new NotifyRelay({
+        redis,
+        prefix: cfg.redisPrefix,
+        enqueue: (n) => enqueueNotification(notifyQueue, cfg.notify, n),
+        log,
+        ...(cfg.planner.enabled ? { plannerTickMs: cfg.planner.tickMs, lastTickMs: async () => ((t) => (t ? Date.parse(t.at) : null))(await planner.lastTick()) } : {}),
+      });
+      relay.start();
+      undo.push(() => relay.stop());
+      notify = { relay, delivery, queue: notifyQueue };
+    }
+    // Audit retention (issue 18): export, then trim behind a signed checkpoint.
+    if (cfg.auditRetention.days > 0) {
+      auditRetention = new AuditRetention({ redis, prefix: cfg.redisPrefix, log, cfg: cfg.auditRetention, onTrimmed: (n: number) => metrics.auditTrimmed.inc(n) });
+      auditRetention.start();
+      undo.push(() => auditRetention?.stop());
+    }
   }
   let plannerTicker: PlannerTicker | undefined;
   if (opts.worker && cfg.planner.enabled) {
@@ -415,6 +450,10 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
     app,
     worker,
     batchWorker,
+    draining: () => draining,
+    beginDrain() {
+      draining = true;
+    },
     async listen() {
       if (!app) throw new Error('no API in this process');
       return app.listen({ host: cfg.host, port: cfg.port });
@@ -427,6 +466,10 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
       await worker?.close();
       await batchWorker?.close();
       await auditRelay?.stop();
+      await auditRetention?.stop();
+      await notify?.relay.stop();
+      await notify?.delivery.close();
+      await notify?.queue.close();
       await gate?.close();
       await queue.close();
       await batchQueue.close();

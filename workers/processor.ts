@@ -31,6 +31,12 @@ export interface ProcessorDeps {
   maxAttempts: number;
   /** Called after every persisted transition (metrics, audit). */
   onTransition?: (rec: RotationRecord, entry: HistoryEntry) => void;
+  /**
+   * True once this process is shutting down (SIGTERM): a job parks at the next step boundary —
+   * back to the queue, due at once — so another worker runs the next step instead of this process
+   * holding the whole rotation until it exits.
+   */
+  stopping?: () => boolean;
 }
 
 /**
@@ -64,8 +70,9 @@ export class RotationProcessor {
     let rec = await repo.get(id);
     // Every line this job logs names the rotation and the managed credential it rotates.
     const where = rec ? { rotationId: id, accountSid: rec.accountSid, credential: rec.credential } : { rotationId: id };
-    for (;;) {
+    for (let steps = 0; ; steps++) {
       if (!rec || isTerminal(rec.status)) return;
+      if (steps > 0 && this.#d.stopping?.()) await this.#park(job, token, where);
       const stepName: Step | 'rollback' = rec.undo ? 'rollback' : rec.step;
       // Read before this run counts an attempt: whether any run of this attempt got this far.
       const untouched = isUntouched(rec);
@@ -190,6 +197,18 @@ export class RotationProcessor {
     // A cancel that arrived between the record write and the move found no delayed job to wake.
     const after = await this.#d.repo.get(rec.id);
     if (step !== 'rollback' && after?.undo) await job.promote().catch(() => undefined);
+    throw new DelayedError();
+  }
+
+  /** Hand the job back between two steps (see ProcessorDeps.stopping): the record says which step is next. */
+  async #park(job: Job<RotationJobData>, token: string | undefined, where: object): Promise<never> {
+    try {
+      await job.moveToDelayed(Date.now(), token);
+    } catch (err) {
+      if (lostTheJob(err)) throw new LostJobError((err as Error).message);
+      throw err;
+    }
+    this.#d.log.info(where, 'shutting down: parked the rotation between two steps for another worker');
     throw new DelayedError();
   }
 

@@ -28,7 +28,8 @@ export interface RotationWorker {
 }
 
 export function startRotationWorker(opts: RotationWorkerOptions): RotationWorker {
-  const processor = new RotationProcessor({ ...opts.processor, maxAttempts: JOB_ATTEMPTS });
+  let stopping = false;
+  const processor = new RotationProcessor({ ...opts.processor, maxAttempts: JOB_ATTEMPTS, stopping: () => stopping });
   const worker = new Worker<RotationJobData>(QUEUE_NAME, processor.process, {
     connection: opts.connection,
     prefix: `${opts.prefix}:bull`,
@@ -67,6 +68,8 @@ export function startRotationWorker(opts: RotationWorkerOptions): RotationWorker
     worker,
     recover,
     close: async () => {
+      // BullMQ's close() stops fetching and waits for the running jobs; each parks at its next step boundary.
+      stopping = true;
       if (timer) clearInterval(timer);
       if (pruneTimer) clearInterval(pruneTimer);
       await worker.close();

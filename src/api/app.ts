@@ -63,6 +63,8 @@ export interface AppDeps {
   readiness: Record<string, ReadinessCheck>;
   /** Reported by /readyz without making it fail (see healthRoutes). */
   advisoryReadiness?: Record<string, ReadinessCheck>;
+  /** True once the process is shutting down: /readyz answers 503 so load balancers stop sending new requests. */
+  draining?: () => boolean;
   metrics?: Metrics;
   /** GET /metrics on the API's port (default); false when METRICS_PORT serves it on a listener of its own. */
   serveMetrics?: boolean;
@@ -151,7 +153,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
 
   const now = deps.now ?? Date.now;
   const probe = readinessProbe({ required: deps.readiness, advisory: deps.advisoryReadiness }, app.log);
-  await app.register(healthRoutes, { probe });
+  await app.register(healthRoutes, { probe, ...(deps.draining ? { draining: deps.draining } : {}) });
   await app.register(statusRoutes, { probe });
   if (deps.serveMetrics ?? true) await app.register(metricsRoutes, { metrics });
   await app.register(rotationRoutes, {

@@ -209,6 +209,12 @@ export const AuditEntryT = Type.Object({
   ip: Type.Optional(Type.String()),
   requestId: Type.Optional(Type.String()),
   status: Type.Optional(Type.Integer()),
+  checkpoint: Type.Optional(
+    Type.Object(
+      { trimmedThrough: Type.String(), trimmedHash: Type.String(), trimmedCount: Type.Integer(), exportedTo: Type.String(), sig: Type.String() },
+      { description: 'kind checkpoint: entries through trimmedThrough were exported and trimmed past AUDIT_RETENTION_DAYS; sig is HMAC-SHA256 with AUDIT_CHECKPOINT_KEY' },
+    ),
+  ),
   prev: Type.String(),
   hash: Type.String(),
 });

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
@@ -16,8 +16,12 @@ import { redisKeys, type RedisKeys } from './keys.ts';
 export const GENESIS = '0'.repeat(64);
 
 export interface AuditFields {
-  /** `api` (an HTTP request that changes something), `rotation` (a step transition by a worker) or `batch` (what a batch did by itself: halted, completed). */
-  kind: 'api' | 'rotation' | 'batch';
+  /**
+   * `api` (an HTTP request that changes something), `rotation` (a step transition by a worker),
+   * `batch` (what a batch did by itself: halted, completed) or `checkpoint` (a trim of entries past
+   * retention, signed: see AuditCheckpoint).
+   */
+  kind: 'api' | 'rotation' | 'batch' | 'checkpoint';
   /** Who: the token or OIDC principal name, or the worker (host:pid). */
   actor: string;
   role?: string;
@@ -36,6 +40,38 @@ export interface AuditFields {
   requestId?: string;
   /** The HTTP status the request was answered with. */
   status?: number;
+  /** `checkpoint` entries: what was trimmed, signed with AUDIT_CHECKPOINT_KEY. */
+  checkpoint?: AuditCheckpoint;
+}
+
+/**
+ * What a trim leaves in the chain (service/audit-retention.ts): entries up to `trimmedThrough`
+ * were exported and removed; the first entry kept links to `trimmedHash`. `sig` is HMAC-SHA256
+ * keyed by AUDIT_CHECKPOINT_KEY over checkpointSigningText: a Redis user without the key can
+ * delete old entries, but cannot write the checkpoint that would make the shortened chain verify.
+ */
+export interface AuditCheckpoint {
+  trimmedThrough: string;
+  trimmedHash: string;
+  trimmedCount: number;
+  /** Where the export went: a file name in AUDIT_EXPORT_DIR, or `stdout`. */
+  exportedTo: string;
+  sig: string;
+}
+
+/** The signed text: the checkpoint's fields but the signature, and the entry's time. */
+export function checkpointSigningText(c: Omit<AuditCheckpoint, 'sig'>, at: string): string {
+  return canonicalJson({ at, exportedTo: c.exportedTo, trimmedCount: c.trimmedCount, trimmedHash: c.trimmedHash, trimmedThrough: c.trimmedThrough });
+}
+
+export function signCheckpoint(key: string, c: Omit<AuditCheckpoint, 'sig'>, at: string): string {
+  return createHmac('sha256', key).update(checkpointSigningText(c, at)).digest('hex');
+}
+
+export function checkpointSignatureValid(key: string, c: AuditCheckpoint, at: string): boolean {
+  const expected = Buffer.from(signCheckpoint(key, c, at));
+  const got = Buffer.from(String(c.sig ?? ''));
+  return got.length === expected.length && timingSafeEqual(got, expected);
 }
 
 export interface AuditEntry extends AuditFields {
@@ -318,13 +354,20 @@ export interface ChainSource {
   head(): Promise<string | undefined>;
 }
 
-export type ChainProblem = 'modified' | 'deleted' | 'reordered' | 'kept-head-missing';
+export type ChainProblem = 'modified' | 'deleted' | 'reordered' | 'kept-head-missing' | 'checkpoint-forged' | 'checkpoint-unverifiable';
 
 export type ChainVerdict =
-  | { ok: true; count: number; head: string; kept?: { id: string; newer: number } }
+  | { ok: true; count: number; head: string; kept?: { id: string; newer: number }; anchoredBy?: string }
   | { ok: false; count: number; problem: ChainProblem; at: string; message: string };
 
 export const CHAIN_HASH = /^[0-9a-f]{64}$/;
+
+export interface VerifyOptions {
+  /** A head hash the operator kept outside Redis: the chain must contain it. */
+  keptHead?: string;
+  /** AUDIT_CHECKPOINT_KEY: checks every checkpoint's signature; required to accept a trimmed chain. */
+  checkpointKey?: string;
+}
 
 /**
  * Walk the chain from its start and report the first broken link: an entry whose hash does not
@@ -332,18 +375,47 @@ export const CHAIN_HASH = /^[0-9a-f]{64}$/;
  * was rewritten together with its hash), a link to an entry found elsewhere (reordered), or a
  * chain that ends before the recorded head (the newest entries deleted).
  *
+ * A chain trimmed past retention starts with an entry linked to one that was exported and
+ * removed: it is accepted only when a checkpoint entry names that hash and carries a valid
+ * AUDIT_CHECKPOINT_KEY signature. Every checkpoint met on the way is checked too when the key is
+ * given. A checkpoint deleted breaks a link like any entry; one written without the key is forged.
+ *
  * A chain consistent with itself can still be a rewrite (every hash recomputed) or an export cut
  * short: `keptHead`, a head hash the operator wrote down earlier somewhere Redis admins cannot
  * write, must then be the hash of one of its entries (the chain may have grown since).
  */
-export async function verifyAuditChain(source: ChainSource, opts: { keptHead?: string } = {}): Promise<ChainVerdict> {
+export async function verifyAuditChain(source: ChainSource, opts: VerifyOptions = {}): Promise<ChainVerdict> {
+  // The head is read before the walk: on a live chain an append during the walk moves the head
+  // past the last link read; the head read first is then one of the links (the chain grew).
+  const headBefore = await source.head();
   let expected = GENESIS;
   let previousId: string | undefined;
   let count = 0;
+  let headSeen = false;
+  let anchoredBy: string | undefined;
   let kept: { id: string; at: number } | undefined;
   for await (const link of source.links()) {
     if (chainHash(link.prev, link.e) !== link.hash) {
       return { ok: false, count, problem: 'modified', at: link.id, message: `entry ${link.id} was modified: its hash does not match its content` };
+    }
+    if (count === 0 && link.prev !== GENESIS) {
+      // The start of a trimmed chain (or of an export that is not the oldest): a checkpoint must vouch for it.
+      const cp = await findCheckpoint(source, link.prev);
+      if (!cp) {
+        return {
+          ok: false,
+          count,
+          problem: 'deleted',
+          at: link.id,
+          message: `broken link before ${link.id} (the first entry does not start the chain): entries were deleted, and no checkpoint vouches for a trim (or the checkpoint was deleted too)`,
+        };
+      }
+      if (opts.checkpointKey === undefined) {
+        return { ok: false, count, problem: 'checkpoint-unverifiable', at: cp.id, message: `the chain was trimmed (checkpoint ${cp.id}); set AUDIT_CHECKPOINT_KEY to check the checkpoint's signature` };
+      }
+      if (!checkpointSignatureValid(opts.checkpointKey, cp.checkpoint, cp.at)) return forged(count, cp.id);
+      anchoredBy = cp.id;
+      expected = link.prev;
     }
     if (link.prev !== expected) {
       const elsewhere = await findHash(source, link.prev);
@@ -359,24 +431,26 @@ export async function verifyAuditChain(source: ChainSource, opts: { keptHead?: s
         message: `broken link ${where}: entries were deleted${previousId ? `, or ${previousId} was rewritten along with its hash` : ''}`,
       };
     }
+    if (opts.checkpointKey !== undefined) {
+      const cp = checkpointOf(link);
+      if (cp && !checkpointSignatureValid(opts.checkpointKey, cp.checkpoint, cp.at)) return forged(count, link.id);
+    }
     expected = link.hash;
     previousId = link.id;
     count++;
+    if (link.hash === headBefore) headSeen = true;
     if (link.hash === opts.keptHead) kept = { id: link.id, at: count };
   }
-  const head = await source.head();
-  if (head !== undefined && head !== expected) {
-    const elsewhere = await findHash(source, head);
+  if (headBefore !== undefined && !headSeen && !(count === 0 && headBefore === GENESIS)) {
     return {
       ok: false,
       count,
-      problem: elsewhere ? 'reordered' : 'deleted',
+      problem: 'deleted',
       at: previousId ?? '(start)',
-      message: elsewhere
-        ? `the recorded head is entry ${elsewhere}, not the last entry ${previousId ?? '(none)'}: entries were reordered`
-        : `the chain ends at ${previousId ?? 'its start'} but the recorded head is later: the newest entries were deleted`,
+      message: `the chain ends at ${previousId ?? 'its start'} but the recorded head is no entry of it: the newest entries were deleted`,
     };
   }
+  const anchor = anchoredBy ? { anchoredBy } : {};
   if (opts.keptHead !== undefined && opts.keptHead !== GENESIS) {
     if (!kept) {
       return {
@@ -387,9 +461,40 @@ export async function verifyAuditChain(source: ChainSource, opts: { keptHead?: s
         message: `no entry has the kept head hash ${opts.keptHead}: the chain was cut short before it, or rewritten (every hash recomputed) since it was kept`,
       };
     }
-    return { ok: true, count, head: expected, kept: { id: kept.id, newer: count - kept.at } };
+    return { ok: true, count, head: expected, kept: { id: kept.id, newer: count - kept.at }, ...anchor };
   }
-  return { ok: true, count, head: expected };
+  return { ok: true, count, head: expected, ...anchor };
+}
+
+function forged(count: number, id: string): ChainVerdict {
+  return {
+    ok: false,
+    count,
+    problem: 'checkpoint-forged',
+    at: id,
+    message: `checkpoint ${id} is forged: its signature does not verify with AUDIT_CHECKPOINT_KEY (it was not written by Rotator with this key)`,
+  };
+}
+
+/** The checkpoint a link carries, if it is one. */
+function checkpointOf(link: ChainLink): { id: string; at: string; checkpoint: AuditCheckpoint } | undefined {
+  if (!link.e.includes('"checkpoint"')) return undefined;
+  try {
+    const body = JSON.parse(link.e) as AuditFields & { at: string };
+    return body.kind === 'checkpoint' && body.checkpoint ? { id: link.id, at: body.at, checkpoint: body.checkpoint } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The newest checkpoint naming `trimmedHash` (a repeated trim may have left more than one). */
+async function findCheckpoint(source: ChainSource, trimmedHash: string): Promise<{ id: string; at: string; checkpoint: AuditCheckpoint } | undefined> {
+  let found: { id: string; at: string; checkpoint: AuditCheckpoint } | undefined;
+  for await (const link of source.links()) {
+    const cp = checkpointOf(link);
+    if (cp && cp.checkpoint.trimmedHash === trimmedHash) found = cp;
+  }
+  return found;
 }
 
 async function findHash(source: ChainSource, hash: string): Promise<string | undefined> {
@@ -421,20 +526,60 @@ export function redisChainSource(redis: Redis, prefix: string): ChainSource {
   };
 }
 
-/** An export (JSON lines of AuditEntry), re-canonicalised: the same text the chain hashed. */
-export function exportedChainSource(lines: readonly string[]): ChainSource {
-  const links: ChainLink[] = lines
-    .filter((l) => l.trim())
-    .map((l) => {
-      const { id, prev, hash, ...body } = JSON.parse(l) as AuditEntry;
-      return { id, prev, hash, e: canonicalJson(body) };
-    });
+/**
+ * Exports (JSON lines of AuditEntry), re-canonicalised: the same text the chain hashed. Several
+ * exports may be given (files from successive trims, a log shipper's capture): lines that are not
+ * audit entries (a log line beside them) are skipped, the same entry exported twice (a trim
+ * repeated after a crash) counts once, and entries are put in stream order.
+ */
+export function exportedChainSource(lines: readonly string[]): ExportedChainSource {
+  const byId = new Map<string, ChainLink>();
+  for (const l of lines) {
+    if (!l.trim()) continue;
+    let parsed: Partial<AuditEntry>;
+    try {
+      parsed = JSON.parse(l) as Partial<AuditEntry>;
+    } catch {
+      continue;
+    }
+    const { id, prev, hash, ...body } = parsed;
+    if (typeof id !== 'string' || typeof prev !== 'string' || typeof hash !== 'string' || !isRedisStreamId(id)) continue;
+    // The first copy wins: a second, different copy of one id is left for the hashes to judge.
+    if (!byId.has(id)) byId.set(id, { id, prev, hash, e: canonicalJson(body) });
+  }
+  const links = [...byId.values()].sort((a, b) => compareStreamIds(a.id, b.id));
   return {
-    async *links() {
-      yield* links;
+    async *links(afterId?: string) {
+      for (const l of links) if (afterId === undefined || compareStreamIds(l.id, afterId) > 0) yield l;
     },
     async head() {
       return undefined;
     },
+    lastId: () => links.at(-1)?.id,
   };
+}
+
+export interface ExportedChainSource extends ChainSource {
+  /** The newest entry exported: the stream is read after it. */
+  lastId(): string | undefined;
+}
+
+/** Exports followed by the stream they were trimmed from: verified end to end, head from the stream. */
+export function combinedChainSource(exported: ExportedChainSource, live: ChainSource): ChainSource {
+  const after = exported.lastId();
+  return {
+    async *links(afterId?: string) {
+      yield* exported.links(afterId);
+      // What was exported but not yet trimmed (a crash between the two) is in both: read once.
+      const from = afterId !== undefined && (after === undefined || compareStreamIds(afterId, after) > 0) ? afterId : after;
+      yield* live.links(from);
+    },
+    head: () => live.head(),
+  };
+}
+
+export function compareStreamIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
+  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
+  return am !== bm ? (am < bm ? -1 : 1) : as === bs ? 0 : as < bs ? -1 : 1;
 }

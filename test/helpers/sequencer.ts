@@ -11,6 +11,7 @@ export const SLOWEST_FILES = [
   'test/engine/zero-downtime.test.ts',
   'test/engine/two-workers.test.ts',
   'test/engine/batch-fleet.test.ts',
+  'test/engine/rolling-restart.test.ts',
   'test/engine/credentials.test.ts',
   'test/startup/npm-start.test.ts',
   'test/release/compiled.test.ts',

@@ -71,19 +71,21 @@ const ReadyReply = Type.Object({
 });
 
 /** Liveness answers while the process runs; readiness says which component is down, not why (that is GET /v1/status). */
-export const healthRoutes: FastifyPluginAsyncTypebox<{ probe: ReadinessProbe }> = async (app, { probe }) => {
+export const healthRoutes: FastifyPluginAsyncTypebox<{ probe: ReadinessProbe; draining?: () => boolean }> = async (app, { probe, draining }) => {
   app.get('/healthz', { schema: { summary: 'Liveness', tags: ['operations'], response: { 200: Type.Object({ status: Type.Literal('ok') }) } } }, async () => ({ status: 'ok' as const }));
 
   app.get(
     '/readyz',
     {
       schema: {
-        summary: 'Readiness: Redis, the secret store and Twilio (the admin credential) must be ok; no worker connected makes it degraded (still 200). Why is in the log and GET /v1/status',
+        summary: 'Readiness: Redis, the secret store and Twilio (the admin credential) must be ok; no worker connected makes it degraded (still 200); 503 with `shutdown: fail` while the process drains after SIGTERM. Why is in the log and GET /v1/status',
         tags: ['operations'],
         response: { 200: ReadyReply, 503: ReadyReply },
       },
     },
     async (_req, reply) => {
+      // Shutting down (SIGTERM): still serving what is in flight, but no longer taking new work.
+      if (draining?.()) return reply.status(503).send({ status: 'not_ready' as const, checks: { shutdown: 'fail' as const } });
       const r = await probe();
       // Built field by field: an error text (a path, the Vault address) must not reach an unauthenticated caller.
       const checks = Object.fromEntries(Object.entries(r.components).map(([name, c]) => [name, c.ok ? ('ok' as const) : ('fail' as const)]));

@@ -417,7 +417,9 @@ ${EXIT_CODE_HELP}`,
         input = { lines: text.split('\n') };
       }
       try {
-        return (await checkAuditChain(input, o.expectHead, io)) ? EXIT.ok : EXIT.failed;
+        const verdict = await checkAuditChain(input, o.expectHead, io);
+        if (verdict === 'unverifiable') throw new CliError(EXIT.usage, 'the chain starts at a signed checkpoint: set AUDIT_CHECKPOINT_KEY to verify it');
+        return verdict === 'intact' ? EXIT.ok : EXIT.failed;
       } catch (err) {
         if (err instanceof CliError) throw err;
         const name = (err as Error).constructor.name;
