@@ -24,6 +24,7 @@ import { PolicyRepository } from './state/policies.ts';
 import { FleetDirectory } from './service/fleet.ts';
 import { ComplianceFacts } from './state/compliance.ts';
 import { ComplianceReader } from './service/compliance.ts';
+import { complianceRowsOn, startComplianceRows } from './service/compliance-rows.ts';
 import { ComplianceScanner, startComplianceScans } from './service/compliance-scan.ts';
 import { Planner } from './service/planner.ts';
 import { ScheduleStore } from './state/schedule.ts';
@@ -155,6 +156,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     const credentials = new CredentialRepository(conn, cfg.redisPrefix);
     const policies = new PolicyRepository(conn, cfg.redisPrefix, builtInPolicies(cfg));
     const complianceFacts = new ComplianceFacts(conn, cfg.redisPrefix);
+    const complianceRows = complianceRowsOn(conn, cfg.redisPrefix, { credentials, policies });
     const service = new RotationService(rotations, rotationQueue, Date.now, { secretPath: pathOf, keyNamePrefix: cfg.keyNamePrefix });
     const fleet = new FleetDirectory({ credentials, accounts, policies });
     const planner = new Planner(
@@ -175,7 +177,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       batches: new BatchService({ batches: batchRepo, fleet, queue: batchQueueOf(batchQueue, conn, (id) => rotations.keys.batchWake(id)) }),
       audit: new AuditLog(conn, cfg.redisPrefix),
       complianceFacts,
-      complianceReader: new ComplianceReader({ redis: conn, prefix: cfg.redisPrefix, credentials, accounts, policies, facts: complianceFacts, keyNamePrefix: cfg.keyNamePrefix }),
+      complianceRows,
+      complianceReader: new ComplianceReader({ redis: conn, prefix: cfg.redisPrefix, credentials, accounts, policies, facts: complianceFacts, keyNamePrefix: cfg.keyNamePrefix, rows: complianceRows }),
     };
   };
   type State = ReturnType<typeof stateOn>;
@@ -221,6 +224,9 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
         })
       : undefined;
   const scanner = scannerOn(shared);
+  // Compliance rows rendered as their inputs change, in every process (one at a time renders; service/compliance-rows.ts).
+  const complianceRows = startComplianceRows(shared.complianceRows, { log });
+  undo.push(() => complianceRows.stop());
 
   let app: FastifyInstance | undefined;
   // With a worker in the same process (npm start) the shared connection auto-pipelines, which slows
@@ -418,6 +424,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       await app?.close();
       accountSync?.stop();
       await complianceScans?.stop();
+      await complianceRows.stop();
       await plannerTicker?.close();
       await worker?.close();
       await batchWorker?.close();
