@@ -224,9 +224,10 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
         })
       : undefined;
   const scanner = scannerOn(shared);
-  // Compliance rows rendered as their inputs change, in every process (one at a time renders; service/compliance-rows.ts).
-  const complianceRows = startComplianceRows(shared.complianceRows, { log });
-  undo.push(() => complianceRows.stop());
+  // Compliance rows rendered as their inputs change, in the workers (one at a time renders; an
+  // API alone renders the rows a page finds stale and stores them: service/compliance-rows.ts).
+  const complianceRows = opts.worker ? startComplianceRows(shared.complianceRows, { log }) : undefined;
+  undo.push(() => complianceRows?.stop());
 
   let app: FastifyInstance | undefined;
   // With a worker in the same process (npm start) the shared connection auto-pipelines, which slows
@@ -424,7 +425,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
       await app?.close();
       accountSync?.stop();
       await complianceScans?.stop();
-      await complianceRows.stop();
+      await complianceRows?.stop();
       await plannerTicker?.close();
       await worker?.close();
       await batchWorker?.close();
