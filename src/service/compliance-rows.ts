@@ -43,11 +43,11 @@ export class ComplianceRows {
   }
 
   /**
-   * Render and store the rows of these subaccounts' credentials; returns each row's template by
-   * credential id (as of the inputs read, whether or not a write since kept it from being stored).
+   * Render and store the rows of these subaccounts' credentials; returns each row's template and
+   * stamp by credential id (as of the inputs read, whether or not a write since kept it from being stored).
    */
-  async render(sids: readonly string[]): Promise<Map<string, RowTemplate>> {
-    const out = new Map<string, RowTemplate>();
+  async render(sids: readonly string[]): Promise<Map<string, { stamp: string; t: RowTemplate }>> {
+    const out = new Map<string, { stamp: string; t: RowTemplate }>();
     if (sids.length === 0) return out;
     // The version before the catalog: a catalog newer than the version stamps a row as older than
     // it is (rendered again), never the other way round.
@@ -69,7 +69,7 @@ export class ComplianceRows {
         const c = byId.get(id);
         if (!c) continue;
         const t = rowTemplate(credentialFacts(entryOf(c, account, catalog), scanned), status, scannedAt);
-        out.set(id, t);
+        out.set(id, { stamp, t });
         rows.push({ id, text: encodeRow(stamp, t) });
       }
       return { sid, gen, rows };

@@ -48,6 +48,8 @@ export interface ComplianceReaderDeps {
   keyNamePrefix: string;
   /** The stored rows and their renderer (service/compliance-rows.ts). */
   rows: Pick<ComplianceRows, 'store' | 'render'>;
+  /** How many rows (their templates, ~1 KB each) to keep in this process between pages (TemplateCache). */
+  keepRows?: number;
 }
 
 /** A page of a filtered list examines at most this many credentials, so a rare match cannot make one request read the whole fleet. */
@@ -56,9 +58,11 @@ export const EXAMINE_PER_PAGE = 1000;
 export class ComplianceReader {
   readonly #d: ComplianceReaderDeps;
   readonly #keys: RedisKeys;
+  readonly #kept: TemplateCache;
 
   constructor(deps: ComplianceReaderDeps) {
     this.#d = deps;
+    this.#kept = new TemplateCache(deps.keepRows);
     this.#keys = redisKeys(deps.prefix);
   }
 
@@ -81,24 +85,46 @@ export class ComplianceReader {
   async credentialPage(opts: { limit: number; after?: string; filter: ComplianceFilter; now: number }): Promise<{ rows: string[]; nextCursor: string | null }> {
     const filtered = isFiltered(opts.filter);
     const want = filtered ? Math.max(opts.limit, EXAMINE_PER_PAGE) : opts.limit;
-    const page = await this.#d.rows.store.page(opts.after ? `(${opts.after}` : '-', want);
+    const store = this.#d.rows.store;
+    const page = await store.page(opts.after ? `(${opts.after}` : '-', want);
     const examined = page.ids.slice(0, want);
     const more = page.ids.length > want;
-    let fresh: Map<string, RowTemplate> | undefined;
-    const stale = examined.filter((_, i) => page.rows[i] === '');
-    if (stale.length) fresh = await this.#d.rows.render([...new Set(stale.map(sidOf))]);
+    const templates: Array<RowTemplate | undefined> = examined.map((id, i) => this.#kept.get(id, page.stamps[i]!));
+    const missing = examined.filter((_, i) => !templates[i]);
+    if (missing.length) {
+      // Rows not kept here: read them ready; any not current (a write since, a policy edit, never rendered) rendered now.
+      const raw = await store.rows(missing);
+      const stale: string[] = [];
+      const at = new Map(examined.map((id, i) => [id, i]));
+      missing.forEach((id, j) => {
+        const i = at.get(id)!;
+        const r = raw[j];
+        const stamp = page.stamps[i]!;
+        if (r && r.length > stamp.length && r.charCodeAt(stamp.length) === 0x1f && r.startsWith(stamp)) {
+          templates[i] = decodeRow(r);
+          this.#kept.set(id, stamp, templates[i]!);
+        } else stale.push(id);
+      });
+      if (stale.length) {
+        const fresh = await this.#d.rows.render([...new Set(stale.map(sidOf))]);
+        for (const id of stale) {
+          const f = fresh.get(id);
+          if (!f) continue;
+          templates[at.get(id)!] = f.t;
+          this.#kept.set(id, f.stamp, f.t);
+        }
+      }
+    }
     const rows: string[] = [];
     let last: string | undefined;
     for (let i = 0; i < examined.length; i++) {
-      const id = examined[i]!;
-      const raw = page.rows[i];
-      const t = raw ? decodeRow(raw) : fresh?.get(id);
+      const t = templates[i];
       // An indexed credential without a record (none is deleted; a race with a write at most).
       if (!t) continue;
       if (filtered && !templateMatches(t, opts.filter, opts.now)) continue;
       if (rows.length === opts.limit) return { rows, nextCursor: last! };
       rows.push(rowJson(t, opts.now));
-      last = id;
+      last = examined[i];
     }
     return { rows, nextCursor: more ? (examined.at(-1) ?? null) : null };
   }
@@ -281,6 +307,50 @@ function subaccountFinding(row: SubaccountRow, scanned: ScannedSubaccount | unde
   if (row.status === 'closed' || row.keysAtTwilio !== null) return row.finding;
   if (!scanned) return 'not scanned yet: sprawl unknown';
   return scanned.note ? `keys not listed: ${scanned.note}; sprawl unknown` : row.finding;
+}
+
+/**
+ * Row templates by credential id, each with the stamp it was rendered at: a page uses a kept one
+ * while its stamp is the current one (the page script says which), so a warm page reads no row.
+ * Bounded by two generations of at most max / 2: new rows go to the young one, a row found in the
+ * old one moves to the young one, and when the young one is full the old one is dropped whole.
+ */
+export class TemplateCache {
+  #young = new Map<string, { stamp: string; t: RowTemplate }>();
+  #old = new Map<string, { stamp: string; t: RowTemplate }>();
+  readonly #half: number;
+
+  constructor(max = 50_000) {
+    this.#half = Math.max(1, Math.floor(max / 2));
+  }
+
+  get size(): number {
+    return this.#young.size + this.#old.size;
+  }
+
+  get(id: string, stamp: string): RowTemplate | undefined {
+    let r = this.#young.get(id);
+    if (!r) {
+      r = this.#old.get(id);
+      if (!r) return undefined;
+      this.#old.delete(id);
+      this.#keep(id, r);
+    }
+    return r.stamp === stamp ? r.t : undefined;
+  }
+
+  set(id: string, stamp: string, t: RowTemplate): void {
+    this.#old.delete(id);
+    this.#keep(id, { stamp, t });
+  }
+
+  #keep(id: string, r: { stamp: string; t: RowTemplate }): void {
+    if (this.#young.size >= this.#half && !this.#young.has(id)) {
+      this.#old = this.#young;
+      this.#young = new Map();
+    }
+    this.#young.set(id, r);
+  }
 }
 
 function templateMatches(t: RowTemplate, f: ComplianceFilter, now: number): boolean {

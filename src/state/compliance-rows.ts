@@ -28,32 +28,22 @@ local function mark_rows(genKey, dirtyKey, sid)
 end
 `;
 
-// KEYS: credentials index, generations, policies version. ARGV: min (ZRANGEBYLEX bound), limit, row key prefix.
-// One text, a line each: the count of ids (up to limit + 1), the ids, then the first `limit` rows,
-// each empty where it is missing or its stamp is not `<policies version>:<generation>` now.
+// KEYS: credentials index, generations, policies version. ARGV: min (ZRANGEBYLEX bound), limit.
+// One text, a line each: the count of ids (up to limit + 1), the policies version, the ids, then the
+// generation of each of the first `limit` ids' subaccounts ('' where none): `<version>:<generation>`
+// is the stamp a current row of that credential carries, so a reader that keeps rows knows which it
+// may use without reading them.
 const PAGE = `
 local limit = tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, limit + 1)
 local n = math.min(limit, #ids)
-if n == 0 then return '0' end
-local keys, sids = {}, {}
-for i = 1, n do
-  keys[i] = ARGV[3] .. ids[i]
-  sids[i] = string.match(ids[i], '^([^/]*)/') or ids[i]
-end
-local rows = redis.call('MGET', unpack(keys))
-local gens = redis.call('HMGET', KEYS[2], unpack(sids))
 local v = redis.call('GET', KEYS[3]) or '0'
-for i = 1, n do
-  local row = rows[i]
-  if row then
-    local stamp = v .. ':' .. (gens[i] or '') .. '\\31'
-    if string.sub(row, 1, #stamp) ~= stamp then rows[i] = '' end
-  else
-    rows[i] = ''
-  end
-end
-return #ids .. '\\n' .. table.concat(ids, '\\n', 1, #ids) .. '\\n' .. table.concat(rows, '\\n', 1, n)
+if n == 0 then return '0\\n' .. v end
+local sids = {}
+for i = 1, n do sids[i] = string.match(ids[i], '^([^/]*)/') or ids[i] end
+local gens = redis.call('HMGET', KEYS[2], unpack(sids))
+for i = 1, n do if not gens[i] then gens[i] = '' end end
+return #ids .. '\\n' .. v .. '\\n' .. table.concat(ids, '\\n') .. '\\n' .. table.concat(gens, '\\n')
 `;
 
 // KEYS: generations, dirty set. ARGV: row key prefix, then per subaccount: sid, its generation as
@@ -80,8 +70,8 @@ return stored
 export interface StoredRowPage {
   /** Up to limit + 1 ids: one more than the page says there is a next one. */
   ids: string[];
-  /** The first `limit` ids' stored rows; '' where the reader must render the row itself. */
-  rows: string[];
+  /** The stamp a current row of each of the first `limit` ids carries (`<policies version>:<generation>`). */
+  stamps: string[];
 }
 
 export class ComplianceRowStore {
@@ -93,14 +83,22 @@ export class ComplianceRowStore {
     this.keys = redisKeys(prefix);
   }
 
-  /** Credentials after `min` (a ZRANGEBYLEX bound) with their rows where current, in one script. */
+  /** Credentials after `min` (a ZRANGEBYLEX bound) with the stamps their current rows carry, in one script. */
   async page(min: string, limit: number): Promise<StoredRowPage> {
     const k = this.keys;
-    const text = (await runScript(this.#redis, PAGE, 3, k.credentials, k.complianceRowGen, k.policiesVersion, min, String(limit), k.complianceRow(''))) as string;
-    if (text === '0') return { ids: [], rows: [] };
+    const text = (await runScript(this.#redis, PAGE, 3, k.credentials, k.complianceRowGen, k.policiesVersion, min, String(limit))) as string;
     const lines = text.split('\n');
     const nIds = Number(lines[0]);
-    return { ids: lines.slice(1, 1 + nIds), rows: lines.slice(1 + nIds) };
+    const v = lines[1]!;
+    const ids = lines.slice(2, 2 + nIds);
+    const stamps = lines.slice(2 + nIds).map((g) => `${v}:${g}`);
+    return { ids, stamps };
+  }
+
+  /** The stored rows of `ids` (null where none), each starting with its stamp and U+001F. */
+  async rows(ids: readonly string[]): Promise<Array<string | null>> {
+    if (ids.length === 0) return [];
+    return this.#redis.mget(ids.map((id) => this.keys.complianceRow(id)));
   }
 
   /**

@@ -10,8 +10,8 @@ import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
 import { PolicyRepository } from '../../src/state/policies.ts';
 import { ComplianceFacts } from '../../src/state/compliance.ts';
-import { ComplianceReader, credentialFacts } from '../../src/service/compliance.ts';
-import { complianceRowsOn } from '../../src/service/compliance-rows.ts';
+import { ComplianceReader, credentialFacts, TemplateCache } from '../../src/service/compliance.ts';
+import { complianceRowsOn, type ComplianceRows } from '../../src/service/compliance-rows.ts';
 import { entryOf } from '../../src/service/fleet.ts';
 import { credentialRow, credentialRowChangesAt, DAY_MS, type CredentialFacts } from '../../src/domain/compliance.ts';
 import { decodeRow, encodeRow, rowJson, rowTemplate } from '../../src/domain/compliance-row.ts';
@@ -160,6 +160,14 @@ describe('compliance page: kept rows', () => {
   });
 });
 
+/** The stored rows of the first `limit` credentials, '' where none is current. */
+async function currentRows(rows: ComplianceRows, limit: number): Promise<string[]> {
+  const p = await rows.store.page('-', limit);
+  const ids = p.ids.slice(0, limit);
+  const raw = await rows.store.rows(ids);
+  return raw.map((r, i) => (r && r.startsWith(`${p.stamps[i]}\x1f`) ? r : ''));
+}
+
 describe('stored rows', () => {
   let dir: string;
   let server: EmbeddedRedis;
@@ -189,13 +197,12 @@ describe('stored rows', () => {
     await accounts.patch(sid(1), { labels: ['hipaa'] });
     expect(await rows.store.store([{ sid: sid(1), gen: before.gens[0] ?? null, rows: [{ id: `${sid(1)}/default`, text: 'old' }] }])).toBe(0);
     expect(await rows.store.dirty(10)).toEqual([sid(1)]);
-    const page = await rows.store.page('-', 10);
-    expect(page.rows).toEqual(['']);
+    expect(await currentRows(rows, 10)).toEqual(['']);
     // Rendered again: stored, clean, and the page hands it out.
     await rows.render([sid(1)]);
     expect(await rows.store.dirtyCount()).toBe(0);
-    const after = await rows.store.page('-', 10);
-    expect(decodeRow(after.rows[0]!)).toMatchObject({ policy: 'hipaa', labels: ['hipaa'] });
+    const after = await currentRows(rows, 10);
+    expect(decodeRow(after[0]!)).toMatchObject({ policy: 'hipaa', labels: ['hipaa'] });
   });
 
   it('a policy edit makes every row stale until the background re-render, in chunks, has passed it', async () => {
@@ -207,9 +214,9 @@ describe('stored rows', () => {
     await accounts.upsertMany(Array.from({ length: 30 }, (_, i) => ({ accountSid: sid(i), friendlyName: `n${i}`, status: 'active' })), T0);
     for (let i = 0; i < 30; i++) await credentials.ensure({ accountSid: sid(i), name: 'default' }, { now: T0 });
     while (!(await rows.drainOnce({ chunk: 4, maxChunks: 2 })).idle);
-    expect((await rows.store.page('-', 50)).rows.every((r) => r !== '')).toBe(true);
+    expect((await currentRows(rows, 50)).every((r) => r !== '')).toBe(true);
     await policies.put({ name: 'default', interval: 'P45D' });
-    expect((await rows.store.page('-', 50)).rows.every((r) => r === '')).toBe(true);
+    expect((await currentRows(rows, 50)).every((r) => r === '')).toBe(true);
     const walked: number[] = [];
     for (;;) {
       const r = await rows.drainOnce({ chunk: 4, maxChunks: 2 });
@@ -220,8 +227,23 @@ describe('stored rows', () => {
     expect(walked.length).toBeGreaterThanOrEqual(2);
     expect(walked.every((n) => n <= 16)).toBe(true);
     expect(walked.reduce((a, b) => a + b, 0)).toBe(30);
-    const page = await rows.store.page('-', 50);
-    expect(page.rows.map((r) => decodeRow(r).allowedMs)).toEqual(Array.from({ length: 30 }, () => 45 * DAY_MS));
+    expect((await currentRows(rows, 50)).map((r) => decodeRow(r).allowedMs)).toEqual(Array.from({ length: 30 }, () => 45 * DAY_MS));
+  });
+});
+
+describe('TemplateCache', () => {
+  it('keeps at most its bound, the rows used last among them, each only for its own stamp', () => {
+    const cache = new TemplateCache(10);
+    const t = (i: number) => ({ ...rowTemplate({ accountSid: sid(1), name: 'default', kind: 'api-key', labels: [], policy: { name: 'default', interval: 'P90D', intervalMs: 90 * DAY_MS, maxKeyAge: null, maxKeyAgeMs: null }, currentKeySid: null, keyCreatedAt: null, lastRotation: null, nextDueAt: null }, 'active', null), policy: `p${i}` });
+    for (let i = 0; i < 1000; i++) {
+      cache.set(`id${i}`, `0:${i}`, t(i));
+      // id0 is asked for all along: it stays.
+      expect(cache.get('id0', '0:0')?.policy).toBe('p0');
+      expect(cache.size).toBeLessThanOrEqual(10);
+    }
+    expect(cache.get('id999', '0:999')?.policy).toBe('p999');
+    expect(cache.get('id999', '1:999')).toBeUndefined();
+    expect(cache.get('id500', '0:500')).toBeUndefined();
   });
 });
 
