@@ -6,16 +6,21 @@ import { Redis } from 'ioredis';
 import autocannon from 'autocannon';
 import { startEmbeddedRedis } from '../src/state/redis.ts';
 import { mintToken } from '../src/api/tokens.ts';
-import { loadCredentialFleet } from './api-load.ts';
+import { loadCredentialFleet, renderComplianceRows } from './api-load.ts';
+import { ComplianceFacts } from '../src/state/compliance.ts';
 import { cpuMs, redisCpuMs, round, spawnTs } from './lib.ts';
 
 /**
  * `tsx bench/compliance-page.ts [credentials] [seconds] [--cpu-prof]`: the compliance page's API
  * CPU alone, next to GET /v1/accounts?limit=100 in the same run (the ratio does not depend on the
- * host's speed or load). Two figures for the page, each with its p99 at 50 connections: the same
- * page repeatedly (warm: the rows the API process keeps are kept), and a walk over every page once
- * (cold: run it with more than 50,000 credentials, what the API keeps, so no row is found kept). The host's load average is printed with
- * every figure: on a shared host the absolute numbers move with it.
+ * host's speed or load). Three figures for the page, each with its p99 at 50 connections:
+ * - cold: every page read once, the first read after a write to every credential's subaccount
+ *   (a scan's facts), once the renderer (this process, as a worker would) has stored the rows;
+ * - warm: the same page again and again;
+ * - stale: every page read once right after the write, before any row is rendered again (the
+ *   reader renders each row from its inputs: what every page cost before rows were stored).
+ * The write-time cost is printed too: this process's CPU per row rendered. The host's load average
+ * goes with every figure: on a shared host the absolute numbers move with it.
  */
 const credentials = Number(process.argv[2] ?? 100_000);
 const seconds = Number(process.argv[3] ?? 8);
@@ -80,20 +85,44 @@ try {
       amount: cursors.length,
       requests: [{ setupRequest: (req: Record<string, unknown>) => ({ ...req, path: `/v1/compliance?limit=100&cursor=${cursors[next++ % cursors.length]}` }) }],
     });
-    // Warm-up, not measured: the JIT, for both routes and for rendering rows (one walk over every page).
+    // Warm-up, not measured: the JIT, for both routes (one walk over every page).
     await autocannon({ url: `${base}/v1/accounts?limit=100`, connections: 10, amount: 2000, headers });
     await autocannon({ ...walk(), connections: 10, headers });
-    // Every page again, each once: with more credentials than the API keeps rendered rows of
-    // (50,000), the walk before left none of the first pages' rows, so none is found kept (cold).
-    const cold = await measure('compliance, distinct pages (cold)', walk());
+    // A write to every subaccount (a scan's facts again: it marks their rows), then the rows rendered
+    // as a worker would, timed: the write-time cost per row.
+    const facts = new ComplianceFacts(redis, 'rotator');
+    const rescan = async () => {
+      const subs = Math.ceil(credentials / 2);
+      const sids = Array.from({ length: subs }, (_, i) => `AC${hex(0xc0000000 + i)}`);
+      for (let i = 0; i < subs; i += 500) {
+        const chunk = sids.slice(i, i + 500);
+        const got = await facts.getMany(chunk);
+        await Promise.all(got.map((f) => f && facts.put({ ...f, scannedAtMs: f.scannedAtMs + 1000 })));
+      }
+    };
+    await rescan();
+    const render = await renderComplianceRows(redis);
+    console.log(JSON.stringify({ renderedRows: render.rows, renderCpuUsPerRow: render.cpuUsPerRow, loadavg: load() }));
+    next = 0;
+    const cold = await measure('compliance, distinct pages, first read after a write (cold)', walk());
     const accounts = await measure('accounts?limit=100', { url: `${base}/v1/accounts?limit=100`, duration: seconds });
     const warm = await measure('compliance?limit=100 (same page, warm)', { url: `${base}/v1/compliance?limit=100`, duration: seconds });
+    // Written again, not rendered: every row is stale, and the reader renders (and stores) it.
+    await rescan();
+    next = 0;
+    const stale = await measure('compliance, distinct pages, rows stale (rendered by the reader)', walk());
+    const accounts2 = await measure('accounts?limit=100 (again)', { url: `${base}/v1/accounts?limit=100`, duration: seconds });
+    const acc = { apiCpuUs: (accounts.apiCpuUs + accounts2.apiCpuUs) / 2, p99Ms: Math.max(accounts.p99Ms, accounts2.p99Ms), perSecond: (accounts.perSecond + accounts2.perSecond) / 2 };
     console.log(
       JSON.stringify({
         credentials,
-        apiCpuRatioWarm: round(warm.apiCpuUs / accounts.apiCpuUs, 2),
-        apiCpuRatioCold: round(cold.apiCpuUs / accounts.apiCpuUs, 2),
-        throughputRatioWarm: round(warm.perSecond / accounts.perSecond, 2),
+        apiCpuRatioWarm: round(warm.apiCpuUs / acc.apiCpuUs, 2),
+        apiCpuRatioCold: round(cold.apiCpuUs / acc.apiCpuUs, 2),
+        apiCpuRatioStale: round(stale.apiCpuUs / acc.apiCpuUs, 2),
+        p99RatioWarm: round(warm.p99Ms / acc.p99Ms, 2),
+        p99RatioCold: round(cold.p99Ms / acc.p99Ms, 2),
+        throughputRatioWarm: round(warm.perSecond / acc.perSecond, 2),
+        redisCpuRatioWarm: round(warm.redisCpuUs / ((accounts.redisCpuUs + accounts2.redisCpuUs) / 2), 2),
       }),
     );
   } finally {

@@ -26,6 +26,7 @@ import { PolicyRepository } from './state/policies.ts';
 import { FleetDirectory } from './service/fleet.ts';
 import { ComplianceFacts } from './state/compliance.ts';
 import { ComplianceReader } from './service/compliance.ts';
+import { complianceRowsOn, startComplianceRows } from './service/compliance-rows.ts';
 import { ComplianceScanner, startComplianceScans } from './service/compliance-scan.ts';
 import { Planner } from './service/planner.ts';
 import { ScheduleStore } from './state/schedule.ts';
@@ -165,6 +166,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
     const credentials = new CredentialRepository(conn, cfg.redisPrefix);
     const policies = new PolicyRepository(conn, cfg.redisPrefix, builtInPolicies(cfg));
     const complianceFacts = new ComplianceFacts(conn, cfg.redisPrefix);
+    const complianceRows = complianceRowsOn(conn, cfg.redisPrefix, { credentials, policies });
     const service = new RotationService(rotations, rotationQueue, Date.now, { secretPath: pathOf, keyNamePrefix: cfg.keyNamePrefix });
     const fleet = new FleetDirectory({ credentials, accounts, policies });
     const planner = new Planner(
@@ -185,7 +187,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
       batches: new BatchService({ batches: batchRepo, fleet, queue: batchQueueOf(batchQueue, conn, (id) => rotations.keys.batchWake(id)) }),
       audit: new AuditLog(conn, cfg.redisPrefix),
       complianceFacts,
-      complianceReader: new ComplianceReader({ redis: conn, prefix: cfg.redisPrefix, credentials, accounts, policies, facts: complianceFacts, keyNamePrefix: cfg.keyNamePrefix }),
+      complianceRows,
+      complianceReader: new ComplianceReader({ redis: conn, prefix: cfg.redisPrefix, credentials, accounts, policies, facts: complianceFacts, keyNamePrefix: cfg.keyNamePrefix, rows: complianceRows }),
     };
   };
   type State = ReturnType<typeof stateOn>;
@@ -231,6 +234,10 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
         })
       : undefined;
   const scanner = scannerOn(shared);
+  // Compliance rows rendered as their inputs change, in the workers (one at a time renders; an
+  // API alone renders the rows a page finds stale and stores them: service/compliance-rows.ts).
+  const complianceRows = opts.worker ? startComplianceRows(shared.complianceRows, { log }) : undefined;
+  undo.push(() => complianceRows?.stop());
 
   let draining = false;
   let app: FastifyInstance | undefined;
@@ -462,6 +469,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
       await app?.close();
       accountSync?.stop();
       await complianceScans?.stop();
+      await complianceRows?.stop();
       await plannerTicker?.close();
       await worker?.close();
       await batchWorker?.close();

@@ -2,8 +2,6 @@ import type { Redis } from 'ioredis';
 import {
   complianceCsv,
   complianceReport,
-  credentialRow,
-  credentialRowChangesAt,
   type ComplianceReport,
   type CredentialFacts,
   type CredentialRow,
@@ -12,6 +10,8 @@ import {
   type SubaccountRow,
 } from '../domain/compliance.ts';
 import { parseCredentialId } from '../domain/credential.ts';
+import { decodeRow, rowJson, rowOverdue, type RowTemplate } from '../domain/compliance-row.ts';
+import type { ComplianceRows } from './compliance-rows.ts';
 import type { CompiledPolicy, PolicyCatalog } from '../domain/policy.ts';
 import { rotationDeadline } from '../domain/planner.ts';
 import { accountFromJson, type AccountRecord, type AccountRepository } from '../state/accounts.ts';
@@ -46,8 +46,10 @@ export interface ComplianceReaderDeps {
   policies: Pick<PolicyRepository, 'catalog'>;
   facts: ComplianceFacts;
   keyNamePrefix: string;
-  /** How many rendered credential rows to keep (RowCache); a row is ~1.5 KB with its inputs. */
-  rowCacheSize?: number;
+  /** The stored rows and their renderer (service/compliance-rows.ts). */
+  rows: Pick<ComplianceRows, 'store' | 'render'>;
+  /** How many rows (their templates, ~1 KB each) to keep in this process between pages (TemplateCache). */
+  keepRows?: number;
 }
 
 /** A page of a filtered list examines at most this many credentials, so a rare match cannot make one request read the whole fleet. */
@@ -56,11 +58,11 @@ export const EXAMINE_PER_PAGE = 1000;
 export class ComplianceReader {
   readonly #d: ComplianceReaderDeps;
   readonly #keys: RedisKeys;
-  readonly #rows: RowCache;
+  readonly #kept: TemplateCache;
 
   constructor(deps: ComplianceReaderDeps) {
     this.#d = deps;
-    this.#rows = new RowCache(deps.rowCacheSize);
+    this.#kept = new TemplateCache(deps.keepRows);
     this.#keys = redisKeys(deps.prefix);
   }
 
@@ -74,42 +76,55 @@ export class ComplianceReader {
    * among the next EXAMINE_PER_PAGE credentials, so a page may hold fewer than `limit`, even none,
    * and still have a next cursor: follow it until it is null.
    *
-   * A row is rendered once and kept (RowCache) while the stored text of everything it was built
-   * from is unchanged — the credential's record, its subaccount's inventory record and scan facts,
-   * the policy catalog — and the clock has not reached the row's next change (a day of key age, the
-   * deadline, the allowed age). Rendering parses, resolves the policy and judges; a kept row costs
-   * three string comparisons. That made the page cheap enough to serve 50 connections (issue 13).
+   * The rows are rendered when their inputs change and stored (service/compliance-rows.ts): a page
+   * is one script returning the ids and their current rows, and the clock's fields (key age,
+   * overdue, within policy) are filled in from stored timestamps (rowJson). A row the script did
+   * not hand out — its subaccount written since it was rendered, the policies changed, never
+   * rendered — is rendered here from its inputs (and stored), so the page is never stale.
    */
   async credentialPage(opts: { limit: number; after?: string; filter: ComplianceFilter; now: number }): Promise<{ rows: string[]; nextCursor: string | null }> {
     const filtered = isFiltered(opts.filter);
     const want = filtered ? Math.max(opts.limit, EXAMINE_PER_PAGE) : opts.limit;
-    const [page, catalog] = await Promise.all([this.#d.facts.page(opts.after ? `(${opts.after}` : '-', want), this.#d.policies.catalog()]);
+    const store = this.#d.rows.store;
+    const page = await store.page(opts.after ? `(${opts.after}` : '-', want);
     const examined = page.ids.slice(0, want);
     const more = page.ids.length > want;
-    const accounts = new Map<string, AccountRecord | undefined>();
-    const scanned = new Map<string, ScannedSubaccount | undefined>();
+    const templates: Array<RowTemplate | undefined> = examined.map((id, i) => this.#kept.get(id, page.stamps[i]!));
+    const missing = examined.filter((_, i) => !templates[i]);
+    if (missing.length) {
+      // Rows not kept here: read them ready; any not current (a write since, a policy edit, never rendered) rendered now.
+      const raw = await store.rows(missing);
+      const stale: string[] = [];
+      const at = new Map(examined.map((id, i) => [id, i]));
+      missing.forEach((id, j) => {
+        const i = at.get(id)!;
+        const r = raw[j];
+        const stamp = page.stamps[i]!;
+        if (r && r.length > stamp.length && r.charCodeAt(stamp.length) === 0x1f && r.startsWith(stamp)) {
+          templates[i] = decodeRow(r);
+          this.#kept.set(id, stamp, templates[i]!);
+        } else stale.push(id);
+      });
+      if (stale.length) {
+        const fresh = await this.#d.rows.render([...new Set(stale.map(sidOf))]);
+        for (const id of stale) {
+          const f = fresh.get(id);
+          if (!f) continue;
+          templates[at.get(id)!] = f.t;
+          this.#kept.set(id, f.stamp, f.t);
+        }
+      }
+    }
     const rows: string[] = [];
     let last: string | undefined;
     for (let i = 0; i < examined.length; i++) {
-      const raw = page.credentials[i];
-      if (!raw) continue;
-      const id = examined[i]!;
-      const sid = id.slice(0, id.indexOf('/'));
-      const accountRaw = page.accounts.get(sid) ?? null;
-      const factsRaw = page.scanned.get(sid) ?? null;
-      let row = this.#rows.get(id, raw, accountRaw, factsRaw, catalog, opts.now);
-      if (!row) {
-        // Each subaccount's records are parsed once per page, for the rows that need rendering.
-        if (!accounts.has(sid)) accounts.set(sid, accountRaw === null ? undefined : accountFromJson(sid, accountRaw));
-        if (!scanned.has(sid)) scanned.set(sid, factsRaw === null ? undefined : scannedFromJson(sid, factsRaw));
-        const kept = renderRow(credentialFromJson(id, raw), accounts.get(sid), scanned.get(sid), catalog, opts.now, { credentialRaw: raw, accountRaw, factsRaw });
-        this.#rows.set(id, kept);
-        row = kept;
-      }
-      if (filtered && !rowMatches(row, opts.filter)) continue;
+      const t = templates[i];
+      // An indexed credential without a record (none is deleted; a race with a write at most).
+      if (!t) continue;
+      if (filtered && !templateMatches(t, opts.filter, opts.now)) continue;
       if (rows.length === opts.limit) return { rows, nextCursor: last! };
-      rows.push(row.json);
-      last = id;
+      rows.push(rowJson(t, opts.now));
+      last = examined[i];
     }
     return { rows, nextCursor: more ? (examined.at(-1) ?? null) : null };
   }
@@ -294,47 +309,15 @@ function subaccountFinding(row: SubaccountRow, scanned: ScannedSubaccount | unde
   return scanned.note ? `keys not listed: ${scanned.note}; sprawl unknown` : row.finding;
 }
 
-/** A credential's row as a page shows it: its JSON text and what a filter asks of it. */
-interface RenderedRow {
-  json: string;
-  overdue: boolean;
-  policy: string;
-  labels: readonly string[];
-  /** The first instant at which the row may read differently with the same inputs (credentialRowChangesAt). */
-  untilMs: number;
-}
-
-/** A row as credentialPage renders it, with what it was rendered from and the time it is good for. */
-export function renderRow(
-  c: ManagedCredential,
-  account: AccountRecord | undefined,
-  scanned: ScannedSubaccount | undefined,
-  catalog: PolicyCatalog,
-  now: number,
-  from: { credentialRaw: string; accountRaw: string | null; factsRaw: string | null },
-): KeptRow {
-  const facts = credentialFacts(entryOf(c, account, catalog), scanned);
-  // The subaccount's status as the page judges it: the inventory's, else the scan's, else active.
-  const status = account?.status ?? scanned?.status ?? 'active';
-  const row: CredentialItem = { ...credentialRow(facts, status, now), scannedAt: scanTime(scanned) };
-  return { json: JSON.stringify(row), overdue: row.overdue, policy: row.policy, labels: row.labels, untilMs: credentialRowChangesAt(facts, status, now), credentialRaw: from.credentialRaw, accountRaw: from.accountRaw, factsRaw: from.factsRaw, catalog, fromMs: now };
-}
-
-type KeptRow = RenderedRow & { credentialRaw: string; accountRaw: string | null; factsRaw: string | null; catalog: PolicyCatalog; fromMs: number };
-
 /**
- * Rendered rows by credential id, each with the stored texts it was rendered from, the catalog
- * (PolicyRepository keeps one object per policy version) and the interval of time it holds for.
- * A row whose inputs differ in any way, or asked for outside [fromMs, untilMs), is rendered again.
- *
- * Bounded by two generations of at most max / 2 rows: new rows go to the young one, a row found in
- * the old one moves to the young one, and when the young one is full the old one is dropped whole.
- * (Evicting one row at a time from the front of a Map was slower than rendering: V8 leaves deleted
- * entries in place, and each `keys().next()` walked past all of them.)
+ * Row templates by credential id, each with the stamp it was rendered at: a page uses a kept one
+ * while its stamp is the current one (the page script says which), so a warm page reads no row.
+ * Bounded by two generations of at most max / 2: new rows go to the young one, a row found in the
+ * old one moves to the young one, and when the young one is full the old one is dropped whole.
  */
-export class RowCache {
-  #young = new Map<string, KeptRow>();
-  #old = new Map<string, KeptRow>();
+export class TemplateCache {
+  #young = new Map<string, { stamp: string; t: RowTemplate }>();
+  #old = new Map<string, { stamp: string; t: RowTemplate }>();
   readonly #half: number;
 
   constructor(max = 50_000) {
@@ -345,7 +328,7 @@ export class RowCache {
     return this.#young.size + this.#old.size;
   }
 
-  get(id: string, credentialRaw: string, accountRaw: string | null, factsRaw: string | null, catalog: PolicyCatalog, now: number): RenderedRow | undefined {
+  get(id: string, stamp: string): RowTemplate | undefined {
     let r = this.#young.get(id);
     if (!r) {
       r = this.#old.get(id);
@@ -353,28 +336,27 @@ export class RowCache {
       this.#old.delete(id);
       this.#keep(id, r);
     }
-    if (r.catalog !== catalog || now < r.fromMs || now >= r.untilMs || r.credentialRaw !== credentialRaw || r.accountRaw !== accountRaw || r.factsRaw !== factsRaw) return undefined;
-    return r;
+    return r.stamp === stamp ? r.t : undefined;
   }
 
-  set(id: string, row: KeptRow): void {
+  set(id: string, stamp: string, t: RowTemplate): void {
     this.#old.delete(id);
-    this.#keep(id, row);
+    this.#keep(id, { stamp, t });
   }
 
-  #keep(id: string, row: KeptRow): void {
+  #keep(id: string, r: { stamp: string; t: RowTemplate }): void {
     if (this.#young.size >= this.#half && !this.#young.has(id)) {
       this.#old = this.#young;
       this.#young = new Map();
     }
-    this.#young.set(id, row);
+    this.#young.set(id, r);
   }
 }
 
-function rowMatches(row: RenderedRow, f: ComplianceFilter): boolean {
-  if (f.overdue !== undefined && row.overdue !== f.overdue) return false;
-  if (f.label !== undefined && !row.labels.includes(f.label)) return false;
-  if (f.policy !== undefined && row.policy !== f.policy) return false;
+function templateMatches(t: RowTemplate, f: ComplianceFilter, now: number): boolean {
+  if (f.overdue !== undefined && rowOverdue(t, now) !== f.overdue) return false;
+  if (f.label !== undefined && !t.labels.includes(f.label)) return false;
+  if (f.policy !== undefined && t.policy !== f.policy) return false;
   return true;
 }
 

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis';
 import { runScript } from './lua.ts';
 import { overrideArgs, SET_OVERRIDE } from './overrides.ts';
+import { MARK_ROWS } from './compliance-rows.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 import { isoTime } from './iso.ts';
 import { unknownPolicy } from './policies.ts';
@@ -102,12 +103,12 @@ export interface StoredAccount {
   z?: 1;
 }
 
-// KEYS: account, lexical index. ARGV: sid, nowMs, labels JSON ('' keep), policy ('' keep, '-' clear), paused ('' keep, '0', '1'),
+// KEYS: account, lexical index, row generations, dirty rows (state/compliance-rows.ts). ARGV: sid, nowMs, labels JSON ('' keep), policy ('' keep, '-' clear), paused ('' keep, '0', '1'),
 // policy-users key prefix, policies hash ('' when the named policy need not be stored: a built-in one)
 // Only for an account the index knows (synced or rotated): labels on a SID Rotator never saw are refused by the caller.
 // The override is checked against the stored policies and recorded in its policy's users set in the
 // same script as the write, so a policy deleted meanwhile cannot be left named (state/policies.ts).
-const PATCH = `${SET_OVERRIDE}
+const PATCH = `${SET_OVERRIDE}${MARK_ROWS}
 local raw = redis.call('GET', KEYS[1])
 if not raw then return false end
 local a = cjson.decode(raw)
@@ -121,16 +122,19 @@ end
 set_override(a, 'q', ARGV[4], ARGV[1], ARGV[6])
 if ARGV[5] == '1' then a.z = 1 elseif ARGV[5] == '0' then a.z = nil end
 redis.call('SET', KEYS[1], cjson.encode(a))
+mark_rows(KEYS[3], KEYS[4], ARGV[1])
 return cjson.encode(a)
 `;
 
-// KEYS: account, lexical index, due index
+// KEYS: account, lexical index, due index, row generations, dirty rows
 // ARGV: sid, friendlyName, status, nowMs, defaultPolicy, quarterlyMs, monthlyMs, owner ('' = keep)
-const UPSERT = `
+// The compliance rows show the status only: they are marked when it changes (the sync runs often).
+const UPSERT = `${MARK_ROWS}
 local raw = redis.call('GET', KEYS[1])
 local a
 local created = 0
 if raw then a = cjson.decode(raw) else a = { f = tonumber(ARGV[4]), p = ARGV[5] }; created = 1 end
+if created == 1 or a.s ~= ARGV[3] then mark_rows(KEYS[4], KEYS[5], ARGV[1]) end
 a.n = ARGV[2]
 a.s = ARGV[3]
 if ARGV[8] ~= '' then a.o = ARGV[8] end
@@ -144,9 +148,9 @@ end
 return created
 `;
 
-// KEYS: account, lexical index, due index
+// KEYS: account, lexical index, due index, row generations, dirty rows
 // ARGV: sid, keySid, rotatedAtMs, defaultPolicy, quarterlyMs, monthlyMs
-const ROTATED = `
+const ROTATED = `${MARK_ROWS}
 local raw = redis.call('GET', KEYS[1])
 local a
 if raw then a = cjson.decode(raw) else a = { f = tonumber(ARGV[3]), p = ARGV[4], n = '', s = 'active' } end
@@ -155,6 +159,7 @@ if type(a.r) == 'number' and a.r > at then return 0 end
 a.k = ARGV[2]
 a.r = at
 redis.call('SET', KEYS[1], cjson.encode(a))
+mark_rows(KEYS[4], KEYS[5], ARGV[1])
 local period = ARGV[5]
 if a.p == 'm' then period = ARGV[6] end
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
@@ -196,7 +201,7 @@ export class AccountRepository {
     for (let i = 0; i < accounts.length; i += 500) {
       const pipe = this.#redis.pipeline();
       for (const a of accounts.slice(i, i + 500)) {
-        pipe.eval(UPSERT, 3, k.account(a.accountSid), k.accounts, k.accountsDue, a.accountSid, a.friendlyName, a.status, String(now), this.#stored(this.#defaultPolicy), String(POLICY_DAYS.quarterly * DAY_MS), String(POLICY_DAYS.monthly * DAY_MS), a.ownerAccountSid ?? '');
+        pipe.eval(UPSERT, 5, k.account(a.accountSid), k.accounts, k.accountsDue, k.complianceRowGen, k.complianceRowDirty, a.accountSid, a.friendlyName, a.status, String(now), this.#stored(this.#defaultPolicy), String(POLICY_DAYS.quarterly * DAY_MS), String(POLICY_DAYS.monthly * DAY_MS), a.ownerAccountSid ?? '');
       }
       for (const [err, created] of (await pipe.exec()) ?? []) {
         if (err) throw err;
@@ -215,10 +220,12 @@ export class AccountRepository {
     await runScript(
       this.#redis,
       ROTATED,
-      3,
+      5,
       k.account(accountSid),
       k.accounts,
       k.accountsDue,
+      k.complianceRowGen,
+      k.complianceRowDirty,
       accountSid,
       keySid,
       String(Date.parse(rotatedAt)),
@@ -238,7 +245,7 @@ export class AccountRepository {
     const labels = change.labels === undefined ? '' : JSON.stringify([...new Set(change.labels)].sort());
     const { policy, paused } = overrideArgs(change);
     const k = this.#keys;
-    const raw = (await runScript(this.#redis, PATCH, 2, k.account(accountSid), k.accounts, accountSid, String(Date.now()), labels, policy, paused, k.policyUsers(''), opts.requireStoredPolicy ? k.policies : '').catch((err: Error) => {
+    const raw = (await runScript(this.#redis, PATCH, 4, k.account(accountSid), k.accounts, k.complianceRowGen, k.complianceRowDirty, accountSid, String(Date.now()), labels, policy, paused, k.policyUsers(''), opts.requireStoredPolicy ? k.policies : '').catch((err: Error) => {
       throw unknownPolicy(err, change.policy);
     })) as string | null;
     return raw ? fromStored(accountSid, JSON.parse(raw) as StoredAccount) : undefined;

@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import type { ComplianceSummary, StoreStages, TwilioKeyFacts } from '../domain/compliance.ts';
 import { runScript } from './lua.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
+import { MARK_ROWS } from './compliance-rows.ts';
 
 /**
  * What the compliance scan found, in Redis, so that GET /v1/compliance never calls Twilio (a key
@@ -57,9 +58,10 @@ interface Stored {
   x: [number, number];
 }
 
-// KEYS: facts, scanned index, sprawl index. ARGV: sid, json, hasSprawl ('1'/'0')
-const PUT = `
+// KEYS: facts, scanned index, sprawl index, row generations, dirty rows. ARGV: sid, json, hasSprawl ('1'/'0')
+const PUT = `${MARK_ROWS}
 redis.call('SET', KEYS[1], ARGV[2])
+mark_rows(KEYS[4], KEYS[5], ARGV[1])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
 if ARGV[3] == '1' then redis.call('ZADD', KEYS[3], 0, ARGV[1]) else redis.call('ZREM', KEYS[3], ARGV[1]) end
 return 1
@@ -119,7 +121,7 @@ export class ComplianceFacts {
   }
 
   async put(f: ScannedSubaccount): Promise<void> {
-    await runScript(this.#redis, PUT, 3, this.keys.complianceFacts(f.accountSid), this.keys.complianceScanned, this.keys.complianceSprawl, f.accountSid, JSON.stringify(toStored(f)), f.sprawl + f.leftover > 0 ? '1' : '0');
+    await runScript(this.#redis, PUT, 5, this.keys.complianceFacts(f.accountSid), this.keys.complianceScanned, this.keys.complianceSprawl, this.keys.complianceRowGen, this.keys.complianceRowDirty, f.accountSid, JSON.stringify(toStored(f)), f.sprawl + f.leftover > 0 ? '1' : '0');
   }
 
   /** In the order of `sids`; undefined where a subaccount was never scanned. */
@@ -177,6 +179,9 @@ export class ComplianceFacts {
         pipe.del(...gone.map((s) => this.keys.complianceFacts(s)));
         pipe.zrem(this.keys.complianceScanned, ...gone);
         pipe.zrem(this.keys.complianceSprawl, ...gone);
+        // Their credentials' rows no longer show a scan (state/compliance-rows.ts).
+        for (const s of gone) pipe.hincrby(this.keys.complianceRowGen, s, 1);
+        pipe.sadd(this.keys.complianceRowDirty, ...gone);
         await pipe.exec();
         removed += gone.length;
       }

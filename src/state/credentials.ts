@@ -2,6 +2,7 @@ import type { Redis } from 'ioredis';
 import { credentialId, DEFAULT_CREDENTIAL, parseCredentialId, type CredentialKind, type CredentialRef } from '../domain/credential.ts';
 import { runScript } from './lua.ts';
 import { overrideArgs, SET_OVERRIDE } from './overrides.ts';
+import { MARK_ROWS } from './compliance-rows.ts';
 import { unknownPolicy } from './policies.ts';
 import { redisKeys, type RedisKeys } from './keys.ts';
 
@@ -64,19 +65,20 @@ export interface FinishedRotation {
   updatedAt: string;
 }
 
-// KEYS: credential, index. ARGV: id, nowMs, kind
-const ENSURE = `
+// KEYS: credential, index, row generations, dirty rows (state/compliance-rows.ts). ARGV: id, nowMs, kind
+const ENSURE = `${MARK_ROWS}
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local c = { f = tonumber(ARGV[2]) }
 if ARGV[3] ~= 'api-key' then c.t = ARGV[3] end
 redis.call('SET', KEYS[1], cjson.encode(c))
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
+mark_rows(KEYS[3], KEYS[4], string.match(ARGV[1], '^([^/]*)/'))
 return 1
 `;
 
-// KEYS: credential, index. ARGV: id, rotationId, atMs, outcome, kind, keySid ('' unless succeeded), keyCreatedMs ('' = unknown)
+// KEYS: credential, index, row generations, dirty rows. ARGV: id, rotationId, atMs, outcome, kind, keySid ('' unless succeeded), keyCreatedMs ('' = unknown)
 // Older news never overwrites newer: a finish earlier than the recorded one changes nothing.
-const FINISHED = `
+const FINISHED = `${MARK_ROWS}
 local raw = redis.call('GET', KEYS[1])
 local c
 if raw then c = cjson.decode(raw) else c = { f = tonumber(ARGV[3]) } end
@@ -91,24 +93,27 @@ if ARGV[6] ~= '' then
 end
 redis.call('SET', KEYS[1], cjson.encode(c))
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
+mark_rows(KEYS[3], KEYS[4], string.match(ARGV[1], '^([^/]*)/'))
 return 1
 `;
 
-// KEYS: credential. ARGV: keySid, createdMs. Only while that key is still the current one.
-const KEY_CREATED = `
+// KEYS: credential, row generations, dirty rows. ARGV: keySid, createdMs, accountSid. Only while that key is still the current one.
+const KEY_CREATED = `${MARK_ROWS}
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
 local c = cjson.decode(raw)
 if c.k ~= ARGV[1] then return 0 end
+if c.c == tonumber(ARGV[2]) then return 1 end
 c.c = tonumber(ARGV[2])
 redis.call('SET', KEYS[1], cjson.encode(c))
+mark_rows(KEYS[2], KEYS[3], ARGV[3])
 return 1
 `;
 
-// KEYS: credential, index. ARGV: id, nowMs, policy ('' keep, '-' clear, else set), paused ('' keep, '0', '1'),
+// KEYS: credential, index, row generations, dirty rows. ARGV: id, nowMs, policy ('' keep, '-' clear, else set), paused ('' keep, '0', '1'),
 // policy-users key prefix, policies hash ('' when the named policy need not be stored: a built-in one).
 // As the account's override (state/accounts.ts): checked and indexed by its policy in the same script.
-const PATCH = `${SET_OVERRIDE}
+const PATCH = `${SET_OVERRIDE}${MARK_ROWS}
 if ARGV[3] ~= '' and ARGV[3] ~= '-' and ARGV[6] ~= '' and redis.call('HEXISTS', ARGV[6], ARGV[3]) == 0 then
   return redis.error_reply('unknown_policy')
 end
@@ -119,11 +124,12 @@ set_override(c, 'p', ARGV[3], ARGV[1], ARGV[5])
 if ARGV[4] == '1' then c.z = 1 elseif ARGV[4] == '0' then c.z = nil end
 redis.call('SET', KEYS[1], cjson.encode(c))
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
+mark_rows(KEYS[3], KEYS[4], string.match(ARGV[1], '^([^/]*)/'))
 return cjson.encode(c)
 `;
 
-// KEYS: account record, credential, index. ARGV: id. The account's k/r become its default credential, once.
-const MIGRATE = `
+// KEYS: account record, credential, index, row generations, dirty rows. ARGV: id. The account's k/r become its default credential, once.
+const MIGRATE = `${MARK_ROWS}
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 local raw = redis.call('GET', KEYS[1])
 if not raw then return 0 end
@@ -134,6 +140,7 @@ if a.k ~= nil then c.k = a.k end
 if a.r ~= nil then c.r = a.r end
 redis.call('SET', KEYS[2], cjson.encode(c))
 redis.call('ZADD', KEYS[3], 0, ARGV[1])
+mark_rows(KEYS[4], KEYS[5], string.match(ARGV[1], '^([^/]*)/'))
 return 1
 `;
 
@@ -149,7 +156,7 @@ export class CredentialRepository {
   /** Start managing a credential (a no-op when it is managed already); true when it was new. */
   async ensure(ref: CredentialRef, opts: { kind?: CredentialKind; now?: number } = {}): Promise<boolean> {
     const id = credentialId(ref);
-    const created = await runScript(this.#redis, ENSURE, 2, this.keys.credential(id), this.keys.credentials, id, String(opts.now ?? Date.now()), opts.kind ?? 'api-key');
+    const created = await runScript(this.#redis, ENSURE, 4, this.keys.credential(id), this.keys.credentials, this.keys.complianceRowGen, this.keys.complianceRowDirty, id, String(opts.now ?? Date.now()), opts.kind ?? 'api-key');
     return created === 1;
   }
 
@@ -165,9 +172,11 @@ export class CredentialRepository {
     const done = await runScript(
       this.#redis,
       FINISHED,
-      2,
+      4,
       this.keys.credential(id),
       this.keys.credentials,
+      this.keys.complianceRowGen,
+      this.keys.complianceRowDirty,
       id,
       rec.id,
       String(at),
@@ -181,7 +190,7 @@ export class CredentialRepository {
 
   /** Twilio's date_created of the current key (the compliance report and the sync learn it); ignored once another key is current. */
   async setKeyCreated(ref: CredentialRef, keySid: string, createdAtMs: number): Promise<boolean> {
-    return (await runScript(this.#redis, KEY_CREATED, 1, this.keys.credential(credentialId(ref)), keySid, String(createdAtMs))) === 1;
+    return (await runScript(this.#redis, KEY_CREATED, 3, this.keys.credential(credentialId(ref)), this.keys.complianceRowGen, this.keys.complianceRowDirty, keySid, String(createdAtMs), ref.accountSid)) === 1;
   }
 
   /**
@@ -192,7 +201,7 @@ export class CredentialRepository {
     const id = credentialId(ref);
     const { policy, paused } = overrideArgs(change);
     const k = this.keys;
-    const raw = (await runScript(this.#redis, PATCH, 2, k.credential(id), k.credentials, id, String(now), policy, paused, k.policyUsers(''), opts.requireStoredPolicy ? k.policies : '').catch((err: Error) => {
+    const raw = (await runScript(this.#redis, PATCH, 4, k.credential(id), k.credentials, k.complianceRowGen, k.complianceRowDirty, id, String(now), policy, paused, k.policyUsers(''), opts.requireStoredPolicy ? k.policies : '').catch((err: Error) => {
       throw unknownPolicy(err, change.policy);
     })) as string;
     return fromStored(ref, JSON.parse(raw) as StoredCredential);
@@ -273,7 +282,7 @@ export class CredentialRepository {
       const pipe = this.#redis.pipeline();
       for (const sid of sids) {
         const id = credentialId({ accountSid: sid, name: DEFAULT_CREDENTIAL });
-        pipe.eval(MIGRATE, 3, this.keys.account(sid), this.keys.credential(id), this.keys.credentials, id);
+        pipe.eval(MIGRATE, 5, this.keys.account(sid), this.keys.credential(id), this.keys.credentials, this.keys.complianceRowGen, this.keys.complianceRowDirty, id);
       }
       for (const [err, n] of (await pipe.exec()) ?? []) {
         if (err) throw err;

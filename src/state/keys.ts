@@ -58,6 +58,18 @@ export function redisKeys(prefix: string) {
     complianceScanLock: `${prefix}:compliance:scan:lock`,
     complianceScanRequest: `${prefix}:compliance:scan:request`,
     /**
+     * Each credential's compliance row, rendered when its inputs change (state/compliance-rows.ts):
+     * the row by credential id, a generation per subaccount bumped by every write that changes one of
+     * its rows' inputs, the subaccounts whose rows wait to be rendered, the policies version every row
+     * was last rendered at (with the re-render's cursor), and the lock one renderer at a time holds.
+     */
+    complianceRow: (id: string) => `${prefix}:compliance:row:${id}`,
+    complianceRowGen: `${prefix}:compliance:rows:gen`,
+    complianceRowDirty: `${prefix}:compliance:rows:dirty`,
+    complianceRowsVersion: `${prefix}:compliance:rows:v`,
+    complianceRowsWalk: `${prefix}:compliance:rows:walk`,
+    complianceRowsLock: `${prefix}:compliance:rows:lock`,
+    /**
      * The planner's other indexes (state/schedule.ts): claimed credentials (id → lease end), each
      * scheduled credential's deadline, its slot again per policy (the forecast counts these; the due
      * set's score becomes a lease once claimed) with a hash of which policy holds it, credentials

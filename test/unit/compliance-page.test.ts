@@ -10,18 +10,22 @@ import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
 import { PolicyRepository } from '../../src/state/policies.ts';
 import { ComplianceFacts } from '../../src/state/compliance.ts';
-import { ComplianceReader, RowCache } from '../../src/service/compliance.ts';
+import { ComplianceReader, credentialFacts, TemplateCache } from '../../src/service/compliance.ts';
+import { complianceRowsOn, type ComplianceRows } from '../../src/service/compliance-rows.ts';
+import { entryOf } from '../../src/service/fleet.ts';
 import { credentialRow, credentialRowChangesAt, DAY_MS, type CredentialFacts } from '../../src/domain/compliance.ts';
-import { policyCatalog } from '../../src/domain/policy.ts';
+import { decodeRow, encodeRow, rowJson, rowTemplate } from '../../src/domain/compliance-row.ts';
+import { isoTime } from '../../src/state/iso.ts';
 import { replyText } from '../../src/api/routes/compliance.ts';
 import { ComplianceReply } from '../../src/api/schemas.ts';
 
 /**
- * The compliance page keeps each credential's rendered row between requests and joins the rows as
- * text. The properties: a kept row is what rendering it afresh gives whenever any of its inputs
- * changed (a rotation finished, labels, a policy, the clock passing a day or a deadline); a row
- * holds for the whole interval credentialRowChangesAt gives it; and the page's bytes are what the
- * schema's serializer makes of them.
+ * The compliance page hands out rows rendered when their inputs change and stored in Redis, with
+ * the clock's fields filled in at read time. The properties: a page is what rendering every row
+ * afresh from its inputs gives — right after a write (the row is stale: the reader renders it),
+ * after the background renderer stored it, after a policy edit, as the clock passes a day or a
+ * deadline; a write racing a render is never overwritten by it; the stored template joined at any
+ * instant is the domain's row; and the page's bytes are what the schema's serializer makes of them.
  */
 const HOUR = 3_600_000;
 const T0 = Date.UTC(2026, 5, 1, 12);
@@ -59,16 +63,37 @@ describe('compliance page: kept rows', () => {
       await credentials.recordFinished({ id: `r${i}`, accountSid: ref.accountSid, credential: ref.name, status: 'succeeded', dryRun: false, newKeySid: key(i), finishedAt: new Date(rotated).toISOString(), updatedAt: new Date(rotated).toISOString() }, rotated);
     }
     await facts.put({ accountSid: sid(1), friendlyName: 'one', status: 'active', scannedAtMs: T0 - DAY_MS, keys: [{ sid: key(0), friendlyName: 'x', dateCreated: rotated }, { sid: key(1), friendlyName: 'y', dateCreated: rotated }], note: null, stages: [{ name: 'default', current: key(0), pending: null, previous: null }, { name: 'web', current: key(1), pending: null, previous: null }], knownRotationIds: [], sprawl: 0, leftover: 0 });
-    const deps = { redis, prefix, credentials, accounts, policies, facts, keyNamePrefix: 'rotator' };
-    const reader = new ComplianceReader(deps);
-    /** The page as the kept rows give it, and as a reader that keeps nothing renders it at the same time. */
-    const page = async (now: number, filter = {}) => {
-      const kept = (await reader.credentialPage({ limit: 10, filter, now })).rows.map((r) => JSON.parse(r) as Record<string, unknown>);
-      const fresh = (await new ComplianceReader(deps).credentialPage({ limit: 10, filter, now })).rows.map((r) => JSON.parse(r) as Record<string, unknown>);
-      expect(kept).toEqual(fresh);
-      return kept;
+    const rows = complianceRowsOn(redis, prefix, { credentials, policies });
+    const reader = new ComplianceReader({ redis, prefix, credentials, accounts, policies, facts, keyNamePrefix: 'rotator', rows });
+    /** Every row rendered afresh from the repositories, as the report's domain judges it at `now`. */
+    const reference = async (now: number) => {
+      const catalog = await policies.catalog();
+      const out: Array<Record<string, unknown>> = [];
+      for await (const page of credentials.all()) {
+        for (const c of page) {
+          const account = await accounts.get(c.accountSid);
+          const scanned = (await facts.getMany([c.accountSid]))[0];
+          const row = credentialRow(credentialFacts(entryOf(c, account, catalog), scanned), account?.status ?? scanned?.status ?? 'active', now);
+          out.push({ ...row, scannedAt: scanned ? isoTime(scanned.scannedAtMs) : null });
+        }
+      }
+      return out;
     };
-    return { accounts, credentials, policies, facts, page };
+    /**
+     * The page read twice at `now`: as the reader serves it with the rows as they are (stale after a
+     * write), and after the background renderer has stored every row. Both are the reference.
+     */
+    const page = async (now: number, filter = {}) => {
+      const read = async () => (await reader.credentialPage({ limit: 10, filter, now })).rows.map((r) => JSON.parse(r) as Record<string, unknown>);
+      const first = await read();
+      while (!(await rows.drainOnce()).idle);
+      expect(await rows.store.dirtyCount()).toBe(0);
+      const stored = await read();
+      expect(stored).toEqual(first);
+      if (Object.keys(filter).length === 0) expect(stored).toEqual(await reference(now));
+      return stored;
+    };
+    return { accounts, credentials, policies, facts, rows, page, prefix };
   }
 
   it('a kept row changes when a rotation finishes, labels change, a policy is edited, or a scan reads the subaccount again', async () => {
@@ -118,7 +143,7 @@ describe('compliance page: kept rows', () => {
     ref.get('/', { schema: { response: { 200: ComplianceReply } } }, async () => payload);
     await ref.ready();
     try {
-      const reader = new ComplianceReader({ redis, prefix: `cp${run - 1}`, credentials: f.credentials, accounts: f.accounts, policies: f.policies, facts: f.facts, keyNamePrefix: 'rotator' });
+      const reader = new ComplianceReader({ redis, prefix: f.prefix, credentials: f.credentials, accounts: f.accounts, policies: f.policies, facts: f.facts, keyNamePrefix: 'rotator', rows: f.rows });
       const page = await reader.credentialPage({ limit: 2, filter: {}, now: T0 });
       const states = [
         { lastStartedAt: null, lastFinishedAt: null, ageSeconds: null, subaccounts: null, notListed: null, running: null, requestedAt: null, summary: null },
@@ -135,19 +160,121 @@ describe('compliance page: kept rows', () => {
   });
 });
 
-describe('RowCache', () => {
-  it('keeps at most its bound, the rows used last among them', () => {
-    const cache = new RowCache(10);
-    const catalog = policyCatalog();
-    const row = (i: number) => ({ json: `{"i":${i}}`, overdue: false, policy: 'default', labels: [], untilMs: 100, credentialRaw: `c${i}`, accountRaw: null, factsRaw: null, catalog, fromMs: 0 });
+/** The stored rows of the first `limit` credentials, '' where none is current. */
+async function currentRows(rows: ComplianceRows, limit: number): Promise<string[]> {
+  const p = await rows.store.page('-', limit);
+  const ids = p.ids.slice(0, limit);
+  const raw = await rows.store.rows(ids);
+  return raw.map((r, i) => (r && r.startsWith(`${p.stamps[i]}\x1f`) ? r : ''));
+}
+
+describe('stored rows', () => {
+  let dir: string;
+  let server: EmbeddedRedis;
+  let redis: Redis;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'rotator-crows-'));
+    server = await startEmbeddedRedis({ dir, persist: false });
+    redis = new Redis(server.url);
+  });
+  afterAll(async () => {
+    redis?.disconnect();
+    await server?.stop();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a render that read its inputs before a write does not store over it; the subaccount stays dirty until rendered again', async () => {
+    const prefix = 'race';
+    const accounts = new AccountRepository(redis, prefix);
+    const credentials = new CredentialRepository(redis, prefix);
+    const policies = new PolicyRepository(redis, prefix);
+    const rows = complianceRowsOn(redis, prefix, { credentials, policies });
+    await accounts.upsertMany([{ accountSid: sid(1), friendlyName: 'one', status: 'active' }], T0);
+    await credentials.ensure({ accountSid: sid(1), name: 'default' }, { now: T0 });
+    // What the render read, then a write (labels), then its store with what it read.
+    const before = await rows.store.inputs([sid(1)]);
+    await accounts.patch(sid(1), { labels: ['hipaa'] });
+    expect(await rows.store.store([{ sid: sid(1), gen: before.gens[0] ?? null, rows: [{ id: `${sid(1)}/default`, text: 'old' }] }])).toBe(0);
+    expect(await rows.store.dirty(10)).toEqual([sid(1)]);
+    expect(await currentRows(rows, 10)).toEqual(['']);
+    // Rendered again: stored, clean, and the page hands it out.
+    await rows.render([sid(1)]);
+    expect(await rows.store.dirtyCount()).toBe(0);
+    const after = await currentRows(rows, 10);
+    expect(decodeRow(after[0]!)).toMatchObject({ policy: 'hipaa', labels: ['hipaa'] });
+  });
+
+  it('a policy edit makes every row stale until the background re-render, in chunks, has passed it', async () => {
+    const prefix = 'walk';
+    const accounts = new AccountRepository(redis, prefix);
+    const credentials = new CredentialRepository(redis, prefix);
+    const policies = new PolicyRepository(redis, prefix);
+    const rows = complianceRowsOn(redis, prefix, { credentials, policies });
+    await accounts.upsertMany(Array.from({ length: 30 }, (_, i) => ({ accountSid: sid(i), friendlyName: `n${i}`, status: 'active' })), T0);
+    for (let i = 0; i < 30; i++) await credentials.ensure({ accountSid: sid(i), name: 'default' }, { now: T0 });
+    while (!(await rows.drainOnce({ chunk: 4, maxChunks: 2 })).idle);
+    expect((await currentRows(rows, 50)).every((r) => r !== '')).toBe(true);
+    await policies.put({ name: 'default', interval: 'P45D' });
+    expect((await currentRows(rows, 50)).every((r) => r === '')).toBe(true);
+    const walked: number[] = [];
+    for (;;) {
+      const r = await rows.drainOnce({ chunk: 4, maxChunks: 2 });
+      if (r.idle) break;
+      walked.push(r.walked);
+    }
+    // 30 subaccounts, at most 8 credentials a chunk and 2 chunks a round: each round bounded.
+    expect(walked.length).toBeGreaterThanOrEqual(2);
+    expect(walked.every((n) => n <= 16)).toBe(true);
+    expect(walked.reduce((a, b) => a + b, 0)).toBe(30);
+    expect((await currentRows(rows, 50)).map((r) => decodeRow(r).allowedMs)).toEqual(Array.from({ length: 30 }, () => 45 * DAY_MS));
+  });
+});
+
+describe('TemplateCache', () => {
+  it('keeps at most its bound, the rows used last among them, each only for its own stamp', () => {
+    const cache = new TemplateCache(10);
+    const t = (i: number) => ({ ...rowTemplate({ accountSid: sid(1), name: 'default', kind: 'api-key', labels: [], policy: { name: 'default', interval: 'P90D', intervalMs: 90 * DAY_MS, maxKeyAge: null, maxKeyAgeMs: null }, currentKeySid: null, keyCreatedAt: null, lastRotation: null, nextDueAt: null }, 'active', null), policy: `p${i}` });
     for (let i = 0; i < 1000; i++) {
-      cache.set(`id${i}`, row(i));
+      cache.set(`id${i}`, `0:${i}`, t(i));
       // id0 is asked for all along: it stays.
-      expect(cache.get('id0', 'c0', null, null, catalog, 1)?.json).toBe('{"i":0}');
+      expect(cache.get('id0', '0:0')?.policy).toBe('p0');
       expect(cache.size).toBeLessThanOrEqual(10);
     }
-    expect(cache.get('id999', 'c999', null, null, catalog, 1)?.json).toBe('{"i":999}');
-    expect(cache.get('id500', 'c500', null, null, catalog, 1)).toBeUndefined();
+    expect(cache.get('id999', '0:999')?.policy).toBe('p999');
+    expect(cache.get('id999', '1:999')).toBeUndefined();
+    expect(cache.get('id500', '0:500')).toBeUndefined();
+  });
+});
+
+describe('row templates', () => {
+  const policy = fc.record({ name: fc.constantFrom('default', 'hipaa', "o'brien"), interval: fc.constantFrom(30, 90), maxKeyAge: fc.option(fc.constantFrom(35, 60), { nil: null }) });
+  const ms = fc.integer({ min: T0 - 200 * DAY_MS, max: T0 + 10 * DAY_MS });
+  const facts = fc
+    .record({ policy, keyCreatedAt: fc.option(ms, { nil: null }), hasKey: fc.boolean(), nextDueAt: fc.option(ms, { nil: null }), lastAt: fc.option(ms, { nil: null }), outcome: fc.constantFrom('succeeded', 'failed', 'rolled_back'), labels: fc.subarray(['hipaa', 'pci', 'tier=gold']), name: fc.constantFrom('default', 'web-prod') })
+    .map(
+      (r): CredentialFacts => ({
+        accountSid: sid(7),
+        name: r.name,
+        kind: 'api-key',
+        labels: r.labels,
+        policy: { name: r.policy.name, interval: `P${r.policy.interval}D`, intervalMs: r.policy.interval * DAY_MS, maxKeyAge: r.policy.maxKeyAge === null ? null : `P${r.policy.maxKeyAge}D`, maxKeyAgeMs: r.policy.maxKeyAge === null ? null : r.policy.maxKeyAge * DAY_MS },
+        currentKeySid: r.hasKey || r.keyCreatedAt !== null ? key(3) : null,
+        keyCreatedAt: r.keyCreatedAt,
+        lastRotation: r.lastAt === null ? null : { at: r.lastAt, outcome: r.outcome, rotationId: 'r1' },
+        nextDueAt: r.nextDueAt,
+      }),
+    );
+
+  it('a stored template joined at any instant is the domain row at that instant, byte for byte', () => {
+    fc.assert(
+      fc.property(facts, fc.constantFrom('active', 'suspended', 'closed'), fc.option(ms, { nil: null }), ms, (c, status, scanned, now) => {
+        const scannedAt = scanned === null ? null : new Date(scanned).toISOString();
+        const t = decodeRow(encodeRow('3:7', rowTemplate(c, status, scannedAt)));
+        expect(rowJson(t, now)).toBe(JSON.stringify({ ...credentialRow(c, status, now), scannedAt }));
+      }),
+      { numRuns: 3000 },
+    );
   });
 });
 
