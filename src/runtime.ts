@@ -41,6 +41,8 @@ import { startBatchWorker, type BatchWorker } from '../workers/batch-worker.ts';
 import { StepLease } from '../workers/lease.ts';
 import { createCrashPoints } from '../workers/crash-points.ts';
 import type { PromoteGate } from '../workers/steps/context.ts';
+import { ConsumerRegistry } from './state/consumers.ts';
+import { ConsumerGate } from './service/consumer-gate.ts';
 
 export interface RuntimeOptions {
   api: boolean;
@@ -69,6 +71,8 @@ export interface Runtime {
   credentials: CredentialRepository;
   policies: PolicyRepository;
   fleet: FleetDirectory;
+  /** Which key each consumer reports (issue 15). */
+  consumers: ConsumerRegistry;
   /** The scheduled-rotation planner: replan, tick, view, pause (service/planner.ts). */
   planner: Planner;
   /** Set in a worker process with PLANNER_ENABLED: the BullMQ Job Scheduler and the tick's worker. */
@@ -164,6 +168,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     );
     const batchRepo = new BatchRepository(conn, cfg.redisPrefix);
     return {
+      consumers: new ConsumerRegistry(conn, { prefix: cfg.redisPrefix, expiryMs: cfg.consumers.expiryMs }),
       repo: rotations,
       service,
       accounts,
@@ -246,6 +251,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
         await apiState.planner.replan(ids);
       },
       manageNewSubaccounts: cfg.manageNewSubaccounts,
+      // A heartbeat that moves a consumer wakes the rotation waiting for it (consumer gate).
+      wakeRotation: (id) => rotationQueue.wake(id),
       metrics,
       redis: viaApi,
       connectRedis: () => viaApi.duplicate({ lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
@@ -353,6 +360,14 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
           },
           drainMs: cfg.drainSeconds * 1000,
           gates: opts.gates ?? [],
+          drainGate: new ConsumerGate({
+            consumers: shared.consumers,
+            policyOf: async (accountSid, name) => {
+              const entry = await fleet.describe({ accountSid, name });
+              return (entry?.assignment.policy ?? (await policies.catalog()).get('default'))?.consumerGate ?? null;
+            },
+            recheckMs: cfg.consumers.recheckMs,
+          }),
           now: Date.now,
           crash: createCrashPoints(cfg.crashPoints),
         },
@@ -397,6 +412,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisUrl: string,
     queue,
     store,
     accounts,
+    consumers: shared.consumers,
     credentials,
     policies,
     fleet,

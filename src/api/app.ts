@@ -37,6 +37,8 @@ import { complianceRoutes, type ComplianceRoutesDeps } from './routes/compliance
 import { scheduleRoutes } from './routes/schedule.ts';
 import type { Planner } from '../service/planner.ts';
 import { batchRoutes } from './routes/batches.ts';
+import { consumerRoutes } from './routes/consumers.ts';
+import type { ConsumerRegistry } from '../state/consumers.ts';
 
 export interface AppDeps {
   repo: RotationRepository;
@@ -79,6 +81,10 @@ export interface AppDeps {
   compliance?: Omit<ComplianceRoutesDeps, 'now'>;
   /** The scheduled-rotation planner: GET /v1/schedule and the fleet-wide pause (absent: no such routes). */
   planner?: Pick<Planner, 'view' | 'pause' | 'resume' | 'paused'>;
+  /** Consumer pickup tracking (issue 15): heartbeats, who uses which key, force-promote (absent: no such routes). */
+  consumers?: ConsumerRegistry;
+  /** Wake a rotation waiting as a delayed job (a heartbeat moved its last consumer). */
+  wakeRotation?: (id: string) => Promise<void>;
 }
 
 /** Whether a route's body schema accepts no body (Fastify validates an absent body as null). */
@@ -183,6 +189,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(auditRoutes, { audit: deps.audit });
   if (deps.compliance) await app.register(complianceRoutes, { ...deps.compliance, now });
   if (deps.planner) await app.register(scheduleRoutes, { planner: deps.planner });
+  if (deps.consumers) await app.register(consumerRoutes, { consumers: deps.consumers, credentials: deps.credentials, repo: deps.repo, service: deps.service, wakeRotation: deps.wakeRotation, now });
   return app;
 }
 
