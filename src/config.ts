@@ -275,7 +275,7 @@ function readStore(str: (n: string) => string | undefined, problems: string[], w
  * AWS_*, VAULT_*, SECRET_PATH_TEMPLATE): what the client library (src/client) needs to read the
  * credentials Rotator writes. Throws ConfigError naming every problem.
  */
-export function loadStoreConfig(env: Env): { store: StoreConfig; secretPathTemplate: string } {
+export function loadStoreConfig(env: Env = process.env): { store: StoreConfig; secretPathTemplate: string; twilioBaseUrl?: string } {
   const problems: string[] = [];
   const str = (name: string): string | undefined => {
     const v = env[name];
@@ -284,8 +284,10 @@ export function loadStoreConfig(env: Env): { store: StoreConfig; secretPathTempl
   const store = readStore(str, problems, [], resolve(str('DATA_DIR') ?? '.data'));
   const secretPathTemplate = str('SECRET_PATH_TEMPLATE') ?? 'twilio/{accountSid}';
   if (!secretPathTemplate.includes('{accountSid}')) problems.push('SECRET_PATH_TEMPLATE must contain {accountSid}');
+  const baseUrl = str('TWILIO_BASE_URL');
+  if (baseUrl && !/^https?:\/\/[^/]+\/?$/.test(baseUrl)) problems.push(`TWILIO_BASE_URL must be an origin such as http://127.0.0.1:4010 (got "${baseUrl}")`);
   if (problems.length) throw new ConfigError(problems);
-  return { store, secretPathTemplate };
+  return { store, secretPathTemplate, ...(baseUrl ? { twilioBaseUrl: baseUrl.replace(/\/$/, '') } : {}) };
 }
 
 /** process.env, with a ./.env file filling names that are not already set. */
