@@ -8,11 +8,13 @@ export const SLOWEST_FILES = [
   'test/chaos/chaos.test.ts',
   'test/engine/crash.test.ts',
   'test/engine/zero-downtime.test.ts',
+  'test/engine/consumer-gate.test.ts',
   'test/engine/batch-fleet.test.ts',
   'test/engine/credentials.test.ts',
   'test/startup/npm-start.test.ts',
   'test/api/fuzz.test.ts',
   'test/contract/stores.test.ts',
+  'test/client/client.test.ts',
   'test/unit/file-store-kill.test.ts',
   'test/cli/adopt-key.test.ts',
 ];

@@ -87,8 +87,12 @@ export const consumerRoutes: FastifyPluginAsyncTypebox<ConsumerRoutesDeps> = asy
         // A consumer moved (or a new one appeared): the rotation waiting for it looks again now.
         const id = await repo.inFlightFor(accountSid, credential);
         const rec = id ? await repo.get(id) : undefined;
-        if (rec && rec.step === 'promote' && rec.newKeySid === keySid && rec.status === 'waiting') {
-          await wakeRotation?.(rec.id).catch((err: Error) => req.log.warn({ rotationId: rec.id, err: { message: err.message } }, 'could not wake the rotation'));
+        if (rec && rec.step === 'promote' && rec.newKeySid === keySid && rec.status === 'waiting' && wakeRotation) {
+          const wake = () => wakeRotation(rec.id).catch((err: Error) => req.log.warn({ rotationId: rec.id, err: { message: err.message } }, 'could not wake the rotation'));
+          await wake();
+          // A wake that found the job mid-check (about to wait again, not yet delayed) is lost: once
+          // more a moment later, rather than leaving it to CONSUMER_GATE_RECHECK_SECONDS.
+          setTimeout(() => void wake(), 1000).unref();
         }
       }
       return { consumer, accountSid, credential, keySid, expiresAt: new Date(t + consumers.expiryMs).toISOString() };
