@@ -34,10 +34,20 @@ export class CredentialCache {
     this.#listeners.add(listener);
   }
 
-  /** The credential to send a request with: the cached one while fresh, else what the store holds now. */
+  /**
+   * The credential to send a request with: the cached one while fresh, else what the store holds
+   * now. A store that cannot be read (an outage, not a rotation) leaves the application on the
+   * credential it has, rather than failing its request: if that key was deleted meanwhile, Twilio's
+   * 401 says so. With nothing cached, the store's error is the caller's.
+   */
   async current(): Promise<TwilioApiKeyCredential | undefined> {
     if (this.#value && this.now() - this.#readAt < this.refreshMs) return this.#value;
-    return this.reload();
+    try {
+      return await this.reload();
+    } catch (err) {
+      if (this.#value) return this.#value;
+      throw err;
+    }
   }
 
   /**
@@ -67,8 +77,13 @@ export class CredentialCache {
    * after the refused request was sent is as good as a new one.
    */
   async afterRefusal(refusedKeySid: string): Promise<TwilioApiKeyCredential | undefined> {
-    let fresh = this.#reading ? await this.#reading : undefined;
-    if (!fresh || fresh.apiKeySid === refusedKeySid) fresh = await this.reload();
-    return fresh && fresh.apiKeySid !== refusedKeySid ? fresh : undefined;
+    try {
+      let fresh = this.#reading ? await this.#reading : undefined;
+      if (!fresh || fresh.apiKeySid === refusedKeySid) fresh = await this.reload();
+      return fresh && fresh.apiKeySid !== refusedKeySid ? fresh : undefined;
+    } catch {
+      // The store cannot be read: the 401 stands.
+      return undefined;
+    }
   }
 }
