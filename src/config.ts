@@ -104,6 +104,8 @@ export interface Config {
   planner: PlannerConfig;
   /** What the inventory does with a subaccount nobody said to manage (MANAGE_NEW_SUBACCOUNTS): off, label or all. */
   manageNewSubaccounts: 'off' | 'label' | 'all';
+  /** Consumer pickup tracking (issue 15). */
+  consumers: ConsumersConfig;
   /** Notifications to Slack and a signed webhook (NOTIFY_*; issue 18). */
   notify: NotifyConfig;
   /** Audit trail retention, export and checkpoints (AUDIT_*; issue 18). */
@@ -138,6 +140,13 @@ export interface AuditRetentionConfig {
   checkpointKey?: Secret;
   /** AUDIT_TRIM_INTERVAL_SECONDS: how often a worker looks for entries past retention. */
   intervalMs: number;
+}
+
+export interface ConsumersConfig {
+  /** CONSUMER_EXPIRY_SECONDS: a consumer that has not reported for this long no longer counts (nor holds a rotation). */
+  expiryMs: number;
+  /** CONSUMER_GATE_RECHECK_SECONDS: how often a rotation waiting for consumers looks again when no heartbeat wakes it. */
+  recheckMs: number;
 }
 
 export interface PlannerConfig {
@@ -233,6 +242,7 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     auditRetention: readAuditRetention(str, int, problems),
     shutdownDelayMs: Math.round(int('SHUTDOWN_DELAY_SECONDS', 0) * 1000),
     shutdownTimeoutMs: Math.round(int('SHUTDOWN_TIMEOUT_SECONDS', 30, 1) * 1000),
+    consumers: { expiryMs: Math.round(int('CONSUMER_EXPIRY_SECONDS', 300, 1) * 1000), recheckMs: Math.round(int('CONSUMER_GATE_RECHECK_SECONDS', 30, 0.1) * 1000) },
   };
   if (cfg.metricsPort > 65_535 || !Number.isInteger(cfg.metricsPort)) problems.push(`METRICS_PORT must be a port number, 1–65535, or 0 for none (got "${str('METRICS_PORT')}")`);
   else if (cfg.metricsPort !== 0 && cfg.metricsPort === cfg.port) problems.push(`METRICS_PORT must differ from PORT (${cfg.port}): it is a listener of its own, to bind or firewall apart from the API`);
@@ -307,6 +317,26 @@ function readStore(str: (n: string) => string | undefined, problems: string[], w
       problems.push(`SECRET_STORE must be file, aws or vault (got "${kind}")`);
       return { kind: 'file', dir: resolve(dataDir, 'secrets'), keyFile: resolve(dataDir, 'file-store.key') };
   }
+}
+
+/**
+ * The store and secret-path settings alone, by the names Rotator reads (SECRET_STORE, FILE_STORE_*,
+ * AWS_*, VAULT_*, SECRET_PATH_TEMPLATE): what the client library (src/client) needs to read the
+ * credentials Rotator writes. Throws ConfigError naming every problem.
+ */
+export function loadStoreConfig(env: Env = process.env): { store: StoreConfig; secretPathTemplate: string; twilioBaseUrl?: string } {
+  const problems: string[] = [];
+  const str = (name: string): string | undefined => {
+    const v = env[name];
+    return v === undefined || v.trim() === '' ? undefined : v.trim();
+  };
+  const store = readStore(str, problems, [], resolve(str('DATA_DIR') ?? '.data'));
+  const secretPathTemplate = str('SECRET_PATH_TEMPLATE') ?? 'twilio/{accountSid}';
+  if (!secretPathTemplate.includes('{accountSid}')) problems.push('SECRET_PATH_TEMPLATE must contain {accountSid}');
+  const baseUrl = str('TWILIO_BASE_URL');
+  if (baseUrl && !/^https?:\/\/[^/]+\/?$/.test(baseUrl)) problems.push(`TWILIO_BASE_URL must be an origin such as http://127.0.0.1:4010 (got "${baseUrl}")`);
+  if (problems.length) throw new ConfigError(problems);
+  return { store, secretPathTemplate, ...(baseUrl ? { twilioBaseUrl: baseUrl.replace(/\/$/, '') } : {}) };
 }
 
 /** process.env, with a ./.env file filling names that are not already set. */

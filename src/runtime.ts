@@ -47,6 +47,8 @@ import type { PromoteGate } from '../workers/steps/context.ts';
 import { NotifyRelay } from './service/notify-relay.ts';
 import { createNotifyQueue, enqueueNotification, startNotifyWorker, type NotifyWorker } from '../workers/notify-worker.ts';
 import { AuditRetention } from './service/audit-retention.ts';
+import { ConsumerRegistry } from './state/consumers.ts';
+import { ConsumerGate } from './service/consumer-gate.ts';
 
 export interface RuntimeOptions {
   api: boolean;
@@ -76,6 +78,8 @@ export interface Runtime {
   credentials: CredentialRepository;
   policies: PolicyRepository;
   fleet: FleetDirectory;
+  /** Which key each consumer reports (issue 15). */
+  consumers: ConsumerRegistry;
   /** The scheduled-rotation planner: replan, tick, view, pause (service/planner.ts). */
   planner: Planner;
   /** Set in a worker process with PLANNER_ENABLED: the BullMQ Job Scheduler and the tick's worker. */
@@ -176,6 +180,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
     );
     const batchRepo = new BatchRepository(conn, cfg.redisPrefix);
     return {
+      consumers: new ConsumerRegistry(conn, { prefix: cfg.redisPrefix, expiryMs: cfg.consumers.expiryMs }),
       repo: rotations,
       service,
       accounts,
@@ -264,6 +269,8 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
         await apiState.planner.replan(ids);
       },
       manageNewSubaccounts: cfg.manageNewSubaccounts,
+      // A heartbeat that moves a consumer wakes the rotation waiting for it (consumer gate).
+      wakeRotation: (id) => rotationQueue.wake(id),
       metrics,
       redis: viaApi,
       connectRedis: () => duplicateRedis(viaApi, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
@@ -375,6 +382,14 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
           },
           drainMs: cfg.drainSeconds * 1000,
           gates: opts.gates ?? [],
+          drainGate: new ConsumerGate({
+            consumers: shared.consumers,
+            policyOf: async (accountSid, name) => {
+              const entry = await fleet.describe({ accountSid, name });
+              return (entry?.assignment.policy ?? (await policies.catalog()).get('default'))?.consumerGate ?? null;
+            },
+            recheckMs: cfg.consumers.recheckMs,
+          }),
           now: Date.now,
           crash: createCrashPoints(cfg.crashPoints),
         },
@@ -444,6 +459,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
     queue,
     store,
     accounts,
+    consumers: shared.consumers,
     credentials,
     policies,
     fleet,

@@ -96,7 +96,7 @@ export class RotationProcessor {
         const startedAt = new Date(ctx.now()).toISOString();
         const outcome = await STEP_FNS[step](ctx, rec);
         if (outcome.kind === 'wait') {
-          await this.#wait(job, token, rec, step, outcome.until, outcome.reason);
+          await this.#wait(job, token, rec, step, outcome.until, outcome.reason, outcome.patch);
           return;
         }
         // Completing the last step finishes the rotation in the same write.
@@ -182,11 +182,13 @@ export class RotationProcessor {
     return undefined;
   }
 
-  async #wait(job: Job<RotationJobData>, token: string | undefined, rec: RotationRecord, step: Step | 'rollback', until: number, reason: string): Promise<never> {
+  async #wait(job: Job<RotationJobData>, token: string | undefined, rec: RotationRecord, step: Step | 'rollback', until: number, reason: string, patch?: Partial<RotationRecord>): Promise<never> {
     const last = rec.history.at(-1);
-    // A re-armed wait (woken early, not yet due) adds no second entry.
-    if (rec.status !== 'waiting' || last?.status !== 'waiting' || last.step !== step) {
-      await this.#record(rec, { step, status: 'waiting', detail: reason }, (r) => ({ ...r, status: 'waiting' }));
+    // A re-armed wait (woken early, not yet due) adds no second entry — unless what it waits for
+    // changed (the consumer gate: "2 of 3 consumers on the new key" became "3 of 3"), which is
+    // news for the history and the events.
+    if (rec.status !== 'waiting' || last?.status !== 'waiting' || last.step !== step || (patch && last.detail !== reason)) {
+      await this.#record(rec, { step, status: 'waiting', detail: reason }, (r) => ({ ...r, ...patch, status: 'waiting' }));
     }
     try {
       await job.moveToDelayed(until, token);
@@ -194,9 +196,10 @@ export class RotationProcessor {
       if (lostTheJob(err)) throw new LostJobError((err as Error).message);
       throw err;
     }
-    // A cancel that arrived between the record write and the move found no delayed job to wake.
+    // A cancel (or a force-promote) that arrived between the record write and the move found no
+    // delayed job to wake.
     const after = await this.#d.repo.get(rec.id);
-    if (step !== 'rollback' && after?.undo) await job.promote().catch(() => undefined);
+    if (step !== 'rollback' && (after?.undo || (after?.forcePromote && !rec.forcePromote))) await job.promote().catch(() => undefined);
     throw new DelayedError();
   }
 

@@ -38,6 +38,8 @@ import { complianceRoutes, type ComplianceRoutesDeps } from './routes/compliance
 import { scheduleRoutes } from './routes/schedule.ts';
 import type { Planner } from '../service/planner.ts';
 import { batchRoutes } from './routes/batches.ts';
+import { consumerRoutes } from './routes/consumers.ts';
+import type { ConsumerRegistry } from '../state/consumers.ts';
 
 export interface AppDeps {
   repo: RotationRepository;
@@ -84,6 +86,10 @@ export interface AppDeps {
   planner?: Pick<Planner, 'view' | 'pause' | 'resume' | 'paused'>;
   /** REDIS_WAIT_REPLICAS: wait for a replica to hold a change before answering it (plugins/replication.ts). */
   replicate?: () => Promise<void>;
+  /** Consumer pickup tracking (issue 15): heartbeats, who uses which key, force-promote (absent: no such routes). */
+  consumers?: ConsumerRegistry;
+  /** Wake a rotation waiting as a delayed job (a heartbeat moved its last consumer). */
+  wakeRotation?: (id: string) => Promise<void>;
 }
 
 /** Whether a route's body schema accepts no body (Fastify validates an absent body as null). */
@@ -189,6 +195,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   await app.register(auditRoutes, { audit: deps.audit });
   if (deps.compliance) await app.register(complianceRoutes, { ...deps.compliance, now });
   if (deps.planner) await app.register(scheduleRoutes, { planner: deps.planner });
+  if (deps.consumers) await app.register(consumerRoutes, { consumers: deps.consumers, credentials: deps.credentials, repo: deps.repo, service: deps.service, wakeRotation: deps.wakeRotation, now });
   return app;
 }
 

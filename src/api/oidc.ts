@@ -61,11 +61,13 @@ function claimValues(payload: JWTPayload, claim: string): string[] {
   return [];
 }
 
+/** The highest operator role the claim values grant (SSO users are people: never the `consumer` role). */
 function highestRole(values: string[], map: Record<string, Role> | undefined): Role | undefined {
+  type OperatorRole = (typeof ROLES)[number];
   let best = -1;
   for (const v of values) {
     const role = map ? (Object.hasOwn(map, v) ? map[v] : undefined) : (ROLES as readonly string[]).includes(v) ? (v as Role) : undefined;
-    if (role) best = Math.max(best, ROLES.indexOf(role));
+    if (role && role !== 'consumer') best = Math.max(best, ROLES.indexOf(role as OperatorRole));
   }
   return best >= 0 ? ROLES[best] : undefined;
 }

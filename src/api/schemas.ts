@@ -82,6 +82,18 @@ export const RotationT = Type.Object({
       leftBehind: Type.Array(Type.String(), { description: 'what the rotation may have left at Twilio and in the store, for the operator to check' }),
     }),
   ),
+  consumers: Nullable(
+    Type.Object(
+      {
+        onNewKey: Type.Integer(),
+        total: Type.Integer(),
+        lagging: Type.Array(Type.Object({ consumer: Type.String(), keySid: Type.String(), lastSeen: Type.String() })),
+        at: Type.String({ description: 'when promote last looked' }),
+      },
+      { description: '"k of n consumers on the new key" as promote last saw it (consumer gate), with the consumers still on another key; null before promote looked or without reporting consumers' },
+    ),
+  ),
+  forcePromote: Nullable(Type.Object({ at: Type.String(), by: Type.Optional(Type.String()), lagging: Type.Array(Type.String(), { description: 'the consumers still on another key when it was forced' }) })),
 });
 
 export const StartBody = Type.Object(
@@ -137,7 +149,7 @@ export const ActionBody = Type.Unsafe<Record<string, never> | null | undefined>(
 });
 
 /** A list item: the record without its history (GET /v1/rotations/{id} has it), so a page stays small. */
-export const RotationSummaryT = Type.Omit(RotationT, ['history', 'holdsSubaccount', 'urgent', 'drainSeconds', 'abandoned']);
+export const RotationSummaryT = Type.Omit(RotationT, ['history', 'holdsSubaccount', 'urgent', 'drainSeconds', 'abandoned', 'consumers', 'forcePromote']);
 export type RotationSummary = Static<typeof RotationSummaryT>;
 
 export const ListReply = Type.Object({ items: Type.Array(RotationSummaryT), nextCursor: NullableString() });
@@ -513,6 +525,16 @@ export const PolicyT = Type.Object(
     exclude: Type.Optional(Type.Boolean({ description: 'take the credentials it applies to out of the schedule and the report' })),
     autoRotate: Type.Optional(Type.Boolean({ description: 'false: deadlines are tracked, but only people or batches start rotations (default true)' })),
     description: Type.Optional(Type.String({ maxLength: 200 })),
+    consumerGate: Type.Optional(
+      Type.Object(
+        {
+          minDrain: Type.Optional(Type.String({ description: 'an ISO 8601 duration: the least time between operationalize and promote (default PT30S)' })),
+          maxWait: Type.String({ description: 'an ISO 8601 duration (at most P30D): how long promote waits for consumers still reporting the old key' }),
+          onMaxWait: Type.Optional(Type.Unsafe<'hold' | 'promote'>({ type: 'string', enum: ['hold', 'promote'], description: 'then: hold (default; waiting, the laggards named, until they move or an operator force-promotes) or promote' })),
+        },
+        { additionalProperties: false, description: 'promote once every live consumer reports the new key (POST /v1/consumers/heartbeat) instead of only after DRAIN_SECONDS' },
+      ),
+    ),
   },
   { additionalProperties: false },
 );

@@ -1,9 +1,17 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
+/** The operator roles, each allowed what the one before it is. */
 export const ROLES = ['viewer', 'operator', 'admin'] as const;
-export type Role = (typeof ROLES)[number];
+/**
+ * Every role a token may have: the operator roles, and `consumer` (issue 15), outside their order:
+ * an application's token that may send heartbeats (POST /v1/consumers/heartbeat) and nothing else,
+ * and that no operator role may use for it either.
+ */
+export const TOKEN_ROLES = [...ROLES, 'consumer'] as const;
+export type Role = (typeof TOKEN_ROLES)[number];
 
 export function roleAtLeast(have: Role, need: Role): boolean {
+  if (have === 'consumer' || need === 'consumer') return have === need;
   return ROLES.indexOf(have) >= ROLES.indexOf(need);
 }
 
@@ -26,7 +34,7 @@ export function parseApiTokens(spec: string): TokenEntry[] {
   for (const part of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
     const [name, role, hex, ...rest] = part.split(':');
     if (!name || !role || !hex || rest.length) throw new Error(`API_TOKENS entry "${part.split(':')[0]}…" must be name:role:sha256hex`);
-    if (!(ROLES as readonly string[]).includes(role)) throw new Error(`API_TOKENS entry "${name}" has role "${role}"; roles are ${ROLES.join(', ')}`);
+    if (!(TOKEN_ROLES as readonly string[]).includes(role)) throw new Error(`API_TOKENS entry "${name}" has role "${role}"; roles are ${TOKEN_ROLES.join(', ')}`);
     if (!/^[0-9a-f]{64}$/i.test(hex)) throw new Error(`API_TOKENS entry "${name}" must end with the token's sha256 in hex (npm run mint-token prints it)`);
     entries.push({ name, role: role as Role, hash: Buffer.from(hex, 'hex') });
   }

@@ -10,6 +10,7 @@ import { PermanentError } from './errors.ts';
 import { DAY_MS, formatDuration, HOUR_MS, MINUTE_MS, parseDuration, WEEK_MS } from './duration.ts';
 import { isValidTimeZone } from './zone.ts';
 import { isValidLabel, type FieldError } from './credential.ts';
+import type { ConsumerGatePolicy } from './consumers.ts';
 
 export { isValidLabel, LABEL as LABEL_PATTERN, type FieldError } from './credential.ts';
 
@@ -54,6 +55,13 @@ export interface Policy {
   /** false: deadlines and overdue are tracked, but only people (or batches) start rotations. Default true. */
   autoRotate?: boolean;
   description?: string;
+  /**
+   * Promote when the credential's consumers have moved (issue 15), instead of only after
+   * DRAIN_SECONDS: not before `minDrain` (default PT30S), waiting at most `maxWait` for laggards,
+   * then `onMaxWait`: `hold` (default; the rotation stays waiting until they move or an operator
+   * force-promotes) or `promote`.
+   */
+  consumerGate?: { minDrain?: string; maxWait: string; onMaxWait?: 'hold' | 'promote' };
 }
 
 export interface CompiledWindow {
@@ -78,6 +86,8 @@ export interface CompiledPolicy {
   autoRotate: boolean;
   /** Share of a week the windows allow (1 without windows): turns the spread into allowed time. */
   allowedShare: number;
+  /** Null: promote after DRAIN_SECONDS whatever the consumers report. */
+  consumerGate: ConsumerGatePolicy | null;
 }
 
 /** Bad policy input; the API answers 400 with this message (every issue, each naming its field). */
@@ -106,7 +116,10 @@ const MIN_INTERVAL_MS = HOUR_MS;
 const MAX_INTERVAL_MS = 3650 * DAY_MS;
 const DEFAULT_SPREAD_MS = 7 * DAY_MS;
 
-const POLICY_FIELDS = new Set(['name', 'interval', 'maxKeyAge', 'spread', 'windows', 'blackouts', 'labels', 'exclude', 'autoRotate', 'description']);
+const POLICY_FIELDS = new Set(['name', 'interval', 'maxKeyAge', 'spread', 'windows', 'blackouts', 'labels', 'exclude', 'autoRotate', 'description', 'consumerGate']);
+const CONSUMER_GATE_FIELDS = new Set(['minDrain', 'maxWait', 'onMaxWait']);
+const DEFAULT_MIN_DRAIN_MS = 30_000;
+const MAX_CONSUMER_WAIT_MS = 30 * DAY_MS;
 const WINDOW_FIELDS = new Set(['days', 'hours', 'timeZone']);
 const RANGE_FIELDS = new Set(['from', 'to']);
 const BLACKOUT_FIELDS = new Set(['from', 'to', 'reason']);
@@ -162,6 +175,8 @@ export function checkPolicy(input: unknown): PolicyCheck {
     bad('description', 'must be a string of at most 200 characters');
   }
 
+  const consumerGate = consumerGateField(input.consumerGate, bad);
+
   // A spread is shared out in window time (spread × the share of the week the windows allow). An
   // explicit spread so short that it holds under an hour of window time would send every credential
   // due at one deadline within seconds of each other: refuse it, saying what would do.
@@ -189,6 +204,7 @@ export function checkPolicy(input: unknown): PolicyCheck {
       exclude: source.exclude === true,
       autoRotate: source.autoRotate !== false,
       allowedShare: share,
+      consumerGate,
     },
   };
 }
@@ -217,6 +233,25 @@ function durationField(obj: Record<string, unknown>, field: string, required: bo
     return null;
   }
   return r.ms;
+}
+
+function consumerGateField(input: unknown, bad: Report): ConsumerGatePolicy | null {
+  if (input === undefined) return null;
+  if (!isObject(input)) {
+    bad('consumerGate', 'must be an object {minDrain?, maxWait, onMaxWait?}');
+    return null;
+  }
+  unknownFields(input, CONSUMER_GATE_FIELDS, 'consumerGate.', bad);
+  const report: Report = (path, message) => bad(`consumerGate.${path}`, message);
+  const minDrain = durationField(input, 'minDrain', false, report);
+  const maxWait = durationField(input, 'maxWait', true, report);
+  const onMaxWait = input.onMaxWait ?? 'hold';
+  if (onMaxWait !== 'hold' && onMaxWait !== 'promote') report('onMaxWait', `must be hold (keep the rotation waiting, naming the lagging consumers) or promote (got ${show(input.onMaxWait)})`);
+  if (maxWait !== null && maxWait > MAX_CONSUMER_WAIT_MS) report('maxWait', `${show(input.maxWait)} is out of range: at most P30D`);
+  const min = minDrain ?? DEFAULT_MIN_DRAIN_MS;
+  if (maxWait !== null && min > maxWait) report(minDrain === null ? 'maxWait' : 'minDrain', `minDrain (${minDrain === null ? 'default PT30S' : show(input.minDrain)}) must not be longer than maxWait ${show(input.maxWait)}`);
+  if (maxWait === null) return null;
+  return { minDrainMs: min, maxWaitMs: maxWait, onMaxWait: onMaxWait === 'promote' ? 'promote' : 'hold' };
 }
 
 function windowsField(input: unknown, bad: Report): CompiledWindow[] {

@@ -2,6 +2,7 @@
  * Rotation records and their legal transitions. Pure: no I/O, no clock of its own.
  */
 import { credentialId, DEFAULT_CREDENTIAL, type CredentialKind } from './credential.ts';
+import type { Pickup } from './consumers.ts';
 
 export type { CredentialKind } from './credential.ts';
 export const STEPS = ['create-secondary', 'operationalize', 'promote', 'delete-old', 'done'] as const;
@@ -84,6 +85,10 @@ export interface RotationRecord {
   operationalizedAt?: string;
   /** When the drain ends and promote may proceed (ISO). */
   promoteAfter?: string;
+  /** The consumer gate's last look (issue 15): k of n live consumers on the new key, and who lags. */
+  consumers?: Pickup & { at: string };
+  /** An operator told promote to proceed without waiting (audited, with the consumers lagging then). */
+  forcePromote?: { at: string; by?: string; lagging: string[] };
   undo?: UndoState;
   abandoned?: AbandonState;
   attempts: number;
@@ -291,7 +296,7 @@ export function retriedRecord(rec: RotationRecord, entry: HistoryEntry): Rotatio
   delete base.error;
   if (mode === 'resume') return base;
   const fresh: RotationRecord = { ...base, step: 'create-secondary', attempts: 0, restarts: (rec.restarts ?? 0) + 1 };
-  for (const k of ['oldKeySid', 'newKeySid', 'operationalizedAt', 'promoteAfter', 'undo'] as const) delete fresh[k];
+  for (const k of ['oldKeySid', 'newKeySid', 'operationalizedAt', 'promoteAfter', 'undo', 'consumers', 'forcePromote'] as const) delete fresh[k];
   return fresh;
 }
 
@@ -382,6 +387,9 @@ export interface PublicRotation {
   urgent: boolean;
   drainSeconds: number | null;
   abandoned: AbandonState | null;
+  /** Detail only: "k of n consumers on the new key" as promote last saw it, with the laggards; null before promote looked. */
+  consumers: (Pickup & { at: string }) | null;
+  forcePromote: { at: string; by?: string; lagging: string[] } | null;
 }
 
 export function publicRotation(rec: RotationRecord): PublicRotation {
@@ -414,16 +422,18 @@ export function publicRotation(rec: RotationRecord): PublicRotation {
     urgent: rec.urgent === true,
     drainSeconds: rec.drainSeconds ?? null,
     abandoned: rec.abandoned ? { at: rec.abandoned.at, ...(rec.abandoned.by ? { by: rec.abandoned.by } : {}), leftBehind: [...rec.abandoned.leftBehind] } : null,
+    consumers: rec.consumers ? { onNewKey: rec.consumers.onNewKey, total: rec.consumers.total, lagging: rec.consumers.lagging.map((l) => ({ ...l })), at: rec.consumers.at } : null,
+    forcePromote: rec.forcePromote ? { at: rec.forcePromote.at, ...(rec.forcePromote.by ? { by: rec.forcePromote.by } : {}), lagging: [...rec.forcePromote.lagging] } : null,
   };
 }
 
 /** Fields of the detail view that list items leave out (they are stored and served as cut text: see encodeRecord). */
-type DetailOnly = 'history' | 'holdsSubaccount' | 'urgent' | 'drainSeconds' | 'abandoned';
+type DetailOnly = 'history' | 'holdsSubaccount' | 'urgent' | 'drainSeconds' | 'abandoned' | 'consumers' | 'forcePromote';
 
 /** A list item (GET /v1/rotations): the public view without its history and detail-only fields, properties in the schema's order. */
 export type RotationSummary = Omit<PublicRotation, DetailOnly>;
 
 export function rotationSummary(rec: RotationRecord): RotationSummary {
-  const { history: _history, holdsSubaccount: _holds, urgent: _urgent, drainSeconds: _drain, abandoned: _abandoned, ...summary } = publicRotation(rec);
+  const { history: _history, holdsSubaccount: _holds, urgent: _urgent, drainSeconds: _drain, abandoned: _abandoned, consumers: _consumers, forcePromote: _force, ...summary } = publicRotation(rec);
   return summary;
 }

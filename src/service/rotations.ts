@@ -1,4 +1,4 @@
-import { canAbandon, canRetry, canUndo, credentialOf, leftBehind, newRotationId, retriedRecord, retryMode, undoRequested, withHistory, type HistoryEntry, type RotationRecord, type UndoAction } from '../domain/rotation.ts';
+import { canAbandon, canRetry, canUndo, credentialOf, isTerminal, leftBehind, newRotationId, retriedRecord, retryMode, undoRequested, withHistory, type HistoryEntry, type RotationRecord, type UndoAction } from '../domain/rotation.ts';
 import type { RotationRepository } from '../state/rotations.ts';
 import { DEFAULT_CREDENTIAL } from '../domain/credential.ts';
 
@@ -154,6 +154,35 @@ export class RotationService {
       }
     }
     throw new Error(`rotation ${id} kept changing during the retry`);
+  }
+
+  /**
+   * Force-promote (consumer gate, issue 15): an operator tells a rotation waiting in promote to
+   * proceed without waiting for its drain or its lagging consumers, who are named in the record
+   * (and by the caller in the audit entry). Recorded on the record, so a worker that picks the
+   * rotation up after a crash still sees it; the waiting job is woken.
+   */
+  async forcePromote(id: string, lagging: readonly string[], by?: string): Promise<ActionResult | undefined> {
+    let verdict: ActionResult | undefined;
+    const at = new Date(this.now()).toISOString();
+    const entry: HistoryEntry = { step: 'promote', status: 'waiting', at, detail: `force-promote requested${by ? ` by ${by}` : ''}${lagging.length ? `; lagging consumers: ${lagging.join(', ')}` : ''}` };
+    if (!(await this.repo.get(id))) return undefined;
+    const record = await this.repo.update(
+      id,
+      (r) => {
+        const refusal = r.step !== 'promote' || isTerminal(r.status) ? `it is ${r.status} in ${r.step}, not waiting in promote` : r.undo ? 'a cancel or rollback is under way' : r.forcePromote ? `it was force-promoted already at ${r.forcePromote.at}` : undefined;
+        if (refusal) {
+          verdict = { ok: false, reason: refusal, record: r };
+          return undefined;
+        }
+        verdict = undefined;
+        return { ...r, forcePromote: { at, ...(by ? { by } : {}), lagging: [...lagging] }, updatedAt: at, history: withHistory(r.history, entry) };
+      },
+      entry,
+    );
+    if (verdict) return verdict;
+    await this.queue.wake(id);
+    return { ok: true, record };
   }
 
   /**

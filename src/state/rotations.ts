@@ -162,6 +162,8 @@ export interface RotationEvent {
   transition?: HistoryEntry;
   /** An accepted cancel or rollback, on every change from then on. */
   undoRequested?: UndoRequest;
+  /** In promote with reporting consumers: k of n on the new key (consumer gate, issue 15). */
+  consumers?: { onNewKey: number; total: number; lagging: string[] };
 }
 
 export interface Page<T> {
@@ -422,7 +424,8 @@ export class RotationRepository {
 
 function eventOf(rec: RotationRecord, transition?: HistoryEntry): RotationEvent {
   const undoRequested = undoRequestOf(rec);
-  return { type: 'rotation', id: rec.id, accountSid: rec.accountSid, credential: rec.credential, status: rec.status, step: rec.step, at: rec.updatedAt, ...(transition ? { transition } : {}), ...(undoRequested ? { undoRequested } : {}) };
+  const consumers = rec.consumers ? { onNewKey: rec.consumers.onNewKey, total: rec.consumers.total, lagging: rec.consumers.lagging.map((l) => l.consumer) } : undefined;
+  return { type: 'rotation', id: rec.id, accountSid: rec.accountSid, credential: rec.credential, status: rec.status, step: rec.step, at: rec.updatedAt, ...(transition ? { transition } : {}), ...(undoRequested ? { undoRequested } : {}), ...(consumers ? { consumers } : {}) };
 }
 
 function encodeCursor(rec: RotationRecord): string {

@@ -6,7 +6,8 @@ import { waitFor } from '../helpers/stack.ts';
 import { createOidcVerifier } from '../../src/api/oidc.ts';
 import { AUDIENCE, bearer, ISSUER, rotationIn, startApiHarness, type ApiHarness } from './support.ts';
 
-type Need = 'public' | 'viewer' | 'operator' | 'admin';
+/** `consumer` (issue 15) is outside the operator roles' order: only a consumer token may send heartbeats, and it may do nothing else. */
+type Need = 'public' | 'viewer' | 'operator' | 'admin' | 'consumer';
 const RANK = { viewer: 0, operator: 1, admin: 2 } as const;
 
 /**
@@ -78,9 +79,12 @@ describe('authorization matrix', () => {
     { method: 'GET', url: '/v1/schedule', need: 'viewer' },
     { method: 'POST', url: '/v1/schedule/pause', need: 'admin', body: { reason: 'authz test' } },
     { method: 'POST', url: '/v1/schedule/resume', need: 'admin', body: { reason: 'authz test' } },
+    { method: 'POST', url: '/v1/consumers/heartbeat', need: 'consumer', body: { consumer: 'authz-app', accountSid: h.stack.emu.subaccounts[2]!.sid, keySid: `SK${'1'.repeat(32)}` } },
+    { method: 'GET', url: `/v1/accounts/${sid}/consumers`, need: 'viewer' },
+    { method: 'POST', url: `/v1/rotations/${rotationId}/promote`, need: 'operator' },
   ];
 
-  type Caller = { name: string; headers: () => Promise<Record<string, string>>; role?: keyof typeof RANK; invalid?: boolean; noRole?: boolean };
+  type Caller = { name: string; headers: () => Promise<Record<string, string>>; role?: keyof typeof RANK | 'consumer'; invalid?: boolean; noRole?: boolean };
   const callers = (): Caller[] => [
     { name: 'no token', headers: async () => ({}), invalid: true },
     { name: 'bad token', headers: async () => bearer('rot_this-is-not-a-token'), invalid: true },
@@ -88,6 +92,7 @@ describe('authorization matrix', () => {
     { name: 'viewer', headers: async () => bearer(h.tokens.viewer), role: 'viewer' },
     { name: 'operator', headers: async () => bearer(h.tokens.operator), role: 'operator' },
     { name: 'admin', headers: async () => bearer(h.tokens.admin), role: 'admin' },
+    { name: 'consumer', headers: async () => bearer(h.tokens.consumer), role: 'consumer' },
     { name: 'OIDC viewer', headers: async () => bearer(await h.jwt('viewer')), role: 'viewer' },
     { name: 'OIDC operator', headers: async () => bearer(await h.jwt('operator')), role: 'operator' },
     { name: 'OIDC admin', headers: async () => bearer(await h.jwt('admin')), role: 'admin' },
@@ -108,6 +113,7 @@ describe('authorization matrix', () => {
     if (need === 'public') return 'allowed';
     if (c.invalid) return 401;
     if (c.noRole) return 403;
+    if (need === 'consumer' || c.role === 'consumer') return need === c.role ? 'allowed' : 403;
     return RANK[c.role!] >= RANK[need] ? 'allowed' : 403;
   }
 
@@ -152,7 +158,7 @@ describe('authorization matrix', () => {
       for (const route of routes().filter((r) => r.method !== 'GET')) {
         const res = await h.app.inject({ method: route.method, url: route.url, headers: bearer(token), ...(route.method === 'DELETE' ? {} : { payload: route.body ?? {} }) });
         expect(res.statusCode, `${route.url}`).toBe(403);
-        expect(res.json().error).toMatchObject({ code: 'forbidden', message: expect.stringMatching(/needs the (operator|admin) role/) });
+        expect(res.json().error).toMatchObject({ code: 'forbidden', message: expect.stringMatching(/needs the (operator|admin|consumer) role/) });
       }
       const start = await h.app.inject({ method: 'POST', url: '/v1/rotations', headers: { ...bearer(token), 'idempotency-key': 'viewer-attempt' }, payload: { accountSid: h.stack.emu.subaccounts[2]!.sid } });
       expect(start.statusCode).toBe(403);

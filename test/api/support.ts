@@ -60,7 +60,7 @@ export interface ApiHarness {
   rt: Runtime;
   app: FastifyInstance;
   idp: TestIdp;
-  tokens: { viewer: string; operator: string; admin: string };
+  tokens: { viewer: string; operator: string; admin: string; consumer: string };
   /** Every bearer credential the harness handed out (static tokens and signed JWTs): for leak scans. */
   issued: string[];
   jwt(role: 'viewer' | 'operator' | 'admin' | 'none', extra?: JWTPayload): Promise<string>;
@@ -79,9 +79,10 @@ export async function startApiHarness(
   const viewer = mintToken('dash', 'viewer');
   const operator = mintToken('ci', 'operator');
   const admin = mintToken('sec', 'admin');
+  const consumer = mintToken('app-1', 'consumer');
   const cfg = loadConfig({
     ...stack.env,
-    API_TOKENS: [viewer.entry, operator.entry, admin.entry].join(','),
+    API_TOKENS: [viewer.entry, operator.entry, admin.entry, consumer.entry].join(','),
     OIDC_JWKS_URL: idp.jwksUrl,
     OIDC_ISSUER: ISSUER,
     OIDC_AUDIENCE: AUDIENCE,
@@ -92,14 +93,14 @@ export async function startApiHarness(
     ...opts.env,
   });
   const rt = await startRuntime(cfg, { api: true, worker: opts.worker ?? false, log: createLogger(opts.logLevel ?? 'trace', stack.logs), ...(opts.now ? { now: opts.now } : {}) });
-  const issued = [viewer.token, operator.token, admin.token];
+  const issued = [viewer.token, operator.token, admin.token, consumer.token];
   const groups = { viewer: ['rotator-viewers'], operator: ['sre', 'unrelated'], admin: ['rotator-admins'], none: ['marketing'] } as const;
   return {
     stack,
     rt,
     app: rt.app!,
     idp,
-    tokens: { viewer: viewer.token, operator: operator.token, admin: admin.token },
+    tokens: { viewer: viewer.token, operator: operator.token, admin: admin.token, consumer: consumer.token },
     issued,
     async jwt(role, extra = {}) {
       const token = await idp.sign({ sub: `user-${role}`, groups: [...groups[role]], ...extra });

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, within, type Stack } from '../helpers/stack.ts';
-import { startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
+import { startStack, waitFor, within, type Stack } from '../helpers/stack.ts';
+import { describeRotation, startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
 import { spawnRotator, spawnTsEntry, type RotatorProcess } from '../helpers/processes.ts';
 import { dumpRedis, findSecrets } from '../helpers/leaks.ts';
 import { CRASH_POINTS } from '../../workers/crash-points.ts';
@@ -12,6 +12,8 @@ import { ENGINE_STORE_BACKENDS, storeBackendUnavailable } from '../helpers/store
  */
 describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at every step boundary', (kind) => {
   const unavailable = storeBackendUnavailable(kind);
+  /** With the file store, the consumer gate (issue 15) decides every promote: crash-safe because its state is in Redis. */
+  const gated = kind === 'file';
   let stack: Stack;
 
   beforeAll(async () => {
@@ -19,7 +21,7 @@ describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at
     // A short job lock, on purpose: a killed worker's job comes back to the fresh one 2 s after the
     // kill. (A starved fresh worker can lose its job to a spurious stall; that is one more
     // redelivery of the same at-least-once kind this test is about, and changes no outcome.)
-    stack = await startStack({ subaccounts: CRASH_POINTS.length, drainSeconds: 0.2, store: kind, env: { JOB_LOCK_MS: '2000', STALLED_INTERVAL_MS: '500' } });
+    stack = await startStack({ subaccounts: CRASH_POINTS.length, drainSeconds: 0.2, store: kind, env: { JOB_LOCK_MS: '2000', STALLED_INTERVAL_MS: '500', CONSUMER_GATE_RECHECK_SECONDS: '0.2' } });
     await stack.seedAll();
   });
 
@@ -37,15 +39,27 @@ describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at
     const prefix = `crash${index}`;
     const env = { ...stack.env, REDIS_PREFIX: prefix };
     const control = await startEngine(stack, env, { api: false, worker: false });
+    let reporting: Promise<void> | undefined;
     try {
       const before = stack.emu.listKeys(sub).map((k) => k.sid);
+      if (gated) {
+        // The consumer gate decides promote (its state in Redis, read again by the fresh worker):
+        // one consumer reports the old key, then the new one once the rotation has created it.
+        await control.policies.put({ name: 'default', interval: 'P90D', consumerGate: { minDrain: 'PT0S', maxWait: 'PT1H', onMaxWait: 'hold' } });
+        await control.consumers.report({ consumer: 'crash-app', accountSid: sub, credential: 'default', keySid: before[0]!, by: 'test' }, Date.now());
+      }
       const doomed = spawnRotator('worker', { ...env, ROTATOR_CRASH_POINTS: point }, stack.logs);
       const rec = await startRotation(control, sub, `crash at ${point}`);
+      if (gated) {
+        reporting = waitFor(`rotation ${rec.id} to create its key`, async () => (await control.repo.get(rec.id))?.newKeySid, 300_000, 100).then(async (keySid) => {
+          await control.consumers.report({ consumer: 'crash-app', accountSid: sub, credential: 'default', keySid, by: 'test' }, Date.now());
+        });
+      }
       // Deadlines here are last guards: starting a worker process takes over a second of CPU, and
       // twelve start at once on a machine that may be busy with other things.
       const death = await within(`the worker to die at ${point} (rotation ${rec.id})`, doomed.exited, 180_000).catch(async (err: unknown) => {
         await doomed.stop();
-        throw err;
+        throw new Error(`${(err as Error).message}; the rotation: ${await describeRotation(control, rec.id)}`);
       });
       expect(death.signal, `worker should die at ${point}`).toBe('SIGKILL');
 
@@ -67,7 +81,9 @@ describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at
       const by = new Set(done.history.map((h) => h.by?.split(':').at(-1)).filter(Boolean));
       expect(by.has(String(fresh.child.pid))).toBe(true);
       if (!point.startsWith('create-secondary')) expect(by.has(String(doomed.child.pid))).toBe(true);
+      if (gated) expect(done.history.find((h) => h.step === 'promote' && h.status === 'completed')?.detail, point).toContain('1 of 1 consumer on the new key');
     } finally {
+      await reporting?.catch(() => undefined);
       await control.close();
     }
   }

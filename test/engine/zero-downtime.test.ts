@@ -1,10 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startStack, type Stack } from '../helpers/stack.ts';
+import { startStack, waitFor, type Stack } from '../helpers/stack.ts';
 import { startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
 import { contractFailures, SimulatedConsumer } from '../helpers/consumer.ts';
 import { dumpRedis, findSecrets } from '../helpers/leaks.ts';
 import type { Runtime } from '../../src/runtime.ts';
-import { ENGINE_STORE_BACKENDS, storeBackendUnavailable } from '../helpers/stores.ts';
+import { ENGINE_STORE_BACKENDS, storeBackendUnavailable, type StoreBackendKind } from '../helpers/stores.ts';
 import { Redis } from 'ioredis';
 
 async function keysOf(url: string): Promise<string[]> {
@@ -23,21 +23,38 @@ const ROTATIONS_PER_ACCOUNT = 7;
 const SEEDED = 3;
 
 /**
- * Every store on one Redis server, and the file store once more on a three-primary Redis Cluster
- * (issue 18): the same rotations with every key Rotator and BullMQ use under one hash tag.
+ * Each store on one Redis server; the file store once more on a three-primary Redis Cluster
+ * (issue 18: the same rotations with every key Rotator and BullMQ use under one hash tag); and
+ * the file store once more with the consumer gate (issue 15) deciding promote: the consumers
+ * report the key they read before they use it, the drain maximum is far longer than the test,
+ * and the gate alone lets each rotation through once all five have moved.
  */
-const TOPOLOGIES = [...ENGINE_STORE_BACKENDS.map((kind) => [kind, 'single'] as const), ['file', 'cluster'] as const];
+type Variant = { kind: StoreBackendKind; redis: 'single' | 'cluster'; gate: boolean; name: string };
+const VARIANTS: readonly Variant[] = [
+  ...ENGINE_STORE_BACKENDS.map((kind): Variant => ({ kind, redis: 'single', gate: false, name: `${kind} store on single` })),
+  { kind: 'file', redis: 'cluster', gate: false, name: 'file store on cluster' },
+  { kind: 'file', redis: 'single', gate: true, name: 'file store (consumer gate) on single' },
+];
+const GATE_DRAIN_SECONDS = 600;
 
-describe.each(TOPOLOGIES)('zero downtime with the %s store on %s Redis', (kind, redis) => {
+describe.each(VARIANTS)('zero downtime with the $name Redis', ({ kind, redis, gate }) => {
   const unavailable = storeBackendUnavailable(kind);
   let stack: Stack;
   let rt: Runtime;
+  const drainSeconds = gate ? GATE_DRAIN_SECONDS : DRAIN_SECONDS;
+  let consumerNames = 0;
+  /** A heartbeat for each credential read (gate variant), straight into the registry the gate reads. */
+  const reporter = () => {
+    const consumer = `zd-${++consumerNames}`;
+    return gate ? { onKey: async (accountSid: string, keySid: string) => void (await rt.consumers.report({ consumer, accountSid, credential: 'default', keySid, by: 'test' }, Date.now())) } : {};
+  };
 
   beforeAll(async () => {
     if (unavailable) return;
-    stack = await startStack({ subaccounts: SEEDED + 1, drainSeconds: DRAIN_SECONDS, store: kind, redis });
+    stack = await startStack({ subaccounts: SEEDED + 1, drainSeconds, store: kind, redis, ...(gate ? { env: { CONSUMER_GATE_RECHECK_SECONDS: '0.2' } } : {}) });
     await stack.seed(stack.emu.subaccounts.slice(0, SEEDED).map((s) => s.sid));
     rt = await startEngine(stack);
+    if (gate) await rt.policies.put({ name: 'default', interval: 'P90D', consumerGate: { minDrain: 'PT0S', maxWait: 'PT1H', onMaxWait: 'hold' } });
   });
 
   afterAll(async () => {
@@ -47,8 +64,10 @@ describe.each(TOPOLOGIES)('zero downtime with the %s store on %s Redis', (kind, 
 
   it.skipIf(!!unavailable)('5 consumers re-reading the store never get a 401 through 21 rotations over 3 subaccounts', async () => {
     const accounts = stack.emu.subaccounts.slice(0, SEEDED).map((s) => s.sid);
-    const consumers = Array.from({ length: 5 }, () => new SimulatedConsumer({ store: stack.store, pathOf: stack.path, accounts, refreshMs: REFRESH_MS, baseUrl: stack.emu.url }));
+    const consumers = Array.from({ length: 5 }, () => new SimulatedConsumer({ store: stack.store, pathOf: stack.path, accounts, refreshMs: REFRESH_MS, baseUrl: stack.emu.url, ...reporter() }));
     consumers.forEach((c) => c.start());
+    // Gate variant: every consumer has reported before the first rotation (else the drain decides).
+    if (gate) await waitFor('5 consumers to report on each subaccount', async () => (await Promise.all(accounts.map((sid) => rt.consumers.forCredential(sid, 'default', Date.now())))).every((l) => l.length === 5));
 
     const finished = await Promise.all(
       accounts.map(async (sid) => {
@@ -70,12 +89,17 @@ describe.each(TOPOLOGIES)('zero downtime with the %s store on %s Redis', (kind, 
       expect(r.oldKeySid).toMatch(/^SK/);
       expect(r.newKeySid).toMatch(/^SK/);
       const deletedAt = Date.parse(r.history.find((h) => h.step === 'delete-old' && h.status === 'completed')!.at);
-      expect(deletedAt - Date.parse(r.operationalizedAt!)).toBeGreaterThanOrEqual(DRAIN_SECONDS * 1000);
+      if (!gate) expect(deletedAt - Date.parse(r.operationalizedAt!)).toBeGreaterThanOrEqual(DRAIN_SECONDS * 1000);
+      // With the gate: long before the drain maximum, once all five consumers reported the new key.
+      else {
+        expect(deletedAt).toBeLessThan(Date.parse(r.promoteAfter!));
+        expect(r.history.find((h) => h.step === 'promote' && h.status === 'completed')!.detail).toContain('5 of 5 consumers on the new key');
+      }
     }
     const total = stats.reduce((a, s) => ({ requests: a.requests + s.requests, unauthorized: a.unauthorized + s.unauthorized, keys: a.keys + s.keysUsed.size }), { requests: 0, unauthorized: 0, keys: 0 });
     // Every 401 within the contract is a failure; one with a credential read more than a drain
     // before Twilio refused it is this process being starved, not Rotator (contractFailures).
-    const failed = contractFailures(stats.flatMap((s) => s.failures), stack.emu, DRAIN_SECONDS * 1000);
+    const failed = contractFailures(stats.flatMap((s) => s.failures), stack.emu, drainSeconds * 1000);
     expect(failed.within, JSON.stringify(failed.within)).toEqual([]);
     if (failed.late) console.log(`zero-downtime (${kind}): ${failed.late} 401(s) with a credential used more than a drain after it was read (host starved), outside the contract`);
     expect(total.requests).toBeGreaterThan(200);
@@ -105,7 +129,7 @@ describe.each(TOPOLOGIES)('zero downtime with the %s store on %s Redis', (kind, 
   it.skipIf(!!unavailable)('bootstraps the subaccount whose store entry is empty, then rotates it like any other', async () => {
     const sid = stack.emu.subaccounts[SEEDED]!.sid;
     expect(await stack.store.readCurrent(stack.path(sid))).toBeUndefined();
-    const consumer = new SimulatedConsumer({ store: stack.store, pathOf: stack.path, accounts: [sid], refreshMs: REFRESH_MS, baseUrl: stack.emu.url });
+    const consumer = new SimulatedConsumer({ store: stack.store, pathOf: stack.path, accounts: [sid], refreshMs: REFRESH_MS, baseUrl: stack.emu.url, ...reporter() });
     consumer.start();
     const bootstrap = await waitFinished(rt, (await startRotation(rt, sid, 'bootstrap')).id);
     const next = await waitFinished(rt, (await startRotation(rt, sid, 'after bootstrap')).id);
@@ -121,7 +145,7 @@ describe.each(TOPOLOGIES)('zero downtime with the %s store on %s Redis', (kind, 
     expect(settled.problems).toEqual([]);
     expect(settled.currentKeySid).toBe(next.newKeySid);
     // The consumer waited while the entry was empty, then used the keys without a 401.
-    expect(contractFailures(stats.failures, stack.emu, DRAIN_SECONDS * 1000).within).toEqual([]);
+    expect(contractFailures(stats.failures, stack.emu, drainSeconds * 1000).within).toEqual([]);
     expect(stats.keysUsed.has(next.newKeySid!)).toBe(true);
   });
 });

@@ -26,7 +26,16 @@ export class SimulatedConsumer {
   #loop?: Promise<void>;
 
   constructor(
-    private readonly opts: { store: SecretStore; pathOf: (sid: string) => string; accounts: string[]; refreshMs: number; baseUrl: string; pauseMs?: number },
+    private readonly opts: {
+      store: SecretStore;
+      pathOf: (sid: string) => string;
+      accounts: string[];
+      refreshMs: number;
+      baseUrl: string;
+      pauseMs?: number;
+      /** Told the key it uses after every read of the store, before any request with it (a consumer heartbeat). */
+      onKey?: (accountSid: string, keySid: string) => Promise<void>;
+    },
   ) {}
 
   start(): void {
@@ -47,6 +56,7 @@ export class SimulatedConsumer {
     const cred = await this.opts.store.readCurrent(this.opts.pathOf(sid));
     if (!cred) return undefined;
     const entry = { cred, readAt };
+    await this.opts.onKey?.(sid, cred.apiKeySid);
     this.#cache.set(sid, entry);
     return entry;
   }

@@ -12,6 +12,15 @@ export interface PromoteGate {
   check(rec: RotationRecord, now: number): Promise<{ ready: true } | { ready: false; retryAt: number; reason: string }>;
 }
 
+/**
+ * Decides when promote's drain is over, in place of the plain DRAIN_SECONDS clock: the consumer
+ * gate (issue 15) ends it as soon as every live consumer reports the new key, or holds it past the
+ * drain while one lags. `patch` is what the record should show meanwhile (k of n on the new key).
+ */
+export interface DrainGate {
+  decide(rec: RotationRecord, now: number, drainEndsAt: number): Promise<{ ready: true; detail?: string; patch?: Partial<RotationRecord> } | { ready: false; retryAt: number; reason: string; patch?: Partial<RotationRecord> }>;
+}
+
 /** What a step may touch: narrow on purpose. */
 export interface StepContext {
   twilio: TwilioKeyOps;
@@ -30,6 +39,8 @@ export interface StepContext {
   reportSprawl?(rec: RotationRecord, keys: readonly TwilioKey[]): void;
   drainMs: number;
   gates: readonly PromoteGate[];
+  /** The consumer gate: absent, promote waits out the drain alone. */
+  drainGate?: DrainGate;
   now(): number;
   crash: CrashPoint;
 }
