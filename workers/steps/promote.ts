@@ -1,13 +1,15 @@
 import { PermanentError } from '../../src/domain/errors.ts';
 import { credentialOf, type RotationRecord } from '../../src/domain/rotation.ts';
 import type { StepContext, StepOutcome } from './context.ts';
-import { verifyWithPropagation } from './verify.ts';
+import { kindSteps } from './kinds/index.ts';
 
 /**
- * Step 3. Wait until every consumer can have moved to the new key — the drain since
- * operationalize, then any further gate (consumer pickup reports) — and verify the new key again.
- * Waiting is a delayed job, not a sleeping worker. An urgent rotation (a leaked key) passes the
- * gates: its admin chose to kill the old key before every consumer has reported the new one.
+ * Step 3. Wait until every consumer can have moved to the new credential — the drain since
+ * operationalize, then any further gate (consumer pickup reports) — verify it again, and make it
+ * the primary at Twilio where the kind has such a switch (the Auth Token's promotion, after which
+ * the old token fails). Waiting is a delayed job, not a sleeping worker. An urgent rotation (a
+ * leaked key) passes the gates: its admin chose to kill the old key before every consumer has
+ * reported the new one.
  */
 export async function promoteNewKey(ctx: StepContext, rec: RotationRecord): Promise<StepOutcome> {
   const now = ctx.now();
@@ -18,11 +20,14 @@ export async function promoteNewKey(ctx: StepContext, rec: RotationRecord): Prom
     if (!verdict.ready) return { kind: 'wait', until: verdict.retryAt, reason: `${gate.name}: ${verdict.reason}` };
   }
   ctx.crash('promote:start');
-  const current = await ctx.store.readCurrent(ctx.secretPath(rec.accountSid, rec.credential));
+  const kind = kindSteps(rec);
+  const entry = await ctx.store.read(ctx.secretPath(rec.accountSid, rec.credential));
+  const current = entry.current?.credential;
   if (!current || current.apiKeySid !== rec.newKeySid) {
-    throw new PermanentError('store_drift', `the store's current key for ${credentialOf(rec)} is ${current?.apiKeySid ?? 'missing'}, not this rotation's ${rec.newKeySid}: something else wrote the secret`);
+    throw new PermanentError('store_drift', `the store's current ${kind.noun} for ${credentialOf(rec)} is ${current?.apiKeySid ?? 'missing'}, not this rotation's ${rec.newKeySid}: something else wrote the secret`);
   }
-  await verifyWithPropagation(ctx, current);
+  await kind.verify(ctx, rec, current);
+  const detail = await kind.makePrimary(ctx, rec, current, entry);
   ctx.crash('promote:done');
-  return { kind: 'advance', patch: {}, next: 'delete-old', detail: 'new key verified, primary' };
+  return { kind: 'advance', patch: {}, next: 'delete-old', detail };
 }
