@@ -96,6 +96,7 @@ export const StartBody = Type.Object(
       Type.Boolean({ description: 'Emergency rotation after a leak (admin role; reason required): the old key is deleted after drainSeconds instead of DRAIN_SECONDS, and promote gates are skipped' }),
     ),
     drainSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400, description: 'With urgent: the drain in seconds (default 0; capped at DRAIN_SECONDS)' })),
+    confirm: Type.Optional(Type.String({ maxLength: 34, description: "An Auth Token rotation's confirmation: the account SID repeated (admin role; the account must have authTokenRotation enabled)" })),
   },
   { additionalProperties: false },
 );
@@ -105,7 +106,15 @@ export const AbandonBody = Type.Object(
   { additionalProperties: false },
 );
 
-export const StartReply = Type.Object({ id: Type.String(), accountSid: Type.String(), credential: Type.String(), status: Status, step: StepT });
+export const StartReply = Type.Object({
+  id: Type.String(),
+  accountSid: Type.String(),
+  credential: Type.String(),
+  status: Status,
+  step: StepT,
+  kind: Type.Optional(Type.String({ description: 'the credential kind: api-key, restricted-key or auth-token' })),
+  dependsOn: Type.Optional(Type.Array(Type.String(), { description: 'an Auth Token rotation: what depends on the token' })),
+});
 
 export const Cursor = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$', description: 'the nextCursor of the previous page' });
 
@@ -543,6 +552,7 @@ export const AccountPatchBody = Type.Object(
     labels: Type.Optional(Type.Array(Type.String({ maxLength: 127 }), { maxItems: 64, description: 'replaces the labels ([] clears): hipaa, pci, tier=gold…' })),
     policy: Type.Optional(PolicyRef),
     paused: Type.Optional(Type.Boolean({ description: 'neither the planner nor a batch starts rotations of its credentials' })),
+    authTokenRotation: Type.Optional(Type.Boolean({ description: "allow rotating this account's Auth Token (admin role; off by default)" })),
   },
   { additionalProperties: false },
 );
@@ -601,6 +611,7 @@ export const AccountDetailT = Type.Object({
   status: Type.String({ description: 'Twilio status: active, suspended or closed' }),
   labels: Type.Array(Type.String()),
   paused: Type.Boolean(),
+  authTokenRotation: Type.Boolean({ description: "whether this account's Auth Token may be rotated (PATCH by an admin)" }),
   policyOverride: NullableString({ description: "the account's policy override" }),
   firstSeenAt: Type.String(),
   credentials: Type.Array(CredentialStatusT, { description: 'its managed credentials, by name; empty when none is managed' }),

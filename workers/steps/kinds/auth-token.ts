@@ -13,6 +13,7 @@
  */
 import { PermanentError } from '../../../src/domain/errors.ts';
 import { credentialOf } from '../../../src/domain/rotation.ts';
+import { authTokenDependents } from '../../../src/domain/auth-token.ts';
 import { authTokenCredential, authTokenId } from '../../../src/domain/secret.ts';
 import { verifyWithPropagation } from '../verify.ts';
 import type { KindSteps } from './index.ts';
@@ -92,14 +93,4 @@ async function primaryUnlessPromoted(ctx: Parameters<KindSteps['create']>[0], re
     throw new PermanentError('auth_token_promoted', `the new Auth Token ${rec.newKeySid} of ${credentialOf(rec)} is already the primary at Twilio and the old one no longer works: the rotation cannot be undone; retry it to finish`);
   }
   return primary;
-}
-
-/** What breaks when an account's Auth Token changes: shown by the dry run and the API's refusal messages. */
-export function authTokenDependents(accountSid: string): string[] {
-  return [
-    `every application that authenticates as ${accountSid} with its Auth Token (it must re-read the store within the drain)`,
-    `webhook signature validation (X-Twilio-Signature) for ${accountSid}: use validateTwilioRequest (rotator/client/webhook), which accepts the previous token until promotion`,
-    `Rotator's Main-key fallback for ${accountSid} (the subaccount's token, used when the parent's Main key is refused): re-read after promotion`,
-    'Twilio Functions or Services that embed the token: they take about a minute to pick up a change',
-  ];
 }
