@@ -424,6 +424,7 @@ export const BatchBody = Type.Unsafe<unknown>({
     'waves: {canary: a count (5) or a percentage ("10%"), step: percent of the selection per later wave (1..100), bakeSeconds}; maxFailureRate: 0..1',
   properties: {
     selector: { description: '"all", or an object with exactly one of labels (all must apply), accountSids, credentials' },
+    kinds: { type: 'array', items: { type: 'string', enum: ['api-key', 'restricted-key', 'auth-token'] }, description: 'only credentials of these kinds (default every kind); an Auth Token is selected only where its policy says allowAuthToken' },
     reason: { type: 'string', description: 'why (goes into every rotation and the audit trail)' },
     dryRun: { type: 'boolean' },
     waves: { type: 'object', properties: { canary: {}, step: { type: 'integer' }, bakeSeconds: { type: 'integer' } } },
@@ -515,6 +516,7 @@ export const PolicyT = Type.Object(
     labels: Type.Optional(Type.Array(Type.String(), { description: 'subaccount labels that assign this policy' })),
     exclude: Type.Optional(Type.Boolean({ description: 'take the credentials it applies to out of the schedule and the report' })),
     autoRotate: Type.Optional(Type.Boolean({ description: 'false: deadlines are tracked, but only people or batches start rotations (default true)' })),
+    allowAuthToken: Type.Optional(Type.Boolean({ description: 'true: the planner and batches may rotate auth-token credentials this policy applies to (default false; not on the default policy, nor with exclude or autoRotate: false)' })),
     description: Type.Optional(Type.String({ maxLength: 200 })),
   },
   { additionalProperties: false },
