@@ -565,7 +565,7 @@ export const CredentialPatchBody = Type.Object(
 );
 
 export const AddCredentialBody = Type.Object(
-  { name: CredentialNameParam, kind: Type.Optional(Type.Unsafe<'api-key'>({ type: 'string', enum: ['api-key'], description: 'what is rotated (default api-key)' })) },
+  { name: CredentialNameParam, kind: Type.Optional(Type.Unsafe<'api-key' | 'restricted-key' | 'auth-token'>({ type: 'string', enum: ['api-key', 'restricted-key', 'auth-token'], description: 'what is rotated (default api-key): a Standard API key, a restricted API key (the new key copies its policy) or the subaccount Auth Token (guarded)' })) },
   { additionalProperties: false },
 );
 
