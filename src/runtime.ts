@@ -171,7 +171,12 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
     const policies = new PolicyRepository(conn, cfg.redisPrefix, builtInPolicies(cfg));
     const complianceFacts = new ComplianceFacts(conn, cfg.redisPrefix);
     const complianceRows = complianceRowsOn(conn, cfg.redisPrefix, { credentials, policies });
-    const service = new RotationService(rotations, rotationQueue, Date.now, { secretPath: pathOf, keyNamePrefix: cfg.keyNamePrefix });
+    const service = new RotationService(rotations, rotationQueue, Date.now, {
+      secretPath: pathOf,
+      keyNamePrefix: cfg.keyNamePrefix,
+      kindOf: async (accountSid, name) => (await credentials.get({ accountSid, name }))?.kind ?? 'api-key',
+      authTokenEnabled: async (accountSid) => (await accounts.get(accountSid))?.authTokenRotation === true,
+    });
     const fleet = new FleetDirectory({ credentials, accounts, policies });
     const planner = new Planner(
       // Ticks run in the worker (metrics is built below, before any tick).
@@ -371,6 +376,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
         lease: new StepLease(redis, (id) => repo.keys.stepLease(id), cfg.jobLockMs),
         ctx: {
           twilio,
+          ...(admin ? { credentialOps: admin } : {}),
           store,
           secretPath: pathOf,
           keyNamePrefix: cfg.keyNamePrefix,

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { SecretEntry, SecretStore, StoredVersion } from '../secret-store.ts';
 import { StoreError } from '../store-error.ts';
-import { credentialFromObject, plainCredential, type TwilioApiKeyCredential } from '../../src/domain/secret.ts';
+import { credentialFromObject, plainCredential, plainCredentialId, type TwilioApiKeyCredential } from '../../src/domain/secret.ts';
 import { decodeEntry, fits, newEntryFile, sealSlot, slotOffset, slotSizeFor, type Decoded } from './entry-file.ts';
 import { probeLocking, withFileLock } from './lock.ts';
 import { fileStoreError } from './errors.ts';
@@ -206,9 +206,9 @@ export class FileSecretStore implements SecretStore {
 
   async promotePending(path: string, rotationId: string, apiKeySid: string): Promise<void> {
     await this.#update(path, (entry) => {
-      if (entry.current?.credential.apiKeySid === apiKeySid) return undefined;
+      if (plainCredentialId(entry.current?.credential) === apiKeySid) return undefined;
       const pending = entry.pending;
-      if (!pending || pending.rotationId !== rotationId || pending.credential.apiKeySid !== apiKeySid) {
+      if (!pending || pending.rotationId !== rotationId || plainCredentialId(pending.credential) !== apiKeySid) {
         throw new StoreError('store_state', `no pending credential ${apiKeySid} of rotation ${rotationId} at ${path} to promote`);
       }
       return { current: pending, ...(entry.current ? { previous: entry.current } : {}) };
@@ -225,7 +225,7 @@ export class FileSecretStore implements SecretStore {
 
   async restorePrevious(path: string, newKeySid: string): Promise<void> {
     await this.#update(path, (entry) => {
-      if (entry.current?.credential.apiKeySid !== newKeySid) return undefined;
+      if (plainCredentialId(entry.current?.credential) !== newKeySid) return undefined;
       const { current: _new, previous, ...rest } = entry;
       return { ...rest, ...(previous ? { current: previous } : {}) };
     });
@@ -233,7 +233,7 @@ export class FileSecretStore implements SecretStore {
 
   async dropPrevious(path: string, apiKeySid: string): Promise<void> {
     await this.#update(path, (entry) => {
-      if (entry.previous?.credential.apiKeySid !== apiKeySid) return undefined;
+      if (plainCredentialId(entry.previous?.credential) !== apiKeySid) return undefined;
       const { previous: _old, ...rest } = entry;
       return rest;
     });
@@ -258,7 +258,7 @@ function toVersion(v: PlainVersion): StoredVersion {
 }
 
 function sameCredential(a: Record<string, string>, b: Record<string, string>): boolean {
-  return a.accountSid === b.accountSid && a.apiKeySid === b.apiKeySid && a.apiKeySecret === b.apiKeySecret;
+  return a.accountSid === b.accountSid && a.apiKeySid === b.apiKeySid && a.apiKeySecret === b.apiKeySecret && a.authToken === b.authToken;
 }
 
 function parseEntry(plain: Buffer): PlainEntry {

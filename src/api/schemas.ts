@@ -108,6 +108,7 @@ export const StartBody = Type.Object(
       Type.Boolean({ description: 'Emergency rotation after a leak (admin role; reason required): the old key is deleted after drainSeconds instead of DRAIN_SECONDS, and promote gates are skipped' }),
     ),
     drainSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 86_400, description: 'With urgent: the drain in seconds (default 0; capped at DRAIN_SECONDS)' })),
+    confirm: Type.Optional(Type.String({ maxLength: 34, description: "An Auth Token rotation's confirmation: the account SID repeated (admin role; the account must have authTokenRotation enabled)" })),
   },
   { additionalProperties: false },
 );
@@ -117,7 +118,15 @@ export const AbandonBody = Type.Object(
   { additionalProperties: false },
 );
 
-export const StartReply = Type.Object({ id: Type.String(), accountSid: Type.String(), credential: Type.String(), status: Status, step: StepT });
+export const StartReply = Type.Object({
+  id: Type.String(),
+  accountSid: Type.String(),
+  credential: Type.String(),
+  status: Status,
+  step: StepT,
+  kind: Type.Optional(Type.String({ description: 'the credential kind: api-key, restricted-key or auth-token' })),
+  dependsOn: Type.Optional(Type.Array(Type.String(), { description: 'an Auth Token rotation: what depends on the token' })),
+});
 
 export const Cursor = Type.String({ minLength: 1, maxLength: 200, pattern: '^[A-Za-z0-9_-]+$', description: 'the nextCursor of the previous page' });
 
@@ -433,6 +442,7 @@ export const BatchBody = Type.Unsafe<unknown>({
     'waves: {canary: a count (5) or a percentage ("10%"), step: percent of the selection per later wave (1..100), bakeSeconds}; maxFailureRate: 0..1',
   properties: {
     selector: { description: '"all", or an object with exactly one of labels (all must apply), accountSids, credentials' },
+    kinds: { type: 'array', items: { type: 'string', enum: ['api-key', 'restricted-key', 'auth-token'] }, description: 'only credentials of these kinds (default every kind); an Auth Token is selected only where its policy says allowAuthToken' },
     reason: { type: 'string', description: 'why (goes into every rotation and the audit trail)' },
     dryRun: { type: 'boolean' },
     waves: { type: 'object', properties: { canary: {}, step: { type: 'integer' }, bakeSeconds: { type: 'integer' } } },
@@ -524,6 +534,7 @@ export const PolicyT = Type.Object(
     labels: Type.Optional(Type.Array(Type.String(), { description: 'subaccount labels that assign this policy' })),
     exclude: Type.Optional(Type.Boolean({ description: 'take the credentials it applies to out of the schedule and the report' })),
     autoRotate: Type.Optional(Type.Boolean({ description: 'false: deadlines are tracked, but only people or batches start rotations (default true)' })),
+    allowAuthToken: Type.Optional(Type.Boolean({ description: 'true: the planner and batches may rotate auth-token credentials this policy applies to (default false; not on the default policy, nor with exclude or autoRotate: false)' })),
     description: Type.Optional(Type.String({ maxLength: 200 })),
     consumerGate: Type.Optional(
       Type.Object(
@@ -571,6 +582,7 @@ export const AccountPatchBody = Type.Object(
     labels: Type.Optional(Type.Array(Type.String({ maxLength: 127 }), { maxItems: 64, description: 'replaces the labels ([] clears): hipaa, pci, tier=gold…' })),
     policy: Type.Optional(PolicyRef),
     paused: Type.Optional(Type.Boolean({ description: 'neither the planner nor a batch starts rotations of its credentials' })),
+    authTokenRotation: Type.Optional(Type.Boolean({ description: "allow rotating this account's Auth Token (admin role; off by default)" })),
   },
   { additionalProperties: false },
 );
@@ -581,7 +593,7 @@ export const CredentialPatchBody = Type.Object(
 );
 
 export const AddCredentialBody = Type.Object(
-  { name: CredentialNameParam, kind: Type.Optional(Type.Unsafe<'api-key'>({ type: 'string', enum: ['api-key'], description: 'what is rotated (default api-key)' })) },
+  { name: CredentialNameParam, kind: Type.Optional(Type.Unsafe<'api-key' | 'restricted-key' | 'auth-token'>({ type: 'string', enum: ['api-key', 'restricted-key', 'auth-token'], description: 'what is rotated (default api-key): a Standard API key, a restricted API key (the new key copies its policy) or the subaccount Auth Token (guarded)' })) },
   { additionalProperties: false },
 );
 
@@ -629,6 +641,7 @@ export const AccountDetailT = Type.Object({
   status: Type.String({ description: 'Twilio status: active, suspended or closed' }),
   labels: Type.Array(Type.String()),
   paused: Type.Boolean(),
+  authTokenRotation: Type.Boolean({ description: "whether this account's Auth Token may be rotated (PATCH by an admin)" }),
   policyOverride: NullableString({ description: "the account's policy override" }),
   firstSeenAt: Type.String(),
   credentials: Type.Array(CredentialStatusT, { description: 'its managed credentials, by name; empty when none is managed' }),

@@ -18,6 +18,7 @@
 import { credentialId, isCredentialName, LABEL, type Checked, type CredentialRef, type FieldError } from './credential.ts';
 
 export { credentialId, describeFieldErrors, parseCredentialId, type Checked, type CredentialRef, type FieldError } from './credential.ts';
+import { CREDENTIAL_KINDS, type CredentialKind } from './credential.ts';
 import { ACCOUNT_SID } from './rotation.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -42,6 +43,8 @@ export interface WaveSpec {
 
 export interface BatchRequest {
   selector: BatchSelector;
+  /** Only credentials of these kinds (api-key, restricted-key, auth-token); absent: every kind. */
+  kinds?: CredentialKind[];
   reason: string;
   dryRun: boolean;
   waves: WaveSpec;
@@ -87,9 +90,19 @@ function join(at: string, key: string): string {
 export function parseBatchRequest(input: unknown): Checked<BatchRequest> {
   const errors: FieldError[] = [];
   if (!isObject(input)) return { ok: false, errors: [{ path: '(body)', message: `must be a JSON object, not ${describe(input)}` }] };
-  unknownFields(input, ['selector', 'reason', 'dryRun', 'waves', 'maxFailureRate'], '', errors);
+  unknownFields(input, ['selector', 'kinds', 'reason', 'dryRun', 'waves', 'maxFailureRate'], '', errors);
 
   const selector = parseSelector(input.selector, errors);
+  let kinds: CredentialKind[] | undefined;
+  if (input.kinds !== undefined) {
+    if (!Array.isArray(input.kinds) || input.kinds.length === 0) errors.push({ path: 'kinds', message: `must be a non-empty list of ${CREDENTIAL_KINDS.join(', ')}, not ${describe(input.kinds)}` });
+    else {
+      input.kinds.forEach((k: unknown, i) => {
+        if (!(CREDENTIAL_KINDS as readonly unknown[]).includes(k)) errors.push({ path: `kinds[${i}]`, message: `must be one of ${CREDENTIAL_KINDS.join(', ')}, not ${describe(k)}` });
+      });
+      kinds = [...new Set(input.kinds as CredentialKind[])];
+    }
+  }
 
   let reason = '';
   if (typeof input.reason !== 'string') errors.push({ path: 'reason', message: input.reason === undefined ? 'is required: say why (it goes into the audit trail)' : `must be a string, not ${describe(input.reason)}` });
@@ -115,7 +128,7 @@ export function parseBatchRequest(input: unknown): Checked<BatchRequest> {
   else maxFailureRate = rate;
 
   if (errors.length > 0 || !selector || !waves) return { ok: false, errors };
-  return { ok: true, value: { selector, reason, dryRun, waves, maxFailureRate } };
+  return { ok: true, value: { selector, ...(kinds ? { kinds } : {}), reason, dryRun, waves, maxFailureRate } };
 }
 
 const SELECTOR_KINDS = ['labels', 'accountSids', 'credentials'] as const;
@@ -234,6 +247,9 @@ export interface FleetCredential {
   subaccountStatus: string;
   /** Paused (per account or credential): a batch leaves it alone, as the planner does. */
   paused?: boolean;
+  kind?: CredentialKind;
+  /** The policy that applies allows scheduled and batch Auth Token rotation (policy allowAuthToken). */
+  allowAuthToken?: boolean;
 }
 
 export interface Selection {
@@ -251,6 +267,8 @@ export interface Selection {
 export function notRotatable(c: FleetCredential): string | null {
   if (c.subaccountStatus !== 'active') return `subaccount ${c.subaccountStatus}`;
   if (c.paused) return 'paused';
+  // The most guarded operation (domain/auth-token.ts): a batch rotates an Auth Token only where its policy allows.
+  if (c.kind === 'auth-token' && !c.allowAuthToken) return 'auth token not allowed by policy';
   return null;
 }
 
@@ -259,7 +277,9 @@ export function notRotatable(c: FleetCredential): string | null {
  * leave out what cannot be rotated and count it; an explicit list that names such a credential,
  * or one that is not managed, is an error naming the item, since the operator asked for it.
  */
-export function selectCredentials(selector: BatchSelector, fleet: Iterable<FleetCredential>): Checked<Selection> {
+export function selectCredentials(selector: BatchSelector, all: Iterable<FleetCredential>, kinds?: readonly CredentialKind[]): Checked<Selection> {
+  // A kind filter narrows the fleet before the selector applies, as labels do.
+  const fleet = kinds ? [...all].filter((c) => kinds.includes(c.kind ?? 'api-key')) : all;
   const errors: FieldError[] = [];
   const ids: string[] = [];
   const leftOut: Record<string, number> = {};

@@ -7,8 +7,12 @@
  * batches, labels and the API read one definition.
  */
 
-/** What is being rotated. API keys today; restricted keys and the Auth Token come later. */
-export const CREDENTIAL_KINDS = ['api-key'] as const;
+/**
+ * What is being rotated: a Standard API key (v2010), a restricted API key (IAM v1, the new key
+ * copies the old one's policy), or the subaccount's Auth Token (Accounts v1 secondary and promote;
+ * guarded: see `authTokenRefusal` in src/domain/auth-token.ts).
+ */
+export const CREDENTIAL_KINDS = ['api-key', 'restricted-key', 'auth-token'] as const;
 export type CredentialKind = (typeof CREDENTIAL_KINDS)[number];
 
 /** The credential every subaccount has, and the one `POST /v1/rotations {accountSid}` means. */

@@ -54,6 +54,12 @@ export interface Policy {
   exclude?: boolean;
   /** false: deadlines and overdue are tracked, but only people (or batches) start rotations. Default true. */
   autoRotate?: boolean;
+  /**
+   * true: the planner and batches may start rotations of `auth-token` credentials this policy
+   * applies to (the account must also have Auth Token rotation enabled). Default false: an Auth
+   * Token is rotated only by an admin who confirms it.
+   */
+  allowAuthToken?: boolean;
   description?: string;
   /**
    * Promote when the credential's consumers have moved (issue 15), instead of only after
@@ -84,6 +90,7 @@ export interface CompiledPolicy {
   labels: readonly string[];
   exclude: boolean;
   autoRotate: boolean;
+  allowAuthToken: boolean;
   /** Share of a week the windows allow (1 without windows): turns the spread into allowed time. */
   allowedShare: number;
   /** Null: promote after DRAIN_SECONDS whatever the consumers report. */
@@ -116,7 +123,7 @@ const MIN_INTERVAL_MS = HOUR_MS;
 const MAX_INTERVAL_MS = 3650 * DAY_MS;
 const DEFAULT_SPREAD_MS = 7 * DAY_MS;
 
-const POLICY_FIELDS = new Set(['name', 'interval', 'maxKeyAge', 'spread', 'windows', 'blackouts', 'labels', 'exclude', 'autoRotate', 'description', 'consumerGate']);
+const POLICY_FIELDS = new Set(['name', 'interval', 'maxKeyAge', 'spread', 'windows', 'blackouts', 'labels', 'exclude', 'autoRotate', 'allowAuthToken', 'description', 'consumerGate']);
 const CONSUMER_GATE_FIELDS = new Set(['minDrain', 'maxWait', 'onMaxWait']);
 const DEFAULT_MIN_DRAIN_MS = 30_000;
 const MAX_CONSUMER_WAIT_MS = 30 * DAY_MS;
@@ -168,8 +175,14 @@ export function checkPolicy(input: unknown): PolicyCheck {
       });
     if (name === DEFAULT_POLICY_NAME && labels.length > 0) bad('labels', 'the default policy applies where nothing else does: it cannot be assigned by label');
   }
-  for (const flag of ['exclude', 'autoRotate'] as const) {
+  for (const flag of ['exclude', 'autoRotate', 'allowAuthToken'] as const) {
     if (input[flag] !== undefined && typeof input[flag] !== 'boolean') bad(flag, `must be true or false (got ${show(input[flag])})`);
+  }
+  if (input.allowAuthToken === true && (input.exclude === true || input.autoRotate === false) && name !== DEFAULT_POLICY_NAME) {
+    bad('allowAuthToken', 'allows scheduled Auth Token rotation, which a policy that is excluded or not auto-rotated never does: drop one of them');
+  }
+  if (input.allowAuthToken === true && name === DEFAULT_POLICY_NAME) {
+    bad('allowAuthToken', 'the default policy applies to every credential nothing else claims: allow scheduled Auth Token rotation only in a named policy assigned on purpose');
   }
   if (input.description !== undefined && (typeof input.description !== 'string' || input.description.length > 200)) {
     bad('description', 'must be a string of at most 200 characters');
@@ -203,6 +216,7 @@ export function checkPolicy(input: unknown): PolicyCheck {
       labels,
       exclude: source.exclude === true,
       autoRotate: source.autoRotate !== false,
+      allowAuthToken: source.allowAuthToken === true,
       allowedShare: share,
       consumerGate,
     },

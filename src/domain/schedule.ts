@@ -6,12 +6,15 @@
  * stale entry in the due set can cost a look, never a wrong start.
  */
 import type { CompiledPolicy } from './policy.ts';
+import type { CredentialKind } from './credential.ts';
 import { planRotation, startTime, type Plan } from './planner.ts';
 import { DAY_MS } from './duration.ts';
 
 export interface SchedulingSubject {
   /** `<accountSid>/<name>`. */
   id: string;
+  /** The credential's kind (default api-key): an Auth Token is scheduled only where its policy allows it. */
+  kind?: CredentialKind;
   policy: CompiledPolicy;
   /** The credential or its subaccount is paused (FleetEntry.paused). */
   paused: 'credential' | 'account' | null;
@@ -24,7 +27,7 @@ export interface SchedulingSubject {
   lastRotation: { id: string; atMs: number; outcome: string } | null;
 }
 
-export type NotScheduledReason = 'excluded' | 'manual only' | 'paused' | 'subaccount not active';
+export type NotScheduledReason = 'excluded' | 'manual only' | 'paused' | 'subaccount not active' | 'auth token not allowed by policy';
 
 export type Scheduling =
   | { scheduled: false; why: NotScheduledReason }
@@ -41,6 +44,7 @@ export type Scheduling =
 /**
  * The planner's decision for one credential.
  *
+ * - An Auth Token whose policy does not say `allowAuthToken: true`: never scheduled (domain/auth-token.ts).
  * - Excluded, `autoRotate: false`, paused, or a subaccount Twilio no longer lists as active: not
  *   scheduled (a rotation of a closed or suspended subaccount can only fail).
  * - Never rotated successfully and no current key (newly managed, e.g. MANAGE_NEW_SUBACCOUNTS=all):
@@ -53,6 +57,7 @@ export type Scheduling =
 export function scheduleOf(s: SchedulingSubject, opts: { retryAfterFailureMs: number }): Scheduling {
   if (s.policy.exclude) return { scheduled: false, why: 'excluded' };
   if (!s.policy.autoRotate) return { scheduled: false, why: 'manual only' };
+  if (s.kind === 'auth-token' && !s.policy.allowAuthToken) return { scheduled: false, why: 'auth token not allowed by policy' };
   if (s.paused) return { scheduled: false, why: 'paused' };
   if (s.subaccountStatus !== 'active') return { scheduled: false, why: 'subaccount not active' };
   const plan = planRotation(s.policy, { id: s.id, firstSeenMs: s.firstSeenMs, lastRotatedMs: s.lastRotatedMs, keyCreatedMs: s.keyCreatedMs });

@@ -77,9 +77,9 @@ export class BatchService {
     if (!parsed.ok) return parsed;
     const fleet: FleetCredential[] = [];
     for await (const page of this.#d.fleet.entries()) {
-      for (const e of page) fleet.push({ accountSid: e.credential.accountSid, name: e.credential.name, labels: e.labels, subaccountStatus: e.subaccountStatus, paused: e.paused !== null });
+      for (const e of page) fleet.push({ accountSid: e.credential.accountSid, name: e.credential.name, labels: e.labels, subaccountStatus: e.subaccountStatus, paused: e.paused !== null, kind: e.credential.kind, allowAuthToken: e.assignment.policy.allowAuthToken });
     }
-    const selected = selectCredentials(parsed.value.selector, fleet);
+    const selected = selectCredentials(parsed.value.selector, fleet, parsed.value.kinds);
     if (!selected.ok) return selected;
     const at = this.#now();
     const created = createBatch({ id: newRotationId(at), request: parsed.value, credentials: selected.value.ids, at, by });
@@ -293,7 +293,7 @@ export class BatchRunner {
         skips.push({ credentialId: id, reason: 'no longer managed' });
         continue;
       }
-      const why = notRotatable({ accountSid: e.credential.accountSid, name: e.credential.name, labels: e.labels, subaccountStatus: e.subaccountStatus, paused: e.paused !== null });
+      const why = notRotatable({ accountSid: e.credential.accountSid, name: e.credential.name, labels: e.labels, subaccountStatus: e.subaccountStatus, paused: e.paused !== null, kind: e.credential.kind, allowAuthToken: e.assignment.policy.allowAuthToken });
       if (why) skips.push({ credentialId: id, reason: why });
     }
     return skips;
@@ -322,6 +322,8 @@ export class BatchRunner {
       credential: ref.name,
       batchId: s.id,
       trigger: 'batch',
+      // The selection and the skip check before this start left in only Auth Tokens whose policy allows it.
+      policyAllowsAuthToken: true,
       reason: `batch ${s.id}: ${s.reason}`,
       dryRun: s.dryRun,
       ...(s.requestedBy ? { requestedBy: s.requestedBy } : {}),

@@ -31,6 +31,8 @@ export interface AccountChange {
   labels?: string[];
   policy?: string | null;
   paused?: boolean;
+  /** Allow Auth Token rotation for this account (admin only: the route checks the role). */
+  authTokenRotation?: boolean;
 }
 
 export interface AccountPatched {
@@ -64,7 +66,7 @@ export class FleetAdmin {
   /** Undefined when the inventory has no such subaccount. */
   async patchAccount(sid: string, change: AccountChange): Promise<Checked<AccountPatched> | undefined> {
     const errors: FieldError[] = [];
-    if (change.labels === undefined && change.policy === undefined && change.paused === undefined) errors.push({ path: '(body)', message: 'nothing to change: give labels, policy or paused' });
+    if (change.labels === undefined && change.policy === undefined && change.paused === undefined && change.authTokenRotation === undefined) errors.push({ path: '(body)', message: 'nothing to change: give labels, policy, paused or authTokenRotation' });
     change.labels?.forEach((l, i) => {
       if (!isValidLabel(l)) errors.push({ path: `labels[${i}]`, message: `${JSON.stringify(String(l).slice(0, 64))} is not a label: a lower-case word, or key=value (e.g. hipaa, tier=gold; a-z, 0-9, "_", ".", "-"; each part 1–63 characters)` });
     });
@@ -83,6 +85,7 @@ export class FleetAdmin {
     if (change.labels !== undefined && show(before.labels) !== show(account.labels)) changes.push(`labels ${show(before.labels)} → ${show(account.labels)}`);
     if (change.policy !== undefined && before.policyOverride !== account.policyOverride) changes.push(`policy ${before.policyOverride ?? 'none'} → ${account.policyOverride ?? 'none'}`);
     if (change.paused !== undefined && before.paused !== account.paused) changes.push(`paused ${before.paused} → ${account.paused}`);
+    if (change.authTokenRotation !== undefined && before.authTokenRotation !== account.authTokenRotation) changes.push(`AUTH TOKEN ROTATION ${account.authTokenRotation ? 'ENABLED' : 'disabled'}`);
 
     // Labelling a subaccount under MANAGE_NEW_SUBACCOUNTS=label manages it at once, not at the next sync.
     let managed: string | null = null;

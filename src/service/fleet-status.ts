@@ -63,6 +63,7 @@ function notScheduled(e: FleetEntry): string | null {
   if (e.paused === 'credential') return 'the credential is paused';
   if (e.paused === 'account') return 'its subaccount is paused';
   if (!p.autoRotate) return `policy ${p.name} does not rotate automatically (autoRotate: false): rotate it by hand or in a batch`;
+  if (e.credential.kind === 'auth-token' && !p.allowAuthToken) return `an Auth Token: policy ${p.name} does not allow scheduled Auth Token rotation (allowAuthToken); an admin rotates it with a confirmation`;
   return null;
 }
 

@@ -138,6 +138,7 @@ export class Planner {
     return scheduleOf(
       {
         id: e.id,
+        kind: c.kind,
         policy: e.assignment.policy,
         paused: e.paused,
         subaccountStatus: e.subaccountStatus,
@@ -305,7 +306,7 @@ export class Planner {
     const p = c.plan;
     const reason = `scheduled: policy ${p.policy} (${c.entry.assignment.source}), deadline ${isoTime(p.deadlineMs)}${c.overdueMs > 0 ? `, overdue by ${Math.round(c.overdueMs / 60_000)} min` : ''}`;
     try {
-      const res = await this.#d.service.start({ accountSid, credential: name, trigger: 'schedule', reason, requestedBy: 'planner' });
+      const res = await this.#d.service.start({ accountSid, credential: name, trigger: 'schedule', reason, requestedBy: 'planner', policyAllowsAuthToken: c.entry.assignment.policy.allowAuthToken });
       if (res.started) {
         r.started++;
         return;

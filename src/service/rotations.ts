@@ -1,6 +1,18 @@
 import { canAbandon, canRetry, canUndo, credentialOf, isTerminal, leftBehind, newRotationId, retriedRecord, retryMode, undoRequested, withHistory, type HistoryEntry, type RotationRecord, type UndoAction } from '../domain/rotation.ts';
 import type { RotationRepository } from '../state/rotations.ts';
-import { DEFAULT_CREDENTIAL } from '../domain/credential.ts';
+import { DEFAULT_CREDENTIAL, type CredentialKind } from '../domain/credential.ts';
+import { authTokenRefusal, type Refusal } from '../domain/auth-token.ts';
+import { PermanentError } from '../domain/errors.ts';
+
+/** A start the Auth Token guard refused (domain/auth-token.ts): the API answers `status` with the message. */
+export class StartRefusedError extends PermanentError {
+  readonly status: Refusal['status'];
+  constructor(refusal: Refusal) {
+    super(refusal.code, refusal.message);
+    this.name = 'StartRefusedError';
+    this.status = refusal.status;
+  }
+}
 
 /** What starting, waking and undoing rotations needs from the queue. */
 export interface RotationQueue {
@@ -29,6 +41,12 @@ export interface StartRequest {
   /** An emergency rotation: drain `drainSeconds` (default 0) instead of DRAIN_SECONDS. */
   urgent?: boolean;
   drainSeconds?: number;
+  /** The caller holds the admin role (API starts; the Auth Token guard needs it). */
+  admin?: boolean;
+  /** An Auth Token rotation's confirmation: the account SID repeated. */
+  confirm?: string;
+  /** The policy that applies to the credential allows a schedule or batch to rotate an Auth Token. */
+  policyAllowsAuthToken?: boolean;
 }
 
 export type StartResult = { started: true; record: RotationRecord } | { started: false; existing: RotationRecord };
@@ -41,6 +59,10 @@ export interface RotationServiceOptions {
   /** Where a managed credential's secret lives (SECRET_PATH_TEMPLATE), for what an abandoned rotation may leave behind. */
   secretPath?: (accountSid: string, credential: string) => string;
   keyNamePrefix?: string;
+  /** The managed credential's kind (default api-key). */
+  kindOf?: (accountSid: string, credential: string) => Promise<CredentialKind>;
+  /** Whether an admin enabled Auth Token rotation for the account. */
+  authTokenEnabled?: (accountSid: string) => Promise<boolean>;
 }
 
 /**
@@ -54,13 +76,24 @@ export class RotationService {
     private readonly opts: RotationServiceOptions = {},
   ) {}
 
+  /**
+   * Start a rotation of the credential (its kind read from the managed credential). An Auth Token
+   * rotation passes the guard first, whoever asks (API, planner, batch): throws StartRefusedError.
+   */
   async start(req: StartRequest): Promise<StartResult> {
     const at = new Date(this.now()).toISOString();
+    const credential = req.credential ?? DEFAULT_CREDENTIAL;
+    const kind = (await this.opts.kindOf?.(req.accountSid, credential)) ?? 'api-key';
+    if (kind === 'auth-token') {
+      const enabled = (await this.opts.authTokenEnabled?.(req.accountSid)) ?? false;
+      const refusal = authTokenRefusal({ kind, accountSid: req.accountSid, trigger: req.trigger, enabled, admin: req.admin, confirm: req.confirm, policyAllows: req.policyAllowsAuthToken, dryRun: req.dryRun });
+      if (refusal) throw new StartRefusedError(refusal);
+    }
     const record: RotationRecord = {
       id: req.id ?? newRotationId(this.now()),
-      kind: 'api-key',
+      kind,
       accountSid: req.accountSid,
-      credential: req.credential ?? DEFAULT_CREDENTIAL,
+      credential,
       ...(req.batchId ? { batchId: req.batchId } : {}),
       status: 'pending',
       step: 'create-secondary',

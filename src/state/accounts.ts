@@ -39,6 +39,8 @@ export interface AccountRecord {
   policyOverride: string | null;
   /** Paused: neither the planner nor a batch starts rotations of its credentials. */
   paused: boolean;
+  /** Auth Token rotation enabled for this account (off, absent, unless an admin turns it on: domain/auth-token.ts). */
+  authTokenRotation?: boolean;
 }
 
 /** What GET /v1/accounts shows, in the order of its schema (AccountT). */
@@ -101,10 +103,13 @@ export interface StoredAccount {
   l?: string[];
   q?: string;
   z?: 1;
+  /** Auth Token rotation enabled. */
+  a?: 1;
 }
 
 // KEYS: account, lexical index, row generations, dirty rows (state/compliance-rows.ts). ARGV: sid, nowMs, labels JSON ('' keep), policy ('' keep, '-' clear), paused ('' keep, '0', '1'),
-// policy-users key prefix, policies hash ('' when the named policy need not be stored: a built-in one)
+// policy-users key prefix, policies hash ('' when the named policy need not be stored: a built-in one),
+// authTokenRotation ('' keep, '0', '1')
 // Only for an account the index knows (synced or rotated): labels on a SID Rotator never saw are refused by the caller.
 // The override is checked against the stored policies and recorded in its policy's users set in the
 // same script as the write, so a policy deleted meanwhile cannot be left named (state/policies.ts).
@@ -121,6 +126,7 @@ if ARGV[3] ~= '' then
 end
 set_override(a, 'q', ARGV[4], ARGV[1], ARGV[6])
 if ARGV[5] == '1' then a.z = 1 elseif ARGV[5] == '0' then a.z = nil end
+if ARGV[8] == '1' then a.a = 1 elseif ARGV[8] == '0' then a.a = nil end
 redis.call('SET', KEYS[1], cjson.encode(a))
 mark_rows(KEYS[3], KEYS[4], ARGV[1])
 return cjson.encode(a)
@@ -241,11 +247,11 @@ export class AccountRepository {
    * `requireStoredPolicy`: the override names a policy that is not built in, so it must be stored
    * at the moment of the write; throws UnknownPolicyError (code unknown_policy) when it is not.
    */
-  async patch(accountSid: string, change: { labels?: readonly string[]; policy?: string | null; paused?: boolean }, opts: { requireStoredPolicy?: boolean } = {}): Promise<AccountRecord | undefined> {
+  async patch(accountSid: string, change: { labels?: readonly string[]; policy?: string | null; paused?: boolean; authTokenRotation?: boolean }, opts: { requireStoredPolicy?: boolean } = {}): Promise<AccountRecord | undefined> {
     const labels = change.labels === undefined ? '' : JSON.stringify([...new Set(change.labels)].sort());
     const { policy, paused } = overrideArgs(change);
     const k = this.#keys;
-    const raw = (await runScript(this.#redis, PATCH, 4, k.account(accountSid), k.accounts, k.complianceRowGen, k.complianceRowDirty, accountSid, String(Date.now()), labels, policy, paused, k.policyUsers(''), opts.requireStoredPolicy ? k.policies : '').catch((err: Error) => {
+    const raw = (await runScript(this.#redis, PATCH, 4, k.account(accountSid), k.accounts, k.complianceRowGen, k.complianceRowDirty, accountSid, String(Date.now()), labels, policy, paused, k.policyUsers(''), opts.requireStoredPolicy ? k.policies : '', change.authTokenRotation === undefined ? '' : change.authTokenRotation ? '1' : '0').catch((err: Error) => {
       throw unknownPolicy(err, change.policy);
     })) as string | null;
     return raw ? fromStored(accountSid, JSON.parse(raw) as StoredAccount) : undefined;
@@ -310,6 +316,7 @@ export function fromStored(accountSid: string, a: StoredAccount): AccountRecord 
     labels: Array.isArray(a.l) ? a.l : [],
     policyOverride: typeof a.q === 'string' ? a.q : null,
     paused: a.z === 1,
+    authTokenRotation: a.a === 1,
   };
 }
 

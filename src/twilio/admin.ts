@@ -6,6 +6,7 @@ import type { TwilioAdminCredential } from '../config.ts';
 import { classifyTwilioError } from './errors.ts';
 import { createTwilioHttpClient, type TwilioCallObserver } from './http.ts';
 import type { ConcurrencyGate } from './gate.ts';
+import { verifyingRead, type AuthTokenOps, type KeyPolicy, type RestrictedKeyOps } from './kinds.ts';
 
 type Client = ReturnType<typeof twilio>;
 
@@ -60,7 +61,7 @@ export interface TwilioAdminOptions {
  * refused with 401, Rotator falls back to the subaccount's own auth token, which the parent may
  * read; that token is held in memory only, never stored.
  */
-export class TwilioAdmin implements TwilioKeyOps {
+export class TwilioAdmin implements TwilioKeyOps, RestrictedKeyOps, AuthTokenOps {
   readonly #opts: TwilioAdminOptions;
   readonly #http: ReturnType<typeof createTwilioHttpClient>;
   readonly #parent: Client;
@@ -157,6 +158,122 @@ export class TwilioAdmin implements TwilioKeyOps {
       await client.api.v2010.accounts(accountSid).messages.page({ pageSize: 1 });
     } catch (err) {
       throw classifyTwilioError(err, `verifying new key ${keySid} on ${accountSid}`, 'new key');
+    }
+  }
+
+  // ---- Restricted keys (IAM v1) ----
+
+  async listIamKeys(accountSid: string): Promise<{ sid: string; friendlyName: string }[]> {
+    return this.#onSub(accountSid, `listing API keys of ${accountSid} (IAM v1)`, async (c) => {
+      const keys = await c.iam.v1.getApiKeys.list({ accountSid, pageSize: 1000 });
+      return keys.map((k) => ({ sid: k.sid, friendlyName: k.friendlyName ?? '' }));
+    });
+  }
+
+  async fetchKeyPolicy(accountSid: string, keySid: string): Promise<KeyPolicy | null | undefined> {
+    return this.#onSub(accountSid, `reading the policy of key ${keySid} of ${accountSid}`, async (c) => {
+      try {
+        const key = await c.iam.v1.apiKey(keySid).fetch();
+        return (key.policy as KeyPolicy | null | undefined) ?? null;
+      } catch (err) {
+        if ((err as { status?: number }).status === 404) return undefined;
+        throw err;
+      }
+    });
+  }
+
+  async createRestrictedKey(accountSid: string, friendlyName: string, policy: KeyPolicy): Promise<{ sid: string; secret: Secret; policy: KeyPolicy | null }> {
+    return this.#onSub(accountSid, `creating a restricted API key in ${accountSid}`, async (c) => {
+      const key = await c.iam.v1.newApiKey.create({ accountSid, friendlyName, keyType: 'restricted', policy });
+      if (!key.secret) throw new PermanentError('twilio_no_secret', `Twilio created key ${key.sid} in ${accountSid} without returning its secret`);
+      return { sid: key.sid, secret: new Secret(key.secret), policy: (key.policy as KeyPolicy | null | undefined) ?? null };
+    });
+  }
+
+  async deleteIamKey(accountSid: string, keySid: string): Promise<'deleted' | 'absent'> {
+    return this.#onSub(accountSid, `deleting API key ${keySid} of ${accountSid} (IAM v1)`, async (c) => {
+      try {
+        await c.iam.v1.apiKey(keySid).remove();
+        return 'deleted' as const;
+      } catch (err) {
+        if ((err as { status?: number }).status === 404) return 'absent' as const;
+        throw err;
+      }
+    });
+  }
+
+  async verifyRestrictedKey(accountSid: string, keySid: string, secret: Secret, policy: KeyPolicy): Promise<string> {
+    const client = this.#client(keySid, secret, accountSid);
+    const read = verifyingRead(policy);
+    try {
+      if (read === '/twilio/usage/balance/read') await client.api.v2010.accounts(accountSid).balance.fetch();
+      else if (read) await client.api.v2010.accounts(accountSid).messages.page({ pageSize: 1 });
+      else {
+        // The policy allows none of the reads Rotator knows: a refusal for the policy (70051)
+        // still proves Twilio authenticated the key.
+        try {
+          await client.api.v2010.accounts(accountSid).messages.page({ pageSize: 1 });
+        } catch (err) {
+          if ((err as { code?: number }).code === 70051) return 'authenticated (refused by its policy, 70051, as expected)';
+          throw err;
+        }
+      }
+      return read ?? 'authenticated';
+    } catch (err) {
+      throw classifyTwilioError(err, `verifying new restricted key ${keySid} on ${accountSid}`, 'new key');
+    }
+  }
+
+  // ---- The Auth Token (Accounts v1) ----
+
+  async primaryAuthToken(accountSid: string): Promise<Secret> {
+    let token: string | undefined;
+    try {
+      token = (await this.#parent.api.v2010.accounts(accountSid).fetch()).authToken;
+    } catch (err) {
+      throw classifyTwilioError(err, `reading the Auth Token of ${accountSid}`);
+    }
+    if (!token) throw new PermanentError('twilio_admin_unauthorized', `the Auth Token of ${accountSid} is not readable with the admin credential; use the parent's Auth Token`);
+    return new Secret(token);
+  }
+
+  async createSecondaryAuthToken(accountSid: string, primary: Secret): Promise<Secret> {
+    try {
+      const made = await this.#client(accountSid, primary, accountSid).accounts.v1.secondaryAuthToken().create();
+      if (!made.secondaryAuthToken) throw new PermanentError('twilio_no_secret', `Twilio created a secondary Auth Token for ${accountSid} without returning it`);
+      return new Secret(made.secondaryAuthToken);
+    } catch (err) {
+      throw classifyTwilioError(err, `creating a secondary Auth Token for ${accountSid}`);
+    }
+  }
+
+  async deleteSecondaryAuthToken(accountSid: string, primary: Secret): Promise<'deleted' | 'absent'> {
+    try {
+      await this.#client(accountSid, primary, accountSid).accounts.v1.secondaryAuthToken().remove();
+      return 'deleted';
+    } catch (err) {
+      if ((err as { status?: number }).status === 404) return 'absent';
+      throw classifyTwilioError(err, `deleting the secondary Auth Token of ${accountSid}`);
+    }
+  }
+
+  async promoteSecondaryAuthToken(accountSid: string, secondary: Secret): Promise<void> {
+    try {
+      await this.#client(accountSid, secondary, accountSid).accounts.v1.authTokenPromotion().update();
+    } catch (err) {
+      throw classifyTwilioError(err, `promoting the secondary Auth Token of ${accountSid}`, 'new key');
+    }
+    // A Main-key fallback client built on the old token would now be refused.
+    this.#subClients.delete(accountSid);
+  }
+
+  async authTokenWorks(accountSid: string, token: Secret): Promise<boolean> {
+    try {
+      await this.#client(accountSid, token, accountSid).api.v2010.accounts(accountSid).messages.page({ pageSize: 1 });
+      return true;
+    } catch (err) {
+      if ((err as { status?: number }).status === 401) return false;
+      throw classifyTwilioError(err, `checking an Auth Token of ${accountSid}`, 'new key');
     }
   }
 

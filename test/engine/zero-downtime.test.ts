@@ -1,6 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import twilio from 'twilio';
 import { startStack, waitFor, type Stack } from '../helpers/stack.ts';
-import { startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
+import { expectSettledKind, seedKind, startKindRotation } from '../helpers/kinds.ts';
+import { validateTwilioRequest, webhookTokens } from '../../src/client/webhook.ts';
+import type { RotationRecord } from '../../src/domain/rotation.ts';
+import { startEngine, startRotation, waitFinished, expectSettled, PromoteHold, waitWaiting } from '../helpers/engine.ts';
 import { contractFailures, SimulatedConsumer } from '../helpers/consumer.ts';
 import { dumpRedis, findSecrets } from '../helpers/leaks.ts';
 import type { Runtime } from '../../src/runtime.ts';
@@ -149,3 +153,165 @@ describe.each(VARIANTS)('zero downtime with the $name Redis', ({ kind, redis, ga
     expect(stats.keysUsed.has(next.newKeySid!)).toBe(true);
   });
 });
+
+/**
+ * The same contract for the other credential kinds, on the file store (the stores are kind-blind:
+ * the api-key runs above cover every backend). Restricted keys: the new key carries exactly the old
+ * key's policy, and a call outside it is still refused. The Auth Token: consumers see no 401
+ * across promotion, and a webhook Twilio signs — with the old token until promotion, the new one
+ * after — validates throughout with validateTwilioRequest over the store's tokens.
+ */
+describe.each(['restricted-key', 'auth-token'] as const)('zero downtime for %s credentials (file store)', (credentialKind) => {
+  const ROTATIONS = 3;
+  const hold = new PromoteHold();
+  let stack: Stack;
+  let rt: Runtime;
+
+  beforeAll(async () => {
+    stack = await startStack({ subaccounts: 2, drainSeconds: DRAIN_SECONDS });
+    rt = await startEngine(stack, {}, { gates: [hold] });
+    await seedKind(stack, rt, stack.emu.subaccounts.map((s) => s.sid), credentialKind);
+  });
+
+  afterAll(async () => {
+    await rt?.close();
+    await stack?.close();
+  });
+
+  it(`consumers re-reading the store never get a 401 through ${ROTATIONS} rotations of each of 2 subaccounts`, async () => {
+    const accounts = stack.emu.subaccounts.map((s) => s.sid);
+    const consumers = Array.from({ length: 3 }, () => new SimulatedConsumer({ store: stack.store, pathOf: stack.path, accounts, refreshMs: REFRESH_MS, baseUrl: stack.emu.url }));
+    consumers.forEach((c) => c.start());
+    const webhooks = credentialKind === 'auth-token' ? new WebhookReceiver(stack, accounts) : undefined;
+    webhooks?.start();
+
+    const finished = await Promise.all(
+      accounts.map(async (sid) => {
+        const done: RotationRecord[] = [];
+        for (let i = 0; i < ROTATIONS; i++) {
+          const checkWebhooks = credentialKind === 'auth-token' && i === 0;
+          if (checkWebhooks) hold.hold(sid);
+          const rec = await startKindRotation(rt, sid, credentialKind, `zero-downtime ${credentialKind} ${i}`);
+          if (checkWebhooks) await webhooks!.checkDuringDrain(rt, rec.id, sid, () => hold.release(sid));
+          done.push(await waitFinished(rt, rec.id));
+        }
+        return done;
+      }),
+    );
+    const stats = await Promise.all(consumers.map((c) => c.stop()));
+    const hooks = await webhooks?.stop();
+
+    const all = finished.flat();
+    expect(all.map((r) => `${r.status} ${r.error?.message ?? ''}`.trim())).toEqual(all.map(() => 'succeeded'));
+    for (const r of all) {
+      expect(r.kind).toBe(credentialKind);
+      expect(r.oldKeySid).toMatch(credentialKind === 'auth-token' ? /^AT-[0-9a-f]{16}$/ : /^SK/);
+      const deletedAt = Date.parse(r.history.find((h) => h.step === 'delete-old' && h.status === 'completed')!.at);
+      expect(deletedAt - Date.parse(r.operationalizedAt!)).toBeGreaterThanOrEqual(DRAIN_SECONDS * 1000);
+    }
+    const failed = contractFailures(stats.flatMap((s) => s.failures), stack.emu, DRAIN_SECONDS * 1000);
+    expect(failed.within, JSON.stringify(failed.within)).toEqual([]);
+    expect(stats.reduce((n, s) => n + s.requests, 0)).toBeGreaterThan(50);
+    expect(new Set(stats.flatMap((s) => [...s.keysUsed])).size).toBeGreaterThanOrEqual(accounts.length * 2);
+
+    for (const sid of accounts) {
+      const settled = await expectSettledKind(stack, sid, credentialKind);
+      expect(settled.problems).toEqual([]);
+      expect(settled.currentKeySid).toBe(finished[accounts.indexOf(sid)]!.at(-1)!.newKeySid);
+    }
+    if (credentialKind === 'restricted-key') {
+      // The policy is the old one (expectSettledKind compared it), and it still binds: a call outside it is refused.
+      for (const sid of accounts) {
+        const c = (await stack.store.readCurrent(stack.path(sid)))!;
+        const client = twilio(c.apiKeySid, c.apiKeySecret.reveal(), { accountSid: sid, httpClient: emulatorHttp(stack.emu.url) });
+        await expect(client.api.v2010.accounts(sid).balance.fetch()).rejects.toMatchObject({ status: 403, code: 70051 });
+        await expect(client.api.v2010.accounts(sid).messages.page({ pageSize: 1 })).resolves.toBeDefined();
+      }
+    }
+    if (hooks) {
+      expect(hooks.invalid, JSON.stringify(hooks.invalid.slice(0, 3))).toEqual([]);
+      // Both tokens really signed webhooks while they were live.
+      expect(hooks.signedWithPrevious).toBeGreaterThan(0);
+      expect(hooks.checked).toBeGreaterThan(20);
+    }
+
+    const secrets = [...stack.emu.issuedSecrets(), ...stack.backend.secrets];
+    expect(findSecrets(secrets, await dumpRedis(stack.redis.url))).toEqual([]);
+    expect(findSecrets(secrets, [stack.logs.text()])).toEqual([]);
+  });
+});
+
+function emulatorHttp(origin: string): never {
+  const inner = new twilio.RequestClient();
+  return { request: (o: { uri: string }) => inner.request({ ...(o as object as { method: 'get' }), uri: o.uri.replace(/^https:\/\/(api|iam|accounts)\.twilio\.com/, origin) }) } as never;
+}
+
+/**
+ * An application validating Twilio's webhooks with the store's tokens while Rotator rotates the
+ * Auth Token. Twilio signs with the account's primary token (the emulator's), which changes at
+ * promotion; the application validates with whatever the store holds when the webhook arrives.
+ */
+class WebhookReceiver {
+  checked = 0;
+  signedWithPrevious = 0;
+  readonly invalid: Array<{ accountSid: string; at: number; reason: string }> = [];
+  #running = false;
+  #loop?: Promise<void>;
+
+  constructor(
+    private readonly stack: Stack,
+    private readonly accounts: string[],
+  ) {}
+
+  start(): void {
+    this.#running = true;
+    this.#loop = (async () => {
+      for (let i = 0; this.#running; i++) {
+        const sid = this.accounts[i % this.accounts.length]!;
+        // The store first, then what Twilio signs with: a promotion cannot fall between the two
+        // (it comes a drain after the store changed).
+        const tokens = webhookTokens(await this.stack.store.read(this.stack.path(sid)));
+        const verdict = this.#deliver(sid, this.stack.emu.account(sid)!.authToken, tokens);
+        this.checked++;
+        if (verdict.valid && verdict.signedWith === 'previous') this.signedWithPrevious++;
+        if (!verdict.valid) this.invalid.push({ accountSid: sid, at: Date.now(), reason: verdict.reason });
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
+  }
+
+  async stop(): Promise<{ checked: number; signedWithPrevious: number; invalid: WebhookReceiver['invalid'] }> {
+    this.#running = false;
+    await this.#loop;
+    return { checked: this.checked, signedWithPrevious: this.signedWithPrevious, invalid: this.invalid };
+  }
+
+  /**
+   * While the rotation waits in promote (new token current in the store, old one still primary at
+   * Twilio): a webhook signed with the old token and one signed with the new both validate; after
+   * the rotation, one signed with the old token no longer does.
+   */
+  async checkDuringDrain(rt: Runtime, rotationId: string, sid: string, release: () => void): Promise<void> {
+    // Held in promote by the test's gate: operationalized, not promoted.
+    await waitWaiting(rt, rotationId);
+    await waitFor(`rotation ${rotationId} to pass its drain`, async () => (await rt.repo.get(rotationId))?.history.at(-1)?.detail?.includes('held by the test'));
+    const tokens = webhookTokens(await this.stack.store.read(this.stack.path(sid)));
+    const primary = this.stack.emu.account(sid)!.authToken;
+    expect(tokens.previous).toBe(primary);
+    expect(this.#deliver(sid, primary, tokens)).toEqual({ valid: true, signedWith: 'previous' });
+    expect(this.#deliver(sid, tokens.current, tokens)).toEqual({ valid: true, signedWith: 'current' });
+    release();
+    const done = await waitFinished(rt, rotationId);
+    const after = webhookTokens(await this.stack.store.read(this.stack.path(sid)));
+    expect(after.previous).toBeUndefined();
+    expect(this.#deliver(sid, tokens.previous ?? 'never-a-token', after).valid).toBe(false);
+    expect(done.status).toBe('succeeded');
+  }
+
+  #deliver(sid: string, signingToken: string, tokens: ReturnType<typeof webhookTokens>) {
+    const url = `https://app.example.com/twilio/sms?account=${sid}`;
+    const params = { AccountSid: sid, From: '+15005550006', Body: `hello ${this.checked}` };
+    const signature = twilio.getExpectedTwilioSignature(signingToken, url, params);
+    return validateTwilioRequest(tokens, { url, signature, params });
+  }
+}

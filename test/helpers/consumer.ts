@@ -1,6 +1,6 @@
 import twilio from 'twilio';
 import type { SecretStore } from '../../providers/secret-store.ts';
-import type { TwilioApiKeyCredential } from '../../src/domain/secret.ts';
+import { isAuthTokenId, type TwilioApiKeyCredential } from '../../src/domain/secret.ts';
 
 export interface ConsumerStats {
   requests: number;
@@ -10,14 +10,14 @@ export interface ConsumerStats {
   /** Store reads that failed: the consumer then sends nothing until it can read again. */
   storeErrors: number;
   keysUsed: Set<string>;
-  /** Each 401 with the key that got it, for diagnosis. */
-  failures: Array<{ accountSid: string; keySid: string; at: number; readAt: number }>;
+  /** Each 401 with the key that got it, for diagnosis (`principal`: the Basic username Twilio saw, an AC for an Auth Token). */
+  failures: Array<{ accountSid: string; keySid: string; principal?: string; at: number; readAt: number }>;
 }
 
 /**
  * An application as Rotator's users run them: it reads its Twilio credential from the store,
  * caches it for at most `refreshMs`, and sends traffic with it continuously (real twilio client,
- * a Standard key, Messages API).
+ * a Standard or restricted key, or the account's Auth Token, Messages API).
  */
 export class SimulatedConsumer {
   readonly stats: ConsumerStats = { requests: 0, ok: 0, unauthorized: 0, otherErrors: 0, storeErrors: 0, keysUsed: new Set(), failures: [] };
@@ -80,7 +80,9 @@ export class SimulatedConsumer {
         continue;
       }
       const { cred, readAt } = entry;
-      const client = twilio(cred.apiKeySid, cred.apiKeySecret.reveal(), { accountSid: sid, httpClient: httpClient as never });
+      // An Auth Token credential authenticates as the account itself (its apiKeySid is a fingerprint).
+      const username = isAuthTokenId(cred.apiKeySid) ? sid : cred.apiKeySid;
+      const client = twilio(username, cred.apiKeySecret.reveal(), { accountSid: sid, httpClient: httpClient as never });
       this.stats.requests++;
       this.stats.keysUsed.add(cred.apiKeySid);
       try {
@@ -89,7 +91,7 @@ export class SimulatedConsumer {
       } catch (err) {
         if ((err as { status?: number }).status === 401) {
           this.stats.unauthorized++;
-          this.stats.failures.push({ accountSid: sid, keySid: cred.apiKeySid, at: Date.now(), readAt });
+          this.stats.failures.push({ accountSid: sid, keySid: cred.apiKeySid, principal: username, at: Date.now(), readAt });
         } else this.stats.otherErrors++;
       }
       await new Promise((r) => setTimeout(r, this.opts.pauseMs ?? 5));
@@ -114,7 +116,7 @@ export function contractFailures(
   const within: ConsumerStats['failures'] = [];
   let late = 0;
   for (const f of failures) {
-    const refused = (refusals.get(f.keySid) ?? []).filter((t) => t <= f.at).at(-1) ?? f.at;
+    const refused = (refusals.get(f.principal ?? f.keySid) ?? []).filter((t) => t <= f.at).at(-1) ?? f.at;
     if (refused - f.readAt > drainMs) late++;
     else within.push(f);
   }

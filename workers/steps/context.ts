@@ -1,5 +1,6 @@
 import type { SecretStore } from '../../providers/secret-store.ts';
 import type { TwilioKey, TwilioKeyOps } from '../../src/twilio/admin.ts';
+import type { AuthTokenOps, RestrictedKeyOps } from '../../src/twilio/kinds.ts';
 import type { RotationRecord, Step } from '../../src/domain/rotation.ts';
 import type { CrashPoint } from '../crash-points.ts';
 
@@ -24,6 +25,8 @@ export interface DrainGate {
 /** What a step may touch: narrow on purpose. */
 export interface StepContext {
   twilio: TwilioKeyOps;
+  /** Restricted keys and the Auth Token (src/twilio/kinds.ts); absent, those kinds fail with a permanent error. */
+  credentialOps?: RestrictedKeyOps & AuthTokenOps;
   store: SecretStore;
   /** Where a managed credential's secret lives (SECRET_PATH_TEMPLATE with `{accountSid}` and `{name}`). */
   secretPath(accountSid: string, credential: string): string;

@@ -1,6 +1,7 @@
-import { PermanentError, RotatorError } from '../../src/domain/errors.ts';
+import { PermanentError } from '../../src/domain/errors.ts';
 import { credentialOf, stagingId, type RotationRecord, type UndoState } from '../../src/domain/rotation.ts';
-import { keyName, type StepContext } from './context.ts';
+import type { StepContext } from './context.ts';
+import { heldIds, kindSteps } from './kinds/index.ts';
 
 export type UndoOutcome =
   | { kind: 'persist'; undo: UndoState; detail: string }
@@ -20,6 +21,8 @@ export async function undoRotation(ctx: StepContext, rec: RotationRecord): Promi
   if (!undo) throw new PermanentError('invariant', 'undo without an undo request');
   const path = ctx.secretPath(rec.accountSid, rec.credential);
 
+  const kind = kindSteps(rec);
+  if (!undo.deleteAfter) await kind.assertUndoable?.(ctx, rec);
   if (undo.drain === undefined) {
     const entry = await ctx.store.read(path);
     const wasCurrent = !!rec.newKeySid && (entry.current?.credential.apiKeySid === rec.newKeySid || rec.operationalizedAt !== undefined);
@@ -39,26 +42,9 @@ export async function undoRotation(ctx: StepContext, rec: RotationRecord): Promi
 
   if (!undo.drain) await ctx.store.discardPending(path, stagingId(rec));
   // Whatever happened before, delete only keys of this rotation that no stage of the store holds.
-  const entry = await ctx.store.read(path);
-  const held = new Set([entry.current, entry.pending, entry.previous].filter((v) => v).map((v) => v!.credential.apiKeySid));
+  const held = heldIds(await ctx.store.read(path));
   if (rec.newKeySid && held.has(rec.newKeySid)) {
     throw new PermanentError('refused_delete_current', `refusing to delete ${rec.newKeySid}: the store still holds it for ${credentialOf(rec)}`);
   }
-  const name = keyName(ctx.keyNamePrefix, rec.id);
-  const deleted: string[] = [];
-  let keys;
-  try {
-    keys = await ctx.twilio.listKeys(rec.accountSid);
-  } catch (err) {
-    // Twilio does not know the subaccount (404): no key of it exists, so none is left to delete.
-    // Stopping here would hold the subaccount for a failure that left nothing behind at Twilio.
-    if (err instanceof RotatorError && err.code === 'twilio_not_found') return { kind: 'finished', detail: `no new key to delete: Twilio does not know ${rec.accountSid}` };
-    throw err;
-  }
-  for (const key of keys) {
-    if ((key.sid === rec.newKeySid || key.friendlyName === name) && !held.has(key.sid)) {
-      if ((await ctx.twilio.deleteKey(rec.accountSid, key.sid)) === 'deleted') deleted.push(key.sid);
-    }
-  }
-  return { kind: 'finished', detail: deleted.length ? `deleted new key ${deleted.join(', ')}` : 'no new key to delete' };
+  return { kind: 'finished', detail: await kind.discardNew(ctx, rec, held) };
 }

@@ -12,7 +12,15 @@ declare module 'fastify' {
   }
   interface FastifyRequest {
     /** What the handler acted on, when the request alone does not say (a new rotation's id). */
-    auditTarget?: { rotationId?: string; batchId?: string; accountSid?: string; credential?: string; detail?: string };
+    auditTarget?: {
+      rotationId?: string;
+      batchId?: string;
+      accountSid?: string;
+      credential?: string;
+      detail?: string;
+      /** Replaces the route's action for this request: a distinct, prominent action (`rotation.start.auth-token`). */
+      action?: string;
+    };
   }
 }
 
@@ -29,7 +37,7 @@ declare module 'fastify' {
 export const auditPlugin = fp(async (app: FastifyInstance, opts: { audit: AuditLog; onError?: (err: Error) => void; onUnauthenticated?: (action: string, status: number) => void }) => {
   app.decorateRequest('auditTarget', undefined);
   app.addHook('onSend', async (req, reply, payload) => {
-    const action = req.routeOptions.config?.audit;
+    const action = req.routeOptions.config?.audit ? (req.auditTarget?.action ?? req.routeOptions.config.audit) : undefined;
     if (!action || reply.statusCode === 429) return payload;
     if (!req.principal) {
       opts.onUnauthenticated?.(action, reply.statusCode);

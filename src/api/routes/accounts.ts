@@ -7,6 +7,7 @@ import { entryOf } from '../../service/fleet.ts';
 import { credentialStatus } from '../../service/fleet-status.ts';
 import type { FleetAdmin } from '../../service/fleet-admin.ts';
 import { FieldsError, HttpError } from '../errors.ts';
+import { roleAtLeast } from '../tokens.ts';
 import { AccountDetailT, AccountPatchBody, AccountPatchReply, AccountSidParams, AccountsQuery, AccountsReply, errorResponses, NoQuery } from '../schemas.ts';
 
 const SID = /^AC[0-9a-f]{32}$/;
@@ -68,6 +69,7 @@ export const accountFleetRoutes: FastifyPluginAsyncTypebox<AccountFleetDeps> = a
       status: record?.status ?? 'unknown',
       labels: record?.labels ?? [],
       paused: record?.paused ?? false,
+      authTokenRotation: record?.authTokenRotation ?? false,
       policyOverride: record?.policyOverride ?? null,
       firstSeenAt: isoTime(record?.firstSeenAtMs ?? Math.min(...creds.map((c) => c.firstSeenAtMs))),
       credentials: creds.map((c) => credentialStatus(entryOf(c, record, catalog), t)),
@@ -101,6 +103,7 @@ export const accountFleetRoutes: FastifyPluginAsyncTypebox<AccountFleetDeps> = a
         summary: "Set a subaccount's labels, policy override or pause",
         description:
           '`labels` replaces the labels ([] clears); each is a lower-case word or key=value (hipaa, tier=gold). `policy` names an existing policy, or null clears the override. `paused: true` stops the planner and batches from starting rotations of its credentials (one in flight finishes). ' +
+          '`authTokenRotation: true` (admin role) allows rotating the account\'s Auth Token, which is off by default. ' +
           'Bad input is answered 400 `invalid_request` with `error.fields` naming every wrong field (`labels[2]`, `policy`). With MANAGE_NEW_SUBACCOUNTS=label, labelling an active subaccount starts managing its default credential. Audited with what changed.',
         tags: ['accounts'],
         params: AccountSidParams,
@@ -112,6 +115,9 @@ export const accountFleetRoutes: FastifyPluginAsyncTypebox<AccountFleetDeps> = a
     async (req) => {
       const sid = req.params.sid;
       req.auditTarget = { accountSid: sid };
+      if (req.body.authTokenRotation !== undefined && (!req.principal || !roleAtLeast(req.principal.role, 'admin'))) {
+        throw new HttpError(403, 'forbidden', `enabling or disabling Auth Token rotation needs the admin role; "${req.principal?.name ?? 'anonymous'}" is ${req.principal?.role ?? 'nobody'}`);
+      }
       const r = await admin.patchAccount(sid, req.body);
       if (!r) throw notFound(sid);
       if (!r.ok) throw new FieldsError('invalid_request', r.errors);

@@ -3,7 +3,8 @@ import type { FastifyRequest } from 'fastify';
 import { credentialOf, holdsCredential, publicRotation, type RotationRecord } from '../../domain/rotation.ts';
 import { DEFAULT_CREDENTIAL } from '../../domain/credential.ts';
 import { decodeCursor, type RotationRepository } from '../../state/rotations.ts';
-import type { ActionResult, RotationService } from '../../service/rotations.ts';
+import { StartRefusedError, type ActionResult, type RotationService } from '../../service/rotations.ts';
+import { authTokenDependents } from '../../domain/auth-token.ts';
 import type { SubaccountChecker } from '../../service/subaccounts.ts';
 import { roleAtLeast } from '../tokens.ts';
 import { HttpError } from '../errors.ts';
@@ -54,6 +55,7 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
           'A managed credential is (subaccount, name): `{accountSid}` rotates the subaccount\'s `default` credential, `{accountSid, credential}` the named one, each with its own secret path, lock and history. ' +
           'Only an active subaccount of the configured parent may be rotated: the parent itself or another parent\'s account is refused with 422 `not_a_subaccount`, an unknown SID with 404 `subaccount_not_found`, a suspended or closed subaccount with 422 `subaccount_inactive`. ' +
           'A credential held by another rotation answers 409 with its id: `rotation_in_flight`, or `subaccount_held_by_failed_rotation` when that rotation failed part-way (retry or abandon it); rotations of different credentials of one subaccount run side by side. ' +
+          'A credential of kind `auth-token` (the subaccount\'s Auth Token) is guarded: refused with 409 `auth_token_rotation_disabled` unless an admin enabled it for the account (PATCH /v1/accounts/{sid} `authTokenRotation: true`), 403 without the admin role, 400 `confirmation_required` unless `confirm` repeats the account SID (a dry run needs none); the answer lists `dependsOn`, and the audit entry has its own action `rotation.start.auth-token`. ' +
           '`urgent: true` (admin role, `reason` required) is an emergency rotation after a leak: the drain is `drainSeconds` (default 0) instead of DRAIN_SECONDS, so consumers that cache the key longer fail until they re-read the store. ' +
           'With an Idempotency-Key header, repeating the request (same key, same body) returns the first answer; the same key with another body is refused with 422.',
         tags: ['rotations'],
@@ -84,15 +86,32 @@ export const rotationRoutes: FastifyPluginAsyncTypebox<RotationRoutesDeps> = asy
       let answer: StoredAnswer;
       try {
         await admitSubaccount(subaccounts, accountSid);
-        const result = await service.start({ ...req.body, credential, trigger: 'api', requestedBy: req.principal?.name });
+        const admin = !!req.principal && roleAtLeast(req.principal.role, 'admin');
+        let result;
+        try {
+          result = await service.start({ ...req.body, credential, trigger: 'api', requestedBy: req.principal?.name, admin });
+        } catch (err) {
+          if (!(err instanceof StartRefusedError)) throw err;
+          req.auditTarget = { accountSid, credential, action: 'rotation.start.auth-token', detail: `AUTH TOKEN ROTATION REFUSED: ${err.message}` };
+          throw new HttpError(err.status, err.code, err.message);
+        }
         if (!result.started) {
           const id = result.existing.id;
           req.auditTarget = { ...req.auditTarget, rotationId: id, accountSid, credential };
           answer = { status: 409, body: { id, error: heldAnswer(result.existing) } };
         } else {
           const r = result.record;
-          req.auditTarget = { ...req.auditTarget, rotationId: r.id, accountSid: r.accountSid, credential: r.credential };
-          answer = { status: 202, body: { id: r.id, accountSid: r.accountSid, credential: r.credential, status: r.status, step: r.step }, headers: { location: `/v1/rotations/${r.id}` } };
+          const authToken = r.kind === 'auth-token';
+          req.auditTarget = {
+            ...req.auditTarget,
+            rotationId: r.id,
+            accountSid: r.accountSid,
+            credential: r.credential,
+            // Prominent: its own action, and a detail that says what it is and who confirmed it.
+            ...(authToken ? { action: 'rotation.start.auth-token', detail: `AUTH TOKEN ROTATION of ${r.accountSid}${r.dryRun ? ' (dry run)' : ` confirmed by ${req.principal?.name ?? 'unknown'}`}` } : {}),
+          };
+          const body = { id: r.id, accountSid: r.accountSid, credential: r.credential, status: r.status, step: r.step, ...(r.kind !== 'api-key' ? { kind: r.kind } : {}), ...(authToken ? { dependsOn: authTokenDependents(r.accountSid) } : {}) };
+          answer = { status: 202, body, headers: { location: `/v1/rotations/${r.id}` } };
         }
       } catch (err) {
         if (key !== undefined) await idempotency.release(scope, key).catch(() => undefined);

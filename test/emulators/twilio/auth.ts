@@ -4,7 +4,7 @@
  */
 import type { AccountRecord, TwilioState } from './state.ts';
 
-export type PrincipalType = 'auth_token' | 'main_key' | 'standard_key';
+export type PrincipalType = 'auth_token' | 'main_key' | 'standard_key' | 'restricted_key';
 
 export interface Principal {
   /** The AC or SK sid presented as the Basic username. */
@@ -49,7 +49,9 @@ export function authenticate(state: TwilioState, header: string | undefined): Au
   if (username.startsWith('AC')) {
     const account = state.accounts.get(username);
     if (!account) return { ok: false, username, type: null };
-    if (password !== account.authToken || account.status !== 'active') {
+    // A secondary Auth Token (Accounts v1) authenticates like the primary until promoted or deleted.
+    const valid = password === account.authToken || (account.secondaryAuthToken !== undefined && password === account.secondaryAuthToken.token);
+    if (!valid || account.status !== 'active') {
       return { ok: false, username, type: 'auth_token' };
     }
     return { ok: true, principal: { sid: username, type: 'auth_token', account } };
@@ -57,7 +59,7 @@ export function authenticate(state: TwilioState, header: string | undefined): Au
   if (username.startsWith('SK')) {
     const key = state.keys.get(username);
     if (!key) return { ok: false, username, type: null };
-    const type: PrincipalType = key.type === 'main' ? 'main_key' : 'standard_key';
+    const type: PrincipalType = key.type === 'main' ? 'main_key' : key.type === 'restricted' ? 'restricted_key' : 'standard_key';
     const account = state.accounts.get(key.accountSid);
     if (!account || key.deleted || password !== key.secret || account.status !== 'active') {
       return { ok: false, username, type };
@@ -69,7 +71,8 @@ export function authenticate(state: TwilioState, header: string | undefined): Au
 
 /**
  * May `principal` act on `target`'s `kind` resources?
- * - Standard keys: never on Accounts or Keys; other resources only of their own account.
+ * - Standard and Restricted keys: never on Accounts or Keys; other resources only of their own
+ *   account (a Restricted key further only where its policy allows: see `permits`).
  * - Auth token: its own account, and every subaccount when it is a parent's.
  * - Main key: like the auth token, except on subaccounts where `parentMainKeyOnSubaccounts`
  *   decides (contested upstream; see FACTS.md).
@@ -80,13 +83,22 @@ export function authorize(
   kind: ResourceKind,
   parentMainKeyOnSubaccounts: boolean,
 ): boolean {
-  if (principal.type === 'standard_key') {
+  if (principal.type === 'standard_key' || principal.type === 'restricted_key') {
     return kind === 'other' && target.sid === principal.account.sid;
   }
   if (target.sid === principal.account.sid) return true;
   const isParentOfTarget = principal.account.tree !== undefined && target.ownerAccountSid === principal.account.sid;
   if (!isParentOfTarget || target.parentDenied) return false;
   return principal.type === 'auth_token' || parentMainKeyOnSubaccounts;
+}
+
+/**
+ * Does a Restricted key's policy allow `permission` (e.g. `/twilio/messaging/messages/read`)?
+ * Other principals are not limited by a policy. A call outside the policy → 403 70051.
+ */
+export function permits(principal: Principal, key: { policy?: { allow: string[] } | undefined } | undefined, permission: string | null): boolean {
+  if (principal.type !== 'restricted_key') return true;
+  return permission !== null && (key?.policy?.allow.includes(permission) ?? false);
 }
 
 // ---- Auth log ----

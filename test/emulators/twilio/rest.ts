@@ -4,7 +4,7 @@
  * log before deciding anything else.
  */
 import type { Principal, ResourceKind } from './auth.ts';
-import { authorize } from './auth.ts';
+import { authorize, permits } from './auth.ts';
 import { OrderedIndex } from './paging.ts';
 import type { AccountRecord, AccountStatus, TwilioState } from './state.ts';
 import { API_PREFIX, accountJson, keyJson, messageJson } from './state.ts';
@@ -132,6 +132,15 @@ export function matchRoute(method: string, fullPath: string): RouteMatch | null 
   return null;
 }
 
+/** The Restricted-key permission each v2010 action needs (Twilio's `/twilio/<product>/<resource>/<verb>`). */
+const PERMISSIONS: Partial<Record<Action, string>> = {
+  'messages.list': '/twilio/messaging/messages/read',
+  'message.fetch': '/twilio/messaging/messages/read',
+  'messages.create': '/twilio/messaging/messages/create',
+  'message.delete': '/twilio/messaging/messages/delete',
+  'balance.fetch': '/twilio/usage/balance/read',
+};
+
 export function twilioError(status: number, code: number, message: string): Reply {
   return {
     status,
@@ -151,6 +160,10 @@ export function handleRest(ctx: RestContext, route: RouteMatch | null, req: Rest
   if (route.action === 'method-not-allowed') return twilioError(405, 20004, 'Method not allowed');
   const target = route.accountSid === null ? req.principal.account : state.accounts.get(route.accountSid);
   if (!target) return notFound(req.path);
+  // A Restricted key authenticates, and is then refused whatever its policy does not allow (70051).
+  if (req.principal.type === 'restricted_key' && target.sid === req.principal.account.sid && !permits(req.principal, state.keys.get(req.principal.sid), PERMISSIONS[route.action] ?? null)) {
+    return twilioError(403, 70051, 'Authorization error: the API key is not allowed to make this request (not in its policy)');
+  }
   if (!authorize(req.principal, target, route.kind, ctx.parentMainKeyOnSubaccounts)) return unauthorized();
   // A suspended or closed account's resources are out of reach; its Account resource is not,
   // so the owner can still see (and change) its status.

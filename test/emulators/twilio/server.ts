@@ -13,12 +13,13 @@ import type { FaultKind, FaultSnapshot, FaultUpdate, InjectedFault } from './fau
 import { Faults } from './faults.ts';
 import type { Reply, RouteMatch } from './rest.ts';
 import { handleRest, matchRoute, twilioError, unauthorized } from './rest.ts';
-import type { AccountRecord, AccountStatus, KeyType, KeyView } from './state.ts';
+import type { AccountRecord, AccountStatus, KeyPolicy, KeyType, KeyView } from './state.ts';
 import { TwilioState, keyView } from './state.ts';
+import { handleV1, matchV1Route } from './v1.ts';
 
 export type { AuthLogEntry, PrincipalType } from './auth.ts';
 export type { FailNextRule, FailRate, FaultKind, FaultMatch, FaultSnapshot, FaultUpdate } from './faults.ts';
-export type { AccountStatus, KeyType, KeyView } from './state.ts';
+export type { AccountStatus, KeyPolicy, KeyType, KeyView } from './state.ts';
 
 export interface TwilioEmulatorOptions {
   /** 0 (default) picks a free port. */
@@ -86,6 +87,8 @@ export interface AccountView {
   status: AccountStatus;
   ownerAccountSid: string;
   authToken: string;
+  /** Accounts v1: a secondary Auth Token exists (created, neither promoted nor deleted). */
+  hasSecondaryAuthToken: boolean;
   keys: KeyView[];
   messageCount: number;
 }
@@ -98,7 +101,7 @@ export interface TwilioEmulator {
   readonly subaccounts: readonly SubaccountInfo[];
   createSubaccount(friendlyName: string): SubaccountInfo;
   /** Creates a key as if by the API (Standard) or, with type 'main', as if in the Console. */
-  seedKey(accountSid: string, friendlyName: string, type?: KeyType, createdAt?: Date): KeyCredential;
+  seedKey(accountSid: string, friendlyName: string, type?: KeyType, createdAt?: Date, policy?: KeyPolicy): KeyCredential;
   listKeys(accountSid: string): KeyView[];
   /** AC: rotate its auth token (old one → 401). SK: delete the key (→ 401). */
   revokeCredential(sid: string): RevokeResult;
@@ -239,7 +242,8 @@ export async function startTwilioEmulator(opts: TwilioEmulatorOptions = {}): Pro
   ): Promise<void> => {
     stats.requests++;
     const route: RouteMatch | null = matchRoute(method, path);
-    const routeName = route ? route.name : `${method} (unknown)`;
+    const v1Route = route ? null : matchV1Route(method, path);
+    const routeName = route ? route.name : v1Route ? v1Route.name : `${method} (unknown)`;
     stats.byRoute[routeName] = (stats.byRoute[routeName] ?? 0) + 1;
     const authHeader = req.headers.authorization;
     const username = parseBasic(authHeader)?.username ?? '';
@@ -307,15 +311,12 @@ export async function startTwilioEmulator(opts: TwilioEmulatorOptions = {}): Pro
       log(inflict(fault, req, res), principalType, caller);
       return;
     }
-    const reply = auth.ok
-      ? handleRest({ state, parentMainKeyOnSubaccounts }, route, {
-          method,
-          path,
-          query: new URLSearchParams(queryString),
-          form: new URLSearchParams(body),
-          principal: auth.principal,
-        })
-      : unauthorized();
+    const request = auth.ok ? { method, path, query: new URLSearchParams(queryString), form: new URLSearchParams(body), principal: auth.principal } : undefined;
+    const reply = !request
+      ? unauthorized()
+      : v1Route
+        ? handleV1({ state, parentMainKeyOnSubaccounts }, v1Route, request)
+        : handleRest({ state, parentMainKeyOnSubaccounts }, route, request);
     if (fault) {
       log(inflict(fault, req, res), principalType, caller);
       return;
@@ -336,9 +337,10 @@ export async function startTwilioEmulator(opts: TwilioEmulatorOptions = {}): Pro
       const a = state.createSubaccount(parentAccount.sid, friendlyName);
       return subaccountInfo(a);
     },
-    seedKey(accountSid: string, friendlyName: string, type: KeyType = 'standard', createdAt?: Date): KeyCredential {
+    seedKey(accountSid: string, friendlyName: string, type: KeyType = 'standard', createdAt?: Date, policy?: KeyPolicy): KeyCredential {
       mustAccount(accountSid);
-      const k = state.createKey(accountSid, friendlyName, type, createdAt);
+      if ((type === 'restricted') !== (policy !== undefined)) throw new ControlError(400, 'a restricted key needs a policy, and only a restricted key has one');
+      const k = state.createKey(accountSid, friendlyName, type, createdAt, policy);
       return { sid: k.sid, secret: k.secret };
     },
     listKeys(accountSid: string): KeyView[] {
@@ -458,8 +460,9 @@ export async function startTwilioEmulator(opts: TwilioEmulatorOptions = {}): Pro
           return ok({ sid: a.sid, friendlyName: a.friendlyName, authToken: a.authToken }, 201);
         }
         case 'POST /keys': {
-          const type = json['type'] === 'main' ? 'main' : 'standard';
-          return ok(controls.seedKey(str('accountSid'), typeof json['friendlyName'] === 'string' ? json['friendlyName'] : '', type), 201);
+          const type = json['type'] === 'main' ? 'main' : json['type'] === 'restricted' ? 'restricted' : 'standard';
+          const policy = type === 'restricted' ? (json['policy'] as KeyPolicy | undefined) : undefined;
+          return ok(controls.seedKey(str('accountSid'), typeof json['friendlyName'] === 'string' ? json['friendlyName'] : '', type, undefined, policy), 201);
         }
         case 'GET /keys':
           return ok({ keys: controls.listKeys(query.get('accountSid') ?? '') });
@@ -545,6 +548,7 @@ export async function startTwilioEmulator(opts: TwilioEmulatorOptions = {}): Pro
       status: a.status,
       ownerAccountSid: a.ownerAccountSid,
       authToken: a.authToken,
+      hasSecondaryAuthToken: a.secondaryAuthToken !== undefined,
       keys: [...a.keys.values()].map(keyView),
       messageCount: a.messages.size,
     };

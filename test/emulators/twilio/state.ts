@@ -8,8 +8,16 @@ import { randomBytes } from 'node:crypto';
 import { OrderedIndex } from './paging.ts';
 
 export type AccountStatus = 'active' | 'suspended' | 'closed';
-/** Main keys are created only in the Console (here: seeded); every key created by the API is Standard. */
-export type KeyType = 'main' | 'standard';
+/**
+ * Main keys are created only in the Console (here: seeded); keys created by the v2010 API are
+ * Standard; IAM v1 (`/v1/Keys`, KeyType=restricted) creates Restricted keys, each with a Policy.
+ */
+export type KeyType = 'main' | 'standard' | 'restricted';
+
+/** A restricted key's policy, as IAM v1 takes and returns it: `{allow: ["/twilio/…/read", …]}`. */
+export interface KeyPolicy {
+  allow: string[];
+}
 
 export interface AccountRecord {
   readonly sid: string;
@@ -17,6 +25,11 @@ export interface AccountRecord {
   authToken: string;
   /** The token `revokeCredential` replaced, so `restoreCredential` can bring it back. */
   revokedAuthToken?: string | undefined;
+  /**
+   * Accounts v1 `POST /v1/AuthTokens/Secondary`: valid beside the primary until it is promoted
+   * (`POST /v1/AuthTokens/Promote`, the primary then fails with 20003) or deleted.
+   */
+  secondaryAuthToken?: { token: string; dateCreated: Date } | undefined;
   /** Equals `sid` for a parent (top-level) account, as Twilio reports it. */
   readonly ownerAccountSid: string;
   status: AccountStatus;
@@ -39,6 +52,8 @@ export interface KeyRecord {
   friendlyName: string;
   readonly secret: string;
   readonly type: KeyType;
+  /** Restricted keys only. */
+  readonly policy?: KeyPolicy | undefined;
   readonly dateCreated: Date;
   dateUpdated: Date;
   /** Deleted keys stay in the global index (not in their account's list) so they can be restored. */
@@ -62,6 +77,7 @@ export interface KeyView {
   accountSid: string;
   friendlyName: string;
   type: KeyType;
+  policy?: KeyPolicy;
   dateCreated: Date;
   dateUpdated: Date;
 }
@@ -121,7 +137,7 @@ export class TwilioState {
   }
 
   /** `createdAt`: a key made before the test began (the compliance report judges key ages). */
-  createKey(accountSid: string, friendlyName: string, type: KeyType, createdAt?: Date): KeyRecord {
+  createKey(accountSid: string, friendlyName: string, type: KeyType, createdAt?: Date, policy?: KeyPolicy): KeyRecord {
     const account = this.accounts.get(accountSid);
     if (!account) throw new Error(`no account ${accountSid}`);
     const now = createdAt ?? new Date();
@@ -131,6 +147,7 @@ export class TwilioState {
       friendlyName,
       secret: newKeySecret(),
       type,
+      ...(policy ? { policy: { allow: [...policy.allow] } } : {}),
       dateCreated: now,
       dateUpdated: now,
       deleted: false,
@@ -166,6 +183,24 @@ export class TwilioState {
     account.authToken = newAuthToken();
     account.dateUpdated = new Date();
     this.remember(account.authToken);
+    return account.authToken;
+  }
+
+  /** Accounts v1: a new secondary token replaces any earlier secondary. */
+  createSecondaryAuthToken(account: AccountRecord): { token: string; dateCreated: Date } {
+    const secondary = { token: newAuthToken(), dateCreated: new Date() };
+    account.secondaryAuthToken = secondary;
+    this.remember(secondary.token);
+    return secondary;
+  }
+
+  /** Accounts v1: the secondary becomes the primary; the old primary is refused from now on. */
+  promoteSecondaryAuthToken(account: AccountRecord): string | undefined {
+    const secondary = account.secondaryAuthToken;
+    if (!secondary) return undefined;
+    account.authToken = secondary.token;
+    account.secondaryAuthToken = undefined;
+    account.dateUpdated = new Date();
     return account.authToken;
   }
 
@@ -246,6 +281,7 @@ export function keyView(k: KeyRecord): KeyView {
     accountSid: k.accountSid,
     friendlyName: k.friendlyName,
     type: k.type,
+    ...(k.policy ? { policy: { allow: [...k.policy.allow] } } : {}),
     dateCreated: k.dateCreated,
     dateUpdated: k.dateUpdated,
   };
@@ -292,6 +328,19 @@ export function accountJson(a: AccountRecord): Record<string, unknown> {
     type: 'Full',
     uri: `${base}.json`,
   };
+}
+
+/** IAM v1 key shape (`/v1/Keys`): like v2010's, with `policy` (null for non-restricted keys). */
+export function iamKeyJson(k: KeyRecord, withSecret = false): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    sid: k.sid,
+    friendly_name: k.friendlyName,
+    date_created: rfc2822(k.dateCreated),
+    date_updated: rfc2822(k.dateUpdated),
+    policy: k.policy ?? null,
+  };
+  if (withSecret) out['secret'] = k.secret;
+  return out;
 }
 
 export function keyJson(k: KeyRecord, withSecret = false): Record<string, unknown> {
