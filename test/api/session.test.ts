@@ -41,7 +41,8 @@ describe('dashboard session (POST/GET/DELETE /v1/session)', () => {
     expect(res.json()).toMatchObject({ name: 'ci', role: 'operator', csrfToken: csrf });
     expect(res.body).not.toContain(h.tokens.operator);
     const me = await withCookie(cookie, { method: 'GET', url: '/v1/session' });
-    expect(me.json()).toMatchObject({ name: 'ci', role: 'operator', csrfToken: csrf });
+    expect(me.json()).toMatchObject({ signedIn: true, name: 'ci', role: 'operator', csrfToken: csrf });
+    expect((await h.app.inject({ method: 'GET', url: '/v1/session' })).json()).toEqual({ signedIn: false });
     // The cookie reads the API like a token does.
     expect((await withCookie(cookie, { method: 'GET', url: '/v1/credentials' })).statusCode).toBe(200);
   });
@@ -120,8 +121,10 @@ describe('dashboard session (POST/GET/DELETE /v1/session)', () => {
     await waitFor('the event stream to end after sign-out', async () => (await reader.read()).done);
     controller.abort();
     const after = await withCookie(cookie, { method: 'GET', url: '/v1/session' });
-    expect(after.statusCode).toBe(401);
-    expect(after.json().error.code).toBe('session_ended');
+    expect(after.json()).toEqual({ signedIn: false });
+    const read = await withCookie(cookie, { method: 'GET', url: '/v1/credentials' });
+    expect(read.statusCode).toBe(401);
+    expect(read.json().error.code).toBe('session_ended');
     const audit = (await h.app.inject({ method: 'GET', url: '/v1/audit?limit=500', headers: bearer(h.tokens.admin) })).json().items as Array<{ action: string; actor: string }>;
     expect(audit.filter((e) => e.action === 'session.delete' && e.actor === 'dash').length).toBeGreaterThan(0);
     expect(audit.filter((e) => e.action === 'session.create').length).toBeGreaterThan(0);

@@ -125,7 +125,10 @@ export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (ap
         'x-accel-buffering': 'no',
         'x-request-id': req.id,
       });
-      raw.write(`retry: 3000\n: connected${resumeFrom ? `, replaying after ${resumeFrom}` : ''}\n\n`);
+      // The starting point as an id without data: a browser takes it as its last event id without
+      // dispatching anything, so a stream dropped before its first event resumes from here, not
+      // from wherever the stream is by the time it reconnects (a gap).
+      raw.write(`retry: 3000\nid: ${cursor}\n: connected${resumeFrom ? `, replaying after ${resumeFrom}` : ''}\n\n`);
       if (gap) raw.write(`event: resync\ndata: {"reason":"events after ${resumeFrom} were trimmed; reload the full state"}\n\n`);
       // A stream outlives no credential: it ends when the token does (an OIDC JWT's exp), saying so.
       const expiresAt = req.principal?.expiresAt;

@@ -3,7 +3,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { errorResponses, NoQuery } from '../schemas.ts';
 import { csrfTokenOf, type SessionStore, type SessionStreams } from '../../state/sessions.ts';
-import { forgeryCheck, principalOfToken, SESSION_COOKIE, type AuthOptions } from '../plugins/auth.ts';
+import { forgeryCheck, principalOfToken, readCookie, SESSION_COOKIE, type AuthOptions } from '../plugins/auth.ts';
 
 export interface SessionRoutesDeps {
   auth: AuthOptions;
@@ -22,7 +22,7 @@ const SessionReply = Type.Object({
   name: Type.String(),
   role: Type.String(),
   expiresAt: Type.String(),
-  csrfToken: Type.Union([Type.String(), Type.Null()], { description: `send it as x-csrf-token with every request that changes something; null for a Bearer client` }),
+  csrfToken: Type.String({ description: 'send it as x-csrf-token with every request that changes something' }),
 });
 
 function cookie(req: FastifyRequest, value: string, maxAgeSeconds: number): string {
@@ -67,18 +67,20 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRoutesDeps> = async
   app.get(
     '/v1/session',
     {
-      config: { role: 'viewer' },
-      schema: { summary: 'Who is signed in, and the session\'s CSRF token', tags: ['session'], querystring: NoQuery, response: { 200: SessionReply, ...errorResponses(401, 403, 429) } },
+      schema: {
+        summary: 'Who is signed in on this session cookie, and its CSRF token',
+        description: 'Public: without a live session it answers `signedIn: false` (the dashboard then shows its sign-in form, with no error in the browser\'s console).',
+        tags: ['session'],
+        querystring: NoQuery,
+        response: { 200: Type.Union([Type.Object({ signedIn: Type.Literal(true), ...SessionReply.properties }), Type.Object({ signedIn: Type.Literal(false) })]), ...errorResponses(429) },
+      },
     },
     async (req, reply) => {
-      const p = req.principal!;
       reply.header('cache-control', 'no-store');
-      return {
-        name: p.name,
-        role: p.role,
-        expiresAt: p.expiresAt !== undefined ? new Date(p.expiresAt).toISOString() : '9999-12-31T23:59:59.999Z',
-        csrfToken: req.sessionId ? csrfTokenOf(req.sessionId) : null,
-      };
+      const sid = readCookie(req.headers.cookie, SESSION_COOKIE);
+      const record = sid !== undefined ? await deps.store.get(sid, deps.now()) : undefined;
+      if (!sid || !record) return { signedIn: false as const };
+      return { signedIn: true as const, name: record.name, role: record.role, expiresAt: new Date(record.expiresAt).toISOString(), csrfToken: csrfTokenOf(sid) };
     },
   );
 
