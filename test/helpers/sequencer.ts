@@ -9,6 +9,7 @@ export const SLOWEST_FILES = [
   'test/engine/crash.test.ts',
   'test/engine/zero-downtime.test.ts',
   'test/engine/batch-fleet.test.ts',
+  'test/dashboard/dashboard.test.ts',
   'test/engine/credentials.test.ts',
   'test/startup/npm-start.test.ts',
   'test/api/fuzz.test.ts',
