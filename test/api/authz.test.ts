@@ -80,7 +80,7 @@ describe('authorization matrix', () => {
     { method: 'POST', url: '/v1/schedule/resume', need: 'admin', body: { reason: 'authz test' } },
     // The dashboard (issue 14): its page and files are public; signing in takes a token in the body.
     { method: 'GET', url: '/', need: 'public' },
-    { method: 'GET', url: '/ui/:version/*', need: 'public' },
+    { method: 'GET', url: '/ui/:version/:file', need: 'public' },
     { method: 'POST', url: '/v1/session', need: 'public', body: { token: h.tokens.viewer } },
     { method: 'GET', url: '/v1/session', need: 'public' },
     { method: 'DELETE', url: '/v1/session', need: 'viewer' },

@@ -243,7 +243,7 @@ describe('operator dashboard in Chromium', () => {
     }
   });
 
-  it('with 100,000 credentials the first screen and a filter each render under 300 rows (times printed)', async () => {
+  it('with 100,000 credentials the first screen and a filter each render under 300 rows (times printed)', { timeout: 400_000 }, async () => {
     // Seeded directly in the state layer's format (one JSON string and one index entry each), as the benchmarks do.
     const redis = new Redis(h.stack.redis.url);
     const hex = (i: number): string => i.toString(16).padStart(32, '0');
@@ -279,8 +279,12 @@ describe('operator dashboard in Chromium', () => {
     await page.locator('#fleet-table tbody tr').first().waitFor();
     const t0 = Date.now();
     await page.goto(`${url}/?view=fleet`);
-    await page.waitForFunction(() => document.body.dataset.fleetLoaded !== undefined);
+    // Guards against a hang only (a loaded host is slow): the times are printed, not asserted.
+    await page.waitForFunction(() => document.body.dataset.fleetLoaded !== undefined, undefined, { timeout: 180_000 });
     const firstScreenMs = Date.now() - t0;
+    const os = await import('node:os');
+    const load = () => `host ${os.cpus().length} cores, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`;
+    console.log(`dashboard, 100,000 credentials: first screen ${firstScreenMs} ms (seeded in ${Math.round(seedMs)} ms); ${load()}`);
     const rows = await page.locator('#fleet-table tbody tr').count();
     expect(rows).toBeGreaterThan(0);
     expect(rows).toBeLessThan(300);
@@ -290,7 +294,7 @@ describe('operator dashboard in Chromium', () => {
     const t1 = Date.now();
     await page.getByLabel('Status').selectOption('overdue');
     await page.getByRole('button', { name: 'Apply filters' }).click();
-    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"overdue":true'));
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"overdue":true'), undefined, { timeout: 180_000 });
     const filterMs = Date.now() - t1;
     expect(page.url()).toContain('status=overdue');
     const filtered = await page.locator('#fleet-table tbody tr').count();
@@ -299,13 +303,9 @@ describe('operator dashboard in Chromium', () => {
     await checkView(page, watch, 'fleet-100k-overdue');
     // A reload keeps the filter (it is in the URL).
     await page.reload();
-    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"overdue":true'));
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"overdue":true'), undefined, { timeout: 180_000 });
     expect(await page.getByLabel('Status').inputValue()).toBe('overdue');
-    const os = await import('node:os');
-    console.log(
-      `dashboard, 100,000 credentials: first screen ${firstScreenMs} ms, overdue filter ${filterMs} ms (${filtered} rows), seeded in ${Math.round(seedMs)} ms; ` +
-        `host ${os.cpus().length} cores, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`,
-    );
+    console.log(`dashboard, 100,000 credentials: overdue filter ${filterMs} ms (${filtered} rows); ${load()}`);
     await context.close();
   });
 

@@ -68,7 +68,7 @@ function indexHtml(version: string, assets: Map<string, Asset>): string {
   ].join('\n');
 }
 
-const AssetParams = Type.Object({ version: Type.String({ maxLength: 32 }), '*': Type.String({ maxLength: 100 }) });
+const AssetParams = Type.Object({ version: Type.String({ maxLength: 32 }), file: Type.String({ maxLength: 100 }) });
 
 /**
  * GET / (the dashboard, never cached: it names the current assets) and GET /ui/{version}/{file}
@@ -84,7 +84,7 @@ export const dashboardRoutes: FastifyPluginAsyncTypebox = async (app) => {
     async (_req, reply) => reply.header('cache-control', 'no-store').type('text/html; charset=utf-8').send(html),
   );
   app.get(
-    '/ui/:version/*',
+    '/ui/:version/:file',
     {
       schema: {
         summary: "The dashboard's static files, under a version that is a hash of their content (immutable)",
@@ -94,7 +94,7 @@ export const dashboardRoutes: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (req, reply) => {
-      const asset = req.params.version === version ? assets.get(req.params['*']) : undefined;
+      const asset = req.params.version === version ? assets.get(req.params.file) : undefined;
       if (!asset) throw new HttpError(404, 'not_found', 'no such dashboard file (an old page? reload it)');
       return reply.header('cache-control', 'public, max-age=31536000, immutable').type(asset.type).send(asset.body);
     },
