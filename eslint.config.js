@@ -23,6 +23,16 @@ export default tseslint.config(
     languageOptions: { globals: { URL: 'readonly', process: 'readonly', console: 'readonly' } },
   },
   {
+    // The dashboard's browser modules (served as they are, no build step).
+    files: ['src/dashboard/public/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        ['window', 'document', 'location', 'history', 'fetch', 'EventSource', 'URLSearchParams', 'URL', 'FormData', 'Event', 'Blob', 'setInterval', 'clearInterval', 'setTimeout', 'clearTimeout', 'performance', 'requestAnimationFrame'].map((g) => [g, 'readonly']),
+      ),
+    },
+  },
+  {
     // Only src/config.ts reads the environment (STYLE.md); tests, emulators and scripts are tools.
     files: ['src/**/*.ts', 'workers/**/*.ts', 'providers/**/*.ts'],
     // src/cli/rotator.ts: the CLI is a client of the API, not the service; its entry point reads

@@ -22,6 +22,7 @@ async function demo(): Promise<void> {
   await rm(dataDir, { recursive: true, force: true });
   const emu = await startTwilioEmulator({ subaccounts: 3, latencyMs: 20 });
   const admin = mintToken('demo', 'admin');
+  const viewer = mintToken('demo-viewer', 'viewer');
   const cfg = loadConfig({
     DATA_DIR: dataDir,
     HOST: '127.0.0.1',
@@ -30,7 +31,7 @@ async function demo(): Promise<void> {
     TWILIO_AUTH_TOKEN: emu.parent.authToken,
     TWILIO_BASE_URL: emu.url,
     DRAIN_SECONDS: process.env.DRAIN_SECONDS ?? '5',
-    API_TOKENS: admin.entry,
+    API_TOKENS: `${admin.entry},${viewer.entry}`,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
   });
   const rt = await startRuntime(cfg, { api: true, worker: true, log: createLogger(cfg.logLevel) });
@@ -53,12 +54,15 @@ async function demo(): Promise<void> {
   const sub = emu.subaccounts[0]!.sid;
   console.log(`
 Rotator demo
+  Dashboard:      ${url}/   (open it, paste the demo token below into "API token" and sign in;
+                  the viewer token shows the read-only view)
   API:            ${url}   (OpenAPI UI: ${url}/docs)
   Twilio emulator ${emu.url}   parent ${emu.parent.accountSid}, subaccounts ${emu.subaccounts.map((s) => s.sid).join(', ')}
   Redis:          ${rt.redisLocation} (embedded; password in ${dataDir}/redis/redis.password)
   Secret store:   encrypted files in ${cfg.store.kind === 'file' ? cfg.store.dir : cfg.store.kind}
   Drain:          ${cfg.drainSeconds}s
   Demo token (admin): ${admin.token}
+  Viewer token:       ${viewer.token}
 
 Try:
   curl -s -X POST ${url}/v1/rotations -H 'Authorization: Bearer ${admin.token}' -H 'content-type: application/json' -d '{"accountSid":"${sub}","reason":"demo"}'

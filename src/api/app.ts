@@ -40,6 +40,9 @@ import type { Planner } from '../service/planner.ts';
 import { batchRoutes } from './routes/batches.ts';
 import { consumerRoutes } from './routes/consumers.ts';
 import type { ConsumerRegistry } from '../state/consumers.ts';
+import { sessionRoutes } from './routes/session.ts';
+import { dashboardRoutes } from './routes/dashboard.ts';
+import { SessionStore, SessionStreams } from '../state/sessions.ts';
 
 export interface AppDeps {
   repo: RotationRepository;
@@ -90,6 +93,8 @@ export interface AppDeps {
   consumers?: ConsumerRegistry;
   /** Wake a rotation waiting as a delayed job (a heartbeat moved its last consumer). */
   wakeRotation?: (id: string) => Promise<void>;
+  /** The dashboard at / and its cookie sessions (default on); how long a session lasts (default 8 h). */
+  dashboard?: { enabled?: boolean; sessionTtlMs?: number };
 }
 
 /** Whether a route's body schema accepts no body (Fastify validates an absent body as null). */
@@ -138,7 +143,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   }
   // Hook order matters: per-address limit, then authentication, then per-principal limit.
   await app.register(rateLimitPlugin, deps.rateLimit ?? { max: 300, windowMs: 60_000 });
-  await app.register(authPlugin, { tokens: deps.tokens, oidc: deps.oidc });
+  const now = deps.now ?? Date.now;
+  const dashboardOn = deps.dashboard?.enabled ?? true;
+  const sessions = dashboardOn ? { store: new SessionStore(deps.redis, deps.repo.keys.session), now } : undefined;
+  const sessionStreams = new SessionStreams();
+  const authOptions = { tokens: deps.tokens, oidc: deps.oidc, sessions };
+  await app.register(authPlugin, authOptions);
   app.addHook('onRequest', (req, reply) => app.limitByPrincipal(req, reply));
   await app.register(auditPlugin, {
     audit: deps.audit,
@@ -157,7 +167,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   await app.register(docsPlugin, { version: deps.version ?? '0.1.0' });
 
-  const now = deps.now ?? Date.now;
   const probe = readinessProbe({ required: deps.readiness, advisory: deps.advisoryReadiness }, app.log);
   await app.register(healthRoutes, { probe, ...(deps.draining ? { draining: deps.draining } : {}) });
   await app.register(statusRoutes, { probe });
@@ -191,11 +200,16 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     connect: deps.connectRedis,
     heartbeatMs: deps.sse?.heartbeatMs ?? 15_000,
     maxClients: deps.sse?.maxClients ?? 200,
+    sessionStreams,
   });
   await app.register(auditRoutes, { audit: deps.audit });
   if (deps.compliance) await app.register(complianceRoutes, { ...deps.compliance, now });
   if (deps.planner) await app.register(scheduleRoutes, { planner: deps.planner });
   if (deps.consumers) await app.register(consumerRoutes, { consumers: deps.consumers, credentials: deps.credentials, repo: deps.repo, service: deps.service, wakeRotation: deps.wakeRotation, now });
+  if (sessions) {
+    await app.register(sessionRoutes, { auth: authOptions, store: sessions.store, streams: sessionStreams, ttlMs: deps.dashboard?.sessionTtlMs ?? 8 * 3_600_000, now });
+    await app.register(dashboardRoutes);
+  }
   return app;
 }
 

@@ -656,6 +656,8 @@ export const CredentialsQuery = Type.Object(
     policy: Type.Optional(Type.String({ maxLength: 63, description: 'only credentials this policy applies to' })),
     overdue: Type.Optional(Type.Boolean()),
     paused: Type.Optional(Type.Boolean({ description: 'paused by the credential or its subaccount' })),
+    failed: Type.Optional(Type.Boolean({ description: 'whether the last finished rotation failed' })),
+    q: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'search: a subaccount SID (AC…) reads that subaccount only; anything else matches part of the id (AC…/name) or of the current key SID, ignoring case' })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100, description: 'how many credentials a page reads; with filters, a page may hold fewer' })),
     cursor: Type.Optional(Cursor),
   },

@@ -88,6 +88,8 @@ export function redisKeys(prefix: string) {
     batches: `${prefix}:batches`,
     /** Set when something a sleeping batch runner waits for happened (a rotation ended, an operator acted). */
     batchWake: (id: string) => `${prefix}:batch:${id}:wake`,
+    /** A dashboard session (src/state/sessions.ts), under the SHA-256 of its id: the id itself is never stored. */
+    session: (idHash: string) => `${prefix}:session:${idHash}`,
   };
 }
 export type RedisKeys = ReturnType<typeof redisKeys>;

@@ -234,6 +234,14 @@ describe('fleet API: policies, labels, credentials', () => {
       expect(await ids('paused=true')).toEqual([`${sub(3)}/b`]);
       expect(await ids('overdue=true')).toEqual([`${sub(0)}/default`]);
       expect(await ids(`accountSid=${sub(3)}&paused=false`)).toEqual([`${sub(3)}/a`, `${sub(3)}/c`]);
+      // Search (issue 14, the dashboard's box): a subaccount SID reads its range; else part of the id or key SID.
+      expect(await ids(`q=${sub(3)}`)).toEqual(['a', 'b', 'c'].map((n) => `${sub(3)}/${n}`));
+      expect(await ids(`q=${sub(3).slice(20).toUpperCase()}/B`)).toEqual([`${sub(3)}/b`]);
+      const keySid = (await call('viewer', { method: 'GET', url: `/v1/accounts/${sub(1)}` })).json().credentials?.[0]?.currentKeySid as string | undefined;
+      if (keySid) expect(await ids(`q=${keySid.slice(4, 20)}`)).toEqual([`${sub(1)}/default`]);
+      expect(await ids(`q=${sub(3)}&accountSid=${sub(2)}`)).toEqual([]);
+      expect(await ids('failed=true')).toEqual([]);
+      expect((await ids('failed=false')).length).toBe(all.length);
 
       // With a filter a page may be short (even empty) while the cursor goes on.
       const sparse = await call('viewer', { method: 'GET', url: '/v1/credentials?limit=1&paused=true' });

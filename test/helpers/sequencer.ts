@@ -13,6 +13,7 @@ export const SLOWEST_FILES = [
   'test/engine/consumer-gate.test.ts',
   'test/engine/batch-fleet.test.ts',
   'test/engine/rolling-restart.test.ts',
+  'test/dashboard/dashboard.test.ts',
   'test/engine/credentials.test.ts',
   'test/startup/npm-start.test.ts',
   'test/release/compiled.test.ts',

@@ -43,14 +43,19 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesDeps> =
         summary: 'The fleet: every managed credential with its key age, policy (and why), deadline, next slot, overdue and pause',
         description:
           'Ordered by id (`AC…/name`), paged by cursor. A page reads `limit` credentials and answers those that pass the filters, so with filters a page may hold fewer items than `limit`, or none, while `nextCursor` is not null: follow it until it is null. ' +
-          'Filters: `accountSid`, `label` (a subaccount label), `policy` (the policy that applies), `overdue`, `paused` (by the credential or its subaccount).',
+          'Filters: `accountSid`, `label` (a subaccount label), `policy` (the policy that applies), `overdue`, `paused` (by the credential or its subaccount), `failed` (the last finished rotation failed), `q` (search by subaccount SID, part of the id or of the key SID).',
         tags: ['credentials'],
         querystring: CredentialsQuery,
         response: { 200: CredentialsReply, ...errorResponses(400, 401, 403, 429) },
       },
     },
     async (req) => {
-      const { accountSid, label, policy, overdue, paused, limit, cursor } = req.query;
+      const { label, policy, overdue, paused, failed, limit, cursor } = req.query;
+      // A search for a subaccount SID reads that subaccount's range of the index, not the fleet.
+      const bySid = req.query.q !== undefined && SID.test(req.query.q);
+      if (bySid && req.query.accountSid !== undefined && req.query.accountSid !== req.query.q) return { items: [], nextCursor: null };
+      const accountSid = bySid ? req.query.q : req.query.accountSid;
+      const needle = req.query.q !== undefined && !bySid ? req.query.q.toLowerCase() : undefined;
       let after: string | undefined;
       if (cursor !== undefined) {
         after = Buffer.from(cursor, 'base64url').toString('latin1');
@@ -66,6 +71,8 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesDeps> =
         if (label !== undefined && !e.labels.includes(label)) continue;
         if (policy !== undefined && e.assignment.policy.name !== policy) continue;
         if (paused !== undefined && (e.paused !== null) !== paused) continue;
+        if (failed !== undefined && (c.lastRotation?.outcome === 'failed') !== failed) continue;
+        if (needle !== undefined && !e.id.toLowerCase().includes(needle) && !(c.currentKeySid ?? '').toLowerCase().includes(needle)) continue;
         const s = credentialStatus(e, t);
         if (overdue !== undefined && s.overdue !== overdue) continue;
         items.push(s);

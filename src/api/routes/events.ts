@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import { HttpError } from '../errors.ts';
 import { errorResponses, EventsHeaders, EventsQuery } from '../schemas.ts';
 import { isRedisStreamId } from '../../state/audit.ts';
+import type { SessionStreams } from '../../state/sessions.ts';
 
 export interface EventRoutesDeps {
   /** The events stream (`${prefix}:events`): every rotation record update, and every batch change (`t` = `batch`). */
@@ -14,6 +15,8 @@ export interface EventRoutesDeps {
   redis: Redis;
   heartbeatMs: number;
   maxClients: number;
+  /** Streams opened on a dashboard session, which signing out ends. */
+  sessionStreams?: SessionStreams;
 }
 
 type Row = [string, string[]];
@@ -102,6 +105,10 @@ export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (ap
         if (!raw.writableEnded) raw.end();
       };
       open.add(end);
+      if (req.sessionId && deps.sessionStreams) {
+        const forget = deps.sessionStreams.add(req.sessionId, end);
+        raw.on('close', forget);
+      }
       raw.on('close', end);
       raw.on('error', end);
       reply.hijack();
@@ -118,7 +125,10 @@ export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (ap
         'x-accel-buffering': 'no',
         'x-request-id': req.id,
       });
-      raw.write(`retry: 3000\n: connected${resumeFrom ? `, replaying after ${resumeFrom}` : ''}\n\n`);
+      // The starting point as an id without data: a browser takes it as its last event id without
+      // dispatching anything, so a stream dropped before its first event resumes from here, not
+      // from wherever the stream is by the time it reconnects (a gap).
+      raw.write(`retry: 3000\nid: ${cursor}\n: connected${resumeFrom ? `, replaying after ${resumeFrom}` : ''}\n\n`);
       if (gap) raw.write(`event: resync\ndata: {"reason":"events after ${resumeFrom} were trimmed; reload the full state"}\n\n`);
       // A stream outlives no credential: it ends when the token does (an OIDC JWT's exp), saying so.
       const expiresAt = req.principal?.expiresAt;
@@ -143,6 +153,11 @@ export const eventRoutes: FastifyPluginAsyncTypebox<EventRoutesDeps> = async (ap
             if (ended) break;
             const rows = res?.[0]?.[1] ?? [];
             if (rows.length === 0) {
+              // A session signed out elsewhere (another API process) ends its streams here too.
+              if (req.sessionAlive && !(await req.sessionAlive())) {
+                if (!ended) raw.write('event: expired\ndata: {"reason":"the session has ended; sign in again"}\n\n');
+                break;
+              }
               raw.write(': heartbeat\n\n');
               continue;
             }
