@@ -174,6 +174,10 @@ describe('the compiled release', () => {
       for (const dev of ['tsx', 'typescript', 'vitest', 'esbuild']) expect(existsSync(join(releaseDir, 'node_modules', dev)), dev).toBe(false);
       expect(existsSync(join(releaseDir, 'src'))).toBe(false);
     }
+    // The release build compiles the service alone: no tests, benchmarks, emulators or demo.
+    expect(readdirSync(join(releaseDir, 'dist')).filter((f) => !f.startsWith('.')).sort()).toEqual(['providers', 'src', 'workers']);
+    expect(existsSync(join(releaseDir, 'dist', 'src', 'demo.js'))).toBe(false);
+    expect(existsSync(join(releaseDir, 'dist', 'src', 'state', 'lua', 'batch-create.lua'))).toBe(true);
     const admin = mintToken('release', 'admin');
     const npmStart = run('npm', ['start'], { cwd: releaseDir, env: baseEnv(join(scratch, 'npm-start'), admin.entry) });
     const api = await started(npmStart);
