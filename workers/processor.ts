@@ -71,8 +71,7 @@ export class RotationProcessor {
       const untouched = isUntouched(rec);
       try {
         if (rec.dryRun) {
-          const detail = await dryRunCheck(ctx, rec);
-          await this.#finish(rec, 'succeeded', 'done', detail);
+          await this.#finishDryRun(rec, rec.undo ? 'cancelled before its checks ran' : await dryRunCheck(ctx, rec));
           return;
         }
         if (rec.undo) {
@@ -217,6 +216,20 @@ export class RotationProcessor {
       lastError: undefined,
       ...extra,
     }));
+  }
+
+  /**
+   * A dry run changes nothing, so a cancel of one has nothing to undo: it ends as the cancel asked
+   * (`cancelled`), also when the cancel arrived while the checks ran — the outcome is decided on
+   * the record being written, not on the copy read before the checks.
+   */
+  async #finishDryRun(rec: RotationRecord, detail: string): Promise<void> {
+    const now = new Date(this.#d.ctx.now()).toISOString();
+    await this.#record(rec, { step: rec.undo ? 'rollback' : 'done', status: 'finished', detail }, (r) =>
+      r.undo
+        ? { ...r, status: undoOutcome(r.undo.reason), finishedAt: now, lastError: undefined, undo: { ...r.undo, completedAt: now } }
+        : { ...r, status: 'succeeded', step: 'done', finishedAt: now, lastError: undefined },
+    );
   }
 
   /** Persist a change with a history entry (and its event); returns the record as written. */

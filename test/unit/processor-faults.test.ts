@@ -39,10 +39,13 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function harness(repo: RotationRepository, moveToDelayed?: () => Promise<void>) {
+function harness(repo: RotationRepository, moveToDelayed?: () => Promise<void>, beforeListKeys?: () => Promise<unknown>) {
   const keys: Array<{ sid: string; friendlyName: string }> = [];
   const twilio: TwilioKeyOps = {
-    listKeys: async () => keys.slice(),
+    listKeys: async () => {
+      await beforeListKeys?.();
+      return keys.slice();
+    },
     createKey: async (_sid, friendlyName) => {
       const key = { sid: `SK${randomBytes(16).toString('hex')}`, friendlyName };
       keys.push(key);
@@ -141,5 +144,39 @@ describe('the processor when its job was taken over', () => {
     expect(rec?.step).toBe('promote');
     expect(rec?.undo).toBeUndefined();
     expect(rec?.error).toBeUndefined();
+  });
+});
+
+/**
+ * A dry run changes nothing, so a cancel has nothing to undo — but it must still end as the
+ * operator asked: a cancelled dry run used to be recorded as `succeeded`.
+ */
+describe('a cancelled dry run', () => {
+  const cancel = (repo: RotationRepository, id: string) =>
+    repo.update(id, (r) => ({ ...r, undo: { reason: 'cancel' as const } }), { step: 'create-secondary', status: 'undo', at: new Date().toISOString() });
+
+  it('ends cancelled when the cancel came before the job ran, without asking Twilio anything', async () => {
+    const repo = new RotationRepository(redis, 'dc1');
+    const { processor, job, keys } = harness(repo);
+    const rec = { ...pending(`AC${'6'.repeat(32)}`), dryRun: true };
+    await repo.create(rec);
+    await cancel(repo, rec.id);
+    await processor.process(job(rec.id));
+    const done = await repo.get(rec.id);
+    expect(done?.status).toBe('cancelled');
+    expect(done?.undo?.completedAt).toBeDefined();
+    expect(keys).toHaveLength(0);
+  });
+
+  it('ends cancelled when the cancel arrived while its checks ran', async () => {
+    const repo = new RotationRepository(redis, 'dc2');
+    const rec = { ...pending(`AC${'7'.repeat(32)}`), dryRun: true };
+    // The cancel lands between the processor's read of the record and its final write.
+    const { processor, job } = harness(repo, undefined, () => cancel(repo, rec.id));
+    await repo.create(rec);
+    await processor.process(job(rec.id));
+    const done = await repo.get(rec.id);
+    expect(done?.status).toBe('cancelled');
+    expect(done?.history.at(-1)?.detail).toMatch(/^dry run: would bootstrap/);
   });
 });
