@@ -364,8 +364,10 @@ function RotationView({ session, id, now, confirm, events }) {
     <ol class="timeline" aria-label="Steps">
       ${STEPS.map((s, i) => {
         const t = stepTimes(rec, s);
-        const state = i < currentIndex ? 'done' : i === currentIndex ? 'current' : rec.status === 'failed' && t ? 'failed' : t && terminal ? 'done' : 'pending';
-        const label = { done: '✓ done', current: '▶ current', pending: '○ not started', failed: '✗ stopped' }[state];
+        // While a cancel or rollback is being carried out, the steps that ran are being undone.
+        const undoing = rec.undo && !terminal;
+        const state = undoing ? (t ? 'undoing' : 'pending') : i < currentIndex ? 'done' : i === currentIndex ? 'current' : rec.status === 'failed' && t ? 'failed' : t && terminal ? 'done' : 'pending';
+        const label = { done: '✓ done', current: '▶ current', pending: '○ not started', failed: '✗ stopped', undoing: '↺ being undone' }[state];
         return html`<li class=${`step ${state}`} aria-current=${state === 'current' ? 'step' : undefined}>
           <span class="step-name">${s}</span> <span class="step-state">${label}</span>
           ${t && html`<span class="step-time">${when(t.start)}${t.end !== t.start ? ` → ${when(t.end)} (${duration(Date.parse(t.end) - Date.parse(t.start))})` : ''}${t.retries ? `, ${t.retries} retries` : ''}</span>`}
