@@ -110,7 +110,7 @@ describe('validation errors name the field and what is allowed; 405; empty actio
     });
 
     it('an unknown path stays 404, whatever the method', async () => {
-      for (const [method, url] of [['GET', '/v1/nothing'], ['DELETE', '/v1/nothing'], ['GET', `/v1/rotations/${id}/explode`], ['POST', '/v1/rotations/'], ['GET', '/']] as const) {
+      for (const [method, url] of [['GET', '/v1/nothing'], ['DELETE', '/v1/nothing'], ['GET', `/v1/rotations/${id}/explode`], ['POST', '/v1/rotations/'], ['GET', '/nothing'], ['GET', '/ui/nothing']] as const) {
         const res = await send({ method, url });
         expect(res.statusCode, `${method} ${url}`).toBe(404);
         expect(res.headers.allow).toBeUndefined();
