@@ -1,17 +1,28 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, within, type Stack } from '../helpers/stack.ts';
-import { startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
+import { startEngine, waitFinished } from '../helpers/engine.ts';
 import { spawnRotator, spawnTsEntry, type RotatorProcess } from '../helpers/processes.ts';
 import { dumpRedis, findSecrets } from '../helpers/leaks.ts';
-import { CRASH_POINTS } from '../../workers/crash-points.ts';
-import { ENGINE_STORE_BACKENDS, storeBackendUnavailable } from '../helpers/stores.ts';
+import { crashPointsOf } from '../../workers/crash-points.ts';
+import { ENGINE_STORE_BACKENDS, storeBackendUnavailable, type StoreBackendKind } from '../helpers/stores.ts';
+import { expectSettledKind, manageAs, seedCredentials, startKindRotation } from '../helpers/kinds.ts';
+import type { CredentialKind } from '../../src/domain/credential.ts';
+import { authTokenId } from '../../src/domain/secret.ts';
 
 /**
- * A worker process is SIGKILLed at every step boundary and between Twilio's key creation and the
- * store write; a fresh worker process must finish the rotation with nothing orphaned or lost.
+ * API keys with every store backend; the other kinds with the file store only (the stores are
+ * kind-blind, and each case costs a worker process per crash point).
  */
-describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at every step boundary', (kind) => {
+const CASES: Array<[StoreBackendKind, CredentialKind]> = [...ENGINE_STORE_BACKENDS.map((b): [StoreBackendKind, CredentialKind] => [b, 'api-key']), ['file', 'restricted-key'], ['file', 'auth-token']];
+
+/**
+ * A worker process is SIGKILLed at every step boundary and between Twilio's creation of the new
+ * credential (key, secondary Auth Token) and the store write; a fresh worker process must finish
+ * the rotation with nothing orphaned (no key, no secondary token) or lost.
+ */
+describe.each(CASES)('crash safety with the %s store, %s credentials: SIGKILL at every step boundary', (kind, credentialKind) => {
   const unavailable = storeBackendUnavailable(kind);
+  const CRASH_POINTS = crashPointsOf(credentialKind);
   let stack: Stack;
 
   beforeAll(async () => {
@@ -20,7 +31,7 @@ describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at
     // kill. (A starved fresh worker can lose its job to a spurious stall; that is one more
     // redelivery of the same at-least-once kind this test is about, and changes no outcome.)
     stack = await startStack({ subaccounts: CRASH_POINTS.length, drainSeconds: 0.2, store: kind, env: { JOB_LOCK_MS: '2000', STALLED_INTERVAL_MS: '500' } });
-    await stack.seedAll();
+    await seedCredentials(stack, stack.emu.subaccounts.map((s) => s.sid), credentialKind);
   });
 
   afterAll(async () => {
@@ -38,9 +49,10 @@ describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at
     const env = { ...stack.env, REDIS_PREFIX: prefix };
     const control = await startEngine(stack, env, { api: false, worker: false });
     try {
-      const before = stack.emu.listKeys(sub).map((k) => k.sid);
+      await manageAs(stack, control, [sub], credentialKind);
+      const before = credentialKind === 'auth-token' ? [authTokenId(stack.emu.account(sub)!.authToken)] : stack.emu.listKeys(sub).map((k) => k.sid);
       const doomed = spawnRotator('worker', { ...env, ROTATOR_CRASH_POINTS: point }, stack.logs);
-      const rec = await startRotation(control, sub, `crash at ${point}`);
+      const rec = await startKindRotation(control, sub, credentialKind, `crash at ${point}`);
       // Deadlines here are last guards: starting a worker process takes over a second of CPU, and
       // twelve start at once on a machine that may be busy with other things.
       const death = await within(`the worker to die at ${point} (rotation ${rec.id})`, doomed.exited, 180_000).catch(async (err: unknown) => {
@@ -56,11 +68,11 @@ describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at
       await within(`the fresh process to run a worker after ${point} (rotation ${rec.id})`, resuming, 180_000);
       const done = await waitFinished(control, rec.id, 60_000);
       expect(done.status, `${point}: ${JSON.stringify(done.error ?? done.lastError)}`).toBe('succeeded');
-      const settled = await expectSettled(stack, sub);
+      const settled = await expectSettledKind(stack, sub, credentialKind);
       expect(settled.problems, point).toEqual([]);
       expect(settled.currentKeySid).toBe(done.newKeySid);
       expect(before).toContain(done.oldKeySid);
-      expect(stack.emu.listKeys(sub).map((k) => k.sid)).toEqual([done.newKeySid]);
+      if (credentialKind !== 'auth-token') expect(stack.emu.listKeys(sub).map((k) => k.sid)).toEqual([done.newKeySid]);
       // The history shows the interrupted step being started again by the second process.
       // The fresh process finished the work; once a step had completed before the kill, both
       // processes appear in the history.
