@@ -31,3 +31,16 @@ export const CRASH_POINTS = [
   'delete-old:after-twilio-delete',
   'delete-old:done',
 ] as const;
+
+/**
+ * Points only some credential kinds pass (workers/steps/kinds): the Auth Token's promotion at
+ * Twilio, between which and the step's record a crash must not lose the promotion.
+ */
+export const KIND_CRASH_POINTS: Readonly<Record<string, readonly string[]>> = {
+  'auth-token': ['promote:after-twilio-promote'],
+};
+
+/** Every crash point a rotation of `kind` passes. */
+export function crashPointsOf(kind: string): readonly string[] {
+  return [...CRASH_POINTS, ...(KIND_CRASH_POINTS[kind] ?? [])];
+}

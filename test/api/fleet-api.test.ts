@@ -188,7 +188,7 @@ describe('fleet API: policies, labels, credentials', () => {
       expect(bad.statusCode).toBe(400);
       expect(bad.json().error.fields).toEqual([{ path: 'name', message: expect.stringMatching(/"pending" is reserved/) }]);
       expect(fields(await call('operator', { method: 'POST', url: `/v1/accounts/${sid}/credentials`, payload: { name: 'Billing Prod' } }))).toEqual(['name']);
-      expect((await call('operator', { method: 'POST', url: `/v1/accounts/${sid}/credentials`, payload: { name: 'x', kind: 'auth-token' } })).json().error.message).toBe('field kind must be one of api-key');
+      expect((await call('operator', { method: 'POST', url: `/v1/accounts/${sid}/credentials`, payload: { name: 'x', kind: 'main-key' } })).json().error.message).toBe('field kind must be one of api-key, restricted-key, auth-token');
       expect((await call('operator', { method: 'POST', url: `/v1/accounts/${h.stack.emu.parent.accountSid}/credentials`, payload: { name: 'x' } })).json().error.code).toBe('not_a_subaccount');
       expect((await call('operator', { method: 'POST', url: `/v1/accounts/AC${'7'.repeat(32)}/credentials`, payload: { name: 'x' } })).statusCode).toBe(404);
       const audit = (await call('admin', { method: 'GET', url: `/v1/audit?accountSid=${sid}&limit=10` })).json().items;

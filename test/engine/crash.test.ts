@@ -1,19 +1,30 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startStack, waitFor, within, type Stack } from '../helpers/stack.ts';
-import { describeRotation, startEngine, startRotation, waitFinished, expectSettled } from '../helpers/engine.ts';
+import { describeRotation, startEngine, waitFinished } from '../helpers/engine.ts';
 import { spawnRotator, spawnTsEntry, type RotatorProcess } from '../helpers/processes.ts';
 import { dumpRedis, findSecrets } from '../helpers/leaks.ts';
-import { CRASH_POINTS } from '../../workers/crash-points.ts';
-import { ENGINE_STORE_BACKENDS, storeBackendUnavailable } from '../helpers/stores.ts';
+import { crashPointsOf } from '../../workers/crash-points.ts';
+import { ENGINE_STORE_BACKENDS, storeBackendUnavailable, type StoreBackendKind } from '../helpers/stores.ts';
+import { expectSettledKind, manageAs, seedCredentials, startKindRotation } from '../helpers/kinds.ts';
+import type { CredentialKind } from '../../src/domain/credential.ts';
+import { authTokenId } from '../../src/domain/secret.ts';
 
 /**
- * A worker process is SIGKILLed at every step boundary and between Twilio's key creation and the
- * store write; a fresh worker process must finish the rotation with nothing orphaned or lost.
+ * API keys with every store backend; the other kinds with the file store only (the stores are
+ * kind-blind, and each case costs a worker process per crash point).
  */
-describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at every step boundary', (kind) => {
+const CASES: Array<[StoreBackendKind, CredentialKind]> = [...ENGINE_STORE_BACKENDS.map((b): [StoreBackendKind, CredentialKind] => [b, 'api-key']), ['file', 'restricted-key'], ['file', 'auth-token']];
+
+/**
+ * A worker process is SIGKILLed at every step boundary and between Twilio's creation of the new
+ * credential (key, secondary Auth Token) and the store write; a fresh worker process must finish
+ * the rotation with nothing orphaned (no key, no secondary token) or lost.
+ */
+describe.each(CASES)('crash safety with the %s store, %s credentials: SIGKILL at every step boundary', (kind, credentialKind) => {
   const unavailable = storeBackendUnavailable(kind);
-  /** With the file store, the consumer gate (issue 15) decides every promote: crash-safe because its state is in Redis. */
-  const gated = kind === 'file';
+  const CRASH_POINTS = crashPointsOf(credentialKind);
+  /** API keys on the file store: the consumer gate (issue 15) decides every promote, crash-safe because its state is in Redis. */
+  const gated = kind === 'file' && credentialKind === 'api-key';
   let stack: Stack;
 
   beforeAll(async () => {
@@ -22,7 +33,7 @@ describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at
     // kill. (A starved fresh worker can lose its job to a spurious stall; that is one more
     // redelivery of the same at-least-once kind this test is about, and changes no outcome.)
     stack = await startStack({ subaccounts: CRASH_POINTS.length, drainSeconds: 0.2, store: kind, env: { JOB_LOCK_MS: '2000', STALLED_INTERVAL_MS: '500', CONSUMER_GATE_RECHECK_SECONDS: '0.2' } });
-    await stack.seedAll();
+    await seedCredentials(stack, stack.emu.subaccounts.map((s) => s.sid), credentialKind);
   });
 
   afterAll(async () => {
@@ -41,7 +52,8 @@ describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at
     const control = await startEngine(stack, env, { api: false, worker: false });
     let reporting: Promise<void> | undefined;
     try {
-      const before = stack.emu.listKeys(sub).map((k) => k.sid);
+      await manageAs(stack, control, [sub], credentialKind);
+      const before = credentialKind === 'auth-token' ? [authTokenId(stack.emu.account(sub)!.authToken)] : stack.emu.listKeys(sub).map((k) => k.sid);
       if (gated) {
         // The consumer gate decides promote (its state in Redis, read again by the fresh worker):
         // one consumer reports the old key, then the new one once the rotation has created it.
@@ -49,7 +61,7 @@ describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at
         await control.consumers.report({ consumer: 'crash-app', accountSid: sub, credential: 'default', keySid: before[0]!, by: 'test' }, Date.now());
       }
       const doomed = spawnRotator('worker', { ...env, ROTATOR_CRASH_POINTS: point }, stack.logs);
-      const rec = await startRotation(control, sub, `crash at ${point}`);
+      const rec = await startKindRotation(control, sub, credentialKind, `crash at ${point}`);
       if (gated) {
         reporting = waitFor(`rotation ${rec.id} to create its key`, async () => (await control.repo.get(rec.id))?.newKeySid, 300_000, 100).then(async (keySid) => {
           await control.consumers.report({ consumer: 'crash-app', accountSid: sub, credential: 'default', keySid, by: 'test' }, Date.now());
@@ -70,11 +82,11 @@ describe.each(ENGINE_STORE_BACKENDS)('crash safety with the %s store: SIGKILL at
       await within(`the fresh process to run a worker after ${point} (rotation ${rec.id})`, resuming, 180_000);
       const done = await waitFinished(control, rec.id, 60_000);
       expect(done.status, `${point}: ${JSON.stringify(done.error ?? done.lastError)}`).toBe('succeeded');
-      const settled = await expectSettled(stack, sub);
+      const settled = await expectSettledKind(stack, sub, credentialKind);
       expect(settled.problems, point).toEqual([]);
       expect(settled.currentKeySid).toBe(done.newKeySid);
       expect(before).toContain(done.oldKeySid);
-      expect(stack.emu.listKeys(sub).map((k) => k.sid)).toEqual([done.newKeySid]);
+      if (credentialKind !== 'auth-token') expect(stack.emu.listKeys(sub).map((k) => k.sid)).toEqual([done.newKeySid]);
       // The history shows the interrupted step being started again by the second process.
       // The fresh process finished the work; once a step had completed before the kill, both
       // processes appear in the history.

@@ -19,6 +19,12 @@ export const CONSUMER_POLICY = { allow: ['/twilio/messaging/messages/read', '/tw
  * enabled (an admin's PATCH).
  */
 export async function seedKind(stack: Stack, rt: Pick<Runtime, 'credentials' | 'accounts'>, sids: readonly string[], kind: CredentialKind): Promise<void> {
+  await seedCredentials(stack, sids, kind);
+  await manageAs(stack, rt, sids, kind);
+}
+
+/** The emulator and the store part of seedKind (shared by every Redis prefix of a test). */
+export async function seedCredentials(stack: Stack, sids: readonly string[], kind: CredentialKind): Promise<void> {
   if (kind === 'api-key') {
     await stack.seed(sids);
     return;
@@ -34,8 +40,13 @@ export async function seedKind(stack: Stack, rt: Pick<Runtime, 'credentials' | '
         : authTokenCredential(sid, new Secret(stack.emu.account(sid)!.authToken));
     await stack.store.putPending(stack.path(sid), seedId, credential);
     await stack.store.promotePending(stack.path(sid), seedId, credential.apiKeySid);
-    await rt.credentials.ensure({ accountSid: sid, name: 'default' }, { kind });
   }
+}
+
+/** The Redis part of seedKind: the `default` credentials of `sids` are of `kind`; an Auth Token's account has its rotation enabled. */
+export async function manageAs(stack: Stack, rt: Pick<Runtime, 'credentials' | 'accounts'>, sids: readonly string[], kind: CredentialKind): Promise<void> {
+  if (kind === 'api-key') return;
+  for (const sid of sids) await rt.credentials.ensure({ accountSid: sid, name: 'default' }, { kind });
   if (kind === 'auth-token') {
     const info = sids.map((sid) => ({ accountSid: sid, friendlyName: stack.emu.account(sid)!.friendlyName, status: 'active', ownerAccountSid: stack.emu.parent.accountSid }));
     await rt.accounts.upsertMany(info);

@@ -589,7 +589,7 @@ describe('the request', () => {
     ['long name', { selector: { credentials: [{ accountSid: sid(1), name: 'a'.repeat(64) }] } }, 'selector.credentials[0].name', `must be a credential name (1–63 of a-z, 0-9, "_", "-", starting with a letter or digit), not "${'a'.repeat(40)}…"`],
     ['credential field', { selector: { credentials: [{ accountSid: sid(1), name: 'x', kind: 'api-key' }] } }, 'selector.credentials[0].kind', 'unknown field (allowed: accountSid, name)'],
     ['bad label', { selector: { labels: ['HIPAA'] } }, 'selector.labels[0]', 'must be a label such as "hipaa" or "tier=gold" (lower case, digits, "_", ".", "-"), not "HIPAA"'],
-    ['unknown top field', { priority: 'high' }, 'priority', 'unknown field (allowed: selector, reason, dryRun, waves, maxFailureRate)'],
+    ['unknown top field', { priority: 'high' }, 'priority', 'unknown field (allowed: selector, kinds, reason, dryRun, waves, maxFailureRate)'],
     ['unknown wave field', { waves: { ...valid.waves, linear: true } }, 'waves.linear', 'unknown field (allowed: canary, step, bakeSeconds)'],
     ['unknown selector field', { selector: { labels: ['a'], match: 'any' } }, 'selector.match', 'unknown field (allowed: labels, accountSids, credentials)'],
     ['empty reason', { reason: '  ' }, 'reason', 'must not be empty: say why (it goes into the audit trail)'],
