@@ -30,7 +30,7 @@ describe('validation errors name the field and what is allowed; 405; empty actio
     expect(await refused({ method: 'POST', url: '/v1/rotations', payload: { accountSid: sid, dryrun: true } })).toBe('unknown field dryrun; did you mean dryRun?');
     expect(await refused({ method: 'POST', url: '/v1/rotations', payload: { accountSid: sid, reasn: 'leak' } })).toBe('unknown field reasn; did you mean reason?');
     // Nothing near: the known fields are listed instead.
-    expect(await refused({ method: 'POST', url: '/v1/rotations', payload: { accountSid: sid, force: true } })).toBe('unknown field force; known fields: accountSid, credential, reason, dryRun, urgent, drainSeconds');
+    expect(await refused({ method: 'POST', url: '/v1/rotations', payload: { accountSid: sid, force: true } })).toBe('unknown field force; known fields: accountSid, credential, reason, dryRun, urgent, drainSeconds, confirm');
   });
 
   it('a missing field that was sent misspelt says so', async () => {
@@ -81,7 +81,7 @@ describe('validation errors name the field and what is allowed; 405; empty actio
     const secretish = 'sk_live_' + 'z'.repeat(30);
     const message = await refused({ method: 'POST', url: '/v1/rotations', payload: { accountSid: secretish } });
     expect(message).not.toContain(secretish);
-    expect(await refused({ method: 'POST', url: '/v1/rotations', payload: { accountSid: sid, 'a b"c': 1 } })).toBe('unknown field "a b\\"c"; known fields: accountSid, credential, reason, dryRun, urgent, drainSeconds');
+    expect(await refused({ method: 'POST', url: '/v1/rotations', payload: { accountSid: sid, 'a b"c': 1 } })).toBe('unknown field "a b\\"c"; known fields: accountSid, credential, reason, dryRun, urgent, drainSeconds, confirm');
   });
 
   describe('405 for a known path with the wrong method, 404 for an unknown path', () => {
