@@ -14,10 +14,10 @@ import { decodeRow, rowJson, rowOverdue, type RowTemplate } from '../domain/comp
 import type { ComplianceRows } from './compliance-rows.ts';
 import type { CompiledPolicy, PolicyCatalog } from '../domain/policy.ts';
 import { rotationDeadline } from '../domain/planner.ts';
-import { accountFromJson, type AccountRecord, type AccountRepository } from '../state/accounts.ts';
-import { credentialFromJson, type CredentialRepository, type ManagedCredential } from '../state/credentials.ts';
+import { type AccountRecord, type AccountRepository } from '../state/accounts.ts';
+import { type CredentialRepository, type ManagedCredential } from '../state/credentials.ts';
 import type { PolicyRepository } from '../state/policies.ts';
-import { scannedFromJson, type ComplianceFacts, type LastScan, type ScannedSubaccount } from '../state/compliance.ts';
+import { type ComplianceFacts, type LastScan, type ScannedSubaccount } from '../state/compliance.ts';
 import { redisKeys, type RedisKeys } from '../state/keys.ts';
 import { isoTime } from '../state/iso.ts';
 import { entryOf, type FleetEntry } from './fleet.ts';
