@@ -179,9 +179,13 @@ export function isOverdue(c: Pick<CredentialFacts, 'nextDueAt'>, subaccountStatu
  * No key in the store, or a store key Twilio does not list (applications reading it get 401s), is
  * not within policy. Compared in ms, not whole days, so a key one hour past P30D is out.
  */
-export function withinPolicy(c: Pick<CredentialFacts, 'currentKeySid' | 'keyCreatedAt' | 'policy'>, now: number): { within: boolean; finding: string | null } {
+export function withinPolicy(c: Pick<CredentialFacts, 'currentKeySid' | 'keyCreatedAt' | 'policy'> & Partial<Pick<CredentialFacts, 'kind'>>, now: number): { within: boolean; finding: string | null } {
   if (c.currentKeySid === null) return { within: false, finding: 'no key in the store: never rotated (bootstrap pending)' };
-  if (c.keyCreatedAt === null) return { within: false, finding: `the store's key ${c.currentKeySid} is not listed at Twilio` };
+  if (c.keyCreatedAt === null) {
+    // Twilio lists no Auth Token and dates none: its age is known from Rotator's own rotation only.
+    if (c.kind === 'auth-token') return { within: false, finding: `the Auth Token's age is unknown (Twilio does not date it): rotate it once through Rotator to start its clock` };
+    return { within: false, finding: `the store's key ${c.currentKeySid} is not listed at Twilio` };
+  }
   const age = now - c.keyCreatedAt;
   const allowed = allowedKeyAgeMs(c.policy);
   if (age > allowed) {

@@ -195,6 +195,14 @@ describe('the compliance report on a seeded fleet', () => {
     expect(one(NOW + 5 * 60_000, NOW + DAY_MS)).toMatchObject({ keyAgeDays: 0, withinPolicy: true }); // Twilio's clock a little ahead
   });
 
+  it("an Auth Token Rotator never rotated is out of policy with its own reason, not as a key missing at Twilio", () => {
+    const base = seed().credentials[1]!;
+    const row = (kind: 'auth-token' | 'api-key') =>
+      complianceReport({ credentials: [{ ...base, kind, currentKeySid: 'AT-0123456789abcdef', keyCreatedAt: null }], subaccounts: seed().subaccounts, now: NOW }).credentials[0]!;
+    expect(row('auth-token')).toMatchObject({ kind: 'auth-token', withinPolicy: false, finding: expect.stringMatching(/Auth Token's age is unknown .*rotate it once/) });
+    expect(row('api-key').finding).toBe("the store's key AT-0123456789abcdef is not listed at Twilio");
+  });
+
   it('rounds the within-policy share down, so 100 means every one', () => {
     const base = seed().credentials[1]!;
     const many = Array.from({ length: 2000 }, (_, i) => ({ ...base, name: `c${i}`, keyCreatedAt: i === 0 ? ago(31) : ago(1) }));
