@@ -20,7 +20,7 @@ const iam = (ctx: StepContext): KeyApi => {
 /** The old key's policy: the one the new key must carry. */
 async function oldPolicy(ctx: StepContext, rec: RotationRecord, oldId: string | null | undefined): Promise<KeyPolicy> {
   if (!oldId) {
-    throw new PermanentError('restricted_key_bootstrap', `${credentialOf(rec)} is a restricted-key credential but its store entry holds no key to copy the policy from: adopt the current restricted key first (rotator adopt-key)`);
+    throw new PermanentError('restricted_key_bootstrap', `${credentialOf(rec)} is a restricted-key credential but its store entry holds no key to copy the policy from: adopt the restricted key your applications use first, its SID and secret as JSON on stdin: npm run adopt-key -- ${rec.accountSid} ${rec.credential}`);
   }
   const policy = await credentialOps(ctx, 'restricted-key').fetchKeyPolicy(rec.accountSid, oldId);
   if (policy === undefined) throw new PermanentError('restricted_key_old_missing', `the old key ${oldId} of ${credentialOf(rec)} is not at Twilio: its policy cannot be copied`);
