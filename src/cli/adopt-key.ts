@@ -51,7 +51,7 @@ async function main(): Promise<number> {
   const keySecret = new Secret(parsed.apiKeySecret);
 
   const cfg = loadConfig();
-  // Not the worker's Redis-backed cap: one command makes three requests.
+  // Not the worker's Redis-backed cap: one command makes four or five requests.
   const twilio = new TwilioAdmin({ credential: cfg.twilio!, baseUrl: cfg.twilioBaseUrl, timeoutMs: cfg.twilioTimeoutMs, gate: { acquire: async () => () => undefined } });
   const verdict = subaccountVerdict(accountSid, cfg.twilio!.accountSid, await twilio.fetchAccount(accountSid));
   if (!verdict.ok) throw new Refused(verdict.message);

@@ -56,7 +56,7 @@ export const restrictedKeySteps: KindSteps = {
   async dryRun(ctx, rec, entry) {
     const current = entry.current?.credential.apiKeySid;
     const base = await dryRunKeys(ctx, iam(ctx), rec, heldIds(entry), current);
-    if (!current) return `${base}; WARNING: a restricted key cannot be bootstrapped (no policy to copy)`;
+    if (!current) return `${base}; WARNING: a restricted key cannot be bootstrapped (no policy to copy): adopt the current one first (npm run adopt-key -- ${rec.accountSid} ${rec.credential})`;
     const policy = await credentialOps(ctx, 'restricted-key').fetchKeyPolicy(rec.accountSid, current);
     const allow = policy && Array.isArray(policy.allow) ? (policy.allow as unknown[]).length : 0;
     return `${base}; the new key would copy ${current}'s policy (${allow} permission(s))`;
