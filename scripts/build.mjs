@@ -19,9 +19,10 @@ const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const dist = join(root, 'dist');
 const stamp = join(dist, '.build-stamp');
 // What tsconfig.build.json compiles, and the run-time files beside the sources that tsc does not
-// copy (src/state/*.lua, read through import.meta.url).
+// copy, read through import.meta.url: src/state/*.lua and the dashboard's browser files
+// (src/dashboard/public, served as they are).
 const SOURCE_DIRS = ['src', 'workers', 'providers'];
-const ASSET = /\.lua$/;
+const isAsset = (f) => /\.lua$/.test(f) || relative(root, f).split(/[\\/]/).slice(0, 3).join('/') === 'src/dashboard/public';
 const INPUTS = ['tsconfig.json', 'tsconfig.build.json', 'package.json'];
 
 function* files(dir) {
@@ -35,7 +36,7 @@ function* files(dir) {
 
 function newestSourceMs() {
   let newest = 0;
-  for (const dir of SOURCE_DIRS) for (const f of files(join(root, dir))) if (/\.(ts|lua)$/.test(f)) newest = Math.max(newest, statSync(f).mtimeMs);
+  for (const dir of SOURCE_DIRS) for (const f of files(join(root, dir))) if (/\.ts$/.test(f) || isAsset(f)) newest = Math.max(newest, statSync(f).mtimeMs);
   for (const f of INPUTS) if (existsSync(join(root, f))) newest = Math.max(newest, statSync(join(root, f)).mtimeMs);
   return newest;
 }
@@ -63,7 +64,7 @@ function build() {
   let assets = 0;
   for (const dir of SOURCE_DIRS) {
     for (const f of files(join(root, dir))) {
-      if (!ASSET.test(f)) continue;
+      if (!isAsset(f)) continue;
       const to = join(dist, relative(root, f));
       mkdirSync(dirname(to), { recursive: true });
       copyFileSync(f, to);
@@ -80,7 +81,7 @@ const built = existsSync(stamp);
 
 if (!ifStale) {
   const assets = build();
-  console.error(`build: dist/ written (${assets} Lua files copied)`);
+  console.error(`build: dist/ written (${assets} Lua and dashboard files copied beside the compiled code)`);
 } else if (!haveSources || !typescriptCompiler()) {
   // A release: run what was shipped.
   if (!built) {

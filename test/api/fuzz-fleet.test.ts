@@ -36,7 +36,7 @@ describe('fuzzing the fleet routes', () => {
     await h.rt.accounts.upsertMany(subs.map((s, i) => ({ accountSid: s, friendlyName: `Customer ${i}`, status: 'active', ownerAccountSid: parent })));
     for (const s of subs) await h.rt.credentials.ensure({ accountSid: s, name: 'default' });
     await h.rt.accounts.patch(subs[0]!, { labels: ['hipaa'] });
-    const b = await h.app.inject({ method: 'POST', url: '/v1/batches', headers: auth('operator'), payload: { selector: 'all', reason: 'fuzz seed', dryRun: true } });
+    const b = await h.app.inject({ method: 'POST', url: '/v1/batches', headers: auth('operator'), payload: { selector: 'all', reason: 'fuzz seed', dryRun: true, waves: { canary: 1, step: 50, bakeSeconds: 0 }, maxFailureRate: 0.5 } });
     expect(b.statusCode, b.body).toBe(201);
     batchIds.push(b.json().id);
   });

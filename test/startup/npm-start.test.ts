@@ -203,11 +203,11 @@ describe.concurrent('npm run mint-token', () => {
 
   it('requires a name and a role; anything wrong is one line and exit 2', async ({ expect }) => {
     const cases: Array<[string[], RegExp]> = [
-      [[], /^mint-token: a token name and a role are required: npm run mint-token -- <name> <viewer\|operator\|admin>$/],
-      [['ci'], /^mint-token: a role is required: npm run mint-token -- <name> <viewer\|operator\|admin>$/],
+      [[], /^mint-token: a token name and a role are required: npm run mint-token -- <name> <viewer\|operator\|admin\|consumer>$/],
+      [['ci'], /^mint-token: a role is required: npm run mint-token -- <name> <viewer\|operator\|admin\|consumer>$/],
       [['ci bot', 'operator'], /^mint-token: token name "ci bot" is not allowed: use 1–64 letters, digits, _ \. or - \(/],
       [['ci:bot', 'operator'], /^mint-token: token name "ci:bot" is not allowed/],
-      [['ci', 'root'], /^mint-token: role "root" is not one of viewer, operator, admin \(/],
+      [['ci', 'root'], /^mint-token: role "root" is not one of viewer, operator, admin, consumer \(/],
     ];
     for (const [args, expected] of cases) {
       const r = await mint(...args);
