@@ -488,27 +488,38 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
       return app.listen({ host: cfg.host, port: cfg.port });
     },
     async close() {
-      await app?.close();
+      // Each part in turn; one that has not stopped after 10 s is named in the log (once), so a
+      // shutdown that hangs says what it waits for.
+      const part = async (name: string, stop: () => unknown): Promise<void> => {
+        const slow = setTimeout(() => log.warn({ part: name }, 'shutdown: still waiting for this part to stop'), 10_000);
+        slow.unref();
+        try {
+          await stop();
+        } finally {
+          clearTimeout(slow);
+        }
+      };
+      await part('api', () => app?.close());
       accountSync?.stop();
-      await complianceScans?.stop();
-      await complianceRows?.stop();
-      await plannerTicker?.close();
-      await worker?.close();
-      await batchWorker?.close();
-      await auditRelay?.stop();
-      await auditRetention?.stop();
-      await notify?.relay.stop();
-      await notify?.delivery.close();
-      await notify?.queue.close();
-      await gate?.close();
-      await queue.close();
-      await batchQueue.close();
-      await store.close();
+      await part('compliance scans', () => complianceScans?.stop());
+      await part('compliance rows', () => complianceRows?.stop());
+      await part('planner ticker', () => plannerTicker?.close());
+      await part('rotation worker', () => worker?.close());
+      await part('batch worker', () => batchWorker?.close());
+      await part('audit relay', () => auditRelay?.stop());
+      await part('audit retention', () => auditRetention?.stop());
+      await part('notification relay', () => notify?.relay.stop());
+      await part('notification delivery', () => notify?.delivery.close());
+      await part('notification queue', () => notify?.queue.close());
+      await part('twilio gate', () => gate?.close());
+      await part('rotation queue', () => queue.close());
+      await part('batch queue', () => batchQueue.close());
+      await part('secret store', () => store.close());
       apiRedis?.disconnect();
       redis.disconnect();
       queueConn.disconnect();
       workerConn?.disconnect();
-      await embedded?.stop();
+      await part('embedded redis', () => embedded?.stop());
     },
   };
 }
