@@ -21,6 +21,8 @@ import { HeartbeatReporter, type HeartbeatOptions } from './heartbeat.ts';
 
 export type { HeartbeatOptions } from './heartbeat.ts';
 export type { CredentialReader } from './credential.ts';
+// Webhook signatures during an Auth Token rotation (also `rotator/client/webhook` on its own).
+export { validateTwilioRequest, webhookTokens, type WebhookTokens, type TwilioWebhookRequest, type WebhookVerdict } from './webhook.ts';
 
 /** What twilio's `httpClient` option is called with and answers (its RequestClient's shape). */
 export interface TwilioRequestOptions {
