@@ -1,3 +1,4 @@
+import { runPeriodically, type Periodic } from './periodic.ts';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -68,8 +69,7 @@ export class AuditRelay {
   readonly #cursorKey: string;
   readonly #leaseKey: string;
   readonly #token = randomUUID();
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<unknown> = Promise.resolve();
+  #loop: Periodic | undefined;
   #leader = false;
   readonly #chain = new ChainIndex();
   /** Bumped whenever the connection to Redis is (re)established. */
@@ -88,23 +88,16 @@ export class AuditRelay {
   }
 
   start(): void {
-    const tick = (): void => {
-      this.#running = this.pump().catch((err: Error) => this.#o.log.warn({ err: { message: err.message } }, 'audit relay: will try again'));
-      void this.#running.finally(() => {
-        if (!this.#timer) return;
-        this.#timer = setTimeout(tick, this.#o.intervalMs);
-        this.#timer.unref();
-      });
-    };
-    this.#timer = setTimeout(tick, this.#o.intervalMs);
-    this.#timer.unref();
+    this.#loop = runPeriodically(() => this.pump(), {
+      firstMs: this.#o.intervalMs,
+      everyMs: this.#o.intervalMs,
+      onError: (err) => this.#o.log.warn({ err: { message: err.message } }, 'audit relay: will try again'),
+    });
   }
 
   async stop(): Promise<void> {
-    const t = this.#timer;
-    this.#timer = undefined;
-    if (t) clearTimeout(t);
-    await this.#running.catch(() => undefined);
+    await this.#loop?.stop();
+    this.#loop = undefined;
     if (this.#leader) await this.#o.redis.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`, 1, this.#leaseKey, this.#token).catch(() => undefined);
   }
 

@@ -1,3 +1,4 @@
+import { runPeriodically, type Periodic } from './periodic.ts';
 import { randomUUID } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -51,8 +52,7 @@ export class AuditRetention {
   readonly #k: ReturnType<typeof redisKeys>;
   readonly #leaseKey: string;
   readonly #token = randomUUID();
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<unknown> = Promise.resolve();
+  #loop: Periodic | undefined;
 
   constructor(opts: AuditRetentionOptions) {
     if (!opts.cfg.checkpointKey || !opts.cfg.exportTo) throw new Error('audit retention needs AUDIT_CHECKPOINT_KEY and AUDIT_EXPORT_DIR');
@@ -62,23 +62,16 @@ export class AuditRetention {
   }
 
   start(): void {
-    const tick = (): void => {
-      this.#running = this.#leased(() => this.trim()).catch((err: Error) => this.#o.log.warn({ err: { message: err.message } }, 'audit retention: trim failed; trying again at the next interval'));
-      void this.#running.finally(() => {
-        if (!this.#timer) return;
-        this.#timer = setTimeout(tick, this.#o.cfg.intervalMs);
-        this.#timer.unref();
-      });
-    };
-    this.#timer = setTimeout(tick, 0);
-    this.#timer.unref();
+    this.#loop = runPeriodically(() => this.#leased(() => this.trim()), {
+      firstMs: 0,
+      everyMs: this.#o.cfg.intervalMs,
+      onError: (err) => this.#o.log.warn({ err: { message: err.message } }, 'audit retention: trim failed; trying again at the next interval'),
+    });
   }
 
   async stop(): Promise<void> {
-    const t = this.#timer;
-    this.#timer = undefined;
-    if (t) clearTimeout(t);
-    await this.#running.catch(() => undefined);
+    await this.#loop?.stop();
+    this.#loop = undefined;
   }
 
   /** One process trims at a time (a lease), so two never export and checkpoint the same range. */

@@ -1,3 +1,4 @@
+import { runPeriodically, type Periodic } from './periodic.ts';
 import { randomUUID } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
@@ -46,8 +47,7 @@ export class NotifyRelay {
   readonly #leaseKey: string;
   readonly #token = randomUUID();
   readonly #startedAt: number;
-  #timer: NodeJS.Timeout | undefined;
-  #running: Promise<unknown> = Promise.resolve();
+  #loop: Periodic | undefined;
   #leader = false;
   /** Notifications this relay enqueued (tests). */
   enqueued = 0;
@@ -62,23 +62,16 @@ export class NotifyRelay {
   }
 
   start(): void {
-    const tick = (): void => {
-      this.#running = this.pump().catch((err: Error) => this.#o.log.warn({ err: { message: err.message } }, 'notify relay: will try again'));
-      void this.#running.finally(() => {
-        if (!this.#timer) return;
-        this.#timer = setTimeout(tick, this.#o.intervalMs);
-        this.#timer.unref();
-      });
-    };
-    this.#timer = setTimeout(tick, 0);
-    this.#timer.unref();
+    this.#loop = runPeriodically(() => this.pump(), {
+      firstMs: 0,
+      everyMs: this.#o.intervalMs,
+      onError: (err) => this.#o.log.warn({ err: { message: err.message } }, 'notify relay: will try again'),
+    });
   }
 
   async stop(): Promise<void> {
-    const t = this.#timer;
-    this.#timer = undefined;
-    if (t) clearTimeout(t);
-    await this.#running.catch(() => undefined);
+    await this.#loop?.stop();
+    this.#loop = undefined;
     if (this.#leader) await this.#o.redis.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`, 1, this.#leaseKey, this.#token).catch(() => undefined);
   }
 
