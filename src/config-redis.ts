@@ -73,7 +73,8 @@ function readTarget(
   if (str('REDIS_SENTINEL_PASSWORD') && !sentinels) problems.push('REDIS_SENTINEL_PASSWORD needs REDIS_SENTINELS');
   if (url && given.length === 1) {
     if (password && /^rediss?:\/\/[^/@]*:[^/@]*@/i.test(url)) problems.push('REDIS_URL carries a password and REDIS_PASSWORD is set too: keep one (REDIS_PASSWORD keeps it out of the URL)');
-    return { redis: { kind: 'url', url, ...(secret ? { password: secret } : {}), ...(tls ? { tls } : {}) }, redisPrefix };
+    if (username && /^rediss?:\/\/[^/@:]+(:[^/@]*)?@/i.test(url)) problems.push('REDIS_URL carries a user name and REDIS_USERNAME is set too: keep one');
+    return { redis: { kind: 'url', url, ...(username ? { username } : {}), ...(secret ? { password: secret } : {}), ...(tls ? { tls } : {}) }, redisPrefix };
   }
   if (!given.length && (password || username)) problems.push('REDIS_PASSWORD and REDIS_USERNAME need REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES (the embedded Redis has its own password)');
   return { redisPrefix };

@@ -1,5 +1,5 @@
 import type { Config, StoreConfig } from './config.ts';
-import { connectRedis } from './state/redis.ts';
+import { connectRedis, isCertificateRefused, probeTls } from './state/redis.ts';
 import { describeRedisTarget, type RedisTarget } from './state/redis-target.ts';
 import { PermanentError } from './domain/errors.ts';
 
@@ -68,8 +68,29 @@ export async function waitForRedis(target: string | RedisTarget, timeoutMs: numb
     }
     const reason = describeRedisError(last);
     if (AUTH_REFUSED.test(last?.message ?? '')) {
-      const how = t.kind === 'url' ? 'put the right user and password in REDIS_URL (redis://user:password@host:port) or REDIS_PASSWORD' : `set REDIS_USERNAME and REDIS_PASSWORD${t.kind === 'sentinel' ? ' (the data nodes) and REDIS_SENTINEL_PASSWORD (the Sentinels)' : ''}`;
+      // Through Sentinel, ioredis says which side refused: the Sentinels ("All sentinels are
+      // unreachable … Last error: WRONGPASS"), or else the primary they named.
+      if (t.kind === 'sentinel' && /^All sentinels are unreachable/.test(last?.message ?? '')) {
+        throw new StartupError(`the Sentinels at ${where} refused the credentials (${reason}): set REDIS_SENTINEL_PASSWORD to the Sentinels' requirepass (unset it if they have none)`);
+      }
+      const how =
+        t.kind === 'url'
+          ? 'put the right user and password in REDIS_URL (redis://user:password@host:port), or REDIS_USERNAME and REDIS_PASSWORD'
+          : `set REDIS_USERNAME and REDIS_PASSWORD to an ACL user of the ${t.kind === 'sentinel' ? 'primary and replicas (the Sentinels answered)' : 'cluster nodes'}`;
       throw new StartupError(`Redis at ${where} refused the credentials (${reason}): ${how}`);
+    }
+    // A certificate not signed by REDIS_TLS_CA_FILE, or TLS spoken to a plain-text Redis (and the
+    // reverse), will not get better by waiting. Through the Sentinels ioredis reports either only as
+    // "Connection is closed": ask the servers directly.
+    if (!/ECONNREFUSED|ENOTFOUND|EAI_AGAIN/.test(reason)) {
+      const tls = isCertificateRefused(last) ? { refused: { server: where, code: last.code, reason: last.message } } : await probeTls(t, Math.max(500, Math.min(2_000, deadline - Date.now())));
+      if (tls.refused) {
+        const ca = t.tls?.caFile ? `REDIS_TLS_CA_FILE (${t.tls.caFile}) did not sign it: give the PEM file of the CA that did` : 'set REDIS_TLS_CA_FILE to the PEM file of the CA that signed it';
+        throw new StartupError(`Redis at ${where}: ${tls.refused.server} presented a TLS certificate Rotator does not trust (${tls.refused.code}: ${oneLine(tls.refused.reason)}): ${ca}`);
+      }
+      if (tls.speaksTls) {
+        throw new StartupError(`Redis at ${where} speaks TLS (${tls.speaksTls} completed a TLS handshake) but Rotator connects without it: ${t.kind === 'url' ? 'write rediss:// in REDIS_URL' : 'set REDIS_TLS=true'} (and REDIS_TLS_CA_FILE for a private CA)`);
+      }
     }
     if (t.kind === 'cluster' && /cluster support disabled/i.test(last?.message ?? '')) {
       throw new StartupError(`Redis at ${where} is not a cluster (cluster support disabled): use REDIS_URL for a single server`);

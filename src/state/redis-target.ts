@@ -16,8 +16,8 @@ export interface RedisTls {
 }
 
 export type RedisTarget =
-  /** REDIS_URL (redis://, rediss:// or a unix socket path); REDIS_PASSWORD when the URL carries none. */
-  | { kind: 'url'; url: string; password?: Secret; tls?: RedisTls }
+  /** REDIS_URL (redis://, rediss:// or a unix socket path); REDIS_USERNAME and REDIS_PASSWORD when the URL carries none. */
+  | { kind: 'url'; url: string; username?: string; password?: Secret; tls?: RedisTls }
   /** REDIS_SENTINELS + REDIS_SENTINEL_NAME: ask the Sentinels for the primary, follow its failovers. */
   | { kind: 'sentinel'; sentinels: HostPort[]; name: string; sentinelPassword?: Secret; username?: string; password?: Secret; db: number; tls?: RedisTls }
   /** REDIS_CLUSTER_NODES: any of the cluster's nodes; the rest are discovered. */

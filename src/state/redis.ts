@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis';
-import type { RedisTarget } from './redis-target.ts';
+import type { HostPort, RedisTarget } from './redis-target.ts';
 
 /**
  * Every connection to Rotator's Redis is made here, from the configured target (redis-target.ts):
@@ -57,7 +59,7 @@ function connectTarget(t: RedisTarget, options: RedisOptions): Redis {
   const tls = t.tls ? { ...(t.tls.caFile ? { ca: readFileSync(t.tls.caFile) } : {}) } : undefined;
   switch (t.kind) {
     case 'url':
-      return new Redis(t.url, { ...options, ...(t.password ? { password: t.password.reveal() } : {}), ...(tls ? { tls } : {}) });
+      return new Redis(t.url, { ...options, ...(t.username ? { username: t.username } : {}), ...(t.password ? { password: t.password.reveal() } : {}), ...(tls ? { tls } : {}) });
     case 'sentinel':
       return new Redis({
         ...options,
@@ -104,6 +106,55 @@ export function isRedisUnavailable(err: unknown): boolean {
   // Sentinel and Cluster add their own: no Sentinel answering, or no node, while a failover runs.
   if (e.name === 'ClusterAllFailedError') return true;
   return typeof e.message === 'string' && /^(Connection is closed|Stream isn't writeable|LOADING |TRYAGAIN |CLUSTERDOWN |MASTERDOWN |READONLY |All sentinels are unreachable|None of startup nodes is available|Failed to refresh slots cache)/.test(e.message);
+}
+
+/** Node's codes for a server certificate it does not trust (wrong CA, self-signed, expired, other name). */
+const CERTIFICATE_REFUSED = /^(SELF_SIGNED_CERT_IN_CHAIN|DEPTH_ZERO_SELF_SIGNED_CERT|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(_LOCALLY)?|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID|CERT_UNTRUSTED|CERT_SIGNATURE_FAILURE|CERT_REJECTED|ERR_TLS_CERT_ALTNAME_INVALID)$/;
+
+export function isCertificateRefused(err: unknown): err is Error & { code: string } {
+  return !!err && typeof err === 'object' && typeof (err as { code?: unknown }).code === 'string' && CERTIFICATE_REFUSED.test((err as { code: string }).code);
+}
+
+/** The servers a target names: the URL's host, the Sentinels, the Cluster's seed nodes (a unix socket: none). */
+function listedServers(t: RedisTarget): HostPort[] {
+  if (t.kind === 'sentinel') return t.sentinels;
+  if (t.kind === 'cluster') return t.nodes;
+  if (t.url.startsWith('/')) return [];
+  try {
+    const u = new URL(t.url);
+    return u.hostname ? [{ host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 6379) }] : [];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * What a TLS handshake with the target's listed servers finds, made as Rotator's connections make
+ * it (the same CA): `refused` — a server's certificate is not trusted (its code and Node's reason);
+ * `speaksTls` — the target is configured without TLS but a server completed a TLS handshake. For
+ * start-up's error line: ioredis reports both only as "Connection is closed" when it goes through
+ * the Sentinels.
+ */
+export async function probeTls(t: RedisTarget, timeoutMs: number): Promise<{ refused?: { server: string; code: string; reason: string }; speaksTls?: string }> {
+  const ca = t.tls?.caFile ? readFileSync(t.tls.caFile) : undefined;
+  const one = (s: HostPort): Promise<{ server: string; ok: boolean; err?: Error & { code?: string } }> =>
+    new Promise((resolve) => {
+      const server = `${s.host}:${s.port}`;
+      const socket = tlsConnect({ host: s.host, port: s.port, ...(isIP(s.host) ? {} : { servername: s.host }), ...(ca ? { ca } : {}), rejectUnauthorized: !!t.tls });
+      const done = (ok: boolean, err?: Error): void => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve({ server, ok, ...(err ? { err } : {}) });
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      socket.once('secureConnect', () => done(true));
+      socket.once('error', (err) => done(false, err));
+    });
+  const results = await Promise.all(listedServers(t).map(one));
+  const refused = results.find((r) => isCertificateRefused(r.err));
+  if (refused) return { refused: { server: refused.server, code: refused.err!.code!, reason: refused.err!.message } };
+  const tlsServer = t.tls ? undefined : results.find((r) => r.ok);
+  return tlsServer ? { speaksTls: tlsServer.server } : {};
 }
 
 export { startEmbeddedRedis, openDataDirRedis, EmbeddedRedisError, RedisNotInstalledError, type EmbeddedRedis } from './embedded-redis.ts';

@@ -2,7 +2,8 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
+import { tlsOnlyConfig, type TestCertificates } from './tls-certs.ts';
 
 /**
  * Real Redis topologies for tests, from the installed redis-server: a three-primary Redis Cluster,
@@ -49,8 +50,10 @@ export class RedisProcess {
     readonly port: number,
     readonly dir: string,
     private readonly args: string[],
+    /** How the test's own clients reach it (TLS, an ACL user): what `ask()` and `failover()` use. */
+    readonly client: RedisOptions = {},
   ) {
-    this.url = `redis://127.0.0.1:${port}`;
+    this.url = `${client.tls ? 'rediss' : 'redis'}://127.0.0.1:${port}`;
     this.#spawn();
   }
 
@@ -73,7 +76,7 @@ export class RedisProcess {
 
   /** A short-lived client for one question. */
   async ask<T>(fn: (r: Redis) => Promise<T>): Promise<T> {
-    const r = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false, connectTimeout: 2_000 });
+    const r = new Redis(this.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null, enableOfflineQueue: false, connectTimeout: 2_000, ...this.client });
     r.on('error', () => undefined);
     try {
       await r.connect();
@@ -106,8 +109,9 @@ export class RedisProcess {
   }
 }
 
-const dataArgs = (port: number, dir: string, persist: boolean): string[] => [
-  '--port', String(port),
+const dataArgs = (port: number, dir: string, persist: boolean, tls = false): string[] => [
+  // With TLS the port is in the configuration file (tlsOnlyConfig): no plain-text port.
+  ...(tls ? [] : ['--port', String(port)]),
   '--bind', '127.0.0.1',
   '--dir', dir,
   '--save', '',
@@ -165,6 +169,29 @@ export async function startRedisCluster(dir: string, primaries = 3): Promise<Tes
 export const SENTINEL_NAME = 'rotator-primary';
 
 /**
+ * What a production Sentinel set adds to the test's plain one. `tls`: TLS only, everywhere (the
+ * data nodes, replication, the Sentinels and their links to the nodes and to one another). `auth`:
+ * the data nodes' `default` user is off and Rotator connects as its own ACL user (`acl`: its
+ * rules, e.g. `~* &* +@all`); replication and the Sentinels use their own narrow users (the rules
+ * Redis's Sentinel documentation gives); the Sentinels require `sentinelPassword`.
+ */
+export interface SentinelSetOptions {
+  tls?: TestCertificates;
+  auth?: { user: string; password: string; acl: string; sentinelPassword: string };
+}
+
+/** The users and passwords the set itself uses on its data nodes (test-only values). */
+const SET_USERS = {
+  replica: { user: 'replication', password: 'replication-test-pw', acl: '+psync +replconf +ping' },
+  sentinel: {
+    user: 'sentinel',
+    password: 'sentinel-link-test-pw',
+    acl: 'allchannels +multi +slaveof +ping +exec +subscribe +config|rewrite +role +publish +info +client|setname +client|kill +script|kill',
+  },
+  harness: { user: 'harness', password: 'harness-test-pw', acl: '~* &* +@all' },
+};
+
+/**
  * A primary and one replica (AOF, fsync always, as the chaos run's single Redis), watched by three
  * Sentinels with a quorum of two. `down-after-milliseconds` is 1 s so a SIGKILLed primary is
  * failed over in a few seconds; `failover()` kills it and resolves on the Sentinels' `+switch-master`.
@@ -175,10 +202,13 @@ export class TestSentinelSet {
   /** Index in `data` of the node the Sentinels call primary. */
   #primary = 0;
 
-  private constructor(readonly dir: string) {}
+  private constructor(
+    readonly dir: string,
+    readonly options: SentinelSetOptions,
+  ) {}
 
-  static async start(dir: string): Promise<TestSentinelSet> {
-    const set = new TestSentinelSet(dir);
+  static async start(dir: string, options: SentinelSetOptions = {}): Promise<TestSentinelSet> {
+    const set = new TestSentinelSet(dir, options);
     try {
       await set.#start();
       return set;
@@ -189,11 +219,37 @@ export class TestSentinelSet {
   }
 
   async #start(): Promise<void> {
+    const { tls, auth } = this.options;
+    const tlsClient: RedisOptions = tls ? { tls: { ca: readFileSync(tls.caFile) } } : {};
+    const dataClient: RedisOptions = { ...tlsClient, ...(auth ? { username: SET_USERS.harness.user, password: SET_USERS.harness.password } : {}) };
+    const sentinelClient: RedisOptions = { ...tlsClient, ...(auth ? { password: auth.sentinelPassword } : {}) };
     const [primaryPort, replicaPort] = [await freePort(), await freePort()];
     for (const [port, replicaOf] of [[primaryPort, undefined], [replicaPort, primaryPort]] as const) {
       const d = join(this.dir, `data-${port}`);
       mkdirSync(d, { recursive: true, mode: 0o700 });
-      this.data.push(new RedisProcess(port, d, [...dataArgs(port, d, true), ...(replicaOf ? ['--replicaof', '127.0.0.1', String(replicaOf)] : [])]));
+      const conf = join(d, 'redis.conf');
+      const user = (u: { user: string; password: string; acl: string }): string => `user ${u.user} on >${u.password} ${u.acl}`;
+      writeFileSync(
+        conf,
+        [
+          ...(tls ? tlsOnlyConfig(port, tls) : []),
+          ...(auth
+            ? [
+                'user default off',
+                user(auth),
+                user(SET_USERS.replica),
+                user(SET_USERS.sentinel),
+                user(SET_USERS.harness),
+                // Every node may become a replica (the old primary does, after a failover).
+                `masteruser ${SET_USERS.replica.user}`,
+                `masterauth ${SET_USERS.replica.password}`,
+              ]
+            : []),
+          '',
+        ].join('\n'),
+        { mode: 0o600 },
+      );
+      this.data.push(new RedisProcess(port, d, [conf, ...dataArgs(port, d, true, !!tls), ...(replicaOf ? ['--replicaof', '127.0.0.1', String(replicaOf)] : [])], dataClient));
     }
     await Promise.all(this.data.map((p) => p.answering()));
     await until('the replica to be in sync with the primary', async () => /master_link_status:up/.test(await this.data[1]!.ask((r) => r.info('replication'))));
@@ -206,18 +262,22 @@ export class TestSentinelSet {
       writeFileSync(
         conf,
         [
-          `port ${port}`,
+          ...(tls ? tlsOnlyConfig(port, tls) : [`port ${port}`]),
           'bind 127.0.0.1',
           `dir ${d}`,
           `logfile ${join(d, 'sentinel.log')}`,
+          // A Sentinel authenticates to the other Sentinels with its own requirepass: the same on all.
+          ...(auth ? [`requirepass ${auth.sentinelPassword}`] : []),
           `sentinel monitor ${SENTINEL_NAME} 127.0.0.1 ${primaryPort} 2`,
+          ...(auth ? [`sentinel auth-user ${SENTINEL_NAME} ${SET_USERS.sentinel.user}`, `sentinel auth-pass ${SENTINEL_NAME} ${SET_USERS.sentinel.password}`] : []),
           `sentinel down-after-milliseconds ${SENTINEL_NAME} 1000`,
           `sentinel failover-timeout ${SENTINEL_NAME} 10000`,
           `sentinel parallel-syncs ${SENTINEL_NAME} 1`,
           '',
         ].join('\n'),
+        { mode: 0o600 },
       );
-      this.sentinels.push(new RedisProcess(port, d, [conf, '--sentinel']));
+      this.sentinels.push(new RedisProcess(port, d, [conf, '--sentinel'], sentinelClient));
     }
     await Promise.all(this.sentinels.map((s) => s.answering()));
     // Ready once each Sentinel knows the replica and the two other Sentinels (their hello messages):
@@ -231,9 +291,15 @@ export class TestSentinelSet {
     }
   }
 
-  /** REDIS_SENTINELS and REDIS_SENTINEL_NAME. */
+  /** REDIS_SENTINELS and REDIS_SENTINEL_NAME, with the set's TLS and credentials. */
   get env(): Record<string, string> {
-    return { REDIS_SENTINELS: this.sentinels.map((s) => `127.0.0.1:${s.port}`).join(','), REDIS_SENTINEL_NAME: SENTINEL_NAME };
+    const { tls, auth } = this.options;
+    return {
+      REDIS_SENTINELS: this.sentinels.map((s) => `127.0.0.1:${s.port}`).join(','),
+      REDIS_SENTINEL_NAME: SENTINEL_NAME,
+      ...(tls ? { REDIS_TLS: 'true', REDIS_TLS_CA_FILE: tls.caFile } : {}),
+      ...(auth ? { REDIS_USERNAME: auth.user, REDIS_PASSWORD: auth.password, REDIS_SENTINEL_PASSWORD: auth.sentinelPassword } : {}),
+    };
   }
 
   get primary(): RedisProcess {
@@ -246,7 +312,7 @@ export class TestSentinelSet {
    */
   async failover(): Promise<{ ms: number; newPrimary: string; formerPort: number }> {
     const old = this.primary;
-    const sub = new Redis(this.sentinels[0]!.url, { maxRetriesPerRequest: null });
+    const sub = new Redis(this.sentinels[0]!.url, { maxRetriesPerRequest: null, ...this.sentinels[0]!.client });
     sub.on('error', () => undefined);
     try {
       await sub.subscribe('+switch-master');
