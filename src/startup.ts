@@ -83,7 +83,9 @@ export async function waitForRedis(target: string | RedisTarget, timeoutMs: numb
     // reverse), will not get better by waiting. Through the Sentinels ioredis reports either only as
     // "Connection is closed": ask the servers directly.
     if (!/ECONNREFUSED|ENOTFOUND|EAI_AGAIN/.test(reason)) {
-      const tls = isCertificateRefused(last) ? { refused: { server: where, code: last.code, reason: last.message } } : await probeTls(t, Math.max(500, Math.min(2_000, deadline - Date.now())));
+      const tls = await probeTls(t, Math.max(500, Math.min(2_000, deadline - Date.now())));
+      // The listed servers passed, but a server they led to did not (a Sentinel's primary, a cluster node).
+      if (!tls.refused && isCertificateRefused(last)) tls.refused = { server: t.kind === 'sentinel' ? 'the primary the Sentinels named' : 'a node of the cluster', code: last.code, reason: last.message };
       if (tls.refused) {
         const ca = t.tls?.caFile ? `REDIS_TLS_CA_FILE (${t.tls.caFile}) did not sign it: give the PEM file of the CA that did` : 'set REDIS_TLS_CA_FILE to the PEM file of the CA that signed it';
         throw new StartupError(`Redis at ${where}: ${tls.refused.server} presented a TLS certificate Rotator does not trust (${tls.refused.code}: ${oneLine(tls.refused.reason)}): ${ca}`);

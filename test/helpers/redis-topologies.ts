@@ -120,6 +120,26 @@ const dataArgs = (port: number, dir: string, persist: boolean, tls = false): str
   ...(persist ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']),
 ];
 
+/**
+ * One redis-server serving TLS only (no plain-text port), with these certificates and ACL `users`
+ * (`user …` lines; `default` is turned off when any are given); the test's own client connects
+ * as `client`. Resolves once it answers.
+ */
+export async function startTlsRedis(dir: string, certs: TestCertificates, o: { users?: string[]; client?: RedisOptions } = {}): Promise<RedisProcess> {
+  const port = await freePort();
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const conf = join(dir, 'redis.conf');
+  writeFileSync(conf, [...tlsOnlyConfig(port, certs), ...(o.users?.length ? ['user default off', ...o.users] : []), ''].join('\n'), { mode: 0o600 });
+  const p = new RedisProcess(port, dir, [conf, ...dataArgs(port, dir, false, true)], { tls: { ca: readFileSync(certs.caFile) }, ...o.client });
+  try {
+    await p.answering();
+  } catch (err) {
+    await p.stop();
+    throw err;
+  }
+  return p;
+}
+
 export interface TestRedisCluster {
   /** `127.0.0.1:port` of every primary: REDIS_CLUSTER_NODES. */
   nodes: string[];
