@@ -4,7 +4,7 @@ import { startStack, LogCapture, type Stack } from '../helpers/stack.ts';
 import { expectSettled, startEngine, waitFinished } from '../helpers/engine.ts';
 import { spawnRotator } from '../helpers/processes.ts';
 import { makeTestCertificates, type TestCertificates } from '../helpers/tls-certs.ts';
-import { startTlsRedis, type RedisProcess } from '../helpers/redis-topologies.ts';
+import { ROTATOR_ACL, startTlsRedis, type RedisProcess } from '../helpers/redis-topologies.ts';
 import { mintToken } from '../../src/api/tokens.ts';
 import { loadConfig } from '../../src/config.ts';
 import { waitForRedis } from '../../src/startup.ts';
@@ -12,13 +12,6 @@ import type { Runtime } from '../../src/runtime.ts';
 import type { RotationRecord } from '../../src/domain/rotation.ts';
 
 const PASSWORD = 'rotator-tls-test-password';
-/**
- * The narrowest ACL found to work for every process of Rotator and BullMQ (API, worker, planner,
- * batches, the audit relay): its own keys only, no Pub/Sub channels, every command but the
- * @dangerous ones, plus INFO (BullMQ reads the server's version and eviction policy; ioredis's
- * ready check). Without +info the worker's start stops with NOPERM.
- */
-const ROTATOR_ACL = 'resetchannels ~rotator:* +@all -@dangerous +info';
 
 /**
  * Issue 18, TLS for real: a redis-server serving TLS only (no plain-text port), its certificate

@@ -200,6 +200,16 @@ export interface SentinelSetOptions {
   auth?: { user: string; password: string; acl: string; sentinelPassword: string };
 }
 
+/**
+ * The narrowest ACL found to work for every process of Rotator and BullMQ (API, worker, planner,
+ * batches, the audit and notification relays, WAIT): its own keys only (REDIS_PREFIX `rotator`),
+ * no Pub/Sub channels, every command but the @dangerous ones, plus INFO (BullMQ reads the server's
+ * version and eviction policy, ioredis's ready check; without it the worker's start stops with
+ * NOPERM). CLIENT LIST (also @dangerous) is needed only by BullMQ's getWorkers, which Rotator
+ * does not call.
+ */
+export const ROTATOR_ACL = 'resetchannels ~rotator:* +@all -@dangerous +info';
+
 /** The users and passwords the set itself uses on its data nodes (test-only values). */
 const SET_USERS = {
   replica: { user: 'replication', password: 'replication-test-pw', acl: '+psync +replconf +ping' },
