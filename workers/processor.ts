@@ -57,13 +57,13 @@ export class RotationProcessor {
     const release = await this.#d.lease.acquire(id);
     if (!release) throw new TransientError('rotation_busy', `another worker is running a step of rotation ${id}`);
     try {
-      await this.#run(job, token, id);
+      await this.#run(job, token, id, release);
     } finally {
       await release();
     }
   };
 
-  async #run(job: Job<RotationJobData>, token: string | undefined, id: string): Promise<void> {
+  async #run(job: Job<RotationJobData>, token: string | undefined, id: string, release: () => Promise<void>): Promise<void> {
     const { repo, ctx, log } = this.#d;
     // The record this loop last wrote is the base of its next write (optimistic concurrency on
     // `rev`); only a concurrent change — a cancel from the API — costs a re-read.
@@ -72,7 +72,7 @@ export class RotationProcessor {
     const where = rec ? { rotationId: id, accountSid: rec.accountSid, credential: rec.credential } : { rotationId: id };
     for (let steps = 0; ; steps++) {
       if (!rec || isTerminal(rec.status)) return;
-      if (steps > 0 && this.#d.stopping?.()) await this.#park(job, token, where);
+      if (steps > 0 && this.#d.stopping?.()) await this.#park(job, token, rec, where, release);
       const stepName: Step | 'rollback' = rec.undo ? 'rollback' : rec.step;
       // Read before this run counts an attempt: whether any run of this attempt got this far.
       const untouched = isUntouched(rec);
@@ -203,8 +203,17 @@ export class RotationProcessor {
     throw new DelayedError();
   }
 
-  /** Hand the job back between two steps (see ProcessorDeps.stopping): the record says which step is next. */
-  async #park(job: Job<RotationJobData>, token: string | undefined, where: object): Promise<never> {
+  /**
+   * Hand the job back between two steps (see ProcessorDeps.stopping): the record says which step is
+   * next. The park is a history entry (so in the events and the audit trail: which worker let go
+   * of the rotation, when, before which step).
+   */
+  async #park(job: Job<RotationJobData>, token: string | undefined, rec: RotationRecord, where: object, releaseLease: () => Promise<void>): Promise<never> {
+    const next = rec.undo ? 'rollback' : rec.step;
+    await this.#record(rec, { step: next, status: 'parked', detail: `worker shutting down: handed back before ${next} for another worker` }, (r) => r);
+    // The job is due at once: the worker that takes it must find the step lease free (it would
+    // otherwise retry with rotation_busy). This one runs no further step of the rotation.
+    await releaseLease();
     try {
       await job.moveToDelayed(Date.now(), token);
     } catch (err) {

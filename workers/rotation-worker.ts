@@ -70,6 +70,7 @@ export function startRotationWorker(opts: RotationWorkerOptions): RotationWorker
     close: async () => {
       // BullMQ's close() stops fetching and waits for the running jobs; each parks at its next step boundary.
       stopping = true;
+      opts.log.info('rotation worker closing: steps in flight finish, then their rotations park for another worker');
       if (timer) clearInterval(timer);
       if (pruneTimer) clearInterval(pruneTimer);
       await worker.close();

@@ -33,7 +33,8 @@ export interface UndoState {
   completedAt?: string;
 }
 
-export type HistoryEvent = 'created' | 'started' | 'completed' | 'waiting' | 'retrying' | 'failed' | 'undo' | 'finished' | 'abandoned';
+/** `parked`: a worker shutting down handed the rotation back between two steps, for another worker. */
+export type HistoryEvent = 'created' | 'started' | 'completed' | 'waiting' | 'retrying' | 'failed' | 'undo' | 'finished' | 'abandoned' | 'parked';
 
 /** An admin gave up on a failed rotation (POST /v1/rotations/{id}/abandon): it no longer holds its credential. */
 export interface AbandonState {
