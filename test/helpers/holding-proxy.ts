@@ -4,7 +4,8 @@ import { createServer, request, type IncomingMessage, type Server } from 'node:h
  * An HTTP proxy in front of the Twilio emulator (TWILIO_BASE_URL points at it) that can hold one
  * request until the test releases it: a worker in another process is then, for certain, in the
  * middle of the step that sent it, for as long as the test needs (to start another worker, to
- * SIGTERM this one). Everything else passes straight through.
+ * SIGTERM this one) — or refuse some requests with 503 for as long as the test needs a rotation
+ * not to progress. Everything else passes straight through.
  */
 export class HoldingProxy {
   readonly #server: Server;
@@ -18,7 +19,8 @@ export class HoldingProxy {
       void this.#handle(req).then(
         (upstream) => {
           res.writeHead(upstream.statusCode ?? 502, upstream.headers);
-          upstream.pipe(res);
+          if ('body' in upstream) res.end(upstream.body);
+          else upstream.pipe(res);
         },
         (err: Error) => {
           res.writeHead(502, { 'content-type': 'text/plain' });
@@ -49,11 +51,29 @@ export class HoldingProxy {
     return { held, release };
   }
 
-  async #handle(req: IncomingMessage): Promise<IncomingMessage> {
+  /**
+   * Answer the requests `match` accepts with Twilio's 503 (a transient error: the rotation retries
+   * with backoff, holding no worker) until `allow()`; returns how many were refused.
+   */
+  refuse(match: (method: string, path: string) => boolean | Promise<boolean>): { allow: () => void; refused: () => number } {
+    const rule = { match, on: true, count: 0 };
+    this.#refusals.push(rule);
+    return { allow: () => void (rule.on = false), refused: () => rule.count };
+  }
+
+  readonly #refusals: Array<{ match: (method: string, path: string) => boolean | Promise<boolean>; on: boolean; count: number }> = [];
+
+  async #handle(req: IncomingMessage): Promise<IncomingMessage | { statusCode: number; headers: Record<string, string>; body: string }> {
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
     const method = req.method ?? 'GET';
     const path = (req.url ?? '/').split('?')[0]!;
+    for (const rule of this.#refusals) {
+      if (rule.on && (await rule.match(method, path)) && rule.on) {
+        rule.count++;
+        return { statusCode: 503, headers: { 'content-type': 'application/json' }, body: JSON.stringify({ code: 20503, message: 'Service unavailable (refused by the test proxy)', more_info: '', status: 503 }) };
+      }
+    }
     for (const rule of this.#rules) {
       if (!rule.armed || !(await rule.match(method, path)) || !rule.armed) continue;
       rule.armed = false;
@@ -70,6 +90,7 @@ export class HoldingProxy {
 
   async close(): Promise<void> {
     for (const r of this.#rules) r.armed = false;
+    for (const r of this.#refusals) r.on = false;
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
