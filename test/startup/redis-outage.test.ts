@@ -15,7 +15,11 @@ describe('Redis stops under a running API and worker', () => {
     rt = await startRuntime(loadConfig({ ...stack.env, ACCOUNT_SYNC_SECONDS: '0' }), { api: true, worker: true, log: testLogger(stack.logs) });
   });
   afterAll(async () => {
+    const t0 = Date.now();
     await rt?.close();
+    // A close that hung once in CI (60 s): runtime.close names a part still running after 10 s.
+    const slow = stack?.logs.text().match(/"part":"[^"]+"[^\n]*still waiting/g) ?? [];
+    console.log(`redis-outage figures: close ${Date.now() - t0} ms${slow.length ? `; slow parts: ${slow.join(', ')}` : ''}`);
     await restarted?.stop();
     await stack?.close();
   });
