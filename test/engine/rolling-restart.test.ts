@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import { HoldingProxy } from '../helpers/holding-proxy.ts';
 import { parseCredentialId } from '../../src/domain/credential.ts';
 import { startStack, waitFor, within, type Stack } from '../helpers/stack.ts';
-import { describeRotation, expectSettled, startEngine, startRotation, waitFinished } from '../helpers/engine.ts';
+import { expectSettled, startEngine } from '../helpers/engine.ts';
 import { spawnRotator, type RotatorProcess } from '../helpers/processes.ts';
 import { SimulatedConsumer, type ConsumerStats } from '../helpers/consumer.ts';
 import type { Runtime } from '../../src/runtime.ts';

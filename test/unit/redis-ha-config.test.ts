@@ -31,6 +31,12 @@ describe('Redis topology configuration (issue 18)', () => {
     expect(cfg.redisWait).toEqual({ replicas: 1, timeoutMs: 500 });
   });
 
+  it('takes REDIS_USERNAME and REDIS_PASSWORD for a REDIS_URL that carries none, the password kept as a secret', () => {
+    const cfg = loadConfig({ ...base, REDIS_URL: 'rediss://redis.internal:6380', REDIS_USERNAME: 'rotator', REDIS_PASSWORD: 'data-pw' });
+    expect(cfg.redis).toMatchObject({ kind: 'url', url: 'rediss://redis.internal:6380', username: 'rotator', tls: {} });
+    expect(JSON.stringify(cfg.redis)).not.toContain('data-pw');
+  });
+
   it('keeps single-server key names, and no WAIT, when only REDIS_URL is set', () => {
     const cfg = loadConfig({ ...base, REDIS_URL: 'redis://127.0.0.1:6379' });
     expect(cfg.redis).toEqual({ kind: 'url', url: 'redis://127.0.0.1:6379' });
@@ -68,6 +74,7 @@ describe('Redis topology configuration (issue 18)', () => {
     [{ REDIS_URL: 'rediss://a:1', REDIS_TLS_CA_FILE: '/nonexistent/ca.pem' }, 'REDIS_TLS_CA_FILE /nonexistent/ca.pem does not exist'],
     [{ REDIS_CLUSTER_NODES: 'a:1', REDIS_WAIT_REPLICAS: '1' }, 'REDIS_WAIT_REPLICAS is not supported with REDIS_CLUSTER_NODES'],
     [{ REDIS_PASSWORD: 'pw' }, 'REDIS_PASSWORD and REDIS_USERNAME need REDIS_URL, REDIS_SENTINELS or REDIS_CLUSTER_NODES'],
+    [{ REDIS_URL: 'redis://app@a:1', REDIS_USERNAME: 'rotator' }, 'REDIS_URL carries a user name and REDIS_USERNAME is set too'],
   ])('names what to fix: %j', (env, message) => {
     expect(problems(env as Record<string, string>).join('\n')).toContain(message);
   });
