@@ -287,6 +287,23 @@ describe('TemplateCache', () => {
     expect(cache.get('id999', '1:999')).toBeUndefined();
     expect(cache.get('id500', '0:500')).toBeUndefined();
   });
+
+  it('keeps a row read from Redis from its second read at one stamp: a walk reading each row once leaves the kept rows in place', () => {
+    const cache = new TemplateCache(10);
+    const t = rowTemplate(sid(1), 'default', rowValues({ accountSid: sid(1), name: 'default', kind: 'api-key', labels: [], policy: { name: 'default', interval: 'P90D', intervalMs: 90 * DAY_MS, maxKeyAge: null, maxKeyAgeMs: null }, currentKeySid: null, keyCreatedAt: null, lastRotation: null, nextDueAt: null }, 'active', null));
+    cache.admit('hot', '0:1', t);
+    expect(cache.get('hot', '0:1')).toBeUndefined();
+    cache.admit('hot', '0:1', t);
+    expect(cache.get('hot', '0:1')).toBe(t);
+    // Read once after a write (a new stamp), then again: kept again from the second read.
+    cache.admit('hot', '0:2', t);
+    expect(cache.get('hot', '0:2')).toBeUndefined();
+    cache.admit('hot', '0:2', t);
+    expect(cache.get('hot', '0:2')).toBe(t);
+    for (let i = 0; i < 1000; i++) cache.admit(`walk${i}`, '0:1', t);
+    expect(cache.size).toBe(1);
+    expect(cache.get('hot', '0:2')).toBe(t);
+  });
 });
 
 describe('row templates', () => {
