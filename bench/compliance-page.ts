@@ -8,19 +8,23 @@ import { startEmbeddedRedis } from '../src/state/redis.ts';
 import { mintToken } from '../src/api/tokens.ts';
 import { loadCredentialFleet, renderComplianceRows } from './api-load.ts';
 import { ComplianceFacts } from '../src/state/compliance.ts';
+import { redisKeys } from '../src/state/keys.ts';
 import { cpuMs, redisCpuMs, round, spawnTs } from './lib.ts';
 
 /**
  * `tsx bench/compliance-page.ts [credentials] [seconds] [--cpu-prof]`: the compliance page's API
- * CPU alone, next to GET /v1/accounts?limit=100 in the same run (the ratio does not depend on the
- * host's speed or load). Three figures for the page, each with its p99 at 50 connections:
- * - cold: every page read once, the first read after a write to every credential's subaccount
- *   (a scan's facts), once the renderer (this process, as a worker would) has stored the rows;
- * - warm: the same page again and again;
+ * CPU and p99 at 50 connections, next to GET /v1/accounts?limit=100 and GET /healthz (a route that
+ * does nothing) in the same run: the ratios do not depend on the host's speed or load.
+ * - cold: distinct pages in a loop for `seconds`, each read from the stored rows (the fleet is
+ *   larger than the rows an API process keeps, so no page finds its rows kept: the Redis MGETs per
+ *   request say so), after a write to every credential's subaccount (a scan's facts) and the
+ *   renderer (this process, as a worker would) storing the rows again;
+ * - warm: the same page again and again (its rows kept in the API process);
  * - stale: every page read once right after the write, before any row is rendered again (the
- *   reader renders each row from its inputs: what every page cost before rows were stored).
- * The write-time cost is printed too: this process's CPU per row rendered. The host's load average
- * goes with every figure: on a shared host the absolute numbers move with it.
+ *   reader renders each row from its inputs: what every page cost before rows were stored), next
+ *   to the accounts pages walked the same way (as many requests, distinct pages).
+ * The write-time cost is printed too: this process's CPU per row rendered, and the stored bytes
+ * per row. The host's load average goes with every figure.
  */
 const credentials = Number(process.argv[2] ?? 100_000);
 const seconds = Number(process.argv[3] ?? 8);
@@ -59,10 +63,14 @@ try {
     const c = (p + 1) * 100 - 1;
     return Buffer.from(`AC${hex(0xc0000000 + Math.floor(c / 2))}/${c % 2 === 0 ? 'billing' : 'default'}`, 'latin1').toString('base64url');
   });
+  const mgetCalls = async (): Promise<number> => Number(/cmdstat_mget:calls=(\d+)/.exec(await redis.info('commandstats'))?.[1] ?? 0);
+  // An accounts page starts after the SID in its cursor: every 100th account.
+  const accountCursors = Array.from({ length: Math.floor(credentials / 200) - 1 }, (_, p) => Buffer.from(`AC${hex(0xc0000000 + (p + 1) * 100 - 1)}`, 'latin1').toString('base64url'));
   const measure = async (name: string, opts: Parameters<typeof autocannon>[0]) => {
-    const [api0, redis0, load0] = [cpuMs(pid), await redisCpuMs(redis), load()];
+    const [api0, redis0, load0, mget0] = [cpuMs(pid), await redisCpuMs(redis), load(), await mgetCalls()];
     const r = await autocannon({ connections: 50, headers, ...opts });
     const n = Math.max(1, r.requests.total);
+    const mgets = (await mgetCalls()) - mget0;
     const out = {
       name,
       requests: r.requests.total,
@@ -72,6 +80,7 @@ try {
       apiCpuUs: round(((cpuMs(pid) - api0) * 1000) / n, 0),
       redisCpuUs: round((((await redisCpuMs(redis)) - redis0) * 1000) / n, 0),
       non2xx: r.non2xx,
+      redisMgetsPerRequest: round(mgets / n, 2),
       loadavg: `${load0} → ${load()}`,
     };
     console.log(JSON.stringify(out));
@@ -80,14 +89,22 @@ try {
   try {
     const base = `http://127.0.0.1:${port}`;
     let next = 0;
-    const walk = (): Parameters<typeof autocannon>[0] => ({
+    const pages = (amount?: number): Parameters<typeof autocannon>[0] => ({
       url: base,
-      amount: cursors.length,
+      ...(amount ? { amount } : { duration: seconds }),
       requests: [{ setupRequest: (req: Record<string, unknown>) => ({ ...req, path: `/v1/compliance?limit=100&cursor=${cursors[next++ % cursors.length]}` }) }],
     });
-    // Warm-up, not measured: the JIT, for both routes (one walk over every page).
+    let nextAccount = 0;
+    const accountPages = (amount: number): Parameters<typeof autocannon>[0] => ({
+      url: base,
+      amount,
+      requests: [{ setupRequest: (req: Record<string, unknown>) => ({ ...req, path: `/v1/accounts?limit=100&cursor=${accountCursors[nextAccount++ % accountCursors.length]}` }) }],
+    });
+    // Warm-up, not measured: the JIT, for every route (one walk over every page).
     await autocannon({ url: `${base}/v1/accounts?limit=100`, connections: 10, amount: 2000, headers });
-    await autocannon({ ...walk(), connections: 10, headers });
+    await autocannon({ url: `${base}/healthz`, connections: 10, amount: 2000, headers });
+    await autocannon({ ...accountPages(cursors.length), connections: 10, headers });
+    await autocannon({ ...pages(cursors.length), connections: 10, headers });
     // A write to every subaccount (a scan's facts again: it marks their rows), then the rows rendered
     // as a worker would, timed: the write-time cost per row.
     const facts = new ComplianceFacts(redis, 'rotator');
@@ -102,15 +119,20 @@ try {
     };
     await rescan();
     const render = await renderComplianceRows(redis);
-    console.log(JSON.stringify({ renderedRows: render.rows, renderCpuUsPerRow: render.cpuUsPerRow, loadavg: load() }));
+    const sample = await redis.mget(cursors.slice(0, 100).map((c) => redisKeys('rotator').complianceRow(Buffer.from(c, 'base64url').toString('latin1'))));
+    const stored = sample.filter((x): x is string => x !== null);
+    console.log(JSON.stringify({ renderedRows: render.rows, renderCpuUsPerRow: render.cpuUsPerRow, storedBytesPerRow: stored.length ? Math.round(stored.reduce((a, x) => a + Buffer.byteLength(x), 0) / stored.length) : null, loadavg: load() }));
     next = 0;
-    const cold = await measure('compliance, distinct pages, first read after a write (cold)', walk());
+    const cold = await measure('compliance, distinct pages in a loop, rows read from Redis (cold)', pages());
     const accounts = await measure('accounts?limit=100', { url: `${base}/v1/accounts?limit=100`, duration: seconds });
     const warm = await measure('compliance?limit=100 (same page, warm)', { url: `${base}/v1/compliance?limit=100`, duration: seconds });
+    const health = await measure('healthz (does nothing)', { url: `${base}/healthz`, duration: seconds });
     // Written again, not rendered: every row is stale, and the reader renders (and stores) it.
     await rescan();
     next = 0;
-    const stale = await measure('compliance, distinct pages, rows stale (rendered by the reader)', walk());
+    const stale = await measure('compliance, distinct pages, rows stale (rendered by the reader)', pages(cursors.length));
+    nextAccount = 0;
+    const accountWalk = await measure('accounts, distinct pages, as many requests', accountPages(cursors.length));
     const accounts2 = await measure('accounts?limit=100 (again)', { url: `${base}/v1/accounts?limit=100`, duration: seconds });
     const acc = { apiCpuUs: (accounts.apiCpuUs + accounts2.apiCpuUs) / 2, p99Ms: Math.max(accounts.p99Ms, accounts2.p99Ms), perSecond: (accounts.perSecond + accounts2.perSecond) / 2 };
     console.log(
@@ -118,11 +140,15 @@ try {
         credentials,
         apiCpuRatioWarm: round(warm.apiCpuUs / acc.apiCpuUs, 2),
         apiCpuRatioCold: round(cold.apiCpuUs / acc.apiCpuUs, 2),
-        apiCpuRatioStale: round(stale.apiCpuUs / acc.apiCpuUs, 2),
+        apiCpuRatioStaleToAccountWalk: round(stale.apiCpuUs / accountWalk.apiCpuUs, 2),
         p99RatioWarm: round(warm.p99Ms / acc.p99Ms, 2),
         p99RatioCold: round(cold.p99Ms / acc.p99Ms, 2),
         throughputRatioWarm: round(warm.perSecond / acc.perSecond, 2),
+        throughputRatioCold: round(cold.perSecond / acc.perSecond, 2),
         redisCpuRatioWarm: round(warm.redisCpuUs / ((accounts.redisCpuUs + accounts2.redisCpuUs) / 2), 2),
+        redisCpuRatioCold: round(cold.redisCpuUs / ((accounts.redisCpuUs + accounts2.redisCpuUs) / 2), 2),
+        // p99 over that of a route that does nothing, same connections, same run: the host's load divides out.
+        p99OverHealthz: { accounts: round(acc.p99Ms / health.p99Ms, 2), complianceWarm: round(warm.p99Ms / health.p99Ms, 2), complianceCold: round(cold.p99Ms / health.p99Ms, 2), healthzP99Ms: health.p99Ms },
       }),
     );
   } finally {

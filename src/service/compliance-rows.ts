@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { encodeRow, rowTemplate, type RowTemplate } from '../domain/compliance-row.ts';
+import { encodeRow, ROW_FORMAT, rowTemplate, rowValues, type RowTemplate } from '../domain/compliance-row.ts';
 import { accountFromJson } from '../state/accounts.ts';
 import { ComplianceRowStore } from '../state/compliance-rows.ts';
 import type { Redis } from 'ioredis';
@@ -10,6 +10,7 @@ import { isoTime } from '../state/iso.ts';
 import type { PolicyRepository } from '../state/policies.ts';
 import { credentialFacts } from './compliance.ts';
 import { entryOf } from './fleet.ts';
+import { runPeriodically, type Periodic } from './periodic.ts';
 
 /**
  * Renders the compliance rows that state/compliance-rows.ts stores: on a write (its subaccount
@@ -68,9 +69,9 @@ export class ComplianceRows {
       for (const id of inp.ids[i]!) {
         const c = byId.get(id);
         if (!c) continue;
-        const t = rowTemplate(credentialFacts(entryOf(c, account, catalog), scanned), status, scannedAt);
-        out.set(id, { stamp, t });
-        rows.push({ id, text: encodeRow(stamp, t) });
+        const v = rowValues(credentialFacts(entryOf(c, account, catalog), scanned), status, scannedAt);
+        out.set(id, { stamp, t: rowTemplate(c.accountSid, c.name, v) });
+        rows.push({ id, text: encodeRow(stamp, v) });
       }
       return { sid, gen, rows };
     });
@@ -87,7 +88,10 @@ export class ComplianceRows {
     const chunk = opts.chunk ?? 200;
     const maxChunks = opts.maxChunks ?? 20;
     const s = this.#d.store;
-    const [dirty, version, rendered] = await Promise.all([s.dirtyCount(), this.#d.policies.version(), s.renderedVersion()]);
+    const [dirty, policiesVersion, rendered] = await Promise.all([s.dirtyCount(), this.#d.policies.version(), s.renderedVersion()]);
+    // Every row is rendered again after a policy edit, and once after an upgrade that changed the
+    // stored layout: until then a reader renders the rows it meets in another layout itself.
+    const version = `${policiesVersion}/${ROW_FORMAT}`;
     if (dirty === 0 && rendered === version) return { locked: false, rendered: 0, walked: 0, idle: true };
     const token = randomUUID();
     if (!(await s.lock(token, opts.lockMs ?? 30_000))) return { locked: false, rendered: 0, walked: 0, idle: false };
@@ -128,32 +132,31 @@ export class ComplianceRows {
  * Renders in the background in this process: every `pollMs` a round of drainOnce, and at once
  * again while a round found more to do. Failures (Redis away) are logged once a minute at most.
  */
-export function startComplianceRows(rows: ComplianceRows, opts: { log: Logger; pollMs?: number }): { stop(): Promise<void> } {
-  let running: Promise<void> | undefined;
+export function startComplianceRows(rows: ComplianceRows, opts: { log: Logger; pollMs?: number }): Periodic {
   let stopped = false;
   let warnedAt = -Infinity;
-  const round = async (): Promise<void> => {
-    for (;;) {
-      const r = await rows.drainOnce();
-      if (stopped || r.idle || !r.locked || (r.rendered === 0 && r.walked === 0)) return;
-    }
-  };
-  const timer = setInterval(() => {
-    if (running || stopped) return;
-    running = round()
-      .catch((err: Error) => {
+  const pollMs = opts.pollMs ?? 250;
+  const loop = runPeriodically(
+    async () => {
+      for (;;) {
+        const r = await rows.drainOnce();
+        if (stopped || r.idle || !r.locked || (r.rendered === 0 && r.walked === 0)) return;
+      }
+    },
+    {
+      firstMs: pollMs,
+      everyMs: pollMs,
+      onError(err) {
         if (Date.now() - warnedAt < 60_000) return;
         warnedAt = Date.now();
         opts.log.warn({ err: { message: err.message } }, 'compliance rows could not be rendered (pages render them on demand meanwhile)');
-      })
-      .finally(() => (running = undefined));
-  }, opts.pollMs ?? 250);
-  timer.unref();
+      },
+    },
+  );
   return {
     async stop() {
       stopped = true;
-      clearInterval(timer);
-      await running;
+      await loop.stop();
     },
   };
 }

@@ -10,6 +10,7 @@ import type { PolicyRepository } from '../state/policies.ts';
 import type { ComplianceFacts, LastScan, ScannedSubaccount } from '../state/compliance.ts';
 import type { TwilioKeyOps } from '../twilio/admin.ts';
 import { judgeBatch, type ComplianceReader } from './compliance.ts';
+import { runPeriodically, type Periodic } from './periodic.ts';
 
 /**
  * The compliance scan: what GET /v1/compliance reports on, gathered by workers because it costs one
@@ -208,12 +209,10 @@ export function addSummaries(parts: readonly ComplianceSummary[]): ComplianceSum
  * ever finished, the first waits `firstDelayMs` after start: start-up traffic goes first, and a
  * worker restarting in a loop does not list every subaccount each time. `intervalMs` 0: on request only.
  */
-export function startComplianceScans(opts: { scanner: ComplianceScanner; facts: ComplianceFacts; log: Logger; intervalMs: number; pollMs?: number; firstDelayMs?: number; now?: () => number }): { stop(): Promise<void> } {
+export function startComplianceScans(opts: { scanner: ComplianceScanner; facts: ComplianceFacts; log: Logger; intervalMs: number; pollMs?: number; firstDelayMs?: number; now?: () => number }): Periodic {
   const now = opts.now ?? Date.now;
   const startedAt = now();
   const firstDelay = opts.firstDelayMs ?? Math.min(opts.intervalMs, 10 * 60_000);
-  let running: Promise<unknown> | undefined;
-  let stopped = false;
   // After a failed scan (Redis gone, the lock lost), wait this long before trying again.
   const retryMs = 60_000;
   let failedAt = -Infinity;
@@ -227,23 +226,15 @@ export function startComplianceScans(opts: { scanner: ComplianceScanner; facts: 
     if (!byRequest && !bySchedule) return;
     await opts.scanner.scanOnce(byRequest ? 'request' : 'schedule');
   };
-  const timer = setInterval(() => {
-    if (running || stopped) return;
-    running = tick()
-      .catch((err: Error) => {
-        failedAt = now();
-        opts.log.warn({ err: { message: err.message } }, 'compliance scan failed; trying again in a minute');
-      })
-      .finally(() => (running = undefined));
-  }, opts.pollMs ?? 1_000);
-  timer.unref();
-  return {
-    async stop() {
-      stopped = true;
-      clearInterval(timer);
-      await running;
+  const pollMs = opts.pollMs ?? 1_000;
+  return runPeriodically(tick, {
+    firstMs: pollMs,
+    everyMs: pollMs,
+    onError(err) {
+      failedAt = now();
+      opts.log.warn({ err: { message: err.message } }, 'compliance scan failed; trying again in a minute');
     },
-  };
+  });
 }
 
 async function eachLimited<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {

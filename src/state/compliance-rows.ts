@@ -149,13 +149,14 @@ export class ComplianceRowStore {
     return this.#redis.scard(this.keys.complianceRowDirty);
   }
 
-  /** The policies version every row was rendered at, last (null: never, e.g. just upgraded). */
+  /** The version (policies and row layout) every row was rendered at, last (null: never). */
   async renderedVersion(): Promise<string | null> {
     return this.#redis.get(this.keys.complianceRowsVersion);
   }
 
+  /** Every row is rendered at `v`: the walk that did it is over (its cursor goes, so the next walk starts afresh). */
   async setRenderedVersion(v: string): Promise<void> {
-    await this.#redis.set(this.keys.complianceRowsVersion, v);
+    await this.#redis.multi().set(this.keys.complianceRowsVersion, v).del(this.keys.complianceRowsWalk).exec();
   }
 
   /** The re-render's progress: the version it renders for and the last credential id done. */

@@ -14,7 +14,7 @@ import { ComplianceReader, credentialFacts, TemplateCache } from '../../src/serv
 import { complianceRowsOn, type ComplianceRows } from '../../src/service/compliance-rows.ts';
 import { entryOf } from '../../src/service/fleet.ts';
 import { credentialRow, credentialRowChangesAt, DAY_MS, type CredentialFacts } from '../../src/domain/compliance.ts';
-import { decodeRow, encodeRow, rowJson, rowTemplate } from '../../src/domain/compliance-row.ts';
+import { decodeRow, encodeRow, rowJson, rowTemplate, rowValues } from '../../src/domain/compliance-row.ts';
 import { isoTime } from '../../src/state/iso.ts';
 import { replyText } from '../../src/api/routes/compliance.ts';
 import { ComplianceReply } from '../../src/api/schemas.ts';
@@ -28,6 +28,21 @@ import { ComplianceReply } from '../../src/api/schemas.ts';
  * instant is the domain's row; and the page's bytes are what the schema's serializer makes of them.
  */
 const HOUR = 3_600_000;
+/** A row as the first stored layout held it (its JSON in parts, the clock's fields cut out), after its stamp. */
+const LEGACY_ROW = [
+  '{"accountSid":"AC00000000000000000000000000000001","credential":"default","kind":"api-key","labels":["pci"],"subaccountStatus":"active","policy":"default","policyInterval":"P90D","maxKeyAge":null,"allowedKeyAgeDays":90,"keySid":"SK00000000000000000000000000000077","keyCreatedAt":"2026-03-13T12:00:00.000Z","keyAgeDays":',
+  '1773403200000',
+  ',"lastRotationAt":"2026-03-13T12:00:00.000Z","lastRotationOutcome":"succeeded","nextDueAt":"2026-06-11T12:00:00.000Z","overdue":',
+  '1781179200000',
+  '1',
+  '7776000000',
+  '',
+  ` days old, beyond the policy default's interval P90D"`,
+  ',"scannedAt":"2026-05-31T12:00:00.000Z"}',
+  'default',
+  'pci',
+].join('\x1f');
+
 const T0 = Date.UTC(2026, 5, 1, 12);
 const sid = (i: number): string => `AC${i.toString(16).padStart(32, '0')}`;
 const key = (i: number): string => `SK${i.toString(16).padStart(32, '0')}`;
@@ -136,6 +151,32 @@ describe('compliance page: kept rows', () => {
     expect(await f.page(T0)).toEqual(at);
   });
 
+  it('rows stored in the first layout (before the upgrade) are rendered again: by a reader that meets one, and all of them by one background walk', async () => {
+    const f = await fleet();
+    const before = await f.page(T0);
+    const ids = (await f.rows.store.page('-', 10)).ids;
+    /** What the previous release stored: the row's JSON text in parts, under a stamp still current (here a row of another key and label). */
+    const downgrade = async () => {
+      const p = await f.rows.store.page('-', 10);
+      for (const [i, id] of ids.entries()) await redis.set(f.rows.store.keys.complianceRow(id), `${p.stamps[i]}\x1f${LEGACY_ROW}`);
+      // …and the version it recorded once every row was rendered: the policies' alone.
+      await f.rows.store.setRenderedVersion(await f.policies.version());
+    };
+    const layouts = async () => (await f.rows.store.rows(ids)).map((r) => r!.split('\x1f')[1]);
+    await downgrade();
+    const reader = new ComplianceReader({ redis, prefix: f.prefix, credentials: f.credentials, accounts: f.accounts, policies: f.policies, facts: f.facts, keyNamePrefix: 'rotator', rows: f.rows });
+    const read = await reader.credentialPage({ limit: 10, filter: {}, now: T0 });
+    expect(read.rows.map((r) => JSON.parse(r) as unknown)).toEqual(before);
+    expect(await layouts()).toEqual(['c2', 'c2', 'c2']);
+    // Nothing was written since: only the recorded version tells the renderer to walk the fleet again.
+    await downgrade();
+    expect(await f.rows.store.dirtyCount()).toBe(0);
+    const first = await f.rows.drainOnce();
+    expect(first.walked).toBe(2);
+    expect((await f.rows.drainOnce()).idle).toBe(true);
+    expect(await layouts()).toEqual(['c2', 'c2', 'c2']);
+  });
+
   it('the page is the schema serializer’s output of its own content', async () => {
     const f = await fleet();
     const ref: FastifyInstance = Fastify();
@@ -202,7 +243,8 @@ describe('stored rows', () => {
     await rows.render([sid(1)]);
     expect(await rows.store.dirtyCount()).toBe(0);
     const after = await currentRows(rows, 10);
-    expect(decodeRow(after[0]!)).toMatchObject({ policy: 'hipaa', labels: ['hipaa'] });
+    const v = decodeRow(after[0]!)!;
+    expect([JSON.parse(v.policy), JSON.parse(v.labels)]).toEqual(['hipaa', ['hipaa']]);
   });
 
   it('a policy edit makes every row stale until the background re-render, in chunks, has passed it', async () => {
@@ -227,14 +269,14 @@ describe('stored rows', () => {
     expect(walked.length).toBeGreaterThanOrEqual(2);
     expect(walked.every((n) => n <= 16)).toBe(true);
     expect(walked.reduce((a, b) => a + b, 0)).toBe(30);
-    expect((await currentRows(rows, 50)).map((r) => decodeRow(r).allowedMs)).toEqual(Array.from({ length: 30 }, () => 45 * DAY_MS));
+    expect((await currentRows(rows, 50)).map((r) => decodeRow(r)!.allowedMs)).toEqual(Array.from({ length: 30 }, () => 45 * DAY_MS));
   });
 });
 
 describe('TemplateCache', () => {
   it('keeps at most its bound, the rows used last among them, each only for its own stamp', () => {
     const cache = new TemplateCache(10);
-    const t = (i: number) => ({ ...rowTemplate({ accountSid: sid(1), name: 'default', kind: 'api-key', labels: [], policy: { name: 'default', interval: 'P90D', intervalMs: 90 * DAY_MS, maxKeyAge: null, maxKeyAgeMs: null }, currentKeySid: null, keyCreatedAt: null, lastRotation: null, nextDueAt: null }, 'active', null), policy: `p${i}` });
+    const t = (i: number) => ({ ...rowTemplate(sid(1), 'default', rowValues({ accountSid: sid(1), name: 'default', kind: 'api-key', labels: [], policy: { name: 'default', interval: 'P90D', intervalMs: 90 * DAY_MS, maxKeyAge: null, maxKeyAgeMs: null }, currentKeySid: null, keyCreatedAt: null, lastRotation: null, nextDueAt: null }, 'active', null)), policy: `p${i}` });
     for (let i = 0; i < 1000; i++) {
       cache.set(`id${i}`, `0:${i}`, t(i));
       // id0 is asked for all along: it stays.
@@ -244,6 +286,23 @@ describe('TemplateCache', () => {
     expect(cache.get('id999', '0:999')?.policy).toBe('p999');
     expect(cache.get('id999', '1:999')).toBeUndefined();
     expect(cache.get('id500', '0:500')).toBeUndefined();
+  });
+
+  it('keeps a row read from Redis from its second read at one stamp: a walk reading each row once leaves the kept rows in place', () => {
+    const cache = new TemplateCache(10);
+    const t = rowTemplate(sid(1), 'default', rowValues({ accountSid: sid(1), name: 'default', kind: 'api-key', labels: [], policy: { name: 'default', interval: 'P90D', intervalMs: 90 * DAY_MS, maxKeyAge: null, maxKeyAgeMs: null }, currentKeySid: null, keyCreatedAt: null, lastRotation: null, nextDueAt: null }, 'active', null));
+    cache.admit('hot', '0:1', t);
+    expect(cache.get('hot', '0:1')).toBeUndefined();
+    cache.admit('hot', '0:1', t);
+    expect(cache.get('hot', '0:1')).toBe(t);
+    // Read once after a write (a new stamp), then again: kept again from the second read.
+    cache.admit('hot', '0:2', t);
+    expect(cache.get('hot', '0:2')).toBeUndefined();
+    cache.admit('hot', '0:2', t);
+    expect(cache.get('hot', '0:2')).toBe(t);
+    for (let i = 0; i < 1000; i++) cache.admit(`walk${i}`, '0:1', t);
+    expect(cache.size).toBe(1);
+    expect(cache.get('hot', '0:2')).toBe(t);
   });
 });
 
@@ -270,7 +329,7 @@ describe('row templates', () => {
     fc.assert(
       fc.property(facts, fc.constantFrom('active', 'suspended', 'closed'), fc.option(ms, { nil: null }), ms, (c, status, scanned, now) => {
         const scannedAt = scanned === null ? null : new Date(scanned).toISOString();
-        const t = decodeRow(encodeRow('3:7', rowTemplate(c, status, scannedAt)));
+        const t = rowTemplate(c.accountSid, c.name, decodeRow(encodeRow('3:7', rowValues(c, status, scannedAt)))!);
         expect(rowJson(t, now)).toBe(JSON.stringify({ ...credentialRow(c, status, now), scannedAt }));
       }),
       { numRuns: 3000 },
