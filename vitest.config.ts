@@ -10,6 +10,8 @@ export default defineConfig({
     // guessed time. Tests that start many processes set their own, larger, timeouts.
     testTimeout: 120_000,
     hookTimeout: 60_000,
+    // Compiles dist/ if it is stale and has Rotator's processes started from it (test/helpers/compiled.ts).
+    globalSetup: ['test/helpers/compiled.ts'],
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,

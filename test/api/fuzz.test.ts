@@ -4,22 +4,27 @@ import type { InjectOptions } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { STATUSES } from '../../src/domain/rotation.ts';
 import { rotationIn, startApiHarness, type ApiHarness } from './support.ts';
+import { AnswerJudge, fuzzRuns, fuzzSeed, hex, payloadOf, printable as printableUpTo, withQuery, type Answer as JudgedAnswer, type FuzzBody } from '../helpers/fuzz.ts';
 
 /**
  * Property-based fuzzing of every route: ≥ 2,000 generated requests each — arbitrary and
  * near-valid bodies, path parameters, query strings and headers (credentials included). The
  * properties: never a 5xx, every 4xx carries `{error: {code, message}}`, and the app keeps
  * answering. Mutating routes run last so the read-only ones see a small data set.
+ *
+ * 2,000 per route is issue 4's acceptance: FUZZ_RUNS may raise it to explore. The walk is seeded
+ * (FUZZ_SEED picks another), so the file passes or fails for the code, not the dice.
  */
-const RUNS = 2_000;
+const RUNS = fuzzRuns(2_000);
+const SEED = fuzzSeed();
 
-interface Answer {
-  statusCode: number;
-  body: string;
+interface Answer extends JudgedAnswer {
   contentType: string;
 }
 
-describe('fuzzing every route', () => {
+// A last guard only: 2,000 requests to one route (GET /docs/json serialises the whole OpenAPI
+// document each time) took over vitest's default 120 s on a host loaded 15×.
+describe('fuzzing every route', { timeout: 600_000 }, () => {
   let h: ApiHarness;
   let base: string;
   const ids: string[] = [];
@@ -30,10 +35,9 @@ describe('fuzzing every route', () => {
   const free: string[] = [];
   const cursors: string[] = [];
   const streamIds: string[] = ['0-0'];
-  let served = 0;
   /** Status codes seen per route: the generators must reach the handlers, not only the validators. */
-  const seen = new Map<string, Map<number, number>>();
-  let current = '';
+  const answers = new AnswerJudge();
+  const judge = (what: string, a: Answer): void => answers.judge(what, a);
 
   beforeAll(async () => {
     h = await startApiHarness({ logLevel: 'warn' });
@@ -71,8 +75,7 @@ describe('fuzzing every route', () => {
   const auth = (role: 'viewer' | 'operator' | 'admin') => ({ authorization: `Bearer ${h.tokens[role]}` });
 
   // ---- generators --------------------------------------------------------------------------
-  const printable = fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 60 });
-  const hex = (n: number) => fc.string({ unit: fc.constantFrom(...'0123456789abcdef'), minLength: n, maxLength: n });
+  const printable = printableUpTo(60);
   const sid = fc.oneof(
     hex(32).map((x) => `AC${x}`),
     fc.constantFrom(...['AC'.padEnd(34, '0'), 'AC' + 'A'.repeat(32), 'SK' + '0'.repeat(32), 'AC', '']),
@@ -115,7 +118,6 @@ describe('fuzzing every route', () => {
       { weight: 1, arbitrary: fc.array(fc.tuple(queryKey, queryValue()), { maxLength: 4 }).map((pairs) => new URLSearchParams(pairs).toString()) },
       { weight: 1, arbitrary: fc.stringMatching(/^[A-Za-z0-9=&%._~+,;:-]{0,40}$/) },
     );
-  const withQuery = (path: string, q: string) => (q ? `${path}?${q}` : path);
   const body = () =>
     fc.oneof(
       { weight: 3, arbitrary: fc.record({ accountSid: fc.oneof(hex(32).map((x) => `AC${x}`), fc.constantFrom(...free, h.stack.emu.parent.accountSid)), reason: fc.string({ minLength: 1, maxLength: 500 }), dryRun: fc.boolean() }, { requiredKeys: ['accountSid'] }).map((o) => ({ json: o })) },
@@ -133,41 +135,14 @@ describe('fuzzing every route', () => {
       { weight: 1, arbitrary: fc.constant({ raw: '{"accountSid":"AC' + '0'.repeat(32) + '","__proto__":{"admin":true}}', type: 'application/json' }) },
       { weight: 1, arbitrary: fc.constant({}) },
     );
-  const payloadOf = (b: { json?: unknown; raw?: string; type?: string }, hdrs: Record<string, string>): Partial<InjectOptions> => {
-    if ('raw' in b && b.raw !== undefined) return { payload: b.raw, headers: { ...hdrs, 'content-type': b.type ?? 'application/json' } };
-    if ('json' in b) {
-      const text = JSON.stringify(b.json);
-      return text === undefined ? { headers: hdrs } : { payload: text, headers: { 'content-type': 'application/json', ...hdrs } };
-    }
-    return { headers: hdrs };
-  };
-
-  // ---- the property ------------------------------------------------------------------------
-  function judge(what: string, a: Answer): void {
-    served++;
-    const counts = seen.get(current) ?? new Map<number, number>();
-    counts.set(a.statusCode, (counts.get(a.statusCode) ?? 0) + 1);
-    seen.set(current, counts);
-    if (a.statusCode >= 500) throw new Error(`${what}: ${a.statusCode} ${a.body.slice(0, 300)}`);
-    if (a.statusCode >= 400) {
-      let parsed: { error?: { code?: unknown; message?: unknown } };
-      try {
-        parsed = JSON.parse(a.body);
-      } catch {
-        throw new Error(`${what}: ${a.statusCode} without a JSON body: ${a.body.slice(0, 200)}`);
-      }
-      if (typeof parsed.error?.code !== 'string' || typeof parsed.error?.message !== 'string' || !parsed.error.message) {
-        throw new Error(`${what}: ${a.statusCode} without {error:{code,message}}: ${a.body.slice(0, 200)}`);
-      }
-    }
-  }
+  // ---- the property (test/helpers/fuzz.ts) ----------------------------------------------
   async function inject(opts: InjectOptions): Promise<Answer> {
     const res = await h.app.inject(opts);
     return { statusCode: res.statusCode, body: res.body, contentType: String(res.headers['content-type'] ?? '') };
   }
   const fuzz = <T,>(arb: fc.Arbitrary<T>, run: (v: T) => Promise<void>) => {
-    current = expect.getState().currentTestName ?? '';
-    return fc.assert(fc.asyncProperty(arb, run), { numRuns: RUNS });
+    answers.current = expect.getState().currentTestName ?? '';
+    return fc.assert(fc.asyncProperty(arb, run), { numRuns: RUNS, seed: SEED });
   };
 
   for (const path of ['/healthz', '/readyz', '/metrics', '/docs', '/docs/json']) {
@@ -221,7 +196,7 @@ describe('fuzzing every route', () => {
 
   it('POST /v1/rotations/{id}/abandon: path parameters, confirmations, bodies and headers', async () => {
     // Half the targets come with their own account SID as the confirmation, so some abandons succeed.
-    const paired = fc.constantFrom(...pools.abandon).map((id) => ({ id, b: { json: { confirm: accountOf.get(id) } } as { json?: unknown; raw?: string; type?: string } }));
+    const paired = fc.constantFrom(...pools.abandon).map((id) => ({ id, b: { json: { confirm: accountOf.get(id) } } as FuzzBody }));
     const loose = fc.record({ id: fc.oneof(existingId(), fc.constantFrom(...pools.abandon), rotationId), b: fc.oneof(sid.map((x) => ({ json: { confirm: x } as unknown })), body()) });
     await fuzz(fc.record({ target: fc.oneof(paired, loose), hdrs: headers(), q: query() }), async ({ target: { id, b }, hdrs, q }) => {
       const url = withQuery(`/v1/rotations/${encodeURIComponent(id)}/abandon`, q);
@@ -236,10 +211,10 @@ describe('fuzzing every route', () => {
   });
 
   it('served every generated request, reaching past validation on every protected route', () => {
-    expect(served).toBeGreaterThanOrEqual(RUNS * 16);
-    const summary = [...seen].map(([route, counts]) => `${route.replace(/^.*> /, '').split(':')[0]}: ${[...counts].sort(([a], [b]) => a - b).map(([c, n]) => `${c}×${n}`).join(' ')}`);
+    expect(answers.served).toBeGreaterThanOrEqual(RUNS * 16);
+    const summary = [...answers.seen].map(([route, counts]) => `${route.replace(/^.*> /, '').split(':')[0]}: ${[...counts].sort(([a], [b]) => a - b).map(([c, n]) => `${c}×${n}`).join(' ')}`);
     console.log(summary.join('\n'));
-    for (const [route, counts] of seen) {
+    for (const [route, counts] of answers.seen) {
       const codes = [...counts.keys()];
       expect(codes.some((c) => c < 300), `${route} never succeeded`).toBe(true);
       if (/v1/.test(route)) expect(codes.some((c) => c >= 400 && c < 500), `${route} never refused`).toBe(true);

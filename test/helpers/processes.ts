@@ -15,9 +15,14 @@ export interface RotatorProcess {
   stop(): Promise<void>;
 }
 
-/** `npm run worker|api|start` as a real child process (node + tsx), its output captured. */
+/**
+ * `npm run worker|api|start` as a real child process, its output captured: the compiled
+ * dist/src/main.js that test/helpers/compiled.ts (vitest's global setup) built for this run, or
+ * the sources through tsx where there is none (outside vitest: `npm run chaos`).
+ */
 export function spawnRotator(mode: 'worker' | 'api' | 'all', env: Record<string, string>, logs?: LogCapture): RotatorProcess {
-  return spawnTsEntry('src/main.ts', [mode], env, logs);
+  const compiled = process.env.ROTATOR_TEST_DIST;
+  return compiled ? spawnEntry(compiled, [], [mode], env, logs) : spawnTsEntry('src/main.ts', [mode], env, logs);
 }
 
 /**
@@ -26,7 +31,11 @@ export function spawnRotator(mode: 'worker' | 'api' | 'all', env: Record<string,
  * `child.stdin` (test/engine/crash-resumer.ts takes commands there).
  */
 export function spawnTsEntry(entry: string, args: string[], env: Record<string, string>, logs?: LogCapture, opts: { stdin?: boolean } = {}): RotatorProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
+  return spawnEntry(entry, ['--import', 'tsx'], args, env, logs, opts);
+}
+
+function spawnEntry(entry: string, nodeArgs: string[], args: string[], env: Record<string, string>, logs?: LogCapture, opts: { stdin?: boolean } = {}): RotatorProcess {
+  const child = spawn(process.execPath, [...nodeArgs, entry, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
     stdio: [opts.stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'],
   });

@@ -167,3 +167,46 @@ export class OrderedIndex<T extends HasSid> {
     }
   }
 }
+
+/** Where a neighbouring page starts: its number and the token that resolves it. */
+export interface PageLink {
+  page: number;
+  token: string;
+}
+
+/** One list request's page, read the way both of Twilio's paging styles read it. */
+export interface RequestedPage<T> {
+  size: number;
+  page: number;
+  /** The request's own PageToken, if it had one. */
+  token: string | undefined;
+  items: T[];
+  next: PageLink | null;
+  previous: PageLink | null;
+}
+
+/**
+ * The paging both list styles share (v2010's `next_page_uri`, IAM v1's `meta`): `PageSize`
+ * (capped at 1000, as Twilio caps rather than refuses), `Page` and `PageToken` read and checked,
+ * the slice read, and the neighbours' tokens (`PA<last sid>` forward, `PB<first sid>` back). Each
+ * API then writes its own body. A string is the 400's message.
+ */
+export function requestedPage<T extends HasSid>(query: URLSearchParams, read: (o: { size: number; page: number; token: string | undefined }) => PageSlice<T>): RequestedPage<T> | string {
+  const rawSize = Number(query.get('PageSize') ?? 50);
+  const page = Number(query.get('Page') ?? 0);
+  if (!Number.isInteger(rawSize) || rawSize < 1) return 'PageSize must be a positive integer';
+  if (!Number.isInteger(page) || page < 0) return 'Page must be a non-negative integer';
+  const size = Math.min(rawSize, 1000);
+  const token = query.get('PageToken') ?? undefined;
+  const slice = read({ size, page, token });
+  const first = slice.items[0];
+  const last = slice.items.at(-1);
+  return {
+    size,
+    page,
+    token,
+    items: slice.items,
+    next: slice.hasNext && last ? { page: page + 1, token: `PA${last.sid}` } : null,
+    previous: slice.hasPrevious && first && page > 0 ? { page: page - 1, token: `PB${first.sid}` } : null,
+  };
+}

@@ -5,7 +5,7 @@
  */
 import type { Principal, ResourceKind } from './auth.ts';
 import { authorize, permits } from './auth.ts';
-import { OrderedIndex } from './paging.ts';
+import { OrderedIndex, requestedPage } from './paging.ts';
 import type { AccountRecord, AccountStatus, TwilioState } from './state.ts';
 import { API_PREFIX, accountJson, keyJson, messageJson } from './state.ts';
 
@@ -312,38 +312,28 @@ function listPage<T extends { sid: string }>(
   filter: ((item: T) => boolean) | undefined,
   toJson: (item: T) => unknown,
 ): Reply {
-  const rawSize = Number(req.query.get('PageSize') ?? 50);
-  const rawPage = Number(req.query.get('Page') ?? 0);
-  if (!Number.isInteger(rawSize) || rawSize < 1) return invalid('PageSize must be a positive integer');
-  if (!Number.isInteger(rawPage) || rawPage < 0) return invalid('Page must be a non-negative integer');
-  // Twilio caps pages at 1000 rather than refusing larger ones.
-  const size = Math.min(rawSize, 1000);
-  const pageNo = rawPage;
-  const token = req.query.get('PageToken') ?? undefined;
-  const slice = index.page({ size, ascending, token, offset: token ? 0 : pageNo * size, filter });
-
+  const p = requestedPage(req.query, ({ size, page, token }) => index.page({ size, ascending, token, offset: token ? 0 : page * size, filter }));
+  if (typeof p === 'string') return invalid(p);
   const uri = (page: number, tok?: string): string => {
     const q = new URLSearchParams(filters);
-    q.set('PageSize', String(size));
+    q.set('PageSize', String(p.size));
     q.set('Page', String(page));
     if (tok) q.set('PageToken', tok);
     return `${req.path}?${q.toString()}`;
   };
-  const first = slice.items[0];
-  const last = slice.items[slice.items.length - 1];
-  const start = pageNo * size;
+  const start = p.page * p.size;
   return {
     status: 200,
     body: {
-      [key]: slice.items.map(toJson),
-      end: slice.items.length > 0 ? start + slice.items.length - 1 : start,
+      [key]: p.items.map(toJson),
+      end: p.items.length > 0 ? start + p.items.length - 1 : start,
       first_page_uri: uri(0),
-      next_page_uri: slice.hasNext && last ? uri(pageNo + 1, `PA${last.sid}`) : null,
-      page: pageNo,
-      page_size: size,
-      previous_page_uri: slice.hasPrevious && first && pageNo > 0 ? uri(pageNo - 1, `PB${first.sid}`) : null,
+      next_page_uri: p.next ? uri(p.next.page, p.next.token) : null,
+      page: p.page,
+      page_size: p.size,
+      previous_page_uri: p.previous ? uri(p.previous.page, p.previous.token) : null,
       start,
-      uri: uri(pageNo, token),
+      uri: uri(p.page, p.token),
     },
   };
 }

@@ -12,6 +12,7 @@ import { authorize } from './auth.ts';
 import type { Reply, RestContext } from './rest.ts';
 import { notFound, twilioError, unauthorized } from './rest.ts';
 import type { KeyPolicy, KeyRecord } from './state.ts';
+import { requestedPage, type PageSlice } from './paging.ts';
 import { iamKeyJson } from './state.ts';
 
 export interface V1Route {
@@ -141,45 +142,34 @@ function parsePolicy(raw: string | null): KeyPolicy | string {
   return { allow: allow as string[] };
 }
 
-type Pager = (opts: { size: number; ascending: boolean; token?: string | undefined; filter?: ((k: KeyRecord) => boolean) | undefined }) => {
-  items: KeyRecord[];
-  hasNext: boolean;
-  hasPrevious: boolean;
-};
+type Pager = (opts: { size: number; ascending: boolean; token?: string | undefined }) => PageSlice<KeyRecord>;
 
 /**
  * An IAM v1 list page: `{keys: [...], meta: {page, page_size, first_page_url, previous_page_url,
  * url, next_page_url, key}}` with absolute URLs, which twilio-node follows as given.
  */
-function listKeys(req: V1Request, accountSid: string, page: Pager): Reply {
-  const rawSize = Number(req.query.get('PageSize') ?? 50);
-  const pageNo = Number(req.query.get('Page') ?? 0);
-  if (!Number.isInteger(rawSize) || rawSize < 1) return invalid('PageSize must be a positive integer');
-  if (!Number.isInteger(pageNo) || pageNo < 0) return invalid('Page must be a non-negative integer');
-  const size = Math.min(rawSize, 1000);
-  const token = req.query.get('PageToken') ?? undefined;
-  const slice = page({ size, ascending: true, token });
+function listKeys(req: V1Request, accountSid: string, read: Pager): Reply {
+  const p = requestedPage(req.query, ({ size, token }) => read({ size, ascending: true, token }));
+  if (typeof p === 'string') return invalid(p);
   const url = (n: number, tok?: string): string => {
-    const q = new URLSearchParams({ AccountSid: accountSid, PageSize: String(size), Page: String(n) });
+    const q = new URLSearchParams({ AccountSid: accountSid, PageSize: String(p.size), Page: String(n) });
     if (tok) q.set('PageToken', tok);
     return `${IAM_ORIGIN}/v1/Keys?${q.toString()}`;
   };
-  const first = slice.items[0];
-  const last = slice.items.at(-1);
   return {
     status: 200,
     body: {
-      keys: slice.items.map((k) => {
+      keys: p.items.map((k) => {
         const { policy: _policy, ...rest } = iamKeyJson(k);
         return { ...rest, flags: k.type === 'restricted' ? ['restricted'] : [] };
       }),
       meta: {
-        page: pageNo,
-        page_size: size,
+        page: p.page,
+        page_size: p.size,
         first_page_url: url(0),
-        previous_page_url: slice.hasPrevious && first && pageNo > 0 ? url(pageNo - 1, `PB${first.sid}`) : null,
-        url: url(pageNo, token),
-        next_page_url: slice.hasNext && last ? url(pageNo + 1, `PA${last.sid}`) : null,
+        previous_page_url: p.previous ? url(p.previous.page, p.previous.token) : null,
+        url: url(p.page, p.token),
+        next_page_url: p.next ? url(p.next.page, p.next.token) : null,
         key: 'keys',
       },
     },
