@@ -38,7 +38,7 @@ function Link({ to, children, current }) {
 
 // ---- Sign-in ----
 
-function SignIn({ onSignedIn }) {
+function SignIn({ onSignedIn, sso }) {
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
   const input = useRef(null);
@@ -71,6 +71,7 @@ function SignIn({ onSignedIn }) {
       <button type="submit" disabled=${busy}>${busy ? 'Signing in…' : 'Sign in'}</button>
       ${error && html`<p id="signin-error" class="error" role="alert">${error}</p>`}
     </form>
+    ${sso && html`<p class="sso">Or <a class="button" href="/v1/session/oidc">Sign in with SSO</a> through your identity provider.</p>`}
   </main>`;
 }
 
@@ -463,7 +464,7 @@ function App() {
   }, [url.view, url.id]);
 
   if (session === null) return html`<p role="status">Loading…</p>`;
-  if (!session.signedIn) return html`<${SignIn} onSignedIn=${(s) => {
+  if (!session.signedIn) return html`<${SignIn} sso=${session.sso} onSignedIn=${(s) => {
     setCsrfToken(s.csrfToken);
     setSession(s);
   }} />`;
