@@ -200,7 +200,8 @@ export function createOidcSignIn(
 
 /** Why a callback was refused, in words that name the check and never carry the code, state or tokens. */
 function callbackRefusal(err: unknown): Extract<OidcResult, { ok: false }> {
-  const message = err instanceof Error ? err.message : '';
+  // openid-client wraps oauth4webapi's error, which names the check that failed.
+  const message = err instanceof Error ? `${err.message} ${err.cause instanceof Error ? err.cause.message : ''}` : '';
   if (err instanceof oidcClient.ResponseBodyError) {
     return { ok: false, status: 401, code: 'oidc_code_refused', message: `the identity provider refused the authorization code (${err.error.replace(/[^\w.-]/g, '').slice(0, 64)}): start again from the sign-in page` };
   }

@@ -8,6 +8,7 @@ import { AxeBuilder } from '@axe-core/playwright';
 import { findSecrets } from '../helpers/leaks.ts';
 import { waitFor } from '../helpers/stack.ts';
 import { bearer, startApiHarness, type ApiHarness } from '../api/support.ts';
+import { CookieJar, followUntil, freePort, startOpenIdProvider, type TestOpenIdProvider } from './idp.ts';
 
 /**
  * Issue 14 in a real browser: Debian's Chromium driven by playwright-core against one stack (API,
@@ -26,18 +27,38 @@ describe('operator dashboard in Chromium', () => {
   let url: string;
   let origin: string;
   let browser: Browser;
+  let idp: TestOpenIdProvider;
+  let callbackUrl: string;
   const sessionIds: string[] = [];
   const pageTexts: string[] = [];
   const subs = (): string[] => h.stack.emu.subaccounts.map((s) => s.sid);
 
   beforeAll(async () => {
     // A drain of an hour holds a normal rotation in promote for as long as a test needs; urgent rotations skip it.
-    h = await startApiHarness({ worker: true, logLevel: 'info', stack: { subaccounts: 4, drainSeconds: DRAIN_SECONDS }, env: { PLANNER_ENABLED: 'false' } });
+    // SSO sign-in against a real OpenID provider: Rotator's port is chosen first, as the redirect URL names it.
+    const port = await freePort();
+    callbackUrl = `http://127.0.0.1:${port}/v1/session/oidc/callback`;
+    idp = await startOpenIdProvider({ redirectUrl: callbackUrl, users: { alice: ['rotator-admins'], bob: ['sre', 'staff'], eve: ['staff'] } });
+    h = await startApiHarness({
+      worker: true,
+      logLevel: 'info',
+      stack: { subaccounts: 4, drainSeconds: DRAIN_SECONDS },
+      env: {
+        PLANNER_ENABLED: 'false',
+        OIDC_ISSUER: idp.issuer,
+        OIDC_CLIENT_ID: idp.clientId,
+        OIDC_CLIENT_SECRET: idp.clientSecret,
+        OIDC_REDIRECT_URL: callbackUrl,
+        OIDC_SCOPES: 'roles',
+        OIDC_ROLE_CLAIM: 'roles',
+        OIDC_ROLE_MAP: 'rotator-admins:admin,sre:operator',
+      },
+    });
     await h.stack.seedAll();
     const parent = h.stack.emu.parent.accountSid;
     await h.rt.accounts.upsertMany(h.stack.emu.subaccounts.map((s) => ({ accountSid: s.sid, friendlyName: s.friendlyName, status: 'active', ownerAccountSid: parent })));
     for (const sid of subs()) await h.rt.credentials.ensure({ accountSid: sid, name: 'default' });
-    url = await h.app.listen({ host: '127.0.0.1', port: 0 });
+    url = await h.app.listen({ host: '127.0.0.1', port });
     origin = new URL(url).origin;
     await mkdir(ARTIFACTS, { recursive: true });
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
@@ -45,6 +66,7 @@ describe('operator dashboard in Chromium', () => {
   afterAll(async () => {
     await browser?.close();
     await h?.close();
+    await idp?.close();
   });
 
   /** A context whose page reports console errors, page errors, CSP violations and any request to another origin. */
@@ -309,9 +331,97 @@ describe('operator dashboard in Chromium', () => {
     await context.close();
   });
 
+  it('SSO: Sign in with SSO goes through the OpenID provider and back, signed in with the role its ID token grants', { timeout: 120_000 }, async () => {
+    const { context, page, watch } = await open();
+    idp.nextUser = 'alice';
+    await page.goto(`${url}/`);
+    await page.getByRole('link', { name: 'Sign in with SSO' }).click();
+    await page.locator('header .who').getByText('oidc:alice').waitFor();
+    expect(await page.locator('header .who').textContent()).toContain('(admin)');
+    expect(new URL(page.url()).origin).toBe(origin);
+    const cookies = await context.cookies(url);
+    const session = cookies.find((c) => c.name === 'rotator_session')!;
+    expect(session.httpOnly).toBe(true);
+    expect(session.sameSite).toBe('Strict');
+    sessionIds.push(session.value);
+    // The sign-in's own cookie is gone once it has done its work.
+    expect(cookies.find((c) => c.name === 'rotator_oidc')).toBeUndefined();
+    await page.locator('#fleet-table tbody tr').first().waitFor();
+    // The only other origin is the provider, reached by the sign-in's navigations (not by the page's scripts).
+    expect(watch.problems.some((p) => p.includes(`${idp.issuer}/auth?`))).toBe(true);
+    expect(watch.problems.filter((p) => !p.startsWith(`request to another origin: ${idp.issuer}/`))).toEqual([]);
+    await context.close();
+  });
+
+  describe('SSO callback checks (redirects followed with fetch and a cookie jar)', () => {
+    const codesAndStates: string[] = [];
+    /** Through the provider to the callback URL it sends the browser to, unvisited. */
+    async function toCallback(user: string): Promise<{ jar: CookieJar; callback: URL }> {
+      idp.nextUser = user;
+      const jar = new CookieJar();
+      const callback = new URL(await followUntil(jar, `${url}/v1/session/oidc`, callbackUrl));
+      codesAndStates.push(callback.searchParams.get('code')!, callback.searchParams.get('state')!);
+      return { jar, callback };
+    }
+    const visit = async (jar: CookieJar, callback: URL) => {
+      const res = await fetch(callback, { redirect: 'manual', headers: { cookie: jar.header(callback.href) } });
+      jar.take(callback.href, res);
+      return { status: res.status, location: res.headers.get('location'), body: res.status >= 400 ? ((await res.json()) as { error: { code: string; message: string } }) : undefined };
+    };
+    const whoAmI = async (jar: CookieJar) => (await (await fetch(`${url}/v1/session`, { headers: { cookie: jar.header(url) } })).json()) as { signedIn: boolean; name?: string; role?: string };
+
+    it('maps the role claim through OIDC_ROLE_MAP (sre → operator; no mapped value → 403), and a callback works once', async () => {
+      const bob = await toCallback('bob');
+      expect(await visit(bob.jar, bob.callback)).toMatchObject({ status: 303, location: '/' });
+      expect(await whoAmI(bob.jar)).toMatchObject({ signedIn: true, name: 'oidc:bob', role: 'operator' });
+      sessionIds.push(bob.jar.get(url, 'rotator_session')!);
+      // Replayed: the sign-in record was used up.
+      const replay = new CookieJar();
+      expect((await visit(replay, bob.callback)).body?.error.code).toBe('oidc_sign_in_unknown');
+
+      const eve = await toCallback('eve');
+      const refused = await visit(eve.jar, eve.callback);
+      expect(refused.status).toBe(403);
+      expect(refused.body?.error.message).toMatch(/oidc:eve.*no Rotator role/);
+      expect(eve.jar.get(url, 'rotator_session')).toBeUndefined();
+    });
+
+    it('refuses a tampered state and an ID token with another nonce', async () => {
+      const tampered = await toCallback('alice');
+      tampered.callback.searchParams.set('state', `${tampered.callback.searchParams.get('state')}x`);
+      const r1 = await visit(tampered.jar, tampered.callback);
+      expect(r1.status).toBe(400);
+      expect(r1.body?.error.code).toBe('oidc_state_mismatch');
+      expect(tampered.jar.get(url, 'rotator_session')).toBeUndefined();
+
+      // The provider signs the nonce it was sent; Rotator expects another one (its record changed under it).
+      const other = await toCallback('alice');
+      const binding = other.jar.get(url, 'rotator_oidc')!;
+      const redis = new Redis(h.stack.redis.url);
+      try {
+        const { createHash } = await import('node:crypto');
+        const key = h.rt.repo.keys.session(`oidc:${createHash('sha256').update(binding).digest('base64url')}`);
+        const record = JSON.parse((await redis.get(key))!) as { n: string };
+        await redis.set(key, JSON.stringify({ ...record, n: `${record.n}-not-this-one` }), 'EX', 600);
+      } finally {
+        redis.disconnect();
+      }
+      const r2 = await visit(other.jar, other.callback);
+      expect(r2.status).toBe(400);
+      expect(r2.body?.error.code).toBe('oidc_nonce_mismatch');
+      expect(other.jar.get(url, 'rotator_session')).toBeUndefined();
+    });
+
+    it('no authorization code or state reached the logs (the callback is logged, its query redacted)', () => {
+      expect(codesAndStates.length).toBeGreaterThanOrEqual(8);
+      expect(h.stack.logs.lines.some((l) => l.includes('/v1/session/oidc/callback?[redacted]'))).toBe(true);
+      expect(findSecrets([...codesAndStates, idp.clientSecret], h.stack.logs.lines)).toEqual([]);
+    });
+  });
+
   it('no token, session id or key secret reached the pages, their storage or the logs', () => {
     expect(sessionIds.length).toBeGreaterThan(2);
-    const secrets = [...h.issued, ...sessionIds, ...h.stack.emu.issuedSecrets()];
+    const secrets = [...h.issued, ...sessionIds, ...h.stack.emu.issuedSecrets(), idp.clientSecret];
     expect(findSecrets(secrets, pageTexts)).toEqual([]);
     expect(findSecrets([...h.issued, ...sessionIds], h.stack.logs.lines)).toEqual([]);
   });
