@@ -438,10 +438,10 @@ export const BatchIdParams = Type.Object({ id: BatchId }, { additionalProperties
 export const BatchBody = Type.Unsafe<unknown>({
   type: 'object',
   description:
-    'selector: "all" | {labels: [..]} | {accountSids: [..]} | {credentials: [{accountSid, name}]}; reason (required); dryRun (default false); ' +
+    'selector: "all" | {labels: [..]} | {accountSids: [..]} | {credentials: [{accountSid, name}]} | {filter: {q?, accountSid?, label?, policy?, overdue?, failed?}} (the fleet view\'s filters); reason (required); dryRun (default false); ' +
     'waves: {canary: a count (5) or a percentage ("10%"), step: percent of the selection per later wave (1..100), bakeSeconds}; maxFailureRate: 0..1',
   properties: {
-    selector: { description: '"all", or an object with exactly one of labels (all must apply), accountSids, credentials' },
+    selector: { description: '"all", or an object with exactly one of labels (all must apply), accountSids, credentials, filter (GET /v1/credentials filters of the same names)' },
     kinds: { type: 'array', items: { type: 'string', enum: ['api-key', 'restricted-key', 'auth-token'] }, description: 'only credentials of these kinds (default every kind); an Auth Token is selected only where its policy says allowAuthToken' },
     reason: { type: 'string', description: 'why (goes into every rotation and the audit trail)' },
     dryRun: { type: 'boolean' },

@@ -6,6 +6,7 @@ import type { FleetOrder, FleetPageRow } from '../../state/fleet-page.ts';
 import type { PolicyRepository } from '../../state/policies.ts';
 import { entryOf } from '../../service/fleet.ts';
 import { credentialStatus } from '../../service/fleet-status.ts';
+import { filterOfQuery, matchesFleetFilter } from '../../service/fleet-filter.ts';
 import { newCredentialErrors, type FleetAdmin } from '../../service/fleet-admin.ts';
 import type { SubaccountChecker } from '../../service/subaccounts.ts';
 import { FieldsError, HttpError } from '../errors.ts';
@@ -50,14 +51,13 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesDeps> =
       },
     },
     async (req) => {
-      const { label, policy, overdue, paused, failed, inFlight, limit, cursor } = req.query;
+      const { inFlight, limit, cursor } = req.query;
       const byDeadline = req.query.sort === 'deadline';
       const order: FleetOrder = `${byDeadline ? 'deadline' : 'id'}${req.query.order === 'desc' ? '-desc' : ''}` as FleetOrder;
       // A search for a subaccount SID reads that subaccount's range of the index, not the fleet.
-      const bySid = req.query.q !== undefined && SID.test(req.query.q);
-      if (bySid && req.query.accountSid !== undefined && req.query.accountSid !== req.query.q) return { items: [], nextCursor: null };
-      const accountSid = bySid ? req.query.q : req.query.accountSid;
-      const needle = req.query.q !== undefined && !bySid ? req.query.q.toLowerCase() : undefined;
+      const filter = filterOfQuery(req.query);
+      if (!filter) return { items: [], nextCursor: null };
+      const accountSid = filter.accountSid;
       let after: string | undefined;
       if (cursor !== undefined) {
         after = Buffer.from(cursor, 'base64url').toString('latin1');
@@ -72,17 +72,10 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesDeps> =
       const t = now();
       const items = [];
       for (const { credential: c, account, inFlight: flying } of page.rows) {
-        // By deadline the index is the fleet's: one subaccount's rows are picked here.
-        if (byDeadline && accountSid !== undefined && c.accountSid !== accountSid) continue;
         if (inFlight !== undefined && (flying !== null) !== inFlight) continue;
         const e = entryOf(c, account, catalog);
-        if (label !== undefined && !e.labels.includes(label)) continue;
-        if (policy !== undefined && e.assignment.policy.name !== policy) continue;
-        if (paused !== undefined && (e.paused !== null) !== paused) continue;
-        if (failed !== undefined && (c.lastRotation?.outcome === 'failed') !== failed) continue;
-        if (needle !== undefined && !e.id.toLowerCase().includes(needle) && !(c.currentKeySid ?? '').toLowerCase().includes(needle)) continue;
+        if (!matchesFleetFilter(e, filter, t)) continue;
         const s = credentialStatus(e, t);
-        if (overdue !== undefined && s.overdue !== overdue) continue;
         items.push({ ...s, inFlight: flying });
       }
       return { items, nextCursor: page.nextCursor ? Buffer.from(page.nextCursor, 'latin1').toString('base64url') : null };
