@@ -265,6 +265,79 @@ describe('operator dashboard in Chromium', () => {
     }
   });
 
+  it('sorts through the API (aria-sort, in the URL), filters rotations in flight, rotates "these N" of a filter as one batch, and switches Auth Token rotation', { timeout: 240_000 }, async () => {
+    const { context, page, watch } = await open();
+    await signIn(page, h.tokens.admin);
+    await page.locator('#fleet-table tbody tr').first().waitFor();
+    const [a, b, c] = subs() as [string, string, string];
+    // Deadlines as the planner writes them (it is off in this stack): the last subaccount first.
+    const redis = new Redis(h.stack.redis.url);
+    try {
+      subs().forEach((sid, i) => void redis.zadd(h.rt.credentials.keys.scheduleDeadlines, 2_000_000_000_000 - i * 1000, `${sid}/default`));
+      await redis.ping();
+    } finally {
+      redis.disconnect();
+    }
+    const shownIds = () => page.locator('#fleet-table tbody tr').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-id')));
+    const header = (name: string) => page.locator('#fleet-table th', { has: page.getByRole('button', { name }) });
+    await page.getByRole('button', { name: 'Next rotation' }).click();
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"sort":"deadline"'));
+    expect(page.url()).toContain('sort=deadline');
+    expect(await header('Next rotation').getAttribute('aria-sort')).toBe('ascending');
+    expect(await header('Credential').getAttribute('aria-sort')).toBe('none');
+    expect(await shownIds()).toEqual(subs().map((sid) => `${sid}/default`).reverse());
+    await page.getByRole('button', { name: 'Next rotation' }).click();
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"order":"desc"'));
+    expect(await header('Next rotation').getAttribute('aria-sort')).toBe('descending');
+    expect(await shownIds()).toEqual(subs().map((sid) => `${sid}/default`));
+    // A reload keeps the sort.
+    await page.reload();
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"order":"desc"'));
+    expect(await header('Next rotation').getAttribute('aria-sort')).toBe('descending');
+
+    // In flight: what the API says is rotating (the first test's paused batch holds its canary in the drain).
+    const flying = (await (await h.app.inject({ method: 'GET', url: '/v1/credentials?inFlight=true&limit=500', headers: bearer(h.tokens.viewer) })).json()).items.map((i: { id: string }) => i.id);
+    expect(flying.length).toBeGreaterThan(0);
+    await page.goto(`${url}/?view=fleet&status=inflight`);
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"inFlight":true'));
+    expect((await shownIds()).sort()).toEqual([...flying].sort());
+    await page.locator('#fleet-table tbody tr').first().locator('.badge.info').waitFor();
+    await checkView(page, watch, 'fleet-in-flight');
+
+    // "Rotate these N" over a filter: the count comes from the API before anything starts; the batch rotates exactly those.
+    for (const sid of [a, c]) expect((await h.app.inject({ method: 'PATCH', url: `/v1/accounts/${sid}`, headers: bearer(h.tokens.operator), payload: { labels: ['bulk'] } })).statusCode).toBe(200);
+    await page.goto(`${url}/?view=fleet&label=bulk`);
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"label":"bulk"'));
+    const before = (await h.rt.batches.list({ limit: 100 })).items.length;
+    await page.getByRole('button', { name: 'Rotate all in this filter…' }).click();
+    await page.getByRole('dialog').getByText('Rotate these 2?').waitFor();
+    await page.getByRole('dialog').getByText(/exactly the 2 credentials this filter selects now/).waitFor();
+    await checkView(page, watch, 'fleet-bulk-confirm');
+    await page.getByRole('dialog').getByRole('button', { name: 'Rotate these 2' }).click();
+    await page.locator('#batches-h, main h2').first().waitFor();
+    await waitFor('the batch to be stored', async () => (await h.rt.batches.list({ limit: 100 })).items.length > before);
+    const batch = (await h.rt.batches.list({ limit: 1 })).items[0]!;
+    expect([...(await h.rt.batchRepo.plan(batch.id))!].sort()).toEqual([`${a}/default`, `${c}/default`].sort());
+    expect(batch.selector).toEqual({ filter: { label: 'bulk' } });
+
+    // The Auth Token switch: admin only, the SID typed again to allow it.
+    await page.goto(`${url}/?view=fleet&q=${b}`);
+    const sw = page.locator('#auth-token-switch');
+    await sw.locator('[data-auth-token-rotation="off"]').waitFor();
+    await sw.getByRole('button', { name: 'Allow Auth Token rotation…' }).click();
+    await page.getByRole('dialog').getByText(/every integration using the token/).waitFor();
+    await page.getByRole('dialog').getByLabel(`Type ${b} to confirm`).fill(a);
+    await page.getByRole('dialog').getByRole('button', { name: 'Allow Auth Token rotation' }).click();
+    await page.getByRole('dialog').getByRole('alert').getByText(/exactly to confirm/).waitFor();
+    expect((await h.rt.accounts.get(b))?.authTokenRotation ?? false).toBe(false);
+    await page.getByRole('dialog').getByLabel(`Type ${b} to confirm`).fill(b);
+    await page.getByRole('dialog').getByRole('button', { name: 'Allow Auth Token rotation' }).click();
+    await sw.locator('[data-auth-token-rotation="on"]').waitFor();
+    expect((await h.rt.accounts.get(b))?.authTokenRotation).toBe(true);
+    await checkView(page, watch, 'fleet-auth-token-switch');
+    await context.close();
+  });
+
   it('with 100,000 credentials the first screen and a filter each render under 300 rows (times printed)', { timeout: 400_000 }, async () => {
     // Seeded directly in the state layer's format (one JSON string and one index entry each), as the benchmarks do.
     const redis = new Redis(h.stack.redis.url);
