@@ -4,7 +4,8 @@ import { exportJWK, generateKeyPair } from 'jose';
 import Provider from 'oidc-provider';
 
 /**
- * A real OpenID provider (panva's oidc-provider, certified) on localhost for the SSO sign-in tests.
+ * A real OpenID provider (panva's oidc-provider, certified) on localhost for the SSO sign-in tests:
+ * 8.x, the newest line that supports Node 20 (9.x needs Node 22 LTS and warns "Unsupported runtime").
  * Its login and consent screens are replaced by one handler that signs in `nextUser` at once, so a
  * browser or a fetch loop follows the redirects without filling a form. Users carry a `roles` claim
  * in their ID token (scope `roles`).
