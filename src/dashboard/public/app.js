@@ -326,18 +326,20 @@ function FleetView({ session, url, live, now, confirm, refreshKey }) {
     setSelected(s);
   };
 
+  // The filter form is uncontrolled (defaults from the URL, re-made when it changes): the countdowns'
+  // re-render every second must not undo what the operator is choosing before Apply.
   return html`<section aria-labelledby="fleet-h">
     <h2 id="fleet-h">Fleet</h2>
-    <form class="filters" onSubmit=${apply} role="search" aria-label="Filter the fleet">
-      <div><label for="f-q">Search by SID, name or key SID</label><input id="f-q" name="q" type="search" value=${url.q || ''} /></div>
-      <div><label for="f-status">Status</label><select id="f-status" name="status" value=${url.status || ''}>
-        ${Object.entries(STATUS_FILTERS).map(([v, l]) => html`<option value=${v}>${l}</option>`)}
+    <form class="filters" onSubmit=${apply} role="search" aria-label="Filter the fleet" key=${filterKey}>
+      <div><label for="f-q">Search by SID, name or key SID</label><input id="f-q" name="q" type="search" defaultValue=${url.q || ''} /></div>
+      <div><label for="f-status">Status</label><select id="f-status" name="status">
+        ${Object.entries(STATUS_FILTERS).map(([v, l]) => html`<option value=${v} selected=${v === (url.status || '')}>${l}</option>`)}
       </select></div>
-      <div><label for="f-label">Label</label><input id="f-label" name="label" value=${url.label || ''} /></div>
-      <div><label for="f-policy">Policy</label><select id="f-policy" name="policy" value=${url.policy || ''}>
+      <div><label for="f-label">Label</label><input id="f-label" name="label" defaultValue=${url.label || ''} /></div>
+      <div><label for="f-policy">Policy</label><select id="f-policy" name="policy">
         <option value="">Any</option>
-        ${policies.map((p) => html`<option value=${p}>${p}</option>`)}
-        ${url.policy && !policies.includes(url.policy) ? html`<option value=${url.policy}>${url.policy}</option>` : ''}
+        ${policies.map((p) => html`<option value=${p} selected=${p === url.policy}>${p}</option>`)}
+        ${url.policy && !policies.includes(url.policy) ? html`<option value=${url.policy} selected>${url.policy}</option>` : ''}
       </select></div>
       <button type="submit">Apply filters</button>
     </form>
