@@ -359,8 +359,29 @@ export interface OidcConfig {
   roleMap?: Record<string, ApiRole>;
 }
 
+/**
+ * The dashboard's SSO sign-in (OIDC_CLIENT_ID and friends): an authorization code flow with PKCE,
+ * state and nonce against OIDC_ISSUER; the role comes from the ID token's OIDC_ROLE_CLAIM through
+ * OIDC_ROLE_MAP, as for bearer JWTs.
+ */
+export interface OidcSignInConfig {
+  issuer: string;
+  clientId: string;
+  clientSecret: Secret;
+  /** OIDC_REDIRECT_URL: this API's /v1/session/oidc/callback as the browser reaches it (registered at the provider). */
+  redirectUrl: string;
+  /** OIDC_SCOPES: asked for beyond `openid` (default `profile email`; add the one that releases the role claim). */
+  scope: string;
+  roleClaim: string;
+  roleMap?: Record<string, ApiRole>;
+}
+
+export const OIDC_CALLBACK_PATH = '/v1/session/oidc/callback';
+
 export interface ApiConfig {
   oidc?: OidcConfig;
+  /** SSO sign-in for the dashboard (absent: sign-in by pasted token only). */
+  oidcSignIn?: OidcSignInConfig;
   /** Requests per window, per client IP and per token name (RATE_LIMIT_MAX, RATE_LIMIT_WINDOW). */
   rateLimitMax: number;
   rateLimitWindowMs: number;
@@ -379,21 +400,11 @@ function readApi(str: (n: string) => string | undefined, int: (n: string, fallba
   if (jwksUrl) {
     const jwksProblem = checkJwksUrl(jwksUrl);
     if (jwksProblem) problems.push(jwksProblem);
-    const mapSpec = str('OIDC_ROLE_MAP');
-    let roleMap: Record<string, ApiRole> | undefined;
-    if (mapSpec) {
-      roleMap = {};
-      for (const part of mapSpec.split(',').map((p) => p.trim()).filter(Boolean)) {
-        const at = part.lastIndexOf(':');
-        const value = part.slice(0, at);
-        const role = part.slice(at + 1);
-        if (at <= 0 || !API_ROLES.includes(role)) problems.push(`OIDC_ROLE_MAP entry "${part}" must be <claim value>:<viewer|operator|admin>`);
-        else roleMap[value] = role as ApiRole;
-      }
-    }
+    const roleMap = readRoleMap(str, problems);
     oidc = { jwksUrl, issuer: str('OIDC_ISSUER'), audience: str('OIDC_AUDIENCE'), roleClaim: str('OIDC_ROLE_CLAIM') ?? 'roles', roleMap };
     if (!oidc.issuer || !oidc.audience) problems.push('OIDC_ISSUER and OIDC_AUDIENCE are required with OIDC_JWKS_URL: without them a token minted for another application would be accepted');
   }
+  const oidcSignIn = readOidcSignIn(str, problems);
   const window = str('RATE_LIMIT_WINDOW') ?? '60s';
   const m = /^(\d+)\s*(ms|s|m|h)?$/.exec(window);
   if (!m || Number(m[1]) <= 0) problems.push(`RATE_LIMIT_WINDOW must be a duration such as 60s, 1m or 500ms (got "${window}")`);
@@ -402,12 +413,62 @@ function readApi(str: (n: string) => string | undefined, int: (n: string, fallba
   for (const o of corsOrigins) if (!/^https?:\/\/[^/]+$/.test(o)) problems.push(`CORS_ORIGINS entries must be origins such as https://ops.example.com (got "${o}")`);
   return {
     oidc,
+    oidcSignIn,
     rateLimitMax: int('RATE_LIMIT_MAX', 300, 1),
     rateLimitWindowMs: m ? Number(m[1]) * unit : 60_000,
     corsOrigins,
     idempotencyTtlSeconds: int('IDEMPOTENCY_TTL_SECONDS', 86_400, 60),
     sseMaxClients: int('SSE_MAX_CLIENTS', 200, 1),
     sseHeartbeatMs: int('SSE_HEARTBEAT_SECONDS', 15, 1) * 1000,
+  };
+}
+
+/** OIDC_ROLE_MAP (`rotator-admins:admin,sre:operator`); unset: the claim's values are role names. */
+function readRoleMap(str: (n: string) => string | undefined, problems: string[]): Record<string, ApiRole> | undefined {
+  const mapSpec = str('OIDC_ROLE_MAP');
+  if (!mapSpec) return undefined;
+  const roleMap: Record<string, ApiRole> = {};
+  for (const part of mapSpec.split(',').map((p) => p.trim()).filter(Boolean)) {
+    const at = part.lastIndexOf(':');
+    const value = part.slice(0, at);
+    const role = part.slice(at + 1);
+    if (at <= 0 || !API_ROLES.includes(role)) problems.push(`OIDC_ROLE_MAP entry "${part}" must be <claim value>:<viewer|operator|admin>`);
+    else roleMap[value] = role as ApiRole;
+  }
+  return roleMap;
+}
+
+function readOidcSignIn(str: (n: string) => string | undefined, problems: string[]): OidcSignInConfig | undefined {
+  const clientId = str('OIDC_CLIENT_ID');
+  const clientSecret = str('OIDC_CLIENT_SECRET');
+  const redirectUrl = str('OIDC_REDIRECT_URL');
+  if (!clientId && !clientSecret && !redirectUrl) return undefined;
+  const issuer = str('OIDC_ISSUER');
+  const missing = [!issuer && 'OIDC_ISSUER', !clientId && 'OIDC_CLIENT_ID', !clientSecret && 'OIDC_CLIENT_SECRET', !redirectUrl && 'OIDC_REDIRECT_URL'].filter(Boolean);
+  if (missing.length) {
+    problems.push(`SSO sign-in needs OIDC_ISSUER, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET and OIDC_REDIRECT_URL together: ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not set`);
+    return undefined;
+  }
+  const issuerProblem = checkHttpsUrl('OIDC_ISSUER', issuer!, 'anyone on the network path could answer for the identity provider and sign in as admin');
+  if (issuerProblem) problems.push(issuerProblem);
+  let redirect: URL | undefined;
+  try {
+    redirect = new URL(redirectUrl!);
+  } catch {
+    problems.push(`OIDC_REDIRECT_URL must be an absolute URL ending in ${OIDC_CALLBACK_PATH} (got "${redirectUrl}")`);
+  }
+  if (redirect && (redirect.pathname !== OIDC_CALLBACK_PATH || redirect.search || redirect.hash || !/^https?:$/.test(redirect.protocol))) {
+    problems.push(`OIDC_REDIRECT_URL must be this API's ${OIDC_CALLBACK_PATH} as the browser reaches it, such as https://rotator.example.com${OIDC_CALLBACK_PATH} (got "${redirectUrl}")`);
+  }
+  return {
+    issuer: issuer!,
+    clientId: clientId!,
+    clientSecret: new Secret(clientSecret!),
+    redirectUrl: redirectUrl!,
+    scope: ['openid', ...(str('OIDC_SCOPES') ?? 'profile email').split(/[\s,]+/).filter((x) => x && x !== 'openid')].join(' '),
+    roleClaim: str('OIDC_ROLE_CLAIM') ?? 'roles',
+    // Reported once: readApi already read it when OIDC_JWKS_URL is set.
+    roleMap: readRoleMap(str, str('OIDC_JWKS_URL') ? [] : problems),
   };
 }
 
@@ -470,6 +531,17 @@ function checkJwksUrl(raw: string): string | undefined {
   if (url.protocol === 'https:') return undefined;
   if (url.protocol === 'http:' && isLoopback(url.hostname)) return undefined;
   return `OIDC_JWKS_URL must be an https URL: over ${url.protocol.replace(':', '')} anyone on the network path could replace the identity provider's keys and mint admin tokens (plain http is allowed only to localhost; got "${raw}")`;
+}
+
+function checkHttpsUrl(name: string, raw: string, why: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return `${name} must be an https URL (got "${raw}")`;
+  }
+  if (url.protocol === 'https:' || (url.protocol === 'http:' && isLoopback(url.hostname))) return undefined;
+  return `${name} must be an https URL: over ${url.protocol.replace(':', '')} ${why} (plain http is allowed only to localhost; got "${raw}")`;
 }
 
 function isLoopback(hostname: string): boolean {

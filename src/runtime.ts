@@ -281,6 +281,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
       connectRedis: () => duplicateRedis(viaApi, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null }),
       tokens: parseApiTokens(cfg.apiTokens),
       oidc: cfg.api.oidc ? createOidcVerifier(cfg.api.oidc) : undefined,
+      oidcSignIn: cfg.api.oidcSignIn,
       rateLimit: { max: cfg.api.rateLimitMax, windowMs: cfg.api.rateLimitWindowMs },
       corsOrigins: cfg.api.corsOrigins,
       idempotencyTtlSeconds: cfg.api.idempotencyTtlSeconds,

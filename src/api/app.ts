@@ -12,7 +12,8 @@ import type { AuditLog } from '../state/audit.ts';
 import type { BatchService } from '../service/batches.ts';
 import { Metrics } from '../metrics.ts';
 import type { TokenEntry } from './tokens.ts';
-import type { OidcVerifier } from './oidc.ts';
+import { createOidcSignIn, logRequest, type OidcVerifier } from './oidc.ts';
+import type { OidcSignInConfig } from '../config.ts';
 import { IdempotencyStore } from './idempotency.ts';
 import { clientErrorHandler, errorsPlugin, frameworkErrors } from './plugins/errors.ts';
 import { authPlugin } from './plugins/auth.ts';
@@ -65,6 +66,8 @@ export interface AppDeps {
   connectRedis: () => Redis;
   tokens: readonly TokenEntry[];
   oidc?: OidcVerifier;
+  /** The dashboard's SSO sign-in (OIDC_CLIENT_ID …; absent: by pasted token only). */
+  oidcSignIn?: OidcSignInConfig;
   readiness: Record<string, ReadinessCheck>;
   /** Reported by /readyz without making it fail (see healthRoutes). */
   advisoryReadiness?: Record<string, ReadinessCheck>;
@@ -108,7 +111,8 @@ function bodyMayBeAbsent(schema: unknown): boolean {
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const metrics = deps.metrics ?? new Metrics({ defaultMetrics: false });
   const app = Fastify({
-    ...(deps.logger ? { loggerInstance: deps.logger as FastifyBaseLogger } : { logger: false }),
+    // Request logs leave out the SSO callback's query (oidc.ts logRequest).
+    ...(deps.logger ? { loggerInstance: deps.logger.child({}, { serializers: { req: logRequest } }) as FastifyBaseLogger } : { logger: false }),
     trustProxy: trustProxyOption(deps.trustProxy ?? false),
     bodyLimit: deps.bodyLimit ?? 16 * 1024,
     requestIdHeader: false,
@@ -207,7 +211,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   if (deps.planner) await app.register(scheduleRoutes, { planner: deps.planner });
   if (deps.consumers) await app.register(consumerRoutes, { consumers: deps.consumers, credentials: deps.credentials, repo: deps.repo, service: deps.service, wakeRotation: deps.wakeRotation, now });
   if (sessions) {
-    await app.register(sessionRoutes, { auth: authOptions, store: sessions.store, streams: sessionStreams, ttlMs: deps.dashboard?.sessionTtlMs ?? 8 * 3_600_000, now });
+    const oidcSignIn = deps.oidcSignIn ? createOidcSignIn(deps.oidcSignIn, { redis: deps.redis, key: deps.repo.keys.session }) : undefined;
+    await app.register(sessionRoutes, { auth: authOptions, store: sessions.store, streams: sessionStreams, ttlMs: deps.dashboard?.sessionTtlMs ?? 8 * 3_600_000, now, oidcSignIn });
     await app.register(dashboardRoutes);
   }
   return app;

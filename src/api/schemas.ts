@@ -438,10 +438,10 @@ export const BatchIdParams = Type.Object({ id: BatchId }, { additionalProperties
 export const BatchBody = Type.Unsafe<unknown>({
   type: 'object',
   description:
-    'selector: "all" | {labels: [..]} | {accountSids: [..]} | {credentials: [{accountSid, name}]}; reason (required); dryRun (default false); ' +
+    'selector: "all" | {labels: [..]} | {accountSids: [..]} | {credentials: [{accountSid, name}]} | {filter: {q?, accountSid?, label?, policy?, overdue?, failed?}} (the fleet view\'s filters); reason (required); dryRun (default false); ' +
     'waves: {canary: a count (5) or a percentage ("10%"), step: percent of the selection per later wave (1..100), bakeSeconds}; maxFailureRate: 0..1',
   properties: {
-    selector: { description: '"all", or an object with exactly one of labels (all must apply), accountSids, credentials' },
+    selector: { description: '"all", or an object with exactly one of labels (all must apply), accountSids, credentials, filter (GET /v1/credentials filters of the same names)' },
     kinds: { type: 'array', items: { type: 'string', enum: ['api-key', 'restricted-key', 'auth-token'] }, description: 'only credentials of these kinds (default every kind); an Auth Token is selected only where its policy says allowAuthToken' },
     reason: { type: 'string', description: 'why (goes into every rotation and the audit trail)' },
     dryRun: { type: 'boolean' },
@@ -633,6 +633,14 @@ export const CredentialStatusT = Type.Object({
   overdue: Type.Boolean(),
   paused: Type.Boolean(),
   pausedBy: Type.Unsafe<'credential' | 'account' | null>({ type: ['string', 'null'], enum: ['credential', 'account', null] }),
+  inFlight: Type.Optional(
+    Type.Unsafe<{ id: string; status: string; step: string } | null>({
+      type: ['object', 'null'],
+      properties: { id: { type: 'string' }, status: { type: 'string' }, step: { type: 'string' } },
+      required: ['id', 'status', 'step'],
+      description: 'the rotation of this credential in flight (GET /v1/credentials only); null when none',
+    }),
+  ),
 });
 
 export const AccountDetailT = Type.Object({
@@ -657,6 +665,15 @@ export const CredentialsQuery = Type.Object(
     overdue: Type.Optional(Type.Boolean()),
     paused: Type.Optional(Type.Boolean({ description: 'paused by the credential or its subaccount' })),
     failed: Type.Optional(Type.Boolean({ description: 'whether the last finished rotation failed' })),
+    inFlight: Type.Optional(Type.Boolean({ description: 'whether a rotation of the credential is in flight' })),
+    sort: Type.Optional(
+      Type.Unsafe<'account' | 'deadline'>({
+        type: 'string',
+        enum: ['account', 'deadline'],
+        description: '`account` (default): by id, the subaccount SID then the name; `deadline`: by the policy deadline, from the planner\'s index, which holds scheduled credentials only (paused, excluded and not auto-rotated ones have no deadline and are not listed)',
+      }),
+    ),
+    order: Type.Optional(Type.Unsafe<'asc' | 'desc'>({ type: 'string', enum: ['asc', 'desc'], description: 'asc (default) or desc' })),
     q: Type.Optional(Type.String({ minLength: 1, maxLength: 64, description: 'search: a subaccount SID (AC…) reads that subaccount only; anything else matches part of the id (AC…/name) or of the current key SID, ignoring case' })),
     limit: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 100, description: 'how many credentials a page reads; with filters, a page may hold fewer' })),
     cursor: Type.Optional(Cursor),

@@ -25,7 +25,45 @@ import { ACCOUNT_SID } from './rotation.ts';
 // The request
 
 
-export type BatchSelector = 'all' | { labels: string[] } | { accountSids: string[] } | { credentials: CredentialRef[] };
+export type BatchSelector = 'all' | { labels: string[] } | { accountSids: string[] } | { credentials: CredentialRef[] } | { filter: BatchFilter };
+
+/**
+ * The fleet view's filters as a selector (the dashboard's "rotate these N"): GET /v1/credentials's
+ * query parameters of the same names select the same credentials (service/fleet-filter.ts).
+ */
+export interface BatchFilter {
+  q?: string;
+  accountSid?: string;
+  label?: string;
+  policy?: string;
+  overdue?: boolean;
+  failed?: boolean;
+}
+const FILTER_FIELDS = ['q', 'accountSid', 'label', 'policy', 'overdue', 'failed'] as const;
+
+function parseFilter(v: unknown, errors: FieldError[]): { filter: BatchFilter } | null {
+  const before = errors.length;
+  if (!isObject(v)) {
+    errors.push({ path: 'selector.filter', message: `must be an object of GET /v1/credentials filters (${FILTER_FIELDS.join(', ')}), not ${describe(v)}` });
+    return null;
+  }
+  unknownFields(v, FILTER_FIELDS, 'selector.filter', errors);
+  const filter: BatchFilter = {};
+  for (const k of ['q', 'accountSid', 'label', 'policy'] as const) {
+    const x = v[k];
+    if (x === undefined) continue;
+    if (typeof x !== 'string' || x.length === 0 || x.length > 127) errors.push({ path: `selector.filter.${k}`, message: `must be a non-empty string of at most 127 characters, not ${describe(x)}` });
+    else filter[k] = x;
+  }
+  if (filter.accountSid !== undefined && !ACCOUNT_SID.test(filter.accountSid)) errors.push({ path: 'selector.filter.accountSid', message: `must be an Account SID ("AC" and 32 lower-case hex digits), not ${describe(filter.accountSid)}` });
+  for (const k of ['overdue', 'failed'] as const) {
+    const x = v[k];
+    if (x === undefined) continue;
+    if (typeof x !== 'boolean') errors.push({ path: `selector.filter.${k}`, message: `must be true or false, not ${describe(x)}` });
+    else filter[k] = x;
+  }
+  return errors.length === before ? { filter } : null;
+}
 
 /**
  * The canary: a number of credentials (`5`) or a share of the selection (`"10%"`), the int-or-string
@@ -131,7 +169,7 @@ export function parseBatchRequest(input: unknown): Checked<BatchRequest> {
   return { ok: true, value: { selector, ...(kinds ? { kinds } : {}), reason, dryRun, waves, maxFailureRate } };
 }
 
-const SELECTOR_KINDS = ['labels', 'accountSids', 'credentials'] as const;
+const SELECTOR_KINDS = ['labels', 'accountSids', 'credentials', 'filter'] as const;
 
 function parseSelector(v: unknown, errors: FieldError[]): BatchSelector | null {
   const before = errors.length;
@@ -152,6 +190,7 @@ function parseSelector(v: unknown, errors: FieldError[]): BatchSelector | null {
     return null;
   }
   const kind = given[0]!;
+  if (kind === 'filter') return parseFilter(v.filter, errors);
   const path = `selector.${kind}`;
   const list = v[kind];
   if (!Array.isArray(list)) {
@@ -287,8 +326,9 @@ export function selectCredentials(selector: BatchSelector, all: Iterable<FleetCr
     leftOut[why] = (leftOut[why] ?? 0) + 1;
   };
 
-  if (selector === 'all' || 'labels' in selector) {
-    const wanted = selector === 'all' ? [] : selector.labels;
+  // A filter was applied to the fleet by the caller (service/batches.ts): what is left is all of it.
+  if (selector === 'all' || 'labels' in selector || 'filter' in selector) {
+    const wanted = selector === 'all' || 'filter' in selector ? [] : selector.labels;
     for (const c of fleet) {
       if (!wanted.every((l) => c.labels.includes(l))) continue;
       const why = notRotatable(c);
@@ -296,7 +336,7 @@ export function selectCredentials(selector: BatchSelector, all: Iterable<FleetCr
       else ids.push(credentialId(c));
     }
     if (ids.length === 0) {
-      const path = selector === 'all' ? 'selector' : 'selector.labels';
+      const path = selector === 'all' ? 'selector' : 'filter' in selector ? 'selector.filter' : 'selector.labels';
       const out = Object.entries(leftOut).map(([why, n]) => `${n} ${why}`).join(', ');
       errors.push({ path, message: `matches no credential that can be rotated${out ? ` (matched but left out: ${out})` : ''}` });
     }

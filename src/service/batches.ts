@@ -21,7 +21,11 @@ import {
   type BatchState,
   type Checked,
   type FleetCredential,
+  type BatchSelector,
+  type Selection,
 } from '../domain/batch.ts';
+import type { CredentialKind } from '../domain/credential.ts';
+import { filterOfQuery, matchesFleetFilter } from './fleet-filter.ts';
 import { isTerminal, newRotationId, undoRequestOf, type RotationRecord } from '../domain/rotation.ts';
 import type { AuditFields, AuditLog } from '../state/audit.ts';
 import type { BatchRepository, StoredBatch } from '../state/batches.ts';
@@ -75,11 +79,7 @@ export class BatchService {
   async create(body: unknown, by: string | null): Promise<Checked<BatchState>> {
     const parsed = parseBatchRequest(body);
     if (!parsed.ok) return parsed;
-    const fleet: FleetCredential[] = [];
-    for await (const page of this.#d.fleet.entries()) {
-      for (const e of page) fleet.push({ accountSid: e.credential.accountSid, name: e.credential.name, labels: e.labels, subaccountStatus: e.subaccountStatus, paused: e.paused !== null, kind: e.credential.kind, allowAuthToken: e.assignment.policy.allowAuthToken });
-    }
-    const selected = selectCredentials(parsed.value.selector, fleet, parsed.value.kinds);
+    const selected = await this.#select(parsed.value);
     if (!selected.ok) return selected;
     const at = this.#now();
     const created = createBatch({ id: newRotationId(at), request: parsed.value, credentials: selected.value.ids, at, by });
@@ -87,6 +87,27 @@ export class BatchService {
     if (!(await this.#d.batches.create(created.value))) throw new Error(`batch id ${created.value.id} is taken`);
     await this.#d.queue.enqueue(created.value.id);
     return created;
+  }
+
+  /** What a batch of this request would rotate now, without starting it (the dashboard's count before "rotate these N"). */
+  async preview(body: unknown): Promise<Checked<Selection>> {
+    const parsed = parseBatchRequest(body);
+    if (!parsed.ok) return parsed;
+    return this.#select(parsed.value);
+  }
+
+  /** The fleet as it is now, narrowed by a `filter` selector with the fleet view's own predicate. */
+  async #select(request: { selector: BatchSelector; kinds?: readonly CredentialKind[] }): Promise<Checked<Selection>> {
+    const filter = typeof request.selector === 'object' && 'filter' in request.selector ? filterOfQuery(request.selector.filter) : undefined;
+    const now = this.#now();
+    const fleet: FleetCredential[] = [];
+    for await (const page of this.#d.fleet.entries()) {
+      for (const e of page) {
+        if (filter === null || (filter && !matchesFleetFilter(e, filter, now))) continue;
+        fleet.push({ accountSid: e.credential.accountSid, name: e.credential.name, labels: e.labels, subaccountStatus: e.subaccountStatus, paused: e.paused !== null, kind: e.credential.kind, allowAuthToken: e.assignment.policy.allowAuthToken });
+      }
+    }
+    return selectCredentials(request.selector, fleet, request.kinds);
   }
 
   get(id: string): Promise<StoredBatch | undefined> {

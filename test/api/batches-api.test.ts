@@ -42,6 +42,26 @@ describe('batches API', () => {
     expect((await h.rt.batches.list({ limit: 10 })).items).toHaveLength(0);
   });
 
+  it('a filter selector selects what GET /v1/credentials lists with those filters; preview says how many without starting anything', async () => {
+    const listed = async (q: string) => (await get(`/v1/credentials?limit=500&${q}`)).json().items.map((c: { id: string }) => c.id) as string[];
+    for (const [filter, q] of [[{ label: 'hipaa' }, 'label=hipaa'], [{ q: sids[1]! }, `q=${sids[1]}`], [{ failed: false }, 'failed=false']] as const) {
+      const res = await post('/v1/batches/preview', body({ selector: { filter } }));
+      expect(res.statusCode, res.body).toBe(200);
+      expect(res.json()).toEqual({ total: (await listed(q)).length, leftOut: {} });
+    }
+    for (const [filter, message] of [
+      [{ overdue: 'yes' }, 'selector.filter.overdue: must be true or false, not "yes"'],
+      [{ lable: 'x' }, 'selector.filter.lable'],
+      [{ label: 'nobody-has-it' }, 'selector.filter: matches no credential that can be rotated'],
+    ] as const) {
+      const res = await post('/v1/batches/preview', body({ selector: { filter } }));
+      expect(res.statusCode, message).toBe(400);
+      expect(res.json().error.message).toContain(message);
+    }
+    expect((await post('/v1/batches/preview', body(), h.tokens.viewer)).statusCode).toBe(403);
+    expect((await h.rt.batches.list({ limit: 10 })).items).toHaveLength(0);
+  });
+
   it('creates a batch (202, Location), runs it in waves to completion, and shows it; its changes reach /v1/events as `event: batch`', async () => {
     const url = await h.app.listen({ host: '127.0.0.1', port: 0 });
     const frames: string[] = [];

@@ -36,7 +36,7 @@ describe('GET /docs/json and /docs', () => {
     }
     const uiAssets = [...served].filter((r) => r.startsWith('GET /docs/') && r !== 'GET /docs/json');
     const routes = [...served].filter((r) => !uiAssets.includes(r));
-    expect(routes.length).toBe(46);
+    expect(routes.length).toBe(49);
     expect(routes.filter((r) => !documented.has(r))).toEqual([]);
     expect([...documented].filter((r) => !served.has(r))).toEqual([]);
 

@@ -251,6 +251,17 @@ describe('fleet API: policies, labels, credentials', () => {
       expect((await call('viewer', { method: 'GET', url: '/v1/credentials?cursor=bm9wZQ' })).json().error.code).toBe('invalid_cursor');
       expect((await call('viewer', { method: 'GET', url: '/v1/credentials?overdue=maybe' })).json().error.message).toBe('query parameter overdue must be true or false');
       expect((await call('viewer', { method: 'GET', url: '/v1/credentials?lable=pci' })).json().error.message).toBe('unknown query parameter lable; did you mean label?');
+
+      // Server-side sort (issue 14): descending ids; an unknown sort or order is a 400 naming it; a cursor keeps to its sort.
+      expect(await ids('order=desc')).toEqual([...all].reverse());
+      expect(await ids('inFlight=true')).toEqual([]);
+      for (const bad of ['sort=keyAgeX', 'order=up']) {
+        const res = await call('viewer', { method: 'GET', url: `/v1/credentials?${bad}` });
+        expect(res.statusCode, bad).toBe(400);
+        expect(res.json().error.message, bad).toContain(bad.split('=')[0]);
+      }
+      const first = (await call('viewer', { method: 'GET', url: '/v1/credentials?limit=1' })).json().nextCursor as string;
+      expect((await call('viewer', { method: 'GET', url: `/v1/credentials?sort=deadline&cursor=${first}` })).json().error.code).toBe('invalid_cursor');
     });
   });
 });

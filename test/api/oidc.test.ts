@@ -23,6 +23,19 @@ describe('OIDC: where the keys come from and which claim grants roles', () => {
     }
   });
 
+  it('SSO sign-in needs the issuer, client id, client secret and redirect URL together, the callback path and https', () => {
+    const sso = { OIDC_CLIENT_ID: 'rotator', OIDC_CLIENT_SECRET: 'shh-its-a-secret', OIDC_REDIRECT_URL: 'https://rotator.example.com/v1/session/oidc/callback' };
+    expect(problems(sso)).toEqual([]);
+    const cfg = loadConfig({ ...base, ...sso, OIDC_SCOPES: 'groups openid' }, { requireTwilio: false });
+    expect(cfg.api.oidcSignIn).toMatchObject({ issuer: ISSUER, clientId: 'rotator', scope: 'openid groups', roleClaim: 'roles' });
+    expect(JSON.stringify(cfg.api.oidcSignIn)).not.toContain('shh-its-a-secret');
+    expect(problems({ ...sso, OIDC_CLIENT_SECRET: '' })).toEqual([expect.stringMatching(/OIDC_CLIENT_SECRET is not set/)]);
+    expect(problems({ OIDC_CLIENT_ID: 'rotator', OIDC_ISSUER: '' })).toEqual([expect.stringMatching(/OIDC_ISSUER, OIDC_CLIENT_SECRET, OIDC_REDIRECT_URL are not set/)]);
+    expect(problems({ ...sso, OIDC_REDIRECT_URL: 'https://rotator.example.com/callback' })).toEqual([expect.stringMatching(/^OIDC_REDIRECT_URL must be this API's \/v1\/session\/oidc\/callback/)]);
+    expect(problems({ ...sso, OIDC_ISSUER: 'http://idp.example.com' })).toEqual([expect.stringMatching(/^OIDC_ISSUER must be an https URL/)]);
+    expect(problems({ ...sso, OIDC_ROLE_MAP: 'admins' })).toEqual([expect.stringMatching(/^OIDC_ROLE_MAP entry "admins"/)]);
+  });
+
   describe('without OIDC_ROLE_MAP', () => {
     let idp: TestIdp;
     let verify: OidcVerifier;

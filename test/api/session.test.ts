@@ -42,7 +42,7 @@ describe('dashboard session (POST/GET/DELETE /v1/session)', () => {
     expect(res.body).not.toContain(h.tokens.operator);
     const me = await withCookie(cookie, { method: 'GET', url: '/v1/session' });
     expect(me.json()).toMatchObject({ signedIn: true, name: 'ci', role: 'operator', csrfToken: csrf });
-    expect((await h.app.inject({ method: 'GET', url: '/v1/session' })).json()).toEqual({ signedIn: false });
+    expect((await h.app.inject({ method: 'GET', url: '/v1/session' })).json()).toEqual({ signedIn: false, sso: false });
     // The cookie reads the API like a token does.
     expect((await withCookie(cookie, { method: 'GET', url: '/v1/credentials' })).statusCode).toBe(200);
   });
@@ -121,7 +121,7 @@ describe('dashboard session (POST/GET/DELETE /v1/session)', () => {
     await waitFor('the event stream to end after sign-out', async () => (await reader.read()).done);
     controller.abort();
     const after = await withCookie(cookie, { method: 'GET', url: '/v1/session' });
-    expect(after.json()).toEqual({ signedIn: false });
+    expect(after.json()).toEqual({ signedIn: false, sso: false });
     const read = await withCookie(cookie, { method: 'GET', url: '/v1/credentials' });
     expect(read.statusCode).toBe(401);
     expect(read.json().error.code).toBe('session_ended');

@@ -8,6 +8,7 @@ import { AxeBuilder } from '@axe-core/playwright';
 import { findSecrets } from '../helpers/leaks.ts';
 import { waitFor } from '../helpers/stack.ts';
 import { bearer, startApiHarness, type ApiHarness } from '../api/support.ts';
+import { CookieJar, followUntil, freePort, startOpenIdProvider, type TestOpenIdProvider } from './idp.ts';
 
 /**
  * Issue 14 in a real browser: Debian's Chromium driven by playwright-core against one stack (API,
@@ -26,18 +27,38 @@ describe('operator dashboard in Chromium', () => {
   let url: string;
   let origin: string;
   let browser: Browser;
+  let idp: TestOpenIdProvider;
+  let callbackUrl: string;
   const sessionIds: string[] = [];
   const pageTexts: string[] = [];
   const subs = (): string[] => h.stack.emu.subaccounts.map((s) => s.sid);
 
   beforeAll(async () => {
     // A drain of an hour holds a normal rotation in promote for as long as a test needs; urgent rotations skip it.
-    h = await startApiHarness({ worker: true, logLevel: 'info', stack: { subaccounts: 4, drainSeconds: DRAIN_SECONDS }, env: { PLANNER_ENABLED: 'false' } });
+    // SSO sign-in against a real OpenID provider: Rotator's port is chosen first, as the redirect URL names it.
+    const port = await freePort();
+    callbackUrl = `http://127.0.0.1:${port}/v1/session/oidc/callback`;
+    idp = await startOpenIdProvider({ redirectUrl: callbackUrl, users: { alice: ['rotator-admins'], bob: ['sre', 'staff'], eve: ['staff'] } });
+    h = await startApiHarness({
+      worker: true,
+      logLevel: 'info',
+      stack: { subaccounts: 4, drainSeconds: DRAIN_SECONDS },
+      env: {
+        PLANNER_ENABLED: 'false',
+        OIDC_ISSUER: idp.issuer,
+        OIDC_CLIENT_ID: idp.clientId,
+        OIDC_CLIENT_SECRET: idp.clientSecret,
+        OIDC_REDIRECT_URL: callbackUrl,
+        OIDC_SCOPES: 'roles',
+        OIDC_ROLE_CLAIM: 'roles',
+        OIDC_ROLE_MAP: 'rotator-admins:admin,sre:operator',
+      },
+    });
     await h.stack.seedAll();
     const parent = h.stack.emu.parent.accountSid;
     await h.rt.accounts.upsertMany(h.stack.emu.subaccounts.map((s) => ({ accountSid: s.sid, friendlyName: s.friendlyName, status: 'active', ownerAccountSid: parent })));
     for (const sid of subs()) await h.rt.credentials.ensure({ accountSid: sid, name: 'default' });
-    url = await h.app.listen({ host: '127.0.0.1', port: 0 });
+    url = await h.app.listen({ host: '127.0.0.1', port });
     origin = new URL(url).origin;
     await mkdir(ARTIFACTS, { recursive: true });
     browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
@@ -45,6 +66,7 @@ describe('operator dashboard in Chromium', () => {
   afterAll(async () => {
     await browser?.close();
     await h?.close();
+    await idp?.close();
   });
 
   /** A context whose page reports console errors, page errors, CSP violations and any request to another origin. */
@@ -243,7 +265,90 @@ describe('operator dashboard in Chromium', () => {
     }
   });
 
+  it('sorts through the API (aria-sort, in the URL), filters rotations in flight, rotates "these N" of a filter as one batch, and switches Auth Token rotation', { timeout: 240_000 }, async () => {
+    const { context, page, watch } = await open();
+    await signIn(page, h.tokens.admin);
+    await page.locator('#fleet-table tbody tr').first().waitFor();
+    const [a, b, c] = subs() as [string, string, string];
+    // Deadlines as the planner writes them (it is off in this stack): the last subaccount first.
+    const redis = new Redis(h.stack.redis.url);
+    try {
+      subs().forEach((sid, i) => void redis.zadd(h.rt.credentials.keys.scheduleDeadlines, 2_000_000_000_000 - i * 1000, `${sid}/default`));
+      await redis.ping();
+    } finally {
+      redis.disconnect();
+    }
+    const shownIds = () => page.locator('#fleet-table tbody tr').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-id')));
+    const header = (name: string) => page.locator('#fleet-table th', { has: page.getByRole('button', { name }) });
+    await page.getByRole('button', { name: 'Next rotation' }).click();
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"sort":"deadline"'));
+    expect(page.url()).toContain('sort=deadline');
+    expect(await header('Next rotation').getAttribute('aria-sort')).toBe('ascending');
+    expect(await header('Credential').getAttribute('aria-sort')).toBe('none');
+    expect(await shownIds()).toEqual(subs().map((sid) => `${sid}/default`).reverse());
+    await page.getByRole('button', { name: 'Next rotation' }).click();
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"order":"desc"'));
+    expect(await header('Next rotation').getAttribute('aria-sort')).toBe('descending');
+    expect(await shownIds()).toEqual(subs().map((sid) => `${sid}/default`));
+    // A reload keeps the sort.
+    await page.reload();
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"order":"desc"'));
+    expect(await header('Next rotation').getAttribute('aria-sort')).toBe('descending');
+
+    // In flight: what the API says is rotating (the first test's paused batch holds its canary in the drain).
+    const flying = (await (await h.app.inject({ method: 'GET', url: '/v1/credentials?inFlight=true&limit=500', headers: bearer(h.tokens.viewer) })).json()).items.map((i: { id: string }) => i.id);
+    expect(flying.length).toBeGreaterThan(0);
+    await page.goto(`${url}/?view=fleet&status=inflight`);
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"inFlight":true'));
+    expect((await shownIds()).sort()).toEqual([...flying].sort());
+    await page.locator('#fleet-table tbody tr').first().locator('.badge.info').waitFor();
+    await checkView(page, watch, 'fleet-in-flight');
+
+    // "Rotate these N" over a filter: the count comes from the API before anything starts; the batch rotates exactly those.
+    for (const sid of [a, c]) expect((await h.app.inject({ method: 'PATCH', url: `/v1/accounts/${sid}`, headers: bearer(h.tokens.operator), payload: { labels: ['bulk'] } })).statusCode).toBe(200);
+    await page.goto(`${url}/?view=fleet&label=bulk`);
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"label":"bulk"'));
+    const before = (await h.rt.batches.list({ limit: 100 })).items.length;
+    await page.getByRole('button', { name: 'Rotate all in this filter…' }).click();
+    await page.getByRole('dialog').getByText('Rotate these 2?').waitFor();
+    await page.getByRole('dialog').getByText(/exactly the 2 credentials this filter selects now/).waitFor();
+    await checkView(page, watch, 'fleet-bulk-confirm');
+    await page.getByRole('dialog').getByRole('button', { name: 'Rotate these 2' }).click();
+    await page.locator('#batches-h, main h2').first().waitFor();
+    await waitFor('the batch to be stored', async () => (await h.rt.batches.list({ limit: 100 })).items.length > before);
+    const batch = (await h.rt.batches.list({ limit: 1 })).items[0]!;
+    expect([...(await h.rt.batchRepo.plan(batch.id))!].sort()).toEqual([`${a}/default`, `${c}/default`].sort());
+    expect(batch.selector).toEqual({ filter: { label: 'bulk' } });
+
+    // The Auth Token switch: admin only, the SID typed again to allow it.
+    await page.goto(`${url}/?view=fleet&q=${b}`);
+    const sw = page.locator('#auth-token-switch');
+    await sw.locator('[data-auth-token-rotation="off"]').waitFor();
+    await sw.getByRole('button', { name: 'Allow Auth Token rotation…' }).click();
+    await page.getByRole('dialog').getByText(/every integration using the token/).waitFor();
+    await page.getByRole('dialog').getByLabel(`Type ${b} to confirm`).fill(a);
+    await page.getByRole('dialog').getByRole('button', { name: 'Allow Auth Token rotation' }).click();
+    await page.getByRole('dialog').getByRole('alert').getByText(/exactly to confirm/).waitFor();
+    expect((await h.rt.accounts.get(b))?.authTokenRotation ?? false).toBe(false);
+    await page.getByRole('dialog').getByLabel(`Type ${b} to confirm`).fill(b);
+    await page.getByRole('dialog').getByRole('button', { name: 'Allow Auth Token rotation' }).click();
+    await sw.locator('[data-auth-token-rotation="on"]').waitFor();
+    expect((await h.rt.accounts.get(b))?.authTokenRotation).toBe(true);
+    await checkView(page, watch, 'fleet-auth-token-switch');
+    await context.close();
+  });
+
   it('with 100,000 credentials the first screen and a filter each render under 300 rows (times printed)', { timeout: 400_000 }, async () => {
+    // The same run's baseline: the first screen of the small fleet (a handful of credentials), before seeding.
+    const { context, page, watch } = await open();
+    await signIn(page, h.tokens.viewer);
+    await page.locator('#fleet-table tbody tr').first().waitFor();
+    const smallCount = await h.rt.credentials.count();
+    const tb = Date.now();
+    await page.goto(`${url}/?view=fleet`);
+    await page.waitForFunction(() => document.body.dataset.fleetLoaded !== undefined, undefined, { timeout: 180_000 });
+    const baselineMs = Date.now() - tb;
+
     // Seeded directly in the state layer's format (one JSON string and one index entry each), as the benchmarks do.
     const redis = new Redis(h.stack.redis.url);
     const hex = (i: number): string => i.toString(16).padStart(32, '0');
@@ -259,13 +364,17 @@ describe('operator dashboard in Chromium', () => {
       for (let i = 0; i < 1000; i++) {
         const mset: string[] = [];
         const zadd: Array<string | number> = [];
+        const deadlines: Array<string | number> = [];
         for (let c = 0; c < 100; c++) {
           const id = `AC${hex(i + 1)}/app-${c}`;
           mset.push(k.credential(id), JSON.stringify({ f: now - ((i * 100 + c) % 200) * 86_400_000, k: `SK${hex(i * 100 + c)}` }));
           zadd.push(0, id);
+          // And the planner's deadline index, as a rebuild would write it (for sort=deadline).
+          deadlines.push(now + (((i * 100 + c) * 7919) % 400) * 86_400_000 - 100 * 86_400_000, id);
         }
         p.mset(...mset);
         p.zadd(k.credentials, ...zadd);
+        p.zadd(k.scheduleDeadlines, ...deadlines);
       }
       await p.exec();
     } finally {
@@ -274,9 +383,6 @@ describe('operator dashboard in Chromium', () => {
     const seedMs = performance.now() - seedStart;
     expect(await h.rt.credentials.count()).toBeGreaterThanOrEqual(100_000);
 
-    const { context, page, watch } = await open();
-    await signIn(page, h.tokens.viewer);
-    await page.locator('#fleet-table tbody tr').first().waitFor();
     const t0 = Date.now();
     await page.goto(`${url}/?view=fleet`);
     // Guards against a hang only (a loaded host is slow): the times are printed, not asserted.
@@ -306,12 +412,126 @@ describe('operator dashboard in Chromium', () => {
     await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"overdue":true'), undefined, { timeout: 180_000 });
     expect(await page.getByLabel('Status').inputValue()).toBe('overdue');
     console.log(`dashboard, 100,000 credentials: overdue filter ${filterMs} ms (${filtered} rows); ${load()}`);
+
+    // Sorted by deadline through the API: the header's click to the first sorted screen.
+    await page.goto(`${url}/?view=fleet`);
+    await page.waitForFunction(() => document.body.dataset.fleetLoaded !== undefined, undefined, { timeout: 180_000 });
+    const t2 = Date.now();
+    await page.getByRole('button', { name: 'Next rotation' }).click();
+    await page.waitForFunction(() => (document.body.dataset.fleetLoaded ?? '').includes('"sort":"deadline"'), undefined, { timeout: 180_000 });
+    const sortMs = Date.now() - t2;
+    const sortedRows = await page.locator('#fleet-table tbody tr').count();
+    expect(sortedRows).toBeGreaterThan(0);
+    expect(sortedRows).toBeLessThan(300);
+    const deadlinesShown = await page.locator('#fleet-table tbody tr').evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-id')));
+    const scores = await (async () => {
+      const r = new Redis(h.stack.redis.url);
+      try {
+        return (await r.zmscore(k.scheduleDeadlines, ...(deadlinesShown as string[]))).map(Number);
+      } finally {
+        r.disconnect();
+      }
+    })();
+    expect(scores).toEqual([...scores].sort((x, y) => x - y));
+    const ratio = (ms: number) => (ms / Math.max(1, baselineMs)).toFixed(2);
+    console.log(
+      `dashboard, 100,000 credentials: sort by deadline ${sortMs} ms (${sortedRows} rows); same run, first screen of ${smallCount} credentials ${baselineMs} ms: ` +
+        `first screen ${ratio(firstScreenMs)}x, overdue filter ${ratio(filterMs)}x, sort ${ratio(sortMs)}x that; ${load()}`,
+    );
     await context.close();
+  });
+
+  it('SSO: Sign in with SSO goes through the OpenID provider and back, signed in with the role its ID token grants', { timeout: 120_000 }, async () => {
+    const { context, page, watch } = await open();
+    idp.nextUser = 'alice';
+    await page.goto(`${url}/`);
+    await page.getByRole('link', { name: 'Sign in with SSO' }).click();
+    await page.locator('header .who').getByText('oidc:alice').waitFor();
+    expect(await page.locator('header .who').textContent()).toContain('(admin)');
+    expect(new URL(page.url()).origin).toBe(origin);
+    const cookies = await context.cookies(url);
+    const session = cookies.find((c) => c.name === 'rotator_session')!;
+    expect(session.httpOnly).toBe(true);
+    expect(session.sameSite).toBe('Strict');
+    sessionIds.push(session.value);
+    // The sign-in's own cookie is gone once it has done its work.
+    expect(cookies.find((c) => c.name === 'rotator_oidc')).toBeUndefined();
+    await page.locator('#fleet-table tbody tr').first().waitFor();
+    // The only other origin is the provider, reached by the sign-in's navigations (not by the page's scripts).
+    expect(watch.problems.some((p) => p.includes(`${idp.issuer}/auth?`))).toBe(true);
+    expect(watch.problems.filter((p) => !p.startsWith(`request to another origin: ${idp.issuer}/`))).toEqual([]);
+    await context.close();
+  });
+
+  describe('SSO callback checks (redirects followed with fetch and a cookie jar)', () => {
+    const codesAndStates: string[] = [];
+    /** Through the provider to the callback URL it sends the browser to, unvisited. */
+    async function toCallback(user: string): Promise<{ jar: CookieJar; callback: URL }> {
+      idp.nextUser = user;
+      const jar = new CookieJar();
+      const callback = new URL(await followUntil(jar, `${url}/v1/session/oidc`, callbackUrl));
+      codesAndStates.push(callback.searchParams.get('code')!, callback.searchParams.get('state')!);
+      return { jar, callback };
+    }
+    const visit = async (jar: CookieJar, callback: URL) => {
+      const res = await fetch(callback, { redirect: 'manual', headers: { cookie: jar.header(callback.href) } });
+      jar.take(callback.href, res);
+      return { status: res.status, location: res.headers.get('location'), body: res.status >= 400 ? ((await res.json()) as { error: { code: string; message: string } }) : undefined };
+    };
+    const whoAmI = async (jar: CookieJar) => (await (await fetch(`${url}/v1/session`, { headers: { cookie: jar.header(url) } })).json()) as { signedIn: boolean; name?: string; role?: string };
+
+    it('maps the role claim through OIDC_ROLE_MAP (sre → operator; no mapped value → 403), and a callback works once', async () => {
+      const bob = await toCallback('bob');
+      expect(await visit(bob.jar, bob.callback)).toMatchObject({ status: 303, location: '/' });
+      expect(await whoAmI(bob.jar)).toMatchObject({ signedIn: true, name: 'oidc:bob', role: 'operator' });
+      sessionIds.push(bob.jar.get(url, 'rotator_session')!);
+      // Replayed: the sign-in record was used up.
+      const replay = new CookieJar();
+      expect((await visit(replay, bob.callback)).body?.error.code).toBe('oidc_sign_in_unknown');
+
+      const eve = await toCallback('eve');
+      const refused = await visit(eve.jar, eve.callback);
+      expect(refused.status).toBe(403);
+      expect(refused.body?.error.message).toMatch(/oidc:eve.*no Rotator role/);
+      expect(eve.jar.get(url, 'rotator_session')).toBeUndefined();
+    });
+
+    it('refuses a tampered state and an ID token with another nonce', async () => {
+      const tampered = await toCallback('alice');
+      tampered.callback.searchParams.set('state', `${tampered.callback.searchParams.get('state')}x`);
+      const r1 = await visit(tampered.jar, tampered.callback);
+      expect(r1.status).toBe(400);
+      expect(r1.body?.error.code).toBe('oidc_state_mismatch');
+      expect(tampered.jar.get(url, 'rotator_session')).toBeUndefined();
+
+      // The provider signs the nonce it was sent; Rotator expects another one (its record changed under it).
+      const other = await toCallback('alice');
+      const binding = other.jar.get(url, 'rotator_oidc')!;
+      const redis = new Redis(h.stack.redis.url);
+      try {
+        const { createHash } = await import('node:crypto');
+        const key = h.rt.repo.keys.session(`oidc:${createHash('sha256').update(binding).digest('base64url')}`);
+        const record = JSON.parse((await redis.get(key))!) as { n: string };
+        await redis.set(key, JSON.stringify({ ...record, n: `${record.n}-not-this-one` }), 'EX', 600);
+      } finally {
+        redis.disconnect();
+      }
+      const r2 = await visit(other.jar, other.callback);
+      expect(r2.status).toBe(400);
+      expect(r2.body?.error.code).toBe('oidc_nonce_mismatch');
+      expect(other.jar.get(url, 'rotator_session')).toBeUndefined();
+    });
+
+    it('no authorization code or state reached the logs (the callback is logged, its query redacted)', () => {
+      expect(codesAndStates.length).toBeGreaterThanOrEqual(8);
+      expect(h.stack.logs.lines.some((l) => l.includes('/v1/session/oidc/callback?[redacted]'))).toBe(true);
+      expect(findSecrets([...codesAndStates, idp.clientSecret], h.stack.logs.lines)).toEqual([]);
+    });
   });
 
   it('no token, session id or key secret reached the pages, their storage or the logs', () => {
     expect(sessionIds.length).toBeGreaterThan(2);
-    const secrets = [...h.issued, ...sessionIds, ...h.stack.emu.issuedSecrets()];
+    const secrets = [...h.issued, ...sessionIds, ...h.stack.emu.issuedSecrets(), idp.clientSecret];
     expect(findSecrets(secrets, pageTexts)).toEqual([]);
     expect(findSecrets([...h.issued, ...sessionIds], h.stack.logs.lines)).toEqual([]);
   });

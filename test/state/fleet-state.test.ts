@@ -186,4 +186,40 @@ describe('fleet state', () => {
     expect(all.find((r) => r.includes(`"currentKeySid":"${key(20)}"`))).toBeDefined();
     expect(all.filter((r) => r.endsWith(',null]'))).toHaveLength(3);
   });
+  it('a fleet page by id or by deadline, either way, pages every credential once (ties too) and names a rotation in flight', async () => {
+    const p = prefix();
+    const credentials = new CredentialRepository(redis, p);
+    const ids: string[] = [];
+    for (const n of [30, 31, 32]) for (const name of ['default', 'web', 'api']) {
+      await credentials.ensure({ accountSid: sid(n), name });
+      ids.push(`${sid(n)}/${name}`);
+    }
+    // Deadlines as the planner writes them: two ties, and one credential not scheduled.
+    const deadline = (id: string) => 1_000 + (ids.indexOf(id) % 4) * 10;
+    for (const id of ids.slice(1)) await redis.zadd(`${p}:schedule:deadlines`, deadline(id), id);
+    // A rotation in flight holds the default credential's lock (the subaccount's) and another's; a finished one names a stale lock.
+    await redis.set(`${p}:lock:${sid(31)}`, 'r-running');
+    await redis.set(`${p}:rot:r-running`, '{"id":"r-running","status":"waiting","step":"promote"}');
+    await redis.set(`${p}:lock:${sid(32)}:web`, 'r-done');
+    await redis.set(`${p}:rot:r-done`, '{"id":"r-done","status":"succeeded","step":"done"}');
+
+    const walk = async (order: 'id' | 'id-desc' | 'deadline' | 'deadline-desc') => {
+      const rows: Array<{ id: string; inFlight: unknown }> = [];
+      let cursor: string | undefined;
+      for (;;) {
+        const page = await readFleetPage(redis, credentials, { limit: 2, cursor, order });
+        rows.push(...page.rows.map((r) => ({ id: `${r.credential.accountSid}/${r.credential.name}`, inFlight: r.inFlight })));
+        if (!page.nextCursor) return rows;
+        cursor = page.nextCursor;
+      }
+    };
+    const sorted = [...ids].sort();
+    expect((await walk('id')).map((r) => r.id)).toEqual(sorted);
+    expect((await walk('id-desc')).map((r) => r.id)).toEqual([...sorted].reverse());
+    const byDeadline = [...ids.slice(1)].sort((a, b) => deadline(a) - deadline(b) || (a < b ? -1 : 1));
+    expect((await walk('deadline')).map((r) => r.id)).toEqual(byDeadline);
+    expect((await walk('deadline-desc')).map((r) => r.id)).toEqual([...byDeadline].reverse());
+    const flying = (await walk('id')).filter((r) => r.inFlight);
+    expect(flying).toEqual([{ id: `${sid(31)}/default`, inFlight: { id: 'r-running', status: 'waiting', step: 'promote' } }]);
+  });
 });

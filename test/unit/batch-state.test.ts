@@ -591,7 +591,7 @@ describe('the request', () => {
     ['bad label', { selector: { labels: ['HIPAA'] } }, 'selector.labels[0]', 'must be a label such as "hipaa" or "tier=gold" (lower case, digits, "_", ".", "-"), not "HIPAA"'],
     ['unknown top field', { priority: 'high' }, 'priority', 'unknown field (allowed: selector, kinds, reason, dryRun, waves, maxFailureRate)'],
     ['unknown wave field', { waves: { ...valid.waves, linear: true } }, 'waves.linear', 'unknown field (allowed: canary, step, bakeSeconds)'],
-    ['unknown selector field', { selector: { labels: ['a'], match: 'any' } }, 'selector.match', 'unknown field (allowed: labels, accountSids, credentials)'],
+    ['unknown selector field', { selector: { labels: ['a'], match: 'any' } }, 'selector.match', 'unknown field (allowed: labels, accountSids, credentials, filter)'],
     ['empty reason', { reason: '  ' }, 'reason', 'must not be empty: say why (it goes into the audit trail)'],
     ['reason with newline', { reason: 'a\nforged audit line' }, 'reason', 'must not contain control characters (line breaks, tabs, …)'],
     ['dryRun "yes"', { dryRun: 'yes' }, 'dryRun', 'must be true or false, not "yes"'],

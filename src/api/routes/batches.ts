@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
 import { describeFieldErrors, inFlightCount, waveFailure } from '../../domain/batch.ts';
 import { isoTime } from '../../state/iso.ts';
 import { batchCounts, decodeBatchCursor, type StoredBatch } from '../../state/batches.ts';
@@ -114,6 +115,31 @@ export const batchRoutes: FastifyPluginAsyncTypebox<BatchRoutesDeps> = async (ap
         for (const [h, v] of Object.entries(a.headers ?? {})) reply.header(h, v);
         return reply.status(202).send(a.body as never);
       }
+    },
+  );
+
+  app.post(
+    '/v1/batches/preview',
+    {
+      config: { role: 'operator' },
+      schema: {
+        summary: 'How many credentials a batch of this body would rotate now, without starting anything',
+        description:
+          'The same body as POST /v1/batches, checked and selected the same way (400 names a wrong field), so the count said before "rotate these N" is the batch\'s. ' +
+          'With `selector: {filter: {…}}` (the fleet view\'s filters: q, accountSid, label, policy, overdue, failed) the selection is what GET /v1/credentials lists with those filters, less what cannot be rotated (`leftOut`, counted by why).',
+        tags: ['batches'],
+        querystring: NoQuery,
+        body: BatchBody,
+        response: {
+          200: Type.Object({ total: Type.Integer({ description: 'credentials the batch would rotate' }), leftOut: Type.Record(Type.String(), Type.Integer(), { description: 'matched but not rotatable, by why' }) }),
+          ...errorResponses(400, 401, 403, 413, 415, 429),
+        },
+      },
+    },
+    async (req) => {
+      const selected = await batches.preview(req.body);
+      if (!selected.ok) throw new HttpError(400, 'invalid_request', describeFieldErrors(selected.errors));
+      return { total: selected.value.ids.length, leftOut: selected.value.leftOut };
     },
   );
 

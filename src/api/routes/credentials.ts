@@ -2,10 +2,11 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { credentialId, isCredentialName, parseCredentialId } from '../../domain/credential.ts';
 import type { AccountRepository } from '../../state/accounts.ts';
 import type { ManagedCredential } from '../../state/credentials.ts';
-import type { FleetPageRow } from '../../state/fleet-page.ts';
+import type { FleetOrder, FleetPageRow } from '../../state/fleet-page.ts';
 import type { PolicyRepository } from '../../state/policies.ts';
 import { entryOf } from '../../service/fleet.ts';
 import { credentialStatus } from '../../service/fleet-status.ts';
+import { filterOfQuery, matchesFleetFilter } from '../../service/fleet-filter.ts';
 import { newCredentialErrors, type FleetAdmin } from '../../service/fleet-admin.ts';
 import type { SubaccountChecker } from '../../service/subaccounts.ts';
 import { FieldsError, HttpError } from '../errors.ts';
@@ -15,7 +16,7 @@ import { AccountSidParams, AddCredentialBody, CredentialParams, CredentialPatchB
 export interface CredentialRoutesDeps {
   accounts: Pick<AccountRepository, 'get'>;
   /** A page of credentials with their subaccounts, in one round trip (state/fleet-page.ts). */
-  fleetPage: (opts: { limit: number; cursor?: string; accountSid?: string }) => Promise<{ rows: FleetPageRow[]; nextCursor: string | null }>;
+  fleetPage: (opts: { limit: number; cursor?: string; accountSid?: string; order?: FleetOrder }) => Promise<{ rows: FleetPageRow[]; nextCursor: string | null }>;
   policies: Pick<PolicyRepository, 'catalog'>;
   subaccounts: SubaccountChecker;
   admin: FleetAdmin;
@@ -42,40 +43,40 @@ export const credentialRoutes: FastifyPluginAsyncTypebox<CredentialRoutesDeps> =
       schema: {
         summary: 'The fleet: every managed credential with its key age, policy (and why), deadline, next slot, overdue and pause',
         description:
-          'Ordered by id (`AC…/name`), paged by cursor. A page reads `limit` credentials and answers those that pass the filters, so with filters a page may hold fewer items than `limit`, or none, while `nextCursor` is not null: follow it until it is null. ' +
-          'Filters: `accountSid`, `label` (a subaccount label), `policy` (the policy that applies), `overdue`, `paused` (by the credential or its subaccount), `failed` (the last finished rotation failed), `q` (search by subaccount SID, part of the id or of the key SID).',
+          'Ordered by id (`AC…/name`), or with `sort=deadline` by policy deadline (scheduled credentials only), either with `order=asc|desc`; paged by cursor (a cursor belongs to its sort and order: 400 `invalid_cursor` otherwise). A page reads `limit` credentials and answers those that pass the filters, so with filters a page may hold fewer items than `limit`, or none, while `nextCursor` is not null: follow it until it is null. ' +
+          'Filters: `accountSid`, `label` (a subaccount label), `policy` (the policy that applies), `overdue`, `paused` (by the credential or its subaccount), `failed` (the last finished rotation failed), `inFlight` (a rotation of it is in flight; each item says which, in `inFlight`), `q` (search by subaccount SID, part of the id or of the key SID).',
         tags: ['credentials'],
         querystring: CredentialsQuery,
         response: { 200: CredentialsReply, ...errorResponses(400, 401, 403, 429) },
       },
     },
     async (req) => {
-      const { label, policy, overdue, paused, failed, limit, cursor } = req.query;
+      const { inFlight, limit, cursor } = req.query;
+      const byDeadline = req.query.sort === 'deadline';
+      const order: FleetOrder = `${byDeadline ? 'deadline' : 'id'}${req.query.order === 'desc' ? '-desc' : ''}` as FleetOrder;
       // A search for a subaccount SID reads that subaccount's range of the index, not the fleet.
-      const bySid = req.query.q !== undefined && SID.test(req.query.q);
-      if (bySid && req.query.accountSid !== undefined && req.query.accountSid !== req.query.q) return { items: [], nextCursor: null };
-      const accountSid = bySid ? req.query.q : req.query.accountSid;
-      const needle = req.query.q !== undefined && !bySid ? req.query.q.toLowerCase() : undefined;
+      const filter = filterOfQuery(req.query);
+      if (!filter) return { items: [], nextCursor: null };
+      const accountSid = filter.accountSid;
       let after: string | undefined;
       if (cursor !== undefined) {
         after = Buffer.from(cursor, 'base64url').toString('latin1');
-        const ref = parseCredentialId(after);
-        if (!after.includes('/') || !SID.test(ref.accountSid) || !isCredentialName(ref.name)) throw new HttpError(400, 'invalid_cursor', 'cursor is not one this API returned');
+        // By deadline the cursor is `<deadline ms>:<id>`; by id, the id.
+        const m = /^(\d{1,16}):(.*)$/.exec(after);
+        if (byDeadline !== (m !== null)) throw new HttpError(400, 'invalid_cursor', 'cursor belongs to another sort: start again without it');
+        const ref = parseCredentialId(m ? m[2]! : after);
+        if (!(m ? m[2]! : after).includes('/') || !SID.test(ref.accountSid) || !isCredentialName(ref.name)) throw new HttpError(400, 'invalid_cursor', 'cursor is not one this API returned');
       }
       // A page is one script (the credentials and their subaccounts) and the cached catalog (one GET of its version).
-      const [page, catalog] = await Promise.all([fleetPage({ limit: limit ?? 100, cursor: after, accountSid }), policies.catalog()]);
+      const [page, catalog] = await Promise.all([fleetPage({ limit: limit ?? 100, cursor: after, accountSid, order }), policies.catalog()]);
       const t = now();
       const items = [];
-      for (const { credential: c, account } of page.rows) {
+      for (const { credential: c, account, inFlight: flying } of page.rows) {
+        if (inFlight !== undefined && (flying !== null) !== inFlight) continue;
         const e = entryOf(c, account, catalog);
-        if (label !== undefined && !e.labels.includes(label)) continue;
-        if (policy !== undefined && e.assignment.policy.name !== policy) continue;
-        if (paused !== undefined && (e.paused !== null) !== paused) continue;
-        if (failed !== undefined && (c.lastRotation?.outcome === 'failed') !== failed) continue;
-        if (needle !== undefined && !e.id.toLowerCase().includes(needle) && !(c.currentKeySid ?? '').toLowerCase().includes(needle)) continue;
+        if (!matchesFleetFilter(e, filter, t)) continue;
         const s = credentialStatus(e, t);
-        if (overdue !== undefined && s.overdue !== overdue) continue;
-        items.push(s);
+        items.push({ ...s, inFlight: flying });
       }
       return { items, nextCursor: page.nextCursor ? Buffer.from(page.nextCursor, 'latin1').toString('base64url') : null };
     },

@@ -1,9 +1,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { Principal } from '../tokens.ts';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import { errorResponses, NoQuery } from '../schemas.ts';
 import { csrfTokenOf, type SessionStore, type SessionStreams } from '../../state/sessions.ts';
 import { forgeryCheck, principalOfToken, readCookie, SESSION_COOKIE, type AuthOptions } from '../plugins/auth.ts';
+import { HttpError } from '../errors.ts';
+import { SIGN_IN_TTL_SECONDS, type OidcSignIn } from '../oidc.ts';
+import { OIDC_CALLBACK_PATH } from '../../config.ts';
 
 export interface SessionRoutesDeps {
   auth: AuthOptions;
@@ -11,7 +15,12 @@ export interface SessionRoutesDeps {
   streams: SessionStreams;
   ttlMs: number;
   now: () => number;
+  /** SSO sign-in (OIDC_CLIENT_ID …): GET /v1/session/oidc and its callback; absent, they answer 404. */
+  oidcSignIn?: OidcSignIn;
 }
+
+/** The cookie that binds an SSO sign-in to the browser that started it (Lax: the provider's redirect back is a cross-site navigation). */
+const SIGN_IN_COOKIE = 'rotator_oidc';
 
 const SessionBody = Type.Object(
   { token: Type.String({ minLength: 1, maxLength: 8192, description: 'an API token (or, with OIDC, a JWT): exchanged, never stored' }) },
@@ -55,12 +64,68 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRoutesDeps> = async
       // Login CSRF: another site must not sign a browser in as someone else.
       if (req.headers.origin !== undefined || req.headers['sec-fetch-site'] !== undefined) forgeryCheck(req, undefined);
       const principal = await principalOfToken(deps.auth, req.body.token);
-      req.principal = principal;
-      const now = deps.now();
-      const { id, record } = await deps.store.create(principal, deps.ttlMs, now);
-      reply.header('set-cookie', cookie(req, id, Math.max(1, Math.floor((record.expiresAt - now) / 1000))));
+      return reply.status(201).send(await openSession(req, reply, principal));
+    },
+  );
+
+  /** The session cookie and the reply that says who signed in: one path for a pasted token and for SSO. */
+  const openSession = async (req: FastifyRequest, reply: FastifyReply, principal: Principal) => {
+    req.principal = principal;
+    const now = deps.now();
+    const { id, record } = await deps.store.create(principal, deps.ttlMs, now);
+    reply.header('set-cookie', cookie(req, id, Math.max(1, Math.floor((record.expiresAt - now) / 1000))));
+    reply.header('cache-control', 'no-store');
+    return { name: record.name, role: record.role, expiresAt: new Date(record.expiresAt).toISOString(), csrfToken: csrfTokenOf(id) };
+  };
+
+  const sso = deps.oidcSignIn;
+  app.get(
+    '/v1/session/oidc',
+    {
+      schema: {
+        summary: 'Sign in to the dashboard through the identity provider (OIDC_* configured)',
+        description:
+          'Answers 302 to the provider\'s authorization endpoint (authorization code flow with PKCE, state and nonce) and sets a short-lived httpOnly cookie that binds the sign-in to this browser. ' +
+          `404 \`sso_not_configured\` when OIDC_CLIENT_ID is not set; 503 when the provider's discovery document cannot be read. The provider sends the browser back to ${OIDC_CALLBACK_PATH}.`,
+        tags: ['session'],
+        querystring: NoQuery,
+        response: { 302: Type.Null(), ...errorResponses(404, 429, 503) },
+      },
+    },
+    async (req, reply) => {
+      if (!sso) throw new HttpError(404, 'sso_not_configured', 'SSO sign-in is not configured (OIDC_ISSUER, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_REDIRECT_URL): sign in with an API token');
+      const { location, binding } = await sso.start();
+      reply.header('set-cookie', `${SIGN_IN_COOKIE}=${binding}; Path=/v1/session/oidc; HttpOnly; SameSite=Lax; Max-Age=${SIGN_IN_TTL_SECONDS}${req.protocol === 'https' ? '; Secure' : ''}`);
       reply.header('cache-control', 'no-store');
-      return reply.status(201).send({ name: record.name, role: record.role, expiresAt: new Date(record.expiresAt).toISOString(), csrfToken: csrfTokenOf(id) });
+      return reply.redirect(location, 302);
+    },
+  );
+
+  app.get(
+    OIDC_CALLBACK_PATH,
+    {
+      config: { audit: 'session.create' },
+      schema: {
+        summary: 'Where the identity provider sends the browser back: the code is redeemed and a session cookie set',
+        description:
+          'Checks the state against the one this browser\'s sign-in sent, redeems the code with the PKCE verifier, checks the ID token (signature, issuer, audience, expiry, nonce) and takes the role from its OIDC_ROLE_CLAIM through OIDC_ROLE_MAP. ' +
+          'Then sets the same session cookie as POST /v1/session and answers 303 to the dashboard. Refused: 400 `oidc_state_mismatch` / `oidc_nonce_mismatch` / `oidc_callback_invalid`, 401 `oidc_sign_in_unknown` (not started in this browser, used already or expired) / `oidc_refused` / `oidc_code_refused`, 403 when no claim value maps to a role. ' +
+          'The query (code, state) is left out of request logs.',
+        tags: ['session'],
+        querystring: Type.Object({}, { additionalProperties: Type.String({ maxLength: 4096 }) }),
+        response: { 303: Type.Null(), ...errorResponses(400, 401, 403, 404, 429, 503) },
+      },
+    },
+    async (req, reply) => {
+      if (!sso) throw new HttpError(404, 'sso_not_configured', 'SSO sign-in is not configured');
+      // Whatever the outcome, the sign-in's cookie has done its work.
+      reply.header('set-cookie', `${SIGN_IN_COOKIE}=; Path=/v1/session/oidc; HttpOnly; SameSite=Lax; Max-Age=0`);
+      const query = req.url.includes('?') ? req.url.slice(req.url.indexOf('?') + 1) : '';
+      const r = await sso.finish(readCookie(req.headers.cookie, SIGN_IN_COOKIE), query);
+      if (!r.ok) throw new HttpError(r.status, r.code, r.message);
+      await openSession(req, reply, r.principal);
+      // Appended: the sign-in cookie's clearing above stays.
+      return reply.redirect('/', 303);
     },
   );
 
@@ -72,14 +137,14 @@ export const sessionRoutes: FastifyPluginAsyncTypebox<SessionRoutesDeps> = async
         description: 'Public: without a live session it answers `signedIn: false` (the dashboard then shows its sign-in form, with no error in the browser\'s console).',
         tags: ['session'],
         querystring: NoQuery,
-        response: { 200: Type.Union([Type.Object({ signedIn: Type.Literal(true), ...SessionReply.properties }), Type.Object({ signedIn: Type.Literal(false) })]), ...errorResponses(429) },
+        response: { 200: Type.Union([Type.Object({ signedIn: Type.Literal(true), ...SessionReply.properties }), Type.Object({ signedIn: Type.Literal(false), sso: Type.Boolean({ description: 'whether GET /v1/session/oidc signs in through the identity provider' }) })]), ...errorResponses(429) },
       },
     },
     async (req, reply) => {
       reply.header('cache-control', 'no-store');
       const sid = readCookie(req.headers.cookie, SESSION_COOKIE);
       const record = sid !== undefined ? await deps.store.get(sid, deps.now()) : undefined;
-      if (!sid || !record) return { signedIn: false as const };
+      if (!sid || !record) return { signedIn: false as const, sso: sso !== undefined };
       return { signedIn: true as const, name: record.name, role: record.role, expiresAt: new Date(record.expiresAt).toISOString(), csrfToken: csrfTokenOf(sid) };
     },
   );

@@ -38,7 +38,7 @@ function Link({ to, children, current }) {
 
 // ---- Sign-in ----
 
-function SignIn({ onSignedIn }) {
+function SignIn({ onSignedIn, sso }) {
   const [error, setError] = useState(null);
   const [busy, setBusy] = useState(false);
   const input = useRef(null);
@@ -71,6 +71,7 @@ function SignIn({ onSignedIn }) {
       <button type="submit" disabled=${busy}>${busy ? 'Signing in…' : 'Sign in'}</button>
       ${error && html`<p id="signin-error" class="error" role="alert">${error}</p>`}
     </form>
+    ${sso && html`<p class="sso">Or <a class="button" href="/v1/session/oidc">Sign in with SSO</a> through your identity provider.</p>`}
   </main>`;
 }
 
@@ -82,7 +83,11 @@ const STATUS_FILTERS = {
   failed: 'Last rotation failed',
   paused: 'Paused',
   active: 'Not paused',
+  inflight: 'Rotation in flight',
 };
+
+/** Sorted by the API (GET /v1/credentials sort, order): the columns it can sort, and the parameter each sets. */
+const SORTS = { account: 'Credential', deadline: 'Next rotation' };
 
 function filterParams(url) {
   const f = { q: url.q, label: url.label, policy: url.policy };
@@ -90,6 +95,20 @@ function filterParams(url) {
   if (url.status === 'failed') f.failed = true;
   if (url.status === 'paused') f.paused = true;
   if (url.status === 'active') f.paused = false;
+  if (url.status === 'inflight') f.inFlight = true;
+  if (url.sort === 'deadline') f.sort = 'deadline';
+  if (url.order === 'desc') f.order = 'desc';
+  return f;
+}
+
+/** The filters a batch can select by (selector.filter): not pause (paused credentials are never rotated) nor in-flight ones (already rotating). */
+function batchFilter(url) {
+  if (url.status === 'paused' || url.status === 'inflight') return null;
+  const f = filterParams(url);
+  delete f.paused;
+  delete f.sort;
+  delete f.order;
+  for (const k of Object.keys(f)) if (f[k] === undefined || f[k] === '') delete f[k];
   return f;
 }
 
@@ -100,7 +119,7 @@ async function fillPage(filters, from) {
   let done = from.done;
   let reads = 0;
   let scanned = 0;
-  const filtered = Object.values(filters).some((v) => v !== undefined && v !== '');
+  const filtered = Object.entries(filters).some(([k, v]) => k !== 'sort' && k !== 'order' && v !== undefined && v !== '');
   while (buffer.length < PAGE && !done && reads < 40) {
     const limit = filtered ? 500 : PAGE - buffer.length;
     const page = await api('GET', `/v1/credentials${query({ ...filters, limit, cursor })}`);
@@ -124,7 +143,8 @@ function Countdown({ c, now }) {
 }
 
 function RotationState({ c, live }) {
-  const l = live[c.id];
+  // A live event is newer than the page; without one, the API's in-flight rotation (read with the page).
+  const l = live[c.id] || (c.inFlight ? { rotationId: c.inFlight.id, status: c.inFlight.status, step: c.inFlight.step } : undefined);
   if (l && !['succeeded', 'failed', 'cancelled', 'rolled_back'].includes(l.status)) {
     return html`<${Link} to=${{ view: 'rotation', id: l.rotationId }}><span class="badge info">↻ ${l.status}: ${l.step}</span><//>`;
   }
@@ -135,13 +155,53 @@ function RotationState({ c, live }) {
   return html`<${Link} to=${{ view: 'rotation', id: last.id }}><span class=${`badge ${cls}`}>${mark} ${last.outcome}</span><//>`;
 }
 
+/**
+ * One subaccount's Auth Token rotation switch (issue 16): off unless an admin enables it, because an
+ * Auth Token change can break every integration of the account at once. Shown when the fleet is
+ * narrowed to one subaccount; enabling asks for the account SID typed again.
+ */
+function AuthTokenSwitch({ sid, session, confirm }) {
+  const [account, setAccount] = useState(null);
+  const [error, setError] = useState(null);
+  const reload = () => api('GET', `/v1/accounts/${sid}`).then(setAccount, (err) => setError(err.message));
+  useEffect(() => {
+    setAccount(null);
+    setError(null);
+    reload();
+  }, [sid]);
+  if (error) return html`<p class="muted">Subaccount ${sid}: ${error}</p>`;
+  if (!account) return null;
+  const admin = can(session, 'admin');
+  const on = account.authTokenRotation;
+  const flip = () =>
+    confirm({
+      title: on ? `Turn off Auth Token rotation for ${sid}?` : `Allow Auth Token rotation for ${sid}?`,
+      body: on
+        ? ['Rotator will refuse to rotate this account\'s Auth Token, by hand, by batch or by schedule. A rotation already in flight finishes.']
+        : [
+            'Rotating an Auth Token changes what signs every webhook of the account and what every integration using the token holds: after promotion the old token stops working at once.',
+            'This only allows it: each Auth Token rotation still needs the admin role and the account SID repeated, and a schedule starts one only where its policy allows Auth Tokens.',
+          ],
+      ...(on ? {} : { input: `Type ${sid} to confirm` }),
+      action: on ? 'Turn off Auth Token rotation' : 'Allow Auth Token rotation',
+      run: async (typed) => {
+        if (!on && typed !== sid) throw new Error(`Type the account SID ${sid} exactly to confirm.`);
+        setAccount(await api('PATCH', `/v1/accounts/${sid}`, { authTokenRotation: !on }));
+      },
+    });
+  return html`<div class="account-switch" id="auth-token-switch">
+    <p><strong>${account.friendlyName || sid}</strong>: Auth Token rotation is <strong data-auth-token-rotation=${on ? 'on' : 'off'}>${on ? '🔓 allowed' : '🔒 off'}</strong>.</p>
+    <button type="button" disabled=${!admin} onClick=${flip} aria-describedby=${admin ? undefined : 'auth-token-role'}>${on ? 'Turn off Auth Token rotation…' : 'Allow Auth Token rotation…'}</button>
+    ${!admin && html`<${RoleNote} id="auth-token-role" need="admin" session=${session} />`}
+  </div>`;
+}
+
 function FleetView({ session, url, live, now, confirm, refreshKey }) {
   const filters = filterParams(url);
   const filterKey = JSON.stringify(filters);
   const [state, setState] = useState({ loading: true });
   const [stack, setStack] = useState([]);
   const [selected, setSelected] = useState(new Set());
-  const [sort, setSort] = useState({ key: null, dir: 1 });
   const [policies, setPolicies] = useState([]);
   const started = useRef(0);
 
@@ -177,20 +237,48 @@ function FleetView({ session, url, live, now, confirm, refreshKey }) {
   const apply = (e) => {
     e.preventDefault();
     const form = new FormData(e.currentTarget);
-    navigate({ view: 'fleet', q: form.get('q').trim(), status: form.get('status'), label: form.get('label').trim(), policy: form.get('policy') });
+    navigate({ view: 'fleet', q: form.get('q').trim(), status: form.get('status'), label: form.get('label').trim(), policy: form.get('policy'), sort: url.sort, order: url.order });
   };
 
   const rows = state.rows ? state.rows.slice() : [];
-  if (sort.key) {
-    const v = (c) => (sort.key === 'age' ? c.keyAgeDays : sort.key === 'next' ? c.nextRotationAt || c.deadline || '' : c.id);
-    rows.sort((a, b) => (v(a) < v(b) ? -sort.dir : v(a) > v(b) ? sort.dir : 0));
-  }
   const total = state.rows && !state.more ? state.offset + state.rows.length : -1;
   const operator = can(session, 'operator');
 
-  const SortHeader = ({ k, label }) => {
-    const dir = sort.key === k ? (sort.dir === 1 ? 'ascending' : 'descending') : 'none';
-    return html`<th scope="col" aria-sort=${dir}><button type="button" class="link" onClick=${() => setSort({ key: k, dir: sort.key === k ? -sort.dir : 1 })}>${label}<span aria-hidden="true">${dir === 'ascending' ? ' ▲' : dir === 'descending' ? ' ▼' : ''}</span></button></th>`;
+  // Sorting is the API's (the whole fleet, not this page), kept in the URL like the filters.
+  const sortKey = url.sort === 'deadline' ? 'deadline' : 'account';
+  const SortHeader = ({ k }) => {
+    const dir = sortKey === k ? (url.order === 'desc' ? 'descending' : 'ascending') : 'none';
+    const next = sortKey === k && url.order !== 'desc' ? 'desc' : undefined;
+    return html`<th scope="col" aria-sort=${dir}><button type="button" class="link" onClick=${() => navigate({ ...url, view: 'fleet', sort: k === 'account' ? undefined : k, order: next })}>${SORTS[k]}<span aria-hidden="true">${dir === 'ascending' ? ' ▲' : dir === 'descending' ? ' ▼' : ''}</span></button></th>`;
+  };
+
+  // "Rotate these N" / "Retry the N failed": a batch whose selector is the filter, after the API said how many.
+  const bulkFilter = batchFilter(url);
+  const filteredView = bulkFilter && Object.keys(bulkFilter).length > 0;
+  const rotateFiltered = async () => {
+    const retry = url.status === 'failed';
+    const body = { selector: { filter: bulkFilter }, reason: `${retry ? 'retry of the failed' : 'filtered'} credentials, from the dashboard by ${session.name}`, waves: { canary: 1, step: 50, bakeSeconds: 0 }, maxFailureRate: 0.2 };
+    let preview;
+    try {
+      preview = await api('POST', '/v1/batches/preview', body);
+    } catch (err) {
+      confirm({ title: 'Nothing to rotate', body: [err.message], action: 'Close', run: async () => undefined });
+      return;
+    }
+    const left = Object.entries(preview.leftOut).map(([why, n]) => `${n} ${why}`).join(', ');
+    const n = preview.total;
+    confirm({
+      title: retry ? `Retry the ${n} failed?` : `Rotate these ${n}?`,
+      body: [
+        `A batch rotates exactly the ${n} credential${n === 1 ? '' : 's'} this filter selects now${left ? ` (left out, cannot be rotated: ${left})` : ''}: 1 first as a canary, then half of the rest at a time; it halts if more than 20% of a wave fails.`,
+        'Each rotation creates a new key, waits the drain, then deletes the old key.',
+      ],
+      action: retry ? `Retry the ${n} failed` : `Rotate these ${n}`,
+      run: async () => {
+        await api('POST', '/v1/batches', body);
+        navigate({ view: 'batches' });
+      },
+    });
   };
 
   const rotateNow = (c) =>
@@ -238,18 +326,20 @@ function FleetView({ session, url, live, now, confirm, refreshKey }) {
     setSelected(s);
   };
 
+  // The filter form is uncontrolled (defaults from the URL, re-made when it changes): the countdowns'
+  // re-render every second must not undo what the operator is choosing before Apply.
   return html`<section aria-labelledby="fleet-h">
     <h2 id="fleet-h">Fleet</h2>
-    <form class="filters" onSubmit=${apply} role="search" aria-label="Filter the fleet">
-      <div><label for="f-q">Search by SID, name or key SID</label><input id="f-q" name="q" type="search" value=${url.q || ''} /></div>
-      <div><label for="f-status">Status</label><select id="f-status" name="status" value=${url.status || ''}>
-        ${Object.entries(STATUS_FILTERS).map(([v, l]) => html`<option value=${v}>${l}</option>`)}
+    <form class="filters" onSubmit=${apply} role="search" aria-label="Filter the fleet" key=${filterKey}>
+      <div><label for="f-q">Search by SID, name or key SID</label><input id="f-q" name="q" type="search" defaultValue=${url.q || ''} /></div>
+      <div><label for="f-status">Status</label><select id="f-status" name="status">
+        ${Object.entries(STATUS_FILTERS).map(([v, l]) => html`<option value=${v} selected=${v === (url.status || '')}>${l}</option>`)}
       </select></div>
-      <div><label for="f-label">Label</label><input id="f-label" name="label" value=${url.label || ''} /></div>
-      <div><label for="f-policy">Policy</label><select id="f-policy" name="policy" value=${url.policy || ''}>
+      <div><label for="f-label">Label</label><input id="f-label" name="label" defaultValue=${url.label || ''} /></div>
+      <div><label for="f-policy">Policy</label><select id="f-policy" name="policy">
         <option value="">Any</option>
-        ${policies.map((p) => html`<option value=${p}>${p}</option>`)}
-        ${url.policy && !policies.includes(url.policy) ? html`<option value=${url.policy}>${url.policy}</option>` : ''}
+        ${policies.map((p) => html`<option value=${p} selected=${p === url.policy}>${p}</option>`)}
+        ${url.policy && !policies.includes(url.policy) ? html`<option value=${url.policy} selected>${url.policy}</option>` : ''}
       </select></div>
       <button type="submit">Apply filters</button>
     </form>
@@ -258,19 +348,21 @@ function FleetView({ session, url, live, now, confirm, refreshKey }) {
         ${state.loading ? 'Loading…' : state.error ? '' : `Showing ${rows.length ? `${state.offset + 1}–${state.offset + rows.length}` : 'no'} credential${rows.length === 1 ? '' : 's'}${total >= 0 ? ` of ${total}` : ''}${state.more ? '; more on the next page' : ''}.`}
       </p>
       <button type="button" disabled=${!operator || selected.size === 0} onClick=${rotateSelected} aria-describedby=${operator ? undefined : 'fleet-role'}>Rotate ${selected.size} selected…</button>
+      ${filteredView && html`<button type="button" id="bulk-filter" disabled=${!operator} onClick=${rotateFiltered} aria-describedby=${operator ? undefined : 'fleet-role'}>${url.status === 'failed' ? 'Retry all failed in this filter…' : 'Rotate all in this filter…'}</button>`}
       ${!operator && html`<${RoleNote} id="fleet-role" need="operator" session=${session} />`}
     </div>
+    ${/^AC[0-9a-f]{32}$/.test(url.q || '') && html`<${AuthTokenSwitch} sid=${url.q} session=${session} confirm=${confirm} />`}
     ${state.error && html`<p class="error" role="alert">Could not load the fleet: ${state.error}</p>`}
     <div class="table-wrap">
     <table aria-rowcount=${total >= 0 ? total + 1 : -1} aria-busy=${state.loading ? 'true' : 'false'} aria-describedby="fleet-status" id="fleet-table">
-      <caption class="visually-hidden">Managed credentials; sorting applies to the rows on this page</caption>
+      <caption class="visually-hidden">Managed credentials, sorted by ${sortKey === 'deadline' ? 'policy deadline' : 'subaccount and name'}${url.order === 'desc' ? ', descending' : ''}${sortKey === 'deadline' ? ' (scheduled credentials only)' : ''}</caption>
       <thead><tr aria-rowindex="1">
         <th scope="col"><span class="visually-hidden">Select</span></th>
-        <${SortHeader} k="id" label="Credential" />
+        <${SortHeader} k="account" />
         <th scope="col">Kind</th><th scope="col">Labels</th><th scope="col">Key SID</th>
-        <${SortHeader} k="age" label="Key age" />
+        <th scope="col">Key age</th>
         <th scope="col">Policy</th>
-        <${SortHeader} k="next" label="Next rotation" />
+        <${SortHeader} k="deadline" />
         <th scope="col">Rotation</th><th scope="col">Actions</th>
       </tr></thead>
       <tbody>
@@ -463,7 +555,7 @@ function App() {
   }, [url.view, url.id]);
 
   if (session === null) return html`<p role="status">Loading…</p>`;
-  if (!session.signedIn) return html`<${SignIn} onSignedIn=${(s) => {
+  if (!session.signedIn) return html`<${SignIn} sso=${session.sso} onSignedIn=${(s) => {
     setCsrfToken(s.csrfToken);
     setSession(s);
   }} />`;
