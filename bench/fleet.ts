@@ -30,6 +30,8 @@ export interface FleetOptions {
   log?: (msg: string) => void;
   /** Rotations run (and not measured) before the measured fleet; default 1,000. */
   warmup?: number;
+  /** The worker's entry point: default dist/src/main.js; another build's to compare two versions in one run. */
+  workerEntry?: string;
   /** Count the commands the clients send (Redis MONITOR, which slows Redis: for finding where commands come from, not for figures). */
   monitor?: boolean;
   /** Node flags for the worker processes, e.g. ['--cpu-prof', '--cpu-prof-dir=bench/profiles']. */
@@ -135,7 +137,7 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     // As `npm run worker` starts it (UV_THREADPOOL_SIZE=16: see package.json and the README).
     const env = { ...fleet.env, UV_THREADPOOL_SIZE: '16', TWILIO_MAX_CONCURRENCY: String(opts.twilioConcurrency), WORKER_CONCURRENCY: String(opts.workerConcurrency), LOG_LEVEL: 'info' };
     // The compiled build (dist/, `npm run build` first), as `npm run worker` runs it in production.
-    for (let i = 0; i < opts.workers; i++) workers.push(await spawnTs('dist/src/main.js', ['worker'], env, (l) => l.includes('rotator started'), opts.workerNodeArgs ?? (process.env.BENCH_WORKER_NODE_ARGS ? process.env.BENCH_WORKER_NODE_ARGS.split(' ') : undefined)));
+    for (let i = 0; i < opts.workers; i++) workers.push(await spawnTs(opts.workerEntry ?? 'dist/src/main.js', ['worker'], env, (l) => l.includes('rotator started'), opts.workerNodeArgs ?? (process.env.BENCH_WORKER_NODE_ARGS ? process.env.BENCH_WORKER_NODE_ARGS.split(' ') : undefined)));
     const repo = new RotationRepository(r, 'rotator');
     const queueConn = new Redis(fleet.redis.url, { maxRetriesPerRequest: null });
     const queue = createRotationQueue(queueConn, 'rotator');
