@@ -2,6 +2,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
 import { Redis } from 'ioredis';
 import { startEmbeddedRedis } from '../src/state/redis.ts';
 import { openFileStore } from '../providers/file/index.ts';
@@ -10,7 +12,7 @@ import { Secret } from '../src/domain/secret.ts';
 import { RotationRepository } from '../src/state/rotations.ts';
 import { RotationService } from '../src/service/rotations.ts';
 import { createRotationQueue, enqueueRotation } from '../workers/queue.ts';
-import { cpuMs, cpuSplitMs, peakRssMiB, pool, redisCommandCount, redisCpuMs, redisUsedMemory, round, spawnTs, type Proc } from './lib.ts';
+import { cpuMs, cpuSplitMs, threadCpuMs, peakRssMiB, pool, redisCommandCount, redisCpuMs, redisUsedMemory, round, spawnTs, type Proc } from './lib.ts';
 
 export interface EmulatorInfo {
   url: string;
@@ -28,6 +30,10 @@ export interface FleetOptions {
   log?: (msg: string) => void;
   /** Rotations run (and not measured) before the measured fleet; default 1,000. */
   warmup?: number;
+  /** The worker's entry point: default dist/src/main.js; another build's to compare two versions in one run. */
+  workerEntry?: string;
+  /** Count the commands the clients send (Redis MONITOR, which slows Redis: for finding where commands come from, not for figures). */
+  monitor?: boolean;
   /** Node flags for the worker processes, e.g. ['--cpu-prof', '--cpu-prof-dir=bench/profiles']. */
   workerNodeArgs?: string[];
 }
@@ -47,7 +53,11 @@ export interface FleetResult {
   cpuMsPerRotation: number;
   /** The share of the workers' CPU spent in the kernel (system time): file-system work, mostly. */
   workerSystemShare: number;
+  /** The workers' CPU per rotation by thread kind (lib.ts threadCpuMs): main thread, libuv's pool, V8's helpers. */
+  workerThreadCpuMsPerRotation: Record<string, number>;
   redisCommandsPerRotation: number;
+  /** Per rotation, by command (INFO commandstats: a script's inner calls counted too), the most frequent first. */
+  redisCommandMix: Record<string, number>;
   recordBytes: number;
   retainedBytesPerRotation: number;
   peakRssMiB: number;
@@ -126,7 +136,8 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
   try {
     // As `npm run worker` starts it (UV_THREADPOOL_SIZE=16: see package.json and the README).
     const env = { ...fleet.env, UV_THREADPOOL_SIZE: '16', TWILIO_MAX_CONCURRENCY: String(opts.twilioConcurrency), WORKER_CONCURRENCY: String(opts.workerConcurrency), LOG_LEVEL: 'info' };
-    for (let i = 0; i < opts.workers; i++) workers.push(await spawnTs('src/main.ts', ['worker'], env, (l) => l.includes('rotator started'), opts.workerNodeArgs ?? (process.env.BENCH_WORKER_NODE_ARGS ? process.env.BENCH_WORKER_NODE_ARGS.split(' ') : undefined)));
+    // The compiled build (dist/, `npm run build` first), as `npm run worker` runs it in production.
+    for (let i = 0; i < opts.workers; i++) workers.push(await spawnTs(opts.workerEntry ?? 'dist/src/main.js', ['worker'], env, (l) => l.includes('rotator started'), opts.workerNodeArgs ?? (process.env.BENCH_WORKER_NODE_ARGS ? process.env.BENCH_WORKER_NODE_ARGS.split(' ') : undefined)));
     const repo = new RotationRepository(r, 'rotator');
     const queueConn = new Redis(fleet.redis.url, { maxRetriesPerRequest: null });
     const queue = createRotationQueue(queueConn, 'rotator');
@@ -147,10 +158,12 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     await r.slowlog('RESET');
     const memBefore = await redisUsedMemory(r);
     const cpuBefore = workers.map((w) => cpuSplitMs(w.child.pid!));
+    const threadsBefore = workers.map((w) => threadCpuMs(w.child.pid!));
     const emuCpuBefore = cpuMs(fleet.emulator.child.pid!);
     const redisCpuBefore = await redisCpuMs(r);
     log(`fleet N=${opts.n} workers=${opts.workers}: rotating`);
 
+    const monitor = opts.monitor ? monitorCommands(fleet.redis.url) : undefined;
     const t0 = performance.now();
     await pool(subs, 64, async (sub) => {
       await service.start({ accountSid: sub.sid, trigger: 'schedule', reason: 'bench' });
@@ -162,14 +175,21 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
       await new Promise((res) => setTimeout(res, 20));
     }
     const wallSeconds = (performance.now() - t0) / 1000;
+    if (monitor) log(`commands per rotation the clients sent (MONITOR; not those Lua ran): ${JSON.stringify(await monitor.stop(opts.n))}`);
 
     const cpuAfter = workers.map((w) => cpuSplitMs(w.child.pid!));
+    const threadsAfter = workers.map((w) => threadCpuMs(w.child.pid!));
+    const threadMs: Record<string, number> = {};
+    threadsAfter.forEach((after, i) => {
+      for (const [name, ms] of Object.entries(after)) threadMs[name] = (threadMs[name] ?? 0) + ms - (threadsBefore[i]![name] ?? 0);
+    });
     const systemCpu = cpuAfter.reduce((sum, c, i) => sum + c.system - cpuBefore[i]!.system, 0);
     const cpu = systemCpu + cpuAfter.reduce((sum, c, i) => sum + c.user - cpuBefore[i]!.user, 0);
     const emulatorCpuMs = cpuMs(fleet.emulator.child.pid!) - emuCpuBefore;
     const redisCpu = (await redisCpuMs(r)) - redisCpuBefore;
     const rss = Math.max(...workers.map((w) => peakRssMiB(w.child.pid!)));
     const commands = await redisCommandCount(r);
+    const commandMix = await redisCommandMix(r, opts.n);
     const slowlog = await slowCommands(r);
     const stats = (await (await fetch(`${fleet.emu.url}/__emulator/stats`)).json()) as { requests: number; rejected429: number; byStatus: Record<string, number>; busyMs: number };
     const [allSucceeded, allFailed] = await Promise.all([r.zcard('rotator:status:succeeded'), r.zcard('rotator:status:failed')]);
@@ -203,7 +223,9 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
       failed,
       cpuMsPerRotation: round(cpu / opts.n, 3),
       workerSystemShare: round(systemCpu / Math.max(1, cpu), 2),
+      workerThreadCpuMsPerRotation: Object.fromEntries(Object.entries(threadMs).map(([k, v]) => [k, round(v / opts.n, 3)])),
       redisCommandsPerRotation: round(commands / opts.n, 1),
+      redisCommandMix: commandMix,
       recordBytes: Math.round(recordBytes),
       retainedBytesPerRotation: Math.round((memAfter - memBefore) / opts.n),
       peakRssMiB: round(rss, 1),
@@ -221,6 +243,36 @@ export async function runFleet(opts: FleetOptions): Promise<FleetResult> {
     r.disconnect();
     await fleet.close();
   }
+}
+
+/** MONITOR: commands per rotation as the clients sent them (a script's own calls left out), by command (EVALSHA by script). */
+function monitorCommands(url: string): { stop(n: number): Promise<Record<string, number>> } {
+  // The embedded Redis listens on a unix socket (`<path>?password=…`) or TCP (a redis:// URL).
+  const sock = /^([^?]+)\?password=(.*)$/.exec(url);
+  const target = sock && !url.startsWith('redis') ? ['-s', sock[1]!, '-a', decodeURIComponent(sock[2]!), '--no-auth-warning'] : ['-u', url];
+  const m = spawn('redis-cli', [...target, 'monitor'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const counts = new Map<string, number>();
+  // `1796679758.847647 [0 127.0.0.1:5000] "EVALSHA" "sha" "2" "key"…`; a script's own calls say [0 lua].
+  createInterface({ input: m.stdout }).on('line', (line) => {
+    const at = line.indexOf('] ');
+    if (at < 0 || line.slice(0, at).endsWith(' lua')) return;
+    const args = [...line.slice(at + 2).matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((x) => x[1]!);
+    const cmd = String(args[0]).toLowerCase();
+    const key = cmd === 'evalsha' ? `evalsha ${String(args[1]).slice(0, 8)} ${String(args[3] ?? '').replace(/[:][^:]*$/, ':…')}` : cmd;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  });
+  return {
+    async stop(n) {
+      m.kill();
+      return Object.fromEntries([...counts.entries()].sort((a, b) => b[1] - a[1]).slice(0, 40).map(([k, v]) => [k, round(v / n, 2)]));
+    },
+  };
+}
+
+async function redisCommandMix(r: Redis, n: number): Promise<Record<string, number>> {
+  const info = await r.info('commandstats');
+  const mix = [...info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1]!, round(Number(m[2]) / n, 2)] as const);
+  return Object.fromEntries(mix.sort((a, b) => b[1] - a[1]).slice(0, 25));
 }
 
 async function slowCommands(r: Redis): Promise<FleetResult['slowlog']> {

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Redis } from 'ioredis';
 
@@ -8,7 +8,7 @@ export interface Proc {
   stop(): Promise<void>;
 }
 
-/** Start a child with tsx; resolve once `ready(line)` matches a stdout line. */
+/** Start a child (tsx for a .ts script, plain node for compiled .js); resolve once `ready(line)` matches a stdout line. */
 export async function spawnTs(
   script: string,
   args: string[],
@@ -17,7 +17,9 @@ export async function spawnTs(
   extraNodeArgs: string[] = [],
   probe?: () => Promise<boolean>,
 ): Promise<Proc & { firstLine: string }> {
-  const child = spawn(process.execPath, [...extraNodeArgs, '--import', 'tsx', script, ...args], {
+  // A compiled entry point (dist/…/*.js) runs on plain node, as `npm run worker` starts it; sources through tsx.
+  const loader = script.endsWith('.js') ? [] : ['--import', 'tsx'];
+  const child = spawn(process.execPath, [...extraNodeArgs, ...loader, script, ...args], {
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -76,6 +78,27 @@ export function cpuSplitMs(pid: number): { user: number; system: number } {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // CLK_TCK is 100 on Linux
   return { user: Number(fields[11]) * 10, system: Number(fields[12]) * 10 };
+}
+
+/**
+ * CPU ms (user + system) of a process's threads so far, by kind: `main` (the event loop), `pool` (libuv's
+ * pool: file-system calls, crypto), and the others by name (`V8 DefaultWorke`: concurrent GC and compilation).
+ */
+export function threadCpuMs(pid: number): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      // Node 20's libuv leaves its pool's threads unnamed (they show as `node`): the main thread is tid = pid.
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      const name = Number(tid) === pid ? 'main' : comm === 'node' ? 'pool' : comm;
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out[name] = (out[name] ?? 0) + (Number(fields[11]) + Number(fields[12])) * 10;
+    } catch {
+      // the thread ended meanwhile
+    }
+  }
+  return out;
 }
 
 /** Peak resident set (VmHWM) in MiB. */

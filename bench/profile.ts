@@ -1,4 +1,7 @@
+import { execSync } from 'node:child_process';
 import { runFleet } from './fleet.ts';
+
+execSync('node scripts/build.mjs --if-stale', { stdio: 'inherit' });
 
 /**
  * `tsx bench/profile.ts [N] [workers]`: one fleet run with the worker(s) under --cpu-prof, profiles in

@@ -13,6 +13,8 @@ import { round } from './lib.ts';
  * to two worker processes. Writes BENCHMARKS.md and bench/results.json.
  */
 const quick = process.argv.includes('--quick');
+// The fleet runs the compiled worker (dist/), as production does: build it when a source is newer.
+execSync('node scripts/build.mjs --if-stale', { stdio: 'inherit' });
 const L = 50;
 const C = 100;
 const sizes = quick ? [200, 1000] : [1000, 10000];
@@ -102,7 +104,8 @@ function markdown(r: typeof results): string {
   const stepKeys = ['queued', 'create-secondary', 'operationalize', 'promote', 'delete-old', 'between steps', 'total'];
   const f = (x: FleetResult): string =>
     `| ${x.n.toLocaleString('en')} | ${x.workers} | ${x.wallSeconds} | ${x.twilioCalls.toLocaleString('en')} (${x.twilioCallsPerRotation}/rot) | ${x.boundSeconds} | **${x.ratio}** | ${x.rotationsPerSecond} | ${x.seen429} | ${x.succeeded}/${x.failed} | ${x.twilioMsPerCall} | ${Math.round(x.twilioOccupancy * 100)}% |`;
-  const c = (x: FleetResult): string => `| ${x.n.toLocaleString('en')} | ${x.workers} | ${x.cpuMsPerRotation} (${Math.round(x.workerSystemShare * 100)}% kernel) | ${x.redisCommandsPerRotation} | ${x.recordBytes} | ${x.retainedBytesPerRotation} | ${x.peakRssMiB} | ${x.emulatorCpuMsPerCall} | ${x.redisCpuMsPerRotation} | ${x.machineCpuShare} |`;
+  const threads = (x: FleetResult): string => Object.entries(x.workerThreadCpuMsPerRotation).filter(([, ms]) => ms >= 0.01).map(([k, ms]) => `${k} ${ms}`).join(', ');
+  const c = (x: FleetResult): string => `| ${x.n.toLocaleString('en')} | ${x.workers} | ${x.cpuMsPerRotation} (${Math.round(x.workerSystemShare * 100)}% kernel; ${threads(x)}) | ${x.redisCommandsPerRotation} | ${x.recordBytes} | ${x.retainedBytesPerRotation} | ${x.peakRssMiB} | ${x.emulatorCpuMsPerCall} | ${x.redisCpuMsPerRotation} | ${x.machineCpuShare} |`;
   const g = Object.entries(r.goals).map(([k, v]) => `| ${k} | ${v.goal} | ${v.value} | ${v.met ? 'met' : '**missed**'} |`).join('\n');
   return `# Benchmarks
 
@@ -114,7 +117,9 @@ Setup: the Twilio emulator adds L = ${r.parameters.latencyMs} ms to every reques
 Rotator's global Twilio cap (TWILIO_MAX_CONCURRENCY) = C; WORKER_CONCURRENCY = ${r.parameters.workerConcurrency}; DRAIN_SECONDS = 0; the encrypted file store.
 The bound is what Twilio allows: (Twilio calls made, counted by the emulator) × L / C.
 Each fleet run starts its worker(s) and rotates 1,000 other subaccounts first, not measured: JIT compilation and
-connections are a fixed cost of starting, not of the fleet's size.
+connections are a fixed cost of starting, not of the fleet's size. The worker runs as \`npm run worker\` runs it: the compiled
+build (dist/), with everything a worker process does in production running alongside — the planner (its tick, and the replan of
+each finished rotation), the compliance-row renderer, the audit relay.
 
 ## Goals
 

@@ -47,7 +47,10 @@ ${paths.map((p) => `    "${p.path}") opts="${[...new Set(p.words)].join(' ')}" ;
 }
 complete -F _rotator_completion rotator
 `;
-  return shell === 'bash' ? bash : `#compdef rotator\nautoload -U +X bashcompinit && bashcompinit\n${bash}`;
+  // bashcompinit's `complete` registers through compdef, which only compinit defines: a ~/.zshrc
+  // that sources this before (or without) compinit would stop at "command not found: compdef".
+  const zshPrelude = '(( $+functions[compdef] )) || { autoload -U +X compinit && compinit -i }\nautoload -U +X bashcompinit && bashcompinit\n';
+  return shell === 'bash' ? bash : `#compdef rotator\n${zshPrelude}${bash}`;
 }
 
 function names(o: Option): string[] {
