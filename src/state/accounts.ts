@@ -86,6 +86,24 @@ export function accountView(rec: Omit<AccountRecord, 'ownerAccountSid' | 'labels
 }
 
 /**
+ * accountView(fromStored(sid, a), now) as JSON text, built from the stored fields without the two
+ * objects and the serializer's walk over them: a page of 100 is the API's largest cost after the
+ * socket write. The same bytes as JSON.stringify of the view (test/api/accounts-page.test.ts).
+ */
+export function accountViewJson(accountSid: string, a: StoredAccount, now: number): string {
+  const r = typeof a.r === 'number' ? a.r : null;
+  const since = r ?? (typeof a.f === 'number' ? a.f : 0);
+  const monthly = a.p === 'm';
+  const next = since + (monthly ? POLICY_DAYS.monthly : POLICY_DAYS.quarterly) * DAY_MS;
+  return (
+    `{"accountSid":${JSON.stringify(accountSid)},"friendlyName":${JSON.stringify(a.n ?? '')},"status":${JSON.stringify(a.s ?? 'active')},` +
+    `"currentKeySid":${a.k === undefined || a.k === null ? 'null' : JSON.stringify(a.k)},"keyAgeDays":${JSON.stringify(Math.max(0, Math.floor((now - since) / DAY_MS)))},` +
+    `"lastRotatedAt":${r === null ? 'null' : JSON.stringify(isoTime(r))},"nextRotationAt":${JSON.stringify(isoTime(next))},` +
+    `"policy":${monthly ? '"monthly"' : '"quarterly"'},"overdue":${now > next}}`
+  );
+}
+
+/**
  * As stored, kept small (benchmarks count it against each finished rotation): n friendlyName,
  * s status, p policy ('m' monthly, else quarterly), k current key SID, r last rotated (epoch ms),
  * f first seen (epoch ms), o owner (the parent Twilio listed it under), l labels, q policy
@@ -272,14 +290,29 @@ export class AccountRepository {
 
   /** Ordered by SID; the cursor is the last SID returned. */
   async list(opts: { limit: number; cursor?: string }): Promise<{ items: AccountRecord[]; nextCursor: string | null }> {
-    const min = opts.cursor ? `(${opts.cursor}` : '-';
-    const page = (await runScript(this.#redis, PAGE, 1, this.#keys.accounts, min, String(opts.limit), this.#keys.account(''))) as string;
-    const [sids, stored] = JSON.parse(page) as [string[], Array<StoredAccount | null>];
+    const { sids, stored } = await this.#page(opts);
     const items: AccountRecord[] = [];
     stored.forEach((a, i) => {
       if (a) items.push(fromStored(sids[i] as string, a));
     });
     return { items, nextCursor: sids.length > opts.limit ? (sids[opts.limit - 1] ?? null) : null };
+  }
+
+  /** A page of list() as GET /v1/accounts shows it: each item's JSON text (accountViewJson). */
+  async listJson(opts: { limit: number; cursor?: string }, now: number): Promise<{ items: string[]; nextCursor: string | null }> {
+    const { sids, stored } = await this.#page(opts);
+    const items: string[] = [];
+    stored.forEach((a, i) => {
+      if (a) items.push(accountViewJson(sids[i] as string, a, now));
+    });
+    return { items, nextCursor: sids.length > opts.limit ? (sids[opts.limit - 1] ?? null) : null };
+  }
+
+  async #page(opts: { limit: number; cursor?: string }): Promise<{ sids: string[]; stored: Array<StoredAccount | null> }> {
+    const min = opts.cursor ? `(${opts.cursor}` : '-';
+    const page = (await runScript(this.#redis, PAGE, 1, this.#keys.accounts, min, String(opts.limit), this.#keys.account(''))) as string;
+    const [sids, stored] = JSON.parse(page) as [string[], Array<StoredAccount | null>];
+    return { sids, stored };
   }
 
   /** Accounts whose next rotation is due at or before `now`, soonest first (for a scheduler). */
