@@ -86,21 +86,31 @@ export function accountView(rec: Omit<AccountRecord, 'ownerAccountSid' | 'labels
 }
 
 /**
- * accountView(fromStored(sid, a), now) as JSON text, built from the stored fields without the two
- * objects and the serializer's walk over them: a page of 100 is the API's largest cost after the
- * socket write. The same bytes as JSON.stringify of the view (test/api/accounts-page.test.ts).
+ * GET /v1/accounts's items as JSON text, kept per subaccount with the stored text it was made from
+ * and the time until which it holds (keyAgeDays turns at the next whole day since the last
+ * rotation, overdue at the deadline): a page read again (the first page, a dashboard's refresh)
+ * skips parsing, building and serialising its rows. Bounded: once full, rows are made and not kept
+ * (a walk over a larger fleet does not churn the kept ones).
  */
-export function accountViewJson(accountSid: string, a: StoredAccount, now: number): string {
-  const r = typeof a.r === 'number' ? a.r : null;
-  const since = r ?? (typeof a.f === 'number' ? a.f : 0);
-  const monthly = a.p === 'm';
-  const next = since + (monthly ? POLICY_DAYS.monthly : POLICY_DAYS.quarterly) * DAY_MS;
-  return (
-    `{"accountSid":${JSON.stringify(accountSid)},"friendlyName":${JSON.stringify(a.n ?? '')},"status":${JSON.stringify(a.s ?? 'active')},` +
-    `"currentKeySid":${a.k === undefined || a.k === null ? 'null' : JSON.stringify(a.k)},"keyAgeDays":${JSON.stringify(Math.max(0, Math.floor((now - since) / DAY_MS)))},` +
-    `"lastRotatedAt":${r === null ? 'null' : JSON.stringify(isoTime(r))},"nextRotationAt":${JSON.stringify(isoTime(next))},` +
-    `"policy":${monthly ? '"monthly"' : '"quarterly"'},"overdue":${now > next}}`
-  );
+const KEPT_VIEWS_MAX = 20_000;
+
+export class AccountViewCache {
+  readonly #kept = new Map<string, { raw: string; json: string; from: number; until: number }>();
+
+  json(accountSid: string, raw: string, now: number): string {
+    const hit = this.#kept.get(accountSid);
+    if (hit !== undefined && hit.raw === raw && now >= hit.from && now < hit.until) return hit.json;
+    const rec = fromStored(accountSid, JSON.parse(raw) as StoredAccount);
+    const json = JSON.stringify(accountView(rec, now));
+    // The times around `now` with the same keyAgeDays and overdue: [from, until).
+    const since = rec.lastRotatedAtMs ?? rec.firstSeenAtMs;
+    const next = nextRotationMs(rec);
+    const days = Math.max(0, Math.floor((now - since) / DAY_MS));
+    const from = Math.max(days > 0 ? since + days * DAY_MS : -Infinity, now > next ? next + 1 : -Infinity);
+    const until = Math.min(since + (days + 1) * DAY_MS, now > next ? Infinity : next + 1);
+    if (hit !== undefined || this.#kept.size < KEPT_VIEWS_MAX) this.#kept.set(accountSid, { raw, json, from, until });
+    return json;
+  }
 }
 
 /**
@@ -207,7 +217,23 @@ for i = 1, #recs do if not recs[i] then recs[i] = 'null' end end
 return '[' .. cjson.encode(sids) .. ',[' .. table.concat(recs, ',') .. ']]'
 `;
 
+// listJson's page: sid, stored text, … flat (a missing one false), then the next SID when there is one.
+const PAGE_FLAT = `
+local limit = tonumber(ARGV[2])
+local sids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, limit + 1)
+if #sids == 0 then return {} end
+local keys = {}
+local n = math.min(limit, #sids)
+for i = 1, n do keys[i] = ARGV[3] .. sids[i] end
+local recs = redis.call('MGET', unpack(keys))
+local out = {}
+for i = 1, n do out[2 * i - 1] = sids[i]; out[2 * i] = recs[i] end
+if #sids > limit then out[2 * n + 1] = sids[limit + 1] end
+return out
+`;
+
 export class AccountRepository {
+  readonly #views = new AccountViewCache();
   readonly #redis: Redis;
   readonly #keys: RedisKeys;
   readonly #defaultPolicy: RotationPolicy;
@@ -290,7 +316,9 @@ export class AccountRepository {
 
   /** Ordered by SID; the cursor is the last SID returned. */
   async list(opts: { limit: number; cursor?: string }): Promise<{ items: AccountRecord[]; nextCursor: string | null }> {
-    const { sids, stored } = await this.#page(opts);
+    const min = opts.cursor ? `(${opts.cursor}` : '-';
+    const page = (await runScript(this.#redis, PAGE, 1, this.#keys.accounts, min, String(opts.limit), this.#keys.account(''))) as string;
+    const [sids, stored] = JSON.parse(page) as [string[], Array<StoredAccount | null>];
     const items: AccountRecord[] = [];
     stored.forEach((a, i) => {
       if (a) items.push(fromStored(sids[i] as string, a));
@@ -298,21 +326,18 @@ export class AccountRepository {
     return { items, nextCursor: sids.length > opts.limit ? (sids[opts.limit - 1] ?? null) : null };
   }
 
-  /** A page of list() as GET /v1/accounts shows it: each item's JSON text (accountViewJson). */
+  /** A page of list() as GET /v1/accounts shows it: each item's JSON text (AccountViewCache). */
   async listJson(opts: { limit: number; cursor?: string }, now: number): Promise<{ items: string[]; nextCursor: string | null }> {
-    const { sids, stored } = await this.#page(opts);
-    const items: string[] = [];
-    stored.forEach((a, i) => {
-      if (a) items.push(accountViewJson(sids[i] as string, a, now));
-    });
-    return { items, nextCursor: sids.length > opts.limit ? (sids[opts.limit - 1] ?? null) : null };
-  }
-
-  async #page(opts: { limit: number; cursor?: string }): Promise<{ sids: string[]; stored: Array<StoredAccount | null> }> {
     const min = opts.cursor ? `(${opts.cursor}` : '-';
-    const page = (await runScript(this.#redis, PAGE, 1, this.#keys.accounts, min, String(opts.limit), this.#keys.account(''))) as string;
-    const [sids, stored] = JSON.parse(page) as [string[], Array<StoredAccount | null>];
-    return { sids, stored };
+    // sid, stored text (null: gone), sid, …, and the SID after the page when there is one.
+    const flat = (await runScript(this.#redis, PAGE_FLAT, 1, this.#keys.accounts, min, String(opts.limit), this.#keys.account(''))) as Array<string | null>;
+    const items: string[] = [];
+    const n = Math.min(opts.limit, flat.length >> 1);
+    for (let i = 0; i < n; i++) {
+      const raw = flat[2 * i + 1];
+      if (raw) items.push(this.#views.json(flat[2 * i] as string, raw, now));
+    }
+    return { items, nextCursor: flat.length > 2 * opts.limit ? (flat[2 * opts.limit - 2] ?? null) : null };
   }
 
   /** Accounts whose next rotation is due at or before `now`, soonest first (for a scheduler). */

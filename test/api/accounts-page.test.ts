@@ -5,11 +5,12 @@ import { join } from 'node:path';
 import fc from 'fast-check';
 import { Redis } from 'ioredis';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
-import { AccountRepository, accountView, accountViewJson, fromStored, type StoredAccount } from '../../src/state/accounts.ts';
+import { AccountRepository, accountView, AccountViewCache, fromStored, type StoredAccount } from '../../src/state/accounts.ts';
 
 /**
- * GET /v1/accounts joins each item's JSON text built from the stored fields (accountViewJson):
- * the property is that it is byte for byte JSON.stringify of accountView of the record, which
+ * GET /v1/accounts joins each item's JSON text, kept per subaccount (AccountViewCache) while its
+ * stored text and the view's time-dependent fields (keyAgeDays, overdue) hold: the property is that
+ * it is byte for byte JSON.stringify of accountView of the record at that time, which
  * test/unit/list-pages.test.ts proves is the schema serializer's output.
  */
 describe('accounts page as text', () => {
@@ -21,12 +22,21 @@ describe('accounts page as text', () => {
     { requiredKeys: [] },
   );
 
-  it('is JSON.stringify(accountView(record)) for any stored account and time', () => {
+  it('a kept item is JSON.stringify(accountView(record)) at any later or earlier time, for any stored account', () => {
+    const day = 86_400_000;
+    // Times near the day and deadline boundaries of the stored times, and anywhere.
+    const near = (base: number) => fc.integer({ min: -400, max: 400 }).chain((d) => fc.constantFrom(base + d * day, base + d * day - 1, base + d * day + 1));
     fc.assert(
-      fc.property(text, stored, ms, (sid, a, now) => {
-        expect(accountViewJson(sid, a, now)).toBe(JSON.stringify(accountView(fromStored(sid, a), now)));
+      fc.property(text, stored, ms, fc.array(fc.oneof(ms, near(0)), { minLength: 1, maxLength: 8 }), (sid, a, t0, offsets) => {
+        const views = new AccountViewCache();
+        const raw = JSON.stringify(a);
+        const base = typeof a.r === 'number' ? a.r : typeof a.f === 'number' ? a.f : 0;
+        for (const t of [t0, ...offsets.map((o) => (Math.abs(o) < 500 * day ? base + o : o))]) {
+          if (Math.abs(t) > 8.6e15) continue;
+          expect(views.json(sid, raw, t)).toBe(JSON.stringify(accountView(fromStored(sid, a), t)));
+        }
       }),
-      { numRuns: 2000 },
+      { numRuns: 3000 },
     );
   });
 
@@ -50,11 +60,15 @@ describe('accounts page as text', () => {
     const sid = (i: number) => `AC${i.toString(16).padStart(32, '0')}`;
     await accounts.upsertMany(['Customer "1"', 'a/b\\c', '\u00e9t\u00e9 \ud83d\ude00', '', 'x'].map((friendlyName, i) => ({ accountSid: sid(i), friendlyName, status: i === 2 ? 'suspended' : 'active' })), now - 200 * 86_400_000);
     await accounts.recordRotation(sid(1), `SK${'c'.repeat(32)}`, new Date(now - 3 * 86_400_000).toISOString());
-    for (const cursor of [undefined, sid(2), sid(4)]) {
-      const page = await accounts.list({ limit: 3, cursor });
-      const json = await accounts.listJson({ limit: 3, cursor }, now);
-      expect(json.nextCursor).toBe(page.nextCursor);
-      expect(json.items).toEqual(page.items.map((a) => JSON.stringify(accountView(a, now))));
+    // Read twice (the second from the kept items), then after a write, and a year later.
+    for (const [pass, t] of [[0, now], [1, now], [2, now], [3, now + 365 * 86_400_000]] as const) {
+      if (pass === 2) await accounts.recordRotation(sid(0), `SK${'d'.repeat(32)}`, new Date(now).toISOString());
+      for (const cursor of [undefined, sid(2), sid(4)]) {
+        const page = await accounts.list({ limit: 3, cursor });
+        const json = await accounts.listJson({ limit: 3, cursor }, t);
+        expect(json.nextCursor).toBe(page.nextCursor);
+        expect(json.items).toEqual(page.items.map((a) => JSON.stringify(accountView(a, t))));
+      }
     }
   });
 });
