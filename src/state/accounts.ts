@@ -86,6 +86,34 @@ export function accountView(rec: Omit<AccountRecord, 'ownerAccountSid' | 'labels
 }
 
 /**
+ * GET /v1/accounts's items as JSON text, kept per subaccount with the stored text it was made from
+ * and the time until which it holds (keyAgeDays turns at the next whole day since the last
+ * rotation, overdue at the deadline): a page read again (the first page, a dashboard's refresh)
+ * skips parsing, building and serialising its rows. Bounded: once full, rows are made and not kept
+ * (a walk over a larger fleet does not churn the kept ones).
+ */
+const KEPT_VIEWS_MAX = 20_000;
+
+export class AccountViewCache {
+  readonly #kept = new Map<string, { raw: string; json: string; from: number; until: number }>();
+
+  json(accountSid: string, raw: string, now: number): string {
+    const hit = this.#kept.get(accountSid);
+    if (hit !== undefined && hit.raw === raw && now >= hit.from && now < hit.until) return hit.json;
+    const rec = fromStored(accountSid, JSON.parse(raw) as StoredAccount);
+    const json = JSON.stringify(accountView(rec, now));
+    // The times around `now` with the same keyAgeDays and overdue: [from, until).
+    const since = rec.lastRotatedAtMs ?? rec.firstSeenAtMs;
+    const next = nextRotationMs(rec);
+    const days = Math.max(0, Math.floor((now - since) / DAY_MS));
+    const from = Math.max(days > 0 ? since + days * DAY_MS : -Infinity, now > next ? next + 1 : -Infinity);
+    const until = Math.min(since + (days + 1) * DAY_MS, now > next ? Infinity : next + 1);
+    if (hit !== undefined || this.#kept.size < KEPT_VIEWS_MAX) this.#kept.set(accountSid, { raw, json, from, until });
+    return json;
+  }
+}
+
+/**
  * As stored, kept small (benchmarks count it against each finished rotation): n friendlyName,
  * s status, p policy ('m' monthly, else quarterly), k current key SID, r last rotated (epoch ms),
  * f first seen (epoch ms), o owner (the parent Twilio listed it under), l labels, q policy
@@ -189,7 +217,25 @@ for i = 1, #recs do if not recs[i] then recs[i] = 'null' end end
 return '[' .. cjson.encode(sids) .. ',[' .. table.concat(recs, ',') .. ']]'
 `;
 
+// listJson's page as one text (one bulk reply: ioredis decodes each element of an array reply at
+// a cost): sid, stored text, … each followed by a newline, which neither holds (cjson escapes it),
+// a missing record an empty line; then the next SID when there is one.
+const PAGE_LINES = `
+local limit = tonumber(ARGV[2])
+local sids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, limit + 1)
+if #sids == 0 then return '' end
+local keys = {}
+local n = math.min(limit, #sids)
+for i = 1, n do keys[i] = ARGV[3] .. sids[i] end
+local recs = redis.call('MGET', unpack(keys))
+local out = {}
+for i = 1, n do out[2 * i - 1] = sids[i]; out[2 * i] = recs[i] or '' end
+if #sids > limit then out[2 * n + 1] = sids[limit + 1] end
+return table.concat(out, '\\n')
+`;
+
 export class AccountRepository {
+  readonly #views = new AccountViewCache();
   readonly #redis: Redis;
   readonly #keys: RedisKeys;
   readonly #defaultPolicy: RotationPolicy;
@@ -280,6 +326,20 @@ export class AccountRepository {
       if (a) items.push(fromStored(sids[i] as string, a));
     });
     return { items, nextCursor: sids.length > opts.limit ? (sids[opts.limit - 1] ?? null) : null };
+  }
+
+  /** A page of list() as GET /v1/accounts shows it: each item's JSON text (AccountViewCache). */
+  async listJson(opts: { limit: number; cursor?: string }, now: number): Promise<{ items: string[]; nextCursor: string | null }> {
+    const min = opts.cursor ? `(${opts.cursor}` : '-';
+    const text = (await runScript(this.#redis, PAGE_LINES, 1, this.#keys.accounts, min, String(opts.limit), this.#keys.account(''))) as string;
+    const flat = text === '' ? [] : text.split('\n');
+    const items: string[] = [];
+    const n = Math.min(opts.limit, flat.length >> 1);
+    for (let i = 0; i < n; i++) {
+      const raw = flat[2 * i + 1];
+      if (raw) items.push(this.#views.json(flat[2 * i] as string, raw, now));
+    }
+    return { items, nextCursor: flat.length > 2 * opts.limit ? (flat[2 * opts.limit - 2] ?? null) : null };
   }
 
   /** Accounts whose next rotation is due at or before `now`, soonest first (for a scheduler). */
