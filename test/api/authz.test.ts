@@ -57,6 +57,7 @@ describe('authorization matrix', () => {
     { method: 'POST', url: '/v1/batches', need: 'operator', body: batchBody },
     { method: 'GET', url: '/v1/batches', need: 'viewer' },
     { method: 'GET', url: `/v1/batches/${batchId}`, need: 'viewer' },
+    { method: 'POST', url: '/v1/batches/preview', need: 'operator', body: batchBody },
     { method: 'POST', url: `/v1/batches/${batchId}/pause`, need: 'operator' },
     { method: 'POST', url: `/v1/batches/${batchId}/resume`, need: 'operator' },
     { method: 'POST', url: `/v1/batches/${batchId}/cancel`, need: 'operator' },
@@ -88,6 +89,9 @@ describe('authorization matrix', () => {
     { method: 'POST', url: '/v1/session', need: 'public', body: { token: h.tokens.viewer } },
     { method: 'GET', url: '/v1/session', need: 'public' },
     { method: 'DELETE', url: '/v1/session', need: 'viewer' },
+    // SSO sign-in starts and ends in the browser, before any session (404 here: no OIDC_CLIENT_ID).
+    { method: 'GET', url: '/v1/session/oidc', need: 'public' },
+    { method: 'GET', url: '/v1/session/oidc/callback', need: 'public' },
   ];
 
   type Caller = { name: string; headers: () => Promise<Record<string, string>>; role?: keyof typeof RANK | 'consumer'; invalid?: boolean; noRole?: boolean };
