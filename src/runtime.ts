@@ -99,7 +99,13 @@ export interface Runtime {
   beginDrain(): void;
   /** Listen on HOST:PORT; resolves to the URL. */
   listen(): Promise<string>;
-  close(): Promise<void>;
+  /**
+   * Stop every part in turn. `giveUpAfterMs`: stop waiting for a part after that long (logged,
+   * naming it) and go on with the next — for in-process callers that must not hang on a client
+   * library's close (BullMQ's Worker.close() never resolves while its connection is stuck
+   * reconnecting: taskforcesh/bullmq#4656). A process is bounded by SHUTDOWN_TIMEOUT_SECONDS instead.
+   */
+  close(opts?: { giveUpAfterMs?: number }): Promise<void>;
 }
 
 /**
@@ -488,16 +494,27 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
       if (!app) throw new Error('no API in this process');
       return app.listen({ host: cfg.host, port: cfg.port });
     },
-    async close() {
+    async close(opts: { giveUpAfterMs?: number } = {}) {
       // Each part in turn; one that has not stopped after 10 s is named in the log (once), so a
       // shutdown that hangs says what it waits for.
       const part = async (name: string, stop: () => unknown): Promise<void> => {
         const slow = setTimeout(() => log.warn({ part: name }, 'shutdown: still waiting for this part to stop'), 10_000);
         slow.unref();
+        let giveUp: NodeJS.Timeout | undefined;
+        const bound = opts.giveUpAfterMs === undefined
+          ? []
+          : [new Promise<void>((resolve) => {
+              giveUp = setTimeout(() => {
+                log.warn({ part: name, afterMs: opts.giveUpAfterMs }, 'shutdown: gave up waiting for this part to stop');
+                resolve();
+              }, opts.giveUpAfterMs);
+              giveUp.unref();
+            })];
         try {
-          await stop();
+          await Promise.race([Promise.resolve().then(stop), ...bound]);
         } finally {
           clearTimeout(slow);
+          clearTimeout(giveUp);
         }
       };
       await part('api', () => app?.close());

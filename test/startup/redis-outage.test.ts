@@ -16,13 +16,13 @@ describe('Redis stops under a running API and worker', () => {
   });
   afterAll(async () => {
     const t0 = Date.now();
-    await rt?.close();
-    // A close that hung once in CI (60 s): runtime.close names a part still running after 10 s.
-    const slow = stack?.logs.text().match(/"part":"[^"]+"[^\n]*still waiting/g) ?? [];
+    // A close that hung in CI (60 s, twice): give up on a part after 8 s and name it.
+    await rt?.close({ giveUpAfterMs: 8_000 });
+    const slow = stack?.logs.text().match(/"part":"[^"]+"[^\n]*(still waiting|gave up)/g) ?? [];
     console.log(`redis-outage figures: close ${Date.now() - t0} ms${slow.length ? `; slow parts: ${slow.join(', ')}` : ''}`);
     await restarted?.stop();
     await stack?.close();
-  });
+  }, 150_000);
 
   it('prints no stack traces while it reconnects, and reconnects', async () => {
     const printed = vi.spyOn(console, 'error');
