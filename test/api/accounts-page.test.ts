@@ -1,10 +1,7 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { Redis } from 'ioredis';
-import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
+import type { Redis } from 'ioredis';
+import { useEmbeddedRedis } from '../helpers/redis.ts';
 import { AccountRepository, accountView, AccountViewCache, fromStored, type StoredAccount } from '../../src/state/accounts.ts';
 
 /**
@@ -40,18 +37,10 @@ describe('accounts page as text', () => {
     );
   });
 
-  let dir: string;
-  let server: EmbeddedRedis;
+  const embedded = useEmbeddedRedis('accpage');
   let redis: Redis;
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'rotator-accpage-'));
-    server = await startEmbeddedRedis({ dir, persist: false });
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis?.disconnect();
-    await server?.stop();
-    await rm(dir, { recursive: true, force: true });
+  beforeAll(() => {
+    redis = embedded.connection();
   });
 
   it('listJson pages as list does, each item the view of the record', async () => {

@@ -1,11 +1,8 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import Fastify, { type FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
-import { startEmbeddedRedis, type EmbeddedRedis } from '../../src/state/redis.ts';
+import type { Redis } from 'ioredis';
+import { useEmbeddedRedis } from '../helpers/redis.ts';
 import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
 import { PolicyRepository } from '../../src/state/policies.ts';
@@ -48,20 +45,11 @@ const sid = (i: number): string => `AC${i.toString(16).padStart(32, '0')}`;
 const key = (i: number): string => `SK${i.toString(16).padStart(32, '0')}`;
 
 describe('compliance page: kept rows', () => {
-  let dir: string;
-  let server: EmbeddedRedis;
+  const embedded = useEmbeddedRedis('cpage');
   let redis: Redis;
   let run = 0;
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'rotator-cpage-'));
-    server = await startEmbeddedRedis({ dir, persist: false });
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis?.disconnect();
-    await server?.stop();
-    await rm(dir, { recursive: true, force: true });
+  beforeAll(() => {
+    redis = embedded.connection();
   });
 
   /** A fleet of three credentials in two subaccounts, and a reader over it. */
@@ -210,19 +198,10 @@ async function currentRows(rows: ComplianceRows, limit: number): Promise<string[
 }
 
 describe('stored rows', () => {
-  let dir: string;
-  let server: EmbeddedRedis;
+  const embedded = useEmbeddedRedis('crows');
   let redis: Redis;
-
-  beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'rotator-crows-'));
-    server = await startEmbeddedRedis({ dir, persist: false });
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    redis?.disconnect();
-    await server?.stop();
-    await rm(dir, { recursive: true, force: true });
+  beforeAll(() => {
+    redis = embedded.connection();
   });
 
   it('a render that read its inputs before a write does not store over it; the subaccount stays dirty until rendered again', async () => {
