@@ -2,10 +2,11 @@ import { hostname } from 'node:os';
 import { DelayedError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { describeError, isTransient, TransientError } from '../src/domain/errors.ts';
-import { isTerminal, isUntouched, undoOutcome, withHistory, type HistoryEntry, type RotationRecord, type Step } from '../src/domain/rotation.ts';
+import { continuesFrom, isTerminal, isUntouched, undoOutcome, withHistory, type HistoryEntry, type RotationRecord, type Step } from '../src/domain/rotation.ts';
 import type { RotationRepository } from '../src/state/rotations.ts';
 import { isRedisUnavailable } from '../src/state/redis.ts';
-import type { StepLease } from './lease.ts';
+import { LostJobError, type HeldLease, type StepLease } from './lease.ts';
+import { fencedContext } from './fence.ts';
 import type { RotationJobData } from './queue.ts';
 import type { StepContext, StepOutcome } from './steps/context.ts';
 import { createSecondaryKey } from './steps/create-secondary.ts';
@@ -54,17 +55,18 @@ export class RotationProcessor {
 
   readonly process = async (job: Job<RotationJobData>, token?: string): Promise<void> => {
     const id = job.data.rotationId;
-    const release = await this.#d.lease.acquire(id);
-    if (!release) throw new TransientError('rotation_busy', `another worker is running a step of rotation ${id}`);
+    const lease = await this.#d.lease.acquire(id);
+    if (!lease) throw new TransientError('rotation_busy', `another worker is running a step of rotation ${id}`);
     try {
-      await this.#run(job, token, id, release);
+      await this.#run({ job, token, lease, ctx: fencedContext(this.#d.ctx, () => lease.assertHeld()) }, id);
     } finally {
-      await release();
+      await lease.release();
     }
   };
 
-  async #run(job: Job<RotationJobData>, token: string | undefined, id: string, release: () => Promise<void>): Promise<void> {
-    const { repo, ctx, log } = this.#d;
+  async #run(d: Delivery, id: string): Promise<void> {
+    const { repo, log } = this.#d;
+    const { job, ctx } = d;
     // The record this loop last wrote is the base of its next write (optimistic concurrency on
     // `rev`); only a concurrent change — a cancel from the API — costs a re-read.
     let rec = await repo.get(id);
@@ -72,36 +74,37 @@ export class RotationProcessor {
     const where = rec ? { rotationId: id, accountSid: rec.accountSid, credential: rec.credential } : { rotationId: id };
     for (let steps = 0; ; steps++) {
       if (!rec || isTerminal(rec.status)) return;
-      if (steps > 0 && this.#d.stopping?.()) await this.#park(job, token, rec, where, release);
+      if (steps > 0 && this.#d.stopping?.()) await this.#park(d, rec, where);
       const stepName: Step | 'rollback' = rec.undo ? 'rollback' : rec.step;
       // Read before this run counts an attempt: whether any run of this attempt got this far.
       const untouched = isUntouched(rec);
       try {
         if (rec.dryRun) {
-          await this.#finishDryRun(rec, rec.undo ? 'cancelled before its checks ran' : await dryRunCheck(ctx, rec));
+          await this.#finishDryRun(d, rec, rec.undo ? 'cancelled before its checks ran' : await dryRunCheck(ctx, rec));
           return;
         }
         if (rec.undo) {
-          const next = await this.#undoPhase(job, token, rec);
+          const next = await this.#undoPhase(d, rec);
           if (!next) return;
           rec = next;
           continue;
         }
         if (rec.step === 'done') {
-          await this.#finish(rec, 'succeeded', 'done', 'rotation complete');
+          await this.#finish(d, rec, 'succeeded', 'done', 'rotation complete');
           return;
         }
-        if (rec.status !== 'running') rec = await this.#write(rec, (r) => ({ ...r, status: 'running', attempts: job.attemptsMade + 1 }));
+        if (rec.status !== 'running') rec = await this.#write(d, rec, (r) => ({ ...r, status: 'running', attempts: job.attemptsMade + 1 }));
         const step = rec.step as Exclude<Step, 'done'>;
         const startedAt = new Date(ctx.now()).toISOString();
         const outcome = await STEP_FNS[step](ctx, rec);
         if (outcome.kind === 'wait') {
-          await this.#wait(job, token, rec, step, outcome.until, outcome.reason, outcome.patch);
+          await this.#wait(d, rec, step, outcome.until, outcome.reason, outcome.patch);
           return;
         }
         // Completing the last step finishes the rotation in the same write.
         const finished = outcome.next === 'done';
         rec = await this.#record(
+          d,
           rec,
           { step, status: 'completed', detail: outcome.detail, startedAt },
           (r) => ({ ...r, ...outcome.patch, step: outcome.next, lastError: undefined, ...(finished ? { status: 'succeeded', finishedAt: new Date(ctx.now()).toISOString() } : {}) }),
@@ -124,11 +127,11 @@ export class RotationProcessor {
         if (isTransient(err)) {
           const last = job.attemptsMade + 1 >= this.#d.maxAttempts;
           if (last) {
-            await this.#finish(current, 'failed', undefined, `gave up after ${this.#d.maxAttempts} attempts`, e, stepName);
+            await this.#finish(d, current, 'failed', undefined, `gave up after ${this.#d.maxAttempts} attempts`, e, stepName);
             log.error({ ...where, step: stepName, err: e }, 'rotation failed: transient errors did not clear');
             return;
           }
-          await this.#record(current, { step: stepName, status: 'retrying', detail: e.message }, (r) => ({
+          await this.#record(d, current, { step: stepName, status: 'retrying', detail: e.message }, (r) => ({
             ...r,
             attempts: job.attemptsMade + 1,
             lastError: { ...e, at: new Date(ctx.now()).toISOString() },
@@ -142,56 +145,56 @@ export class RotationProcessor {
           // nothing to undo and nothing to hold the subaccount for. The undo is recorded as done
           // (domain holdsCredential, retryMode): a retry starts afresh.
           const done = { undo: { reason: 'failure' as const, drain: false, completedAt: new Date(ctx.now()).toISOString() } };
-          await this.#finish(current, 'failed', undefined, `refused before anything was changed: ${e.message}`, e, current.step, done);
+          await this.#finish(d, current, 'failed', undefined, `refused before anything was changed: ${e.message}`, e, current.step, done);
           log.error({ ...where, step: current.step, err: e }, 'rotation refused; nothing was changed');
           return;
         }
         if (current.undo) {
           // The undo itself cannot proceed: stop, and say what is left for the operator.
           const message = `${current.error ? `${current.error.message}; ` : ''}undo stopped: ${e.message}${current.newKeySid ? ` (new key ${current.newKeySid} may remain at Twilio)` : ''}`;
-          await this.#finish(current, 'failed', undefined, `undo stopped: ${e.message}`, { code: e.code, message }, 'rollback');
+          await this.#finish(d, current, 'failed', undefined, `undo stopped: ${e.message}`, { code: e.code, message }, 'rollback');
           log.error({ ...where, err: e }, 'undo failed');
           return;
         }
         if (current.step === 'delete-old' || current.step === 'done') {
           // Past the point of no return: the old key may already be deleted at Twilio, so an undo
           // would make a dead key current again. Stop here; a retry resumes delete-old.
-          await this.#finish(current, 'failed', undefined, `delete-old stopped: ${e.message}; retry the rotation to finish deleting the old key`, e, current.step);
+          await this.#finish(d, current, 'failed', undefined, `delete-old stopped: ${e.message}; retry the rotation to finish deleting the old key`, e, current.step);
           log.error({ ...where, step: current.step, err: e }, 'delete-old failed permanently; not undoing (the old key may be gone)');
           return;
         }
         log.error({ ...where, step: current.step, err: e }, 'step failed permanently; undoing the rotation');
-        rec = await this.#record(current, { step: current.step, status: 'failed', detail: e.message }, (r) => ({ ...r, error: e, undo: r.undo ?? { reason: 'failure' } }));
+        rec = await this.#record(d, current, { step: current.step, status: 'failed', detail: e.message }, (r) => ({ ...r, error: e, undo: r.undo ?? { reason: 'failure' } }));
       }
     }
   }
 
   /** One undo phase: the record to continue with, or undefined when the job stops (finished, or waiting as a delayed job). */
-  async #undoPhase(job: Job<RotationJobData>, token: string | undefined, rec: RotationRecord): Promise<RotationRecord | undefined> {
-    const outcome = await undoRotation(this.#d.ctx, rec);
+  async #undoPhase(d: Delivery, rec: RotationRecord): Promise<RotationRecord | undefined> {
+    const outcome = await undoRotation(d.ctx, rec);
     if (outcome.kind === 'persist') {
-      return this.#record(rec, { step: 'rollback', status: 'undo', detail: outcome.detail }, (r) => ({ ...r, status: 'running', undo: outcome.undo }));
+      return this.#record(d, rec, { step: 'rollback', status: 'undo', detail: outcome.detail }, (r) => ({ ...r, status: 'running', undo: outcome.undo }));
     }
     if (outcome.kind === 'wait') {
-      await this.#wait(job, token, rec, 'rollback', outcome.until, outcome.reason);
+      await this.#wait(d, rec, 'rollback', outcome.until, outcome.reason);
       return undefined;
     }
     // Marked complete so a retry of a failed rotation knows it may start afresh (domain retryMode).
     const completed = { undo: { ...rec.undo!, completedAt: new Date(this.#d.ctx.now()).toISOString() } };
-    await this.#finish(rec, undoOutcome(rec.undo!.reason), undefined, outcome.detail, undefined, 'rollback', completed);
+    await this.#finish(d, rec, undoOutcome(rec.undo!.reason), undefined, outcome.detail, undefined, 'rollback', completed);
     return undefined;
   }
 
-  async #wait(job: Job<RotationJobData>, token: string | undefined, rec: RotationRecord, step: Step | 'rollback', until: number, reason: string, patch?: Partial<RotationRecord>): Promise<never> {
+  async #wait(d: Delivery, rec: RotationRecord, step: Step | 'rollback', until: number, reason: string, patch?: Partial<RotationRecord>): Promise<never> {
     const last = rec.history.at(-1);
     // A re-armed wait (woken early, not yet due) adds no second entry — unless what it waits for
     // changed (the consumer gate: "2 of 3 consumers on the new key" became "3 of 3"), which is
     // news for the history and the events.
     if (rec.status !== 'waiting' || last?.status !== 'waiting' || last.step !== step || (patch && last.detail !== reason)) {
-      await this.#record(rec, { step, status: 'waiting', detail: reason }, (r) => ({ ...r, ...patch, status: 'waiting' }));
+      await this.#record(d, rec, { step, status: 'waiting', detail: reason }, (r) => ({ ...r, ...patch, status: 'waiting' }));
     }
     try {
-      await job.moveToDelayed(until, token);
+      await d.job.moveToDelayed(until, d.token);
     } catch (err) {
       if (lostTheJob(err)) throw new LostJobError((err as Error).message);
       throw err;
@@ -199,7 +202,7 @@ export class RotationProcessor {
     // A cancel (or a force-promote) that arrived between the record write and the move found no
     // delayed job to wake.
     const after = await this.#d.repo.get(rec.id);
-    if (step !== 'rollback' && (after?.undo || (after?.forcePromote && !rec.forcePromote))) await job.promote().catch(() => undefined);
+    if (step !== 'rollback' && (after?.undo || (after?.forcePromote && !rec.forcePromote))) await d.job.promote().catch(() => undefined);
     throw new DelayedError();
   }
 
@@ -208,14 +211,14 @@ export class RotationProcessor {
    * next. The park is a history entry (so in the events and the audit trail: which worker let go
    * of the rotation, when, before which step).
    */
-  async #park(job: Job<RotationJobData>, token: string | undefined, rec: RotationRecord, where: object, releaseLease: () => Promise<void>): Promise<never> {
+  async #park(d: Delivery, rec: RotationRecord, where: object): Promise<never> {
     const next = rec.undo ? 'rollback' : rec.step;
-    await this.#record(rec, { step: next, status: 'parked', detail: `worker shutting down: handed back before ${next} for another worker` }, (r) => r);
+    await this.#record(d, rec, { step: next, status: 'parked', detail: `worker shutting down: handed back before ${next} for another worker` }, (r) => r);
     // The job is due at once: the worker that takes it must find the step lease free (it would
     // otherwise retry with rotation_busy). This one runs no further step of the rotation.
-    await releaseLease();
+    await d.lease.release();
     try {
-      await job.moveToDelayed(Date.now(), token);
+      await d.job.moveToDelayed(Date.now(), d.token);
     } catch (err) {
       if (lostTheJob(err)) throw new LostJobError((err as Error).message);
       throw err;
@@ -226,6 +229,7 @@ export class RotationProcessor {
 
   /** Terminal transition. `step` moves the record's step (success); the history names `where` it ended. */
   async #finish(
+    d: Delivery,
     rec: RotationRecord,
     status: RotationRecord['status'],
     step: Step | undefined,
@@ -235,7 +239,7 @@ export class RotationProcessor {
     extra: Partial<RotationRecord> = {},
   ): Promise<void> {
     const now = new Date(this.#d.ctx.now()).toISOString();
-    await this.#record(rec, { step: where, status: 'finished', detail }, (r) => ({
+    await this.#record(d, rec, { step: where, status: 'finished', detail }, (r) => ({
       ...r,
       status,
       ...(step ? { step } : {}),
@@ -251,43 +255,54 @@ export class RotationProcessor {
    * (`cancelled`), also when the cancel arrived while the checks ran — the outcome is decided on
    * the record being written, not on the copy read before the checks.
    */
-  async #finishDryRun(rec: RotationRecord, detail: string): Promise<void> {
+  async #finishDryRun(d: Delivery, rec: RotationRecord, detail: string): Promise<void> {
     const now = new Date(this.#d.ctx.now()).toISOString();
-    await this.#record(rec, { step: rec.undo ? 'rollback' : 'done', status: 'finished', detail }, (r) =>
+    await this.#record(d, rec, { step: rec.undo ? 'rollback' : 'done', status: 'finished', detail }, (r) =>
       r.undo
         ? { ...r, status: undoOutcome(r.undo.reason), finishedAt: now, lastError: undefined, undo: { ...r.undo, completedAt: now } }
         : { ...r, status: 'succeeded', step: 'done', finishedAt: now, lastError: undefined },
     );
   }
 
-  /** Persist a change with a history entry (and its event); returns the record as written. */
-  async #record(base: RotationRecord, what: Omit<HistoryEntry, 'at' | 'by'>, change: (r: RotationRecord) => RotationRecord): Promise<RotationRecord> {
+  /**
+   * Persist a change with a history entry (and its event); returns the record as written. Only
+   * while this delivery holds its lease, and only onto the rotation it last saw (continuesFrom).
+   */
+  async #record(d: Delivery, base: RotationRecord, what: Omit<HistoryEntry, 'at' | 'by'>, change: (r: RotationRecord) => RotationRecord): Promise<RotationRecord> {
+    await d.lease.assertHeld();
     const at = new Date(this.#d.ctx.now()).toISOString();
     const entry: HistoryEntry = { ...what, at, by: this.#by };
     if (!entry.detail) delete entry.detail;
-    const rec = await this.#d.repo.update(base.id, (r) => ({ ...change(r), history: withHistory(r.history, entry), updatedAt: at }), entry, base);
+    const rec = await this.#d.repo.update(base.id, (r) => ({ ...change(stillOurs(base, r)), history: withHistory(r.history, entry), updatedAt: at }), entry, base);
     this.#d.onTransition?.(rec, entry);
     return rec;
   }
 
   /** Persist a change that is not a transition worth a history entry (status running). */
-  async #write(base: RotationRecord, change: (r: RotationRecord) => RotationRecord): Promise<RotationRecord> {
+  async #write(d: Delivery, base: RotationRecord, change: (r: RotationRecord) => RotationRecord): Promise<RotationRecord> {
+    await d.lease.assertHeld();
     const at = new Date(this.#d.ctx.now()).toISOString();
-    return this.#d.repo.update(base.id, (r) => ({ ...change(r), updatedAt: at }), undefined, base);
+    return this.#d.repo.update(base.id, (r) => ({ ...change(stillOurs(base, r)), updatedAt: at }), undefined, base);
   }
 }
 
+export { LostJobError } from './lease.ts';
+
 /**
- * This delivery no longer owns its job: the job lock expired (the process was starved, or Redis
- * restarted and renewals failed), the stalled job went back to the queue and another worker has
- * it. The step lease kept the two from overlapping; what this delivery recorded stands, and the
- * other one continues from the record.
+ * One delivery of a rotation's job: the BullMQ job and its token, the step lease it holds, and the
+ * step context fenced by that lease (fence.ts).
  */
-export class LostJobError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = 'LostJobError';
-  }
+interface Delivery {
+  job: Job<RotationJobData>;
+  token: string | undefined;
+  lease: HeldLease;
+  ctx: StepContext;
+}
+
+/** `fresh` when it is still the rotation this delivery last saw; LostJobError when another delivery moved it on. */
+function stillOurs(base: RotationRecord, fresh: RotationRecord): RotationRecord {
+  if (continuesFrom(base, fresh)) return fresh;
+  throw new LostJobError(`rotation ${base.id} moved on without this delivery (now ${fresh.status} in ${fresh.undo ? 'rollback' : fresh.step}; this delivery saw ${base.status} in ${base.undo ? 'rollback' : base.step}): another worker has it`);
 }
 
 /** BullMQ refusing to move a job this delivery no longer holds (finished-errors.js). */

@@ -140,6 +140,24 @@ export function credentialOf(rec: Pick<RotationRecord, 'accountSid' | 'credentia
 }
 
 /**
+ * Whether `fresh` (the record as stored now) is still the rotation a worker last saw as `base`, so
+ * that the worker's write of its step's outcome may land. What may have happened meanwhile is only
+ * what the API may add while a step runs: a cancel or rollback request (before delete-old) and a
+ * force-promote. Anything else — the step moved, the undo went a phase further, the rotation
+ * finished or was retried — means another delivery of the job is running the rotation (this one
+ * lost its lease: a stall, or Redis restarting) and the write must not land: applied to the newer
+ * record it would move the rotation back a step, or ask for an undo of a rotation past delete-old,
+ * which would make its already deleted old key current again.
+ */
+export function continuesFrom(base: RotationRecord, fresh: RotationRecord): boolean {
+  if (fresh.step !== base.step || isTerminal(fresh.status) || (fresh.restarts ?? 0) !== (base.restarts ?? 0)) return false;
+  const a = base.undo;
+  const b = fresh.undo;
+  if (!a) return !b || (b.drain === undefined && b.deleteAfter === undefined && b.completedAt === undefined);
+  return !!b && b.reason === a.reason && b.drain === a.drain && b.deleteAfter === a.deleteAfter && b.completedAt === undefined;
+}
+
+/**
  * Whether no run of this attempt has reached its first step yet: pending at create-secondary with
  * no attempt counted (the processor counts one before it runs a step, and a retry that starts
  * afresh resets the count). A refusal then — the subaccount check fails — has changed nothing:

@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
@@ -436,6 +436,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     if (liveHits.length) violation(`${liveHits.length} secret(s) found in Redis values`);
     const aofHits = findSecrets(secrets, [redis.persistedText()]);
     if (aofHits.length) violation(`${aofHits.length} secret(s) found in Redis's append-only file`);
+    // CHAOS_LOG_DIR: keep every process's output (what to read after a violation).
+    if (process.env.CHAOS_LOG_DIR) for (const p of all) await writeFile(join(process.env.CHAOS_LOG_DIR, `${o.store}-${o.seed}-${p.name.replace(/\s+/g, '-')}.log`), p.text());
     for (const p of all) {
       const hits = findSecrets(secrets, [p.text()]);
       if (hits.length) violation(`${hits.length} secret(s) found in the output of ${p.name}`);

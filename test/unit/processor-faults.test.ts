@@ -180,3 +180,154 @@ describe('a cancelled dry run', () => {
     expect(done?.history.at(-1)?.detail).toMatch(/^dry run: would bootstrap/);
   });
 });
+
+/**
+ * Found by the chaos run (AWS and Vault stores): after a Redis restart a worker's step lease had
+ * run out while its step went on, and a second worker took the rotation over. The first worker's
+ * orphan clean-up, working from a store entry read before the takeover, deleted the key the second
+ * had just created and made current: consumers were handed a deleted key.
+ */
+describe('a worker that lost its step lease mid-step', () => {
+  const TTL = 300;
+
+  function pair(repo: RotationRepository, prefix: string) {
+    const keys: Array<{ sid: string; friendlyName: string }> = [];
+    const deleted: string[] = [];
+    const hooks: { listKeys?: () => Promise<void>; verifyKey?: () => Promise<void> } = {};
+    const twilio: TwilioKeyOps = {
+      listKeys: async () => {
+        const hook = hooks.listKeys;
+        hooks.listKeys = undefined;
+        await hook?.();
+        return keys.slice();
+      },
+      createKey: async (_sid, friendlyName) => {
+        const key = { sid: `SK${randomBytes(16).toString('hex')}`, friendlyName };
+        keys.push(key);
+        return { sid: key.sid, secret: new Secret(randomBytes(16).toString('hex')) };
+      },
+      deleteKey: async (_sid, keySid) => {
+        const i = keys.findIndex((k) => k.sid === keySid);
+        if (i < 0) return 'absent';
+        keys.splice(i, 1);
+        deleted.push(keySid);
+        return 'deleted';
+      },
+      verifyKey: async () => {
+        const hook = hooks.verifyKey;
+        hooks.verifyKey = undefined;
+        await hook?.();
+      },
+      listSubaccounts: async () => [],
+      fetchAccount: async (sid) => ({ accountSid: sid, ownerAccountSid: PARENT, status: 'active', friendlyName: 'sub' }),
+    };
+    const store = new FileSecretStore({ dir: join(dir, `secrets-${prefix}`), key: randomBytes(32) });
+    // Worker A renews its lease over a connection of its own, which the test cuts.
+    const leaseConnA = new Redis(server.url);
+    const processor = (leaseRedis: Redis) =>
+      new RotationProcessor({
+        repo,
+        log: createLogger('silent'),
+        maxAttempts: 30,
+        lease: new StepLease(leaseRedis, (id) => `${prefix}:lease:${id}`, TTL),
+        ctx: {
+          twilio,
+          store,
+          secretPath: (sid) => `twilio/${sid}`,
+          keyNamePrefix: 'rotator',
+          parentAccountSid: PARENT,
+          knownRotations: (sid, ids) => repo.knownRotations(sid, ids),
+          drainMs: 0,
+          gates: [],
+          now: Date.now,
+          crash: () => undefined,
+        },
+      });
+    const job = (rotationId: string, attemptsMade = 0) => ({ data: { rotationId }, attemptsMade, moveToDelayed: async () => undefined, promote: async () => undefined }) as unknown as Job<RotationJobData>;
+    return { keys, deleted, hooks, twilio, store, leaseConnA, a: processor(leaseConnA), b: processor(redis), job };
+  }
+
+  /** A pause that a hook waits in, and the test ends. */
+  function pause() {
+    let entered!: () => void;
+    let release!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    const released = new Promise<void>((r) => (release = r));
+    return { hook: async () => { entered(); await released; }, inside, release };
+  }
+
+  /** Worker B takes the rotation over as soon as A's lease has run out in Redis (rotation_busy until then). */
+  async function takeOver(b: RotationProcessor, job: Job<RotationJobData>): Promise<void> {
+    for (;;) {
+      try {
+        await b.process(job);
+        return;
+      } catch (err) {
+        if (!/another worker is running a step/.test((err as Error).message)) throw err;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+  }
+
+  async function seeded(repo: RotationRepository, store: FileSecretStore, keys: Array<{ sid: string; friendlyName: string }>, digit: string) {
+    const rec = pending(`AC${digit.repeat(32)}`);
+    const old = { accountSid: rec.accountSid, apiKeySid: `SK${digit.repeat(32)}`, apiKeySecret: new Secret('old-secret-value') };
+    keys.push({ sid: old.apiKeySid, friendlyName: 'rotator:seed' });
+    await store.putPending(`twilio/${rec.accountSid}`, 'seed', old);
+    await store.promotePending(`twilio/${rec.accountSid}`, 'seed', old.apiKeySid);
+    await repo.create(rec);
+    return { rec, old };
+  }
+
+  it('deletes nothing at Twilio once its lease ran out: the key the new holder made current stays', async () => {
+    const repo = new RotationRepository(redis, 'fa');
+    const t = pair(repo, 'fa');
+    const { rec, old } = await seeded(repo, t.store, t.keys, '8');
+    // A stops inside its orphan clean-up, between reading the store entry and listing the keys.
+    const p = pause();
+    t.hooks.listKeys = p.hook;
+    const runA = t.a.process(t.job(rec.id)).then(() => undefined, (err: unknown) => err as Error);
+    await p.inside;
+    t.leaseConnA.disconnect();
+    await takeOver(t.b, t.job(rec.id, 1));
+    const done = await repo.get(rec.id);
+    expect(done?.status).toBe('succeeded');
+    const current = (await t.store.read(`twilio/${rec.accountSid}`)).current?.credential.apiKeySid;
+    expect(current).toBe(done?.newKeySid);
+
+    // A wakes up: the key B created carries this rotation's name and A's store entry did not hold it.
+    p.release();
+    const errA = await runA;
+    expect(errA?.name).toBe('LostJobError');
+    expect(t.deleted).toEqual([old.apiKeySid]);
+    expect(t.keys.map((k) => k.sid)).toContain(current);
+    const after = await repo.get(rec.id);
+    expect(after?.rev).toBe(done?.rev);
+  });
+
+  it('does not write its step outcome onto a rotation another worker moved on', async () => {
+    const repo = new RotationRepository(redis, 'fb');
+    const t = pair(repo, 'fb');
+    const { rec } = await seeded(repo, t.store, t.keys, '9');
+    // A stops while verifying its new key; its lease is then taken from it (as if it had expired
+    // unseen: A's own clock still says it holds it) and B finishes the rotation.
+    const p = pause();
+    t.hooks.verifyKey = p.hook;
+    const runA = t.a.process(t.job(rec.id)).then(() => undefined, (err: unknown) => err as Error);
+    await p.inside;
+    await redis.del(`fb:lease:${rec.id}`);
+    await takeOver(t.b, t.job(rec.id, 1));
+    const done = await repo.get(rec.id);
+    expect(done?.status).toBe('succeeded');
+    expect(done?.step).toBe('done');
+
+    p.release();
+    const errA = await runA;
+    expect(errA?.name).toBe('LostJobError');
+    expect(errA?.message).toMatch(/moved on without this delivery/);
+    const after = await repo.get(rec.id);
+    expect(after?.rev).toBe(done?.rev);
+    expect(after?.step).toBe('done');
+    t.leaseConnA.disconnect();
+  });
+});
