@@ -481,6 +481,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         auditEntries: audit.length,
         auditDuplicates: coverage.duplicates,
         processLives: Object.fromEntries(all.map((p) => [p.name, p.lives])),
+        // Deliveries that found their rotation taken over (a lease run out, a job lock lost) and stopped.
+        lostDeliveries: all.reduce((n, p) => n + (p.text().match(/lost the job to another worker/g)?.length ?? 0), 0),
         maxEventLoopLagMs: Math.round(lag.max / 1e6),
         durationS: Math.round(elapsed / 1000),
       },
