@@ -28,11 +28,13 @@ local function mark_rows(genKey, dirtyKey, sid)
 end
 `;
 
-// KEYS: credentials index, generations, policies version. ARGV: min (ZRANGEBYLEX bound), limit.
-// One text, a line each: the count of ids (up to limit + 1), the policies version, the ids, then the
-// generation of each of the first `limit` ids' subaccounts ('' where none): `<version>:<generation>`
-// is the stamp a current row of that credential carries, so a reader that keeps rows knows which it
-// may use without reading them.
+// KEYS: credentials index, generations, policies version. ARGV: min (ZRANGEBYLEX bound), limit, row
+// key prefix ('' for no rows). One text, a line each: the count of ids (up to limit + 1), the
+// policies version, the ids, then the generation of each of the first `limit` ids' subaccounts ('' where
+// none): `<version>:<generation>` is the stamp a current row of that credential carries, so a reader
+// that keeps rows knows which it may use without reading them. With a row key prefix, then the
+// stored row of each of the first `limit` ids ('' where none; a stored row holds no raw line feed):
+// a reader that keeps few of the page's rows reads them in the same round trip, as one text.
 const PAGE = `
 local limit = tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, limit + 1)
@@ -43,7 +45,13 @@ local sids = {}
 for i = 1, n do sids[i] = string.match(ids[i], '^([^/]*)/') or ids[i] end
 local gens = redis.call('HMGET', KEYS[2], unpack(sids))
 for i = 1, n do if not gens[i] then gens[i] = '' end end
-return #ids .. '\\n' .. v .. '\\n' .. table.concat(ids, '\\n') .. '\\n' .. table.concat(gens, '\\n')
+local out = #ids .. '\\n' .. v .. '\\n' .. table.concat(ids, '\\n') .. '\\n' .. table.concat(gens, '\\n')
+if ARGV[3] == '' then return out end
+local keys = {}
+for i = 1, n do keys[i] = ARGV[3] .. ids[i] end
+local rows = redis.call('MGET', unpack(keys))
+for i = 1, n do if not rows[i] then rows[i] = '' end end
+return out .. '\\n' .. table.concat(rows, '\\n')
 `;
 
 // KEYS: generations, dirty set. ARGV: row key prefix, then per subaccount: sid, its generation as
@@ -72,6 +80,8 @@ export interface StoredRowPage {
   ids: string[];
   /** The stamp a current row of each of the first `limit` ids carries (`<policies version>:<generation>`). */
   stamps: string[];
+  /** With `withRows`: the stored row of each of the first `limit` ids, as rows() reads them. */
+  rows?: Array<string | null>;
 }
 
 export class ComplianceRowStore {
@@ -83,16 +93,23 @@ export class ComplianceRowStore {
     this.keys = redisKeys(prefix);
   }
 
-  /** Credentials after `min` (a ZRANGEBYLEX bound) with the stamps their current rows carry, in one script. */
-  async page(min: string, limit: number): Promise<StoredRowPage> {
+  /**
+   * Credentials after `min` (a ZRANGEBYLEX bound) with the stamps their current rows carry, and with
+   * `withRows` their stored rows, in one script. (The ids and rows are slices of the reply: a reader
+   * that keeps any of them copies it, domain/compliance-row.ts `detached`.)
+   */
+  async page(min: string, limit: number, withRows = false): Promise<StoredRowPage> {
     const k = this.keys;
-    const text = (await runScript(this.#redis, PAGE, 3, k.credentials, k.complianceRowGen, k.policiesVersion, min, String(limit))) as string;
+    const text = (await runScript(this.#redis, PAGE, 3, k.credentials, k.complianceRowGen, k.policiesVersion, min, String(limit), withRows ? k.complianceRow('') : '')) as string;
     const lines = text.split('\n');
     const nIds = Number(lines[0]);
     const v = lines[1]!;
     const ids = lines.slice(2, 2 + nIds);
-    const stamps = lines.slice(2 + nIds).map((g) => `${v}:${g}`);
-    return { ids, stamps };
+    const n = Math.min(limit, nIds);
+    const stamps = lines.slice(2 + nIds, 2 + nIds + n).map((g) => `${v}:${g}`);
+    // A row is JSON texts and names (no raw line feed): any other count of lines, and the caller reads the rows on their own.
+    if (!withRows || n === 0 || lines.length !== 2 + nIds + 2 * n) return { ids, stamps };
+    return { ids, stamps, rows: lines.slice(2 + nIds + n, 2 + nIds + 2 * n).map((r) => r || null) };
   }
 
   /** The stored rows of `ids` (null where none), each starting with its stamp and U+001F. */
