@@ -65,6 +65,8 @@ export function rowValues(c: CredentialFacts, subaccountStatus: string, scannedA
 export interface RowText {
   /** The row's JSON text, flat (see `flat`), holding no part of the text it was read from. */
   json: string;
+  /** The stamp it was stored with (state/compliance-rows.ts): the row holds while its stamp is the current one. */
+  stamp: string;
   at: number;
   until: number;
   overdue: boolean;
@@ -105,7 +107,7 @@ export function storedRowText(accountSid: string, name: string, stored: string, 
   const json = flat(
     `{"accountSid":${JSON.stringify(accountSid)},"credential":${JSON.stringify(name)},"kind":${f[2]},"labels":${f[3]},"subaccountStatus":${status},"policy":${f[5]},"policyInterval":${f[6]},"maxKeyAge":${f[7]},"allowedKeyAgeDays":${allowed / DAY_MS},"keySid":${f[8]},"keyCreatedAt":${isoText(created)},"keyAgeDays":${age < 0 ? 'null' : age},"lastRotationAt":${f[9]},"lastRotationOutcome":${f[10]},"nextDueAt":${isoText(due)},"overdue":${overdue},${judged},"scannedAt":${f[11]}}`,
   );
-  return { json, at: now, until, overdue, labels: detached(f[3]!), policy: detached(f[5]!) };
+  return { json, stamp: detached(f[0]!), at: now, until, overdue, labels: detached(f[3]!), policy: detached(f[5]!) };
 }
 
 const CLOSED = JSON.stringify('closed');

@@ -17,7 +17,7 @@ import { rotationDeadline } from '../domain/planner.ts';
 import { type AccountRecord, type AccountRepository } from '../state/accounts.ts';
 import { type CredentialRepository, type ManagedCredential } from '../state/credentials.ts';
 import type { PolicyRepository } from '../state/policies.ts';
-import { type ComplianceFacts, type LastScan, type ScannedSubaccount } from '../state/compliance.ts';
+import { scanStatus, type ComplianceFacts, type LastScan, type ScannedSubaccount, type ScanStatus } from '../state/compliance.ts';
 import { redisKeys, type RedisKeys } from '../state/keys.ts';
 import { isoTime } from '../state/iso.ts';
 import { entryOf, type FleetEntry } from './fleet.ts';
@@ -86,13 +86,14 @@ export class ComplianceReader {
    * subaccount written since it was rendered, the policies changed, never rendered — is rendered
    * here from its inputs (and stored), so the page is never stale.
    */
-  async credentialPage(opts: { limit: number; after?: string; filter: ComplianceFilter; now: number }): Promise<{ rows: string[]; nextCursor: string | null }> {
+  async credentialPage(opts: { limit: number; after?: string; filter: ComplianceFilter; now: number; withScan?: boolean }): Promise<{ rows: string[]; nextCursor: string | null; scan?: ScanStatus }> {
     const filtered = isFiltered(opts.filter);
     const want = filtered ? Math.max(opts.limit, EXAMINE_PER_PAGE) : opts.limit;
     const { now } = opts;
     const store = this.#d.rows.store;
     const pageKey = `${want}|${opts.after ?? ''}`;
-    const page = await store.page(opts.after ? `(${opts.after}` : '-', want, !this.#keptPages.has(pageKey));
+    const page = await store.page(opts.after ? `(${opts.after}` : '-', want, { withRows: !this.#keptPages.has(pageKey), withScan: opts.withScan === true });
+    const scan = page.scan ? { scan: scanStatus(page.scan.last, page.scan.lockMs, page.scan.requestedMs) } : {};
     const examined = page.ids.slice(0, want);
     const more = page.ids.length > want;
     const texts: Array<RowText | undefined> = [];
@@ -114,7 +115,7 @@ export class ComplianceReader {
         const t = r && r.length > stamp.length && r.charCodeAt(stamp.length) === 0x1f && r.startsWith(stamp) ? textOf(examined[i]!, r, now) : null;
         if (!t) return void stale.push(i);
         texts[i] = t;
-        if (!this.#kept.admit(examined[i]!, stamp, t)) keptAll = false;
+        if (!this.#kept.admit(examined[i]!, t)) keptAll = false;
       });
       if (stale.length) {
         const fresh = await this.#d.rows.render([...new Set(stale.map((i) => sidOf(examined[i]!)))]);
@@ -123,7 +124,7 @@ export class ComplianceReader {
           const t = r === undefined ? null : textOf(examined[i]!, r, now);
           if (!t) continue;
           texts[i] = t;
-          if (!this.#kept.admit(examined[i]!, r!.slice(0, r!.indexOf('\x1f')), t)) keptAll = false;
+          if (!this.#kept.admit(examined[i]!, t)) keptAll = false;
         }
         keptAll = false;
       }
@@ -143,11 +144,11 @@ export class ComplianceReader {
       // An indexed credential without a record (none is deleted; a race with a write at most).
       if (!t) continue;
       if (filtered && !textMatches(t, opts.filter, policy)) continue;
-      if (rows.length === opts.limit) return { rows, nextCursor: last! };
+      if (rows.length === opts.limit) return { rows, nextCursor: last!, ...scan };
       rows.push(t.json);
       last = examined[i];
     }
-    return { rows, nextCursor: more ? (examined.at(-1) ?? null) : null };
+    return { rows, nextCursor: more ? (examined.at(-1) ?? null) : null, ...scan };
   }
 
   /**
@@ -345,14 +346,15 @@ function subaccountFinding(row: SubaccountRow, scanned: ScannedSubaccount | unde
  * API CPU a page instead of 1.7 ms, with the earlier templates).
  */
 export class RowTextCache {
-  #young = new Map<string, { stamp: string; t: RowText }>();
-  #old = new Map<string, { stamp: string; t: RowText }>();
+  #young = new Map<string, RowText>();
+  #old = new Map<string, RowText>();
   /** Ids read once since, with the stamp they were read at (no text). */
   #once = new Map<string, string>();
   readonly #half: number;
 
+  /** `max` 0 keeps none. */
   constructor(max = 50_000) {
-    this.#half = Math.max(1, Math.floor(max / 2));
+    this.#half = Math.max(0, Math.floor(max / 2));
   }
 
   get size(): number {
@@ -361,43 +363,45 @@ export class RowTextCache {
 
   /** The kept text of `id` when it was rendered at `stamp` and holds at `now`. */
   get(id: string, stamp: string, now: number): RowText | undefined {
-    let r = this.#young.get(id);
-    if (!r) {
-      r = this.#old.get(id);
-      if (!r) return undefined;
+    let t = this.#young.get(id);
+    if (!t) {
+      t = this.#old.get(id);
+      if (!t) return undefined;
       this.#old.delete(id);
-      this.#keep(id, r);
+      this.#keep(id, t);
     }
-    return r.stamp === stamp && now >= r.t.at && now < r.t.until ? r.t : undefined;
+    return t.stamp === stamp && now >= t.at && now < t.until ? t : undefined;
   }
 
-  set(id: string, stamp: string, t: RowText): void {
+  set(id: string, t: RowText): void {
+    if (this.#half === 0) return;
     const key = detached(id);
     this.#old.delete(key);
-    this.#keep(key, { stamp, t });
+    this.#keep(key, t);
   }
 
   /**
-   * A row just read (not kept): kept if it was read once before at this stamp, or is kept already
-   * (a text for another instant), else remembered as read once. True when it is kept.
+   * A row just read (not kept): kept if it was read once before at its stamp, or is kept already
+   * (a text for another stamp or instant), else remembered as read once. True when it is kept.
    */
-  admit(id: string, stamp: string, t: RowText): boolean {
-    if (this.#once.get(id) === stamp || this.#young.has(id) || this.#old.has(id)) {
+  admit(id: string, t: RowText): boolean {
+    if (this.#half === 0) return false;
+    if (this.#once.get(id) === t.stamp || this.#young.has(id) || this.#old.has(id)) {
       this.#once.delete(id);
-      this.set(id, stamp, t);
+      this.set(id, t);
       return true;
     }
     if (this.#once.size >= this.#half) this.#once = new Map();
-    this.#once.set(detached(id), stamp);
+    this.#once.set(detached(id), t.stamp);
     return false;
   }
 
-  #keep(id: string, r: { stamp: string; t: RowText }): void {
+  #keep(id: string, t: RowText): void {
     if (this.#young.size >= this.#half && !this.#young.has(id)) {
       this.#old = this.#young;
       this.#young = new Map();
     }
-    this.#young.set(id, r);
+    this.#young.set(id, t);
   }
 }
 

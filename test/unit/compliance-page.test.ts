@@ -253,12 +253,12 @@ describe('stored rows', () => {
 });
 
 describe('RowTextCache', () => {
-  const text = (json: string, at = 0, until = Infinity): RowText => ({ json, at, until, overdue: false, labels: '[]', policy: '"default"' });
+  const text = (json: string, stamp = '0:1', at = 0, until = Infinity): RowText => ({ json, stamp, at, until, overdue: false, labels: '[]', policy: '"default"' });
 
   it('keeps at most its bound, the rows used last among them, each only for its own stamp and the instants its text holds', () => {
     const cache = new RowTextCache(10);
     for (let i = 0; i < 1000; i++) {
-      cache.set(`id${i}`, `0:${i}`, text(`p${i}`, 100, 200));
+      cache.set(`id${i}`, text(`p${i}`, `0:${i}`, 100, 200));
       // id0 is asked for all along: it stays.
       expect(cache.get('id0', '0:0', 150)?.json).toBe('p0');
       expect(cache.size).toBeLessThanOrEqual(10);
@@ -274,18 +274,27 @@ describe('RowTextCache', () => {
   it('keeps a row read from Redis from its second read at one stamp: a walk reading each row once leaves the kept rows in place', () => {
     const cache = new RowTextCache(10);
     const t = text('hot');
-    expect(cache.admit('hot', '0:1', t)).toBe(false);
+    expect(cache.admit('hot', t)).toBe(false);
     expect(cache.get('hot', '0:1', 0)).toBeUndefined();
-    expect(cache.admit('hot', '0:1', t)).toBe(true);
+    expect(cache.admit('hot', t)).toBe(true);
     expect(cache.get('hot', '0:1', 0)).toBe(t);
-    // Read again after a write (a new stamp): a kept row is replaced at once.
-    const t2 = text('hot2');
-    expect(cache.admit('hot', '0:2', t2)).toBe(true);
+    // Read again after a write (a new stamp): a kept row is replaced at once, the old text not used again.
+    const t2 = text('hot2', '0:2');
+    expect(cache.admit('hot', t2)).toBe(true);
     expect(cache.get('hot', '0:1', 0)).toBeUndefined();
     expect(cache.get('hot', '0:2', 0)).toBe(t2);
-    for (let i = 0; i < 1000; i++) cache.admit(`walk${i}`, '0:1', t);
+    for (let i = 0; i < 1000; i++) cache.admit(`walk${i}`, t);
     expect(cache.size).toBe(1);
     expect(cache.get('hot', '0:2', 0)).toBe(t2);
+  });
+
+  it('keeps none with a bound of 0 (COMPLIANCE_KEEP_ROWS=0)', () => {
+    const cache = new RowTextCache(0);
+    const t = text('x');
+    for (let i = 0; i < 3; i++) expect(cache.admit('x', t)).toBe(false);
+    cache.set('x', t);
+    expect(cache.size).toBe(0);
+    expect(cache.get('x', '0:1', 0)).toBeUndefined();
   });
 });
 
@@ -316,7 +325,7 @@ describe('stored row texts', () => {
         const row = (t: number) => JSON.stringify({ ...credentialRow(c, status, t), scannedAt });
         const t = storedRowText(c.accountSid, c.name, stored, now)!;
         expect(t.json).toBe(row(now));
-        expect(t).toMatchObject({ at: now, overdue: credentialRow(c, status, now).overdue, labels: JSON.stringify(c.labels), policy: JSON.stringify(c.policy.name) });
+        expect(t).toMatchObject({ stamp: '3:7', at: now, overdue: credentialRow(c, status, now).overdue, labels: JSON.stringify(c.labels), policy: JSON.stringify(c.policy.name) });
         expect(t.until).toBeGreaterThan(now);
         const last = Number.isFinite(t.until) ? t.until - 1 : now + 400 * DAY_MS;
         for (const at of [last, now + Math.floor((last - now) * f)]) expect(row(at)).toBe(t.json);
