@@ -348,13 +348,21 @@ function subaccountFinding(row: SubaccountRow, scanned: ScannedSubaccount | unde
 export class RowTextCache {
   #young = new Map<string, RowText>();
   #old = new Map<string, RowText>();
-  /** Ids read once since, with the stamp they were read at (no text). */
-  #once = new Map<string, string>();
+  /**
+   * The rows read once since the last reset, as bits indexed by a hash of id and stamp: no string or
+   * map entry per row read (a map of them cost a cold page more than its Redis reply). A collision
+   * keeps a row from its first read, which the bound allows; the bits are cleared once max / 2 are set.
+   */
+  readonly #once: Uint32Array;
+  #onceSet = 0;
   readonly #half: number;
 
   /** `max` 0 keeps none. */
   constructor(max = 50_000) {
     this.#half = Math.max(0, Math.floor(max / 2));
+    let bits = 4096;
+    while (bits < this.#half * 8) bits *= 2;
+    this.#once = new Uint32Array(bits / 32);
   }
 
   get size(): number {
@@ -386,13 +394,23 @@ export class RowTextCache {
    */
   admit(id: string, t: RowText): boolean {
     if (this.#half === 0) return false;
-    if (this.#once.get(id) === t.stamp || this.#young.has(id) || this.#old.has(id)) {
-      this.#once.delete(id);
+    if (this.#young.has(id) || this.#old.has(id)) {
       this.set(id, t);
       return true;
     }
-    if (this.#once.size >= this.#half) this.#once = new Map();
-    this.#once.set(detached(id), t.stamp);
+    const h = (fnv1a(t.stamp, fnv1a(id, 0x811c9dc5)) >>> 0) % (this.#once.length * 32);
+    const word = h >>> 5;
+    const bit = 1 << (h & 31);
+    if ((this.#once[word]! & bit) !== 0) {
+      this.set(id, t);
+      return true;
+    }
+    if (this.#onceSet >= this.#half) {
+      this.#once.fill(0);
+      this.#onceSet = 0;
+    }
+    this.#once[word]! |= bit;
+    this.#onceSet++;
     return false;
   }
 
@@ -403,6 +421,12 @@ export class RowTextCache {
     }
     this.#young.set(id, t);
   }
+}
+
+/** FNV-1a over `s`'s code units, from `h`. */
+function fnv1a(s: string, h: number): number {
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h;
 }
 
 /**
