@@ -63,10 +63,7 @@ export function rowValues(c: CredentialFacts, subaccountStatus: string, scannedA
  * the deadline: credentialRowChangesAt's rule), and what the page's filters read.
  */
 export interface RowText {
-  /**
-   * The row's JSON text: as built (pieces of the text it was read from) until kept, when `kept`
-   * makes it and the strings below hold nothing else; a row read once is joined into its page as built.
-   */
+  /** The row's JSON text, flat (see `flat`), holding no part of the text it was read from. */
   json: string;
   /** The stamp it was stored with (state/compliance-rows.ts): the row holds while its stamp is the current one. */
   stamp: string;
@@ -107,16 +104,13 @@ export function storedRowText(accountSid: string, name: string, stored: string, 
     } else judged = `"withinPolicy":false,"finding":${JSON.stringify(`key is ${age} days old, beyond the policy ${JSON.parse(f[5]!) as string}'s ${beyondLimit(f[7]!, f[6]!)}`)}`;
   } else judged = `"withinPolicy":${assessed ? 'false' : 'null'},"finding":${judged}`;
   if (assessed && due !== null && due >= now) until = Math.min(until, due + 1);
-  const json = `{"accountSid":${JSON.stringify(accountSid)},"credential":${JSON.stringify(name)},"kind":${f[2]},"labels":${f[3]},"subaccountStatus":${status},"policy":${f[5]},"policyInterval":${f[6]},"maxKeyAge":${f[7]},"allowedKeyAgeDays":${allowed / DAY_MS},"keySid":${f[8]},"keyCreatedAt":${isoText(created)},"keyAgeDays":${age < 0 ? 'null' : age},"lastRotationAt":${f[9]},"lastRotationOutcome":${f[10]},"nextDueAt":${isoText(due)},"overdue":${overdue},${judged},"scannedAt":${f[11]}}`;
-  return { json, stamp: f[0]!, at: now, until, overdue, labels: f[3]!, policy: f[5]! };
+  const json = flat(
+    `{"accountSid":${JSON.stringify(accountSid)},"credential":${JSON.stringify(name)},"kind":${f[2]},"labels":${f[3]},"subaccountStatus":${status},"policy":${f[5]},"policyInterval":${f[6]},"maxKeyAge":${f[7]},"allowedKeyAgeDays":${allowed / DAY_MS},"keySid":${f[8]},"keyCreatedAt":${isoText(created)},"keyAgeDays":${age < 0 ? 'null' : age},"lastRotationAt":${f[9]},"lastRotationOutcome":${f[10]},"nextDueAt":${isoText(due)},"overdue":${overdue},${judged},"scannedAt":${f[11]}}`,
+  );
+  return { json, stamp: detached(f[0]!), at: now, until, overdue, labels: detached(f[3]!), policy: detached(f[5]!) };
 }
 
 const CLOSED = JSON.stringify('closed');
-
-/** `t` to keep: its strings flat and holding no part of the page's reply they were cut from. */
-export function kept(t: RowText): RowText {
-  return { json: flat(t.json), stamp: detached(t.stamp), at: t.at, until: t.until, overdue: t.overdue, labels: detached(t.labels), policy: detached(t.policy) };
-}
 
 /** The limit an out-of-policy finding names, from the row's maxKeyAge and policyInterval (JSON texts). */
 function beyondLimit(maxKeyAge: string, policyInterval: string): string {
@@ -130,7 +124,7 @@ function beyondLimit(maxKeyAge: string, policyInterval: string): string {
  * here slices of the whole page's reply): a kept row is joined into every page that shows it, and
  * joining flat ones cost a page a quarter as much (measured).
  */
-export function flat(s: string): string {
+function flat(s: string): string {
   s.charCodeAt(0);
   return s;
 }

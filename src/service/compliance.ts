@@ -10,7 +10,7 @@ import {
   type SubaccountRow,
 } from '../domain/compliance.ts';
 import { isValidLabel, parseCredentialId } from '../domain/credential.ts';
-import { detached, kept, storedRowText, type RowText } from '../domain/compliance-row.ts';
+import { detached, storedRowText, type RowText } from '../domain/compliance-row.ts';
 import type { ComplianceRows } from './compliance-rows.ts';
 import type { CompiledPolicy, PolicyCatalog } from '../domain/policy.ts';
 import { rotationDeadline } from '../domain/planner.ts';
@@ -381,12 +381,11 @@ export class RowTextCache {
     return t.stamp === stamp && now >= t.at && now < t.until ? t : undefined;
   }
 
-  /** Keep `t` (a copy: see domain/compliance-row.ts `kept`). */
   set(id: string, t: RowText): void {
     if (this.#half === 0) return;
     const key = detached(id);
     this.#old.delete(key);
-    this.#keep(key, kept(t));
+    this.#keep(key, t);
   }
 
   /**

@@ -277,15 +277,15 @@ describe('RowTextCache', () => {
     expect(cache.admit('hot', t)).toBe(false);
     expect(cache.get('hot', '0:1', 0)).toBeUndefined();
     expect(cache.admit('hot', t)).toBe(true);
-    expect(cache.get('hot', '0:1', 0)).toEqual(t);
+    expect(cache.get('hot', '0:1', 0)).toBe(t);
     // Read again after a write (a new stamp): a kept row is replaced at once, the old text not used again.
     const t2 = text('hot2', '0:2');
     expect(cache.admit('hot', t2)).toBe(true);
     expect(cache.get('hot', '0:1', 0)).toBeUndefined();
-    expect(cache.get('hot', '0:2', 0)).toEqual(t2);
+    expect(cache.get('hot', '0:2', 0)).toBe(t2);
     for (let i = 0; i < 1000; i++) cache.admit(`walk${i}`, t);
     expect(cache.size).toBe(1);
-    expect(cache.get('hot', '0:2', 0)).toEqual(t2);
+    expect(cache.get('hot', '0:2', 0)).toBe(t2);
   });
 
   it('keeps none with a bound of 0 (COMPLIANCE_KEEP_ROWS=0)', () => {
