@@ -6,7 +6,7 @@ import { useEmbeddedRedis } from '../helpers/redis.ts';
 import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
 import { PolicyRepository } from '../../src/state/policies.ts';
-import { ComplianceFacts } from '../../src/state/compliance.ts';
+import { ComplianceFacts, scanStatus } from '../../src/state/compliance.ts';
 import { ComplianceReader, credentialFacts, RowTextCache } from '../../src/service/compliance.ts';
 import { complianceRowsOn, type ComplianceRows } from '../../src/service/compliance-rows.ts';
 import { entryOf } from '../../src/service/fleet.ts';
@@ -163,6 +163,24 @@ describe('compliance page: kept rows', () => {
     expect(first.walked).toBe(2);
     expect((await f.rows.drainOnce()).idle).toBe(true);
     expect(await layouts()).toEqual(['c2', 'c2', 'c2']);
+  });
+
+  it('a page read with its rows and the scan status in one script is what rows() and status() read on their own', async () => {
+    const f = await fleet();
+    await f.page(T0);
+    const both = async () => {
+      const p = await f.rows.store.page('-', 2, { withRows: true, withScan: true });
+      expect(p.ids).toHaveLength(3);
+      expect(p.stamps).toEqual((await f.rows.store.page('-', 2)).stamps);
+      expect(p.rows).toEqual(await f.rows.store.rows(p.ids.slice(0, 2)));
+      expect(scanStatus(p.scan!.last, p.scan!.lockMs, p.scan!.requestedMs)).toEqual(await f.facts.status());
+      return p;
+    };
+    expect((await both()).scan).toEqual({ last: '', lockMs: '', requestedMs: '' });
+    await f.facts.setLastScan({ startedAt: '2026-06-01T00:00:00.000Z', finishedAt: '2026-06-01T00:01:00.000Z', durationMs: 60_000, subaccounts: 2, listed: 1, notListed: 1, credentials: 3, summary: { credentials: 3, assessed: 3, withinPolicy: 2, withinPolicyPercent: 66.6, overdue: 1, oldestKeyAgeDays: 80, oldestKey: null, subaccounts: 2, closedSubaccounts: 0, sprawlKeys: 0, leftoverKeys: 0 } });
+    expect(await f.facts.lock(`${T0}:host-1/42/token`, 60_000)).toBe(true);
+    await f.facts.request(T0 + 5);
+    expect((await both()).scan!.lockMs).toBe(String(T0));
   });
 
   it('the page is the schema serializer’s output of its own content', async () => {
