@@ -25,10 +25,14 @@ import { cpuMs, redisCpuMs, round, spawnTs } from './lib.ts';
  *   to the accounts pages walked the same way (as many requests, distinct pages).
  * The write-time cost is printed too: this process's CPU per row rendered, and the stored bytes
  * per row. The host's load average goes with every figure.
+ * With `--open-loop=<requests/s>`: then each route at that fixed offered load (autocannon's
+ * overallRate over the same 50 connections), the cold pages after another write to every
+ * subaccount: the latency there is the service time and its queueing, not the saturation point.
  */
 const credentials = Number(process.argv[2] ?? 100_000);
 const seconds = Number(process.argv[3] ?? 8);
 const profile = process.argv.includes('--cpu-prof');
+const openLoop = Number(process.argv.find((a) => a.startsWith('--open-loop='))?.slice('--open-loop='.length) ?? 0);
 const hex = (n: number, len = 32): string => n.toString(16).padStart(len, '0');
 const load = (): string => loadavg().map((l) => l.toFixed(1)).join(' ');
 
@@ -151,6 +155,17 @@ try {
         p99OverHealthz: { accounts: round(acc.p99Ms / health.p99Ms, 2), complianceWarm: round(warm.p99Ms / health.p99Ms, 2), complianceCold: round(cold.p99Ms / health.p99Ms, 2), healthzP99Ms: health.p99Ms },
       }),
     );
+    if (openLoop > 0) {
+      await rescan();
+      await renderComplianceRows(redis);
+      const rate = { overallRate: openLoop, duration: seconds };
+      next = 0;
+      const oCold = await measure(`open loop ${openLoop}/s: compliance, distinct pages (cold)`, { ...pages(), ...rate });
+      const oAcc = await measure(`open loop ${openLoop}/s: accounts?limit=100`, { url: `${base}/v1/accounts?limit=100`, ...rate });
+      const oWarm = await measure(`open loop ${openLoop}/s: compliance?limit=100 (warm)`, { url: `${base}/v1/compliance?limit=100`, ...rate });
+      const oHealth = await measure(`open loop ${openLoop}/s: healthz`, { url: `${base}/healthz`, ...rate });
+      console.log(JSON.stringify({ openLoopPerSecond: openLoop, p99OverHealthz: { accounts: round(oAcc.p99Ms / oHealth.p99Ms, 2), complianceWarm: round(oWarm.p99Ms / oHealth.p99Ms, 2), complianceCold: round(oCold.p99Ms / oHealth.p99Ms, 2), healthzP99Ms: oHealth.p99Ms } }));
+    }
   } finally {
     await api.stop();
   }

@@ -100,6 +100,11 @@ export interface Config {
   accountSyncIntervalMs: number;
   /** How often workers run the compliance scan (COMPLIANCE_SCAN_SECONDS; 0 = only on request). */
   complianceScanIntervalMs: number;
+  /**
+   * How many compliance rows an API process keeps as their JSON text between pages
+   * (COMPLIANCE_KEEP_ROWS; ~0.9 KB of heap each, so the default 50,000 is ~43 MB; 0 keeps none).
+   */
+  complianceKeepRows: number;
   /** The scheduled-rotation planner (issue 13): its tick, and what one tick may start. */
   planner: PlannerConfig;
   /** What the inventory does with a subaccount nobody said to manage (MANAGE_NEW_SUBACCOUNTS): off, label or all. */
@@ -236,6 +241,7 @@ export function loadConfig(env: Env = readEnvironment(), opts: { requireTwilio?:
     rotationPolicy: readPolicy(str, problems),
     accountSyncIntervalMs: int('ACCOUNT_SYNC_SECONDS', 3600) * 1000,
     complianceScanIntervalMs: int('COMPLIANCE_SCAN_SECONDS', 21_600) * 1000,
+    complianceKeepRows: int('COMPLIANCE_KEEP_ROWS', 50_000),
     planner: readPlanner(str, int, problems, twilioMaxConcurrency),
     manageNewSubaccounts: readManageMode(str, problems),
     notify: readNotify(str, int, problems),

@@ -204,7 +204,7 @@ async function startOnRedis(cfg: Config, opts: RuntimeOptions, redisTarget: Redi
       audit: new AuditLog(conn, cfg.redisPrefix),
       complianceFacts,
       complianceRows,
-      complianceReader: new ComplianceReader({ redis: conn, prefix: cfg.redisPrefix, credentials, accounts, policies, facts: complianceFacts, keyNamePrefix: cfg.keyNamePrefix, rows: complianceRows }),
+      complianceReader: new ComplianceReader({ redis: conn, prefix: cfg.redisPrefix, credentials, accounts, policies, facts: complianceFacts, keyNamePrefix: cfg.keyNamePrefix, rows: complianceRows, keepRows: cfg.complianceKeepRows }),
     };
   };
   type State = ReturnType<typeof stateOn>;

@@ -1,8 +1,8 @@
 /**
  * A credential's compliance row split into what does not depend on the clock (its values, rendered
  * once when the row's inputs change, and stored) and the four fields that do (keyAgeDays, overdue,
- * withinPolicy, finding), which `rowJson` fills in at read time from stored timestamps, into a
- * template built once from the values and kept by the reader. Joined, the text is exactly
+ * withinPolicy, finding), which `storedRowText` fills in at read time from stored timestamps, in
+ * one template over the stored text (the reader keeps the result while it holds). The text is exactly
  * JSON.stringify({ ...credentialRow(facts, status, now), scannedAt }): the report's row, in the
  * schema's field order (test/unit/compliance-page.test.ts checks it).
  *
@@ -57,91 +57,88 @@ export function rowValues(c: CredentialFacts, subaccountStatus: string, scannedA
   };
 }
 
-/** A row ready to join at any instant: its JSON text around the clock's fields, built once from its values and kept. */
-export interface RowTemplate {
-  /** `{"accountSid":…,"keyCreatedAt":…,"keyAgeDays":` */
-  head: string;
-  /** `,"lastRotationAt":…,"nextDueAt":…,"overdue":` */
-  mid: string;
-  /** `,"scannedAt":…}` */
-  tail: string;
-  /** `"withinPolicy":…,"finding":…` when the clock cannot change them; '' when the key's age decides. */
-  judged: string;
-  keyCreatedAt: number | null;
-  nextDueAt: number | null;
-  assessed: boolean;
-  allowedMs: number;
-  /** JSON texts: for filters and the out-of-policy finding. */
-  policy: string;
-  policyInterval: string;
-  maxKeyAge: string;
+/**
+ * A row's JSON text at an instant, and what a reader needs to keep it: the text holds from `at` until
+ * `until` (exclusive; the next day of key age, the first ms past the allowed age, the first ms past
+ * the deadline: credentialRowChangesAt's rule), and what the page's filters read.
+ */
+export interface RowText {
+  /** The row's JSON text, flat (see `flat`), holding no part of the text it was read from. */
+  json: string;
+  /** The stamp it was stored with (state/compliance-rows.ts): the row holds while its stamp is the current one. */
+  stamp: string;
+  at: number;
+  until: number;
+  overdue: boolean;
+  /** JSON texts, for the label and policy filters. */
   labels: string;
-  /** Memo: the labels as a list (a filter by label), the text of an out-of-policy finding after the age. */
-  labelList?: readonly string[];
-  beyond?: string;
+  policy: string;
 }
 
-/** The template of credential `accountSid`/`name`'s row from its values. */
-export function rowTemplate(accountSid: string, name: string, v: RowValues): RowTemplate {
-  const assessed = isAssessed(JSON.parse(v.subaccountStatus) as string);
-  return {
-    head: flat(
-      `{"accountSid":${JSON.stringify(accountSid)},"credential":${JSON.stringify(name)},"kind":${v.kind},"labels":${v.labels},"subaccountStatus":${v.subaccountStatus},"policy":${v.policy},"policyInterval":${v.policyInterval},"maxKeyAge":${v.maxKeyAge},"allowedKeyAgeDays":${v.allowedMs / DAY_MS},"keySid":${v.keySid},"keyCreatedAt":${isoText(v.keyCreatedAt)},"keyAgeDays":`,
-    ),
-    mid: flat(`,"lastRotationAt":${v.lastRotationAt},"lastRotationOutcome":${v.lastRotationOutcome},"nextDueAt":${isoText(v.nextDueAt)},"overdue":`),
-    tail: `,"scannedAt":${v.scannedAt}}`,
-    judged: v.finding === '' ? '' : `"withinPolicy":${assessed ? 'false' : 'null'},"finding":${v.finding}`,
-    keyCreatedAt: v.keyCreatedAt,
-    nextDueAt: v.nextDueAt,
-    assessed,
-    allowedMs: v.allowedMs,
-    policy: v.policy,
-    policyInterval: v.policyInterval,
-    maxKeyAge: v.maxKeyAge,
-    labels: v.labels,
-  };
+/**
+ * The row of credential `accountSid`/`name` at `now`, from its stored text (encodeRow's, stamp
+ * first); null when the text is in another layout (render it again). One split of the stored text
+ * and one template: the clock's fields are worked out here, from the stored timestamps, by
+ * withinPolicy's, isOverdue's and ageDays's rules. Exactly JSON.stringify({ ...credentialRow(facts,
+ * status, now), scannedAt }) (test/unit/compliance-page.test.ts).
+ */
+export function storedRowText(accountSid: string, name: string, stored: string, now: number): RowText | null {
+  const f = stored.split(SEP);
+  if (f.length !== FIELDS || f[1] !== ROW_FORMAT) return null;
+  const status = f[4]!;
+  const assessed = status !== CLOSED;
+  const allowed = Number(f[12]);
+  const created = f[13] === '' ? null : Number(f[13]);
+  const due = f[14] === '' ? null : Number(f[14]);
+  const age = created === null ? -1 : ageDays(created, now);
+  const overdue = assessed && due !== null && now > due;
+  let judged = f[15]!;
+  let until = Infinity;
+  if (created !== null) until = created + (age + 1) * DAY_MS;
+  if (judged === '') {
+    // Assessed, with a key and its date: the key's age decides.
+    const outAt = created! + allowed + 1;
+    if (outAt > now) {
+      judged = '"withinPolicy":true,"finding":null';
+      until = Math.min(until, outAt);
+    } else judged = `"withinPolicy":false,"finding":${JSON.stringify(`key is ${age} days old, beyond the policy ${JSON.parse(f[5]!) as string}'s ${beyondLimit(f[7]!, f[6]!)}`)}`;
+  } else judged = `"withinPolicy":${assessed ? 'false' : 'null'},"finding":${judged}`;
+  if (assessed && due !== null && due >= now) until = Math.min(until, due + 1);
+  const json = flat(
+    `{"accountSid":${JSON.stringify(accountSid)},"credential":${JSON.stringify(name)},"kind":${f[2]},"labels":${f[3]},"subaccountStatus":${status},"policy":${f[5]},"policyInterval":${f[6]},"maxKeyAge":${f[7]},"allowedKeyAgeDays":${allowed / DAY_MS},"keySid":${f[8]},"keyCreatedAt":${isoText(created)},"keyAgeDays":${age < 0 ? 'null' : age},"lastRotationAt":${f[9]},"lastRotationOutcome":${f[10]},"nextDueAt":${isoText(due)},"overdue":${overdue},${judged},"scannedAt":${f[11]}}`,
+  );
+  return { json, stamp: detached(f[0]!), at: now, until, overdue, labels: detached(f[3]!), policy: detached(f[5]!) };
+}
+
+const CLOSED = JSON.stringify('closed');
+
+/** The limit an out-of-policy finding names, from the row's maxKeyAge and policyInterval (JSON texts). */
+function beyondLimit(maxKeyAge: string, policyInterval: string): string {
+  const max = JSON.parse(maxKeyAge) as string | null;
+  return max !== null ? `maxKeyAge ${max}` : `interval ${JSON.parse(policyInterval) as string}`;
 }
 
 /**
  * `s` as one flat string. A string built by concatenation is a tree of its pieces until something
- * reads it character by character, which makes V8 flatten it in place: a kept template is joined
- * into every page that shows it, and joining flat ones cost a page a quarter as much (measured).
+ * reads it character by character, which makes V8 flatten it in place (and let go of the pieces,
+ * here slices of the whole page's reply): a kept row is joined into every page that shows it, and
+ * joining flat ones cost a page a quarter as much (measured).
  */
 function flat(s: string): string {
   s.charCodeAt(0);
   return s;
 }
 
+/**
+ * A copy of `s` that holds nothing else: V8 makes a piece of a split string (13 characters or more)
+ * a slice that keeps the whole string it came from alive, here a page's reply.
+ */
+export function detached(s: string): string {
+  return s.length < 13 ? s : flat(`${s} `).slice(0, -1);
+}
+
 function isoText(ms: number | null): string {
   return ms === null ? 'null' : `"${isoTime(ms)}"`;
-}
-
-/** Whether the row is overdue at `now` (isOverdue's rule, from the stored deadline). */
-export function rowOverdue(t: Pick<RowTemplate, 'assessed' | 'nextDueAt'>, now: number): boolean {
-  return t.assessed && t.nextDueAt !== null && now > t.nextDueAt;
-}
-
-/** The row's labels (memoised on it: a filtered page examines many rows). */
-export function rowLabels(t: RowTemplate): readonly string[] {
-  return (t.labelList ??= JSON.parse(t.labels) as string[]);
-}
-
-/** The row's JSON text at `now`: withinPolicy's and credentialRow's rules on the stored timestamps. */
-export function rowJson(t: RowTemplate, now: number): string {
-  const age = t.keyCreatedAt === null ? -1 : ageDays(t.keyCreatedAt, now);
-  let judged = t.judged;
-  if (judged === '') judged = now - t.keyCreatedAt! > t.allowedMs ? `"withinPolicy":false,"finding":"key is ${age}${beyond(t)}` : '"withinPolicy":true,"finding":null';
-  return `${t.head}${age < 0 ? 'null' : age}${t.mid}${rowOverdue(t, now)},${judged}${t.tail}`;
-}
-
-/** withinPolicy's finding after the key's age, JSON-escaped, without the opening quote: ` days old, beyond …"`. */
-function beyond(t: RowTemplate): string {
-  if (t.beyond === undefined) {
-    const maxKeyAge = JSON.parse(t.maxKeyAge) as string | null;
-    const limit = maxKeyAge !== null ? `maxKeyAge ${maxKeyAge}` : `interval ${JSON.parse(t.policyInterval) as string}`;
-    t.beyond = JSON.stringify(` days old, beyond the policy ${JSON.parse(t.policy) as string}'s ${limit}`).slice(1);
-  }
-  return t.beyond;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
-import { encodeRow, ROW_FORMAT, rowTemplate, rowValues, type RowTemplate } from '../domain/compliance-row.ts';
+import { encodeRow, ROW_FORMAT, rowValues } from '../domain/compliance-row.ts';
 import { accountFromJson } from '../state/accounts.ts';
 import { ComplianceRowStore } from '../state/compliance-rows.ts';
 import type { Redis } from 'ioredis';
@@ -44,11 +44,11 @@ export class ComplianceRows {
   }
 
   /**
-   * Render and store the rows of these subaccounts' credentials; returns each row's template and
-   * stamp by credential id (as of the inputs read, whether or not a write since kept it from being stored).
+   * Render and store the rows of these subaccounts' credentials; returns each row's stored text
+   * (stamp first) by credential id (as of the inputs read, whether or not a write since kept it from being stored).
    */
-  async render(sids: readonly string[]): Promise<Map<string, { stamp: string; t: RowTemplate }>> {
-    const out = new Map<string, { stamp: string; t: RowTemplate }>();
+  async render(sids: readonly string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
     if (sids.length === 0) return out;
     // The version before the catalog: a catalog newer than the version stamps a row as older than
     // it is (rendered again), never the other way round.
@@ -69,9 +69,9 @@ export class ComplianceRows {
       for (const id of inp.ids[i]!) {
         const c = byId.get(id);
         if (!c) continue;
-        const v = rowValues(credentialFacts(entryOf(c, account, catalog), scanned), status, scannedAt);
-        out.set(id, { stamp, t: rowTemplate(c.accountSid, c.name, v) });
-        rows.push({ id, text: encodeRow(stamp, v) });
+        const text = encodeRow(stamp, rowValues(credentialFacts(entryOf(c, account, catalog), scanned), status, scannedAt));
+        out.set(id, text);
+        rows.push({ id, text });
       }
       return { sid, gen, rows };
     });

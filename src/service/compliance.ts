@@ -9,15 +9,15 @@ import {
   type SubaccountFacts,
   type SubaccountRow,
 } from '../domain/compliance.ts';
-import { parseCredentialId } from '../domain/credential.ts';
-import { decodeRow, rowJson, rowLabels, rowOverdue, rowTemplate, type RowTemplate } from '../domain/compliance-row.ts';
+import { isValidLabel, parseCredentialId } from '../domain/credential.ts';
+import { detached, storedRowText, type RowText } from '../domain/compliance-row.ts';
 import type { ComplianceRows } from './compliance-rows.ts';
 import type { CompiledPolicy, PolicyCatalog } from '../domain/policy.ts';
 import { rotationDeadline } from '../domain/planner.ts';
 import { type AccountRecord, type AccountRepository } from '../state/accounts.ts';
 import { type CredentialRepository, type ManagedCredential } from '../state/credentials.ts';
 import type { PolicyRepository } from '../state/policies.ts';
-import { type ComplianceFacts, type LastScan, type ScannedSubaccount } from '../state/compliance.ts';
+import { scanStatus, type ComplianceFacts, type LastScan, type ScannedSubaccount, type ScanStatus } from '../state/compliance.ts';
 import { redisKeys, type RedisKeys } from '../state/keys.ts';
 import { isoTime } from '../state/iso.ts';
 import { entryOf, type FleetEntry } from './fleet.ts';
@@ -48,7 +48,7 @@ export interface ComplianceReaderDeps {
   keyNamePrefix: string;
   /** The stored rows and their renderer (service/compliance-rows.ts). */
   rows: Pick<ComplianceRows, 'store' | 'render'>;
-  /** How many rows (their templates, ~0.5 KB each) to keep in this process between pages (TemplateCache). */
+  /** How many rows (their JSON texts, ~0.7 KB each) to keep in this process between pages (RowTextCache). */
   keepRows?: number;
 }
 
@@ -58,11 +58,13 @@ export const EXAMINE_PER_PAGE = 1000;
 export class ComplianceReader {
   readonly #d: ComplianceReaderDeps;
   readonly #keys: RedisKeys;
-  readonly #kept: TemplateCache;
+  readonly #kept: RowTextCache;
+  /** Pages (by limit and start) whose every row was kept here after they were last read: read without their rows. */
+  #keptPages = new Set<string>();
 
   constructor(deps: ComplianceReaderDeps) {
     this.#d = deps;
-    this.#kept = new TemplateCache(deps.keepRows);
+    this.#kept = new RowTextCache(deps.keepRows);
     this.#keys = redisKeys(deps.prefix);
   }
 
@@ -77,59 +79,76 @@ export class ComplianceReader {
    * and still have a next cursor: follow it until it is null.
    *
    * The rows are rendered when their inputs change and stored (service/compliance-rows.ts): a page
-   * is one script returning the ids and their current rows, and the clock's fields (key age,
-   * overdue, within policy) are filled in from stored timestamps (rowJson). A row the script did
-   * not hand out — its subaccount written since it was rendered, the policies changed, never
-   * rendered — is rendered here from its inputs (and stored), so the page is never stale.
+   * is one script returning the ids, the stamps their current rows carry and (unless every row of
+   * the page was kept here after it was last read) the stored rows, as one text; the clock's fields
+   * (key age, overdue, within policy) are filled in from stored timestamps (storedRowText), and the
+   * row's JSON text is kept while it holds. A row the script did not hand out current — its
+   * subaccount written since it was rendered, the policies changed, never rendered — is rendered
+   * here from its inputs (and stored), so the page is never stale.
    */
-  async credentialPage(opts: { limit: number; after?: string; filter: ComplianceFilter; now: number }): Promise<{ rows: string[]; nextCursor: string | null }> {
+  async credentialPage(opts: { limit: number; after?: string; filter: ComplianceFilter; now: number; withScan?: boolean }): Promise<{ rows: string[]; nextCursor: string | null; scan?: ScanStatus }> {
     const filtered = isFiltered(opts.filter);
     const want = filtered ? Math.max(opts.limit, EXAMINE_PER_PAGE) : opts.limit;
+    const { now } = opts;
     const store = this.#d.rows.store;
-    const page = await store.page(opts.after ? `(${opts.after}` : '-', want);
+    const pageKey = `${want}|${opts.after ?? ''}`;
+    const page = await store.page(opts.after ? `(${opts.after}` : '-', want, { withRows: !this.#keptPages.has(pageKey), withScan: opts.withScan === true });
+    const scan = page.scan ? { scan: scanStatus(page.scan.last, page.scan.lockMs, page.scan.requestedMs) } : {};
     const examined = page.ids.slice(0, want);
     const more = page.ids.length > want;
-    const templates: Array<RowTemplate | undefined> = examined.map((id, i) => this.#kept.get(id, page.stamps[i]!));
-    const missing = examined.filter((_, i) => !templates[i]);
+    const texts: Array<RowText | undefined> = [];
+    const missing: number[] = [];
+    for (let i = 0; i < examined.length; i++) {
+      const t = this.#kept.get(examined[i]!, page.stamps[i]!, now);
+      texts.push(t);
+      if (!t) missing.push(i);
+    }
+    let keptAll = true;
     if (missing.length) {
-      // Rows not kept here: read them ready; any not current (a write since, a policy edit, never rendered) rendered now.
-      const raw = await store.rows(missing);
-      const stale: string[] = [];
-      const at = new Map(examined.map((id, i) => [id, i]));
-      missing.forEach((id, j) => {
-        const i = at.get(id)!;
+      // Rows not kept here: as the page read them, or read now; any not current (a write since, a policy edit, never rendered) rendered now.
+      const raw = page.rows ? missing.map((i) => page.rows![i]!) : await store.rows(missing.map((i) => examined[i]!));
+      const stale: number[] = [];
+      missing.forEach((i, j) => {
         const r = raw[j];
         const stamp = page.stamps[i]!;
-        // A row stored in an older layout decodes to null: rendered again, as a stale one.
-        const t = r && r.length > stamp.length && r.charCodeAt(stamp.length) === 0x1f && r.startsWith(stamp) ? decodeStored(id, r) : null;
-        if (t) {
-          templates[i] = t;
-          this.#kept.admit(id, stamp, t);
-        } else stale.push(id);
+        // A row stored in another layout gives null: rendered again, as a stale one.
+        const t = r && r.length > stamp.length && r.charCodeAt(stamp.length) === 0x1f && r.startsWith(stamp) ? textOf(examined[i]!, r, now) : null;
+        if (!t) return void stale.push(i);
+        texts[i] = t;
+        if (!this.#kept.admit(examined[i]!, t)) keptAll = false;
       });
       if (stale.length) {
-        const fresh = await this.#d.rows.render([...new Set(stale.map(sidOf))]);
-        for (const id of stale) {
-          const f = fresh.get(id);
-          if (!f) continue;
-          templates[at.get(id)!] = f.t;
-          this.#kept.admit(id, f.stamp, f.t);
+        const fresh = await this.#d.rows.render([...new Set(stale.map((i) => sidOf(examined[i]!)))]);
+        for (const i of stale) {
+          const r = fresh.get(examined[i]!);
+          const t = r === undefined ? null : textOf(examined[i]!, r, now);
+          if (!t) continue;
+          texts[i] = t;
+          if (!this.#kept.admit(examined[i]!, t)) keptAll = false;
         }
+        keptAll = false;
+      }
+    }
+    if (keptAll !== this.#keptPages.has(pageKey)) {
+      if (!keptAll) this.#keptPages.delete(pageKey);
+      else {
+        if (this.#keptPages.size >= 1000) this.#keptPages = new Set();
+        this.#keptPages.add(pageKey);
       }
     }
     const rows: string[] = [];
     let last: string | undefined;
     const policy = opts.filter.policy === undefined ? undefined : JSON.stringify(opts.filter.policy);
     for (let i = 0; i < examined.length; i++) {
-      const t = templates[i];
+      const t = texts[i];
       // An indexed credential without a record (none is deleted; a race with a write at most).
       if (!t) continue;
-      if (filtered && !templateMatches(t, opts.filter, policy, opts.now)) continue;
-      if (rows.length === opts.limit) return { rows, nextCursor: last! };
-      rows.push(rowJson(t, opts.now));
+      if (filtered && !textMatches(t, opts.filter, policy)) continue;
+      if (rows.length === opts.limit) return { rows, nextCursor: last!, ...scan };
+      rows.push(t.json);
       last = examined[i];
     }
-    return { rows, nextCursor: more ? (examined.at(-1) ?? null) : null };
+    return { rows, nextCursor: more ? (examined.at(-1) ?? null) : null, ...scan };
   }
 
   /**
@@ -313,81 +332,118 @@ function subaccountFinding(row: SubaccountRow, scanned: ScannedSubaccount | unde
 }
 
 /**
- * Row templates by credential id, each with the stamp it was rendered at: a page uses a kept one
- * while its stamp is the current one (the page script says which), so a warm page reads no row.
+ * Rows' JSON texts by credential id (RowText), each with the stamp it was rendered at: a page uses a
+ * kept one while its stamp is the current one (the page script says which) and the clock is within
+ * the instants the text holds for, so a warm page reads no row and builds none.
  * Bounded by two generations of at most max / 2: new rows go to the young one, a row found in the
  * old one moves to the young one, and when the young one is full the old one is dropped whole.
+ * A kept row costs about 0.7 KB of heap with its ~0.5 KB text (measured: BENCHMARKS.md, compliance page).
  *
  * A page's rows are kept from their second read (`admit`): a walk over a fleet larger than the
  * bound, each page read once, would otherwise replace every kept row and keep none long enough to
- * be used, and the garbage collector copying and then dropping tens of thousands of templates
+ * be used, and the garbage collector copying and then dropping tens of thousands of rows
  * cost such a page as much again as reading its rows (measured at 100,000 credentials: 3.1 ms of
- * API CPU a page instead of 1.7 ms).
+ * API CPU a page instead of 1.7 ms, with the earlier templates).
  */
-export class TemplateCache {
-  #young = new Map<string, { stamp: string; t: RowTemplate }>();
-  #old = new Map<string, { stamp: string; t: RowTemplate }>();
-  /** Ids read once since, with the stamp they were read at (no template). */
-  #once = new Map<string, string>();
+export class RowTextCache {
+  #young = new Map<string, RowText>();
+  #old = new Map<string, RowText>();
+  /**
+   * The rows read once since the last reset, as bits indexed by a hash of id and stamp: no string or
+   * map entry per row read (a map of them cost a cold page more than its Redis reply). A collision
+   * keeps a row from its first read, which the bound allows; the bits are cleared once max / 2 are set.
+   */
+  readonly #once: Uint32Array;
+  #onceSet = 0;
   readonly #half: number;
 
+  /** `max` 0 keeps none. */
   constructor(max = 50_000) {
-    this.#half = Math.max(1, Math.floor(max / 2));
+    this.#half = Math.max(0, Math.floor(max / 2));
+    let bits = 4096;
+    while (bits < this.#half * 8) bits *= 2;
+    this.#once = new Uint32Array(bits / 32);
   }
 
   get size(): number {
     return this.#young.size + this.#old.size;
   }
 
-  get(id: string, stamp: string): RowTemplate | undefined {
-    let r = this.#young.get(id);
-    if (!r) {
-      r = this.#old.get(id);
-      if (!r) return undefined;
+  /** The kept text of `id` when it was rendered at `stamp` and holds at `now`. */
+  get(id: string, stamp: string, now: number): RowText | undefined {
+    let t = this.#young.get(id);
+    if (!t) {
+      t = this.#old.get(id);
+      if (!t) return undefined;
       this.#old.delete(id);
-      this.#keep(id, r);
+      this.#keep(id, t);
     }
-    return r.stamp === stamp ? r.t : undefined;
+    return t.stamp === stamp && now >= t.at && now < t.until ? t : undefined;
   }
 
-  set(id: string, stamp: string, t: RowTemplate): void {
-    this.#old.delete(id);
-    this.#keep(id, { stamp, t });
+  set(id: string, t: RowText): void {
+    if (this.#half === 0) return;
+    const key = detached(id);
+    this.#old.delete(key);
+    this.#keep(key, t);
   }
 
-  /** A row just read (not kept): kept if it was read once before at this stamp, else remembered as read once. */
-  admit(id: string, stamp: string, t: RowTemplate): void {
-    if (this.#once.get(id) === stamp) {
-      this.#once.delete(id);
-      this.set(id, stamp, t);
-      return;
+  /**
+   * A row just read (not kept): kept if it was read once before at its stamp, or is kept already
+   * (a text for another stamp or instant), else remembered as read once. True when it is kept.
+   */
+  admit(id: string, t: RowText): boolean {
+    if (this.#half === 0) return false;
+    if (this.#young.has(id) || this.#old.has(id)) {
+      this.set(id, t);
+      return true;
     }
-    if (this.#once.size >= this.#half) this.#once = new Map();
-    this.#once.set(id, stamp);
+    const h = (fnv1a(t.stamp, fnv1a(id, 0x811c9dc5)) >>> 0) % (this.#once.length * 32);
+    const word = h >>> 5;
+    const bit = 1 << (h & 31);
+    if ((this.#once[word]! & bit) !== 0) {
+      this.set(id, t);
+      return true;
+    }
+    if (this.#onceSet >= this.#half) {
+      this.#once.fill(0);
+      this.#onceSet = 0;
+    }
+    this.#once[word]! |= bit;
+    this.#onceSet++;
+    return false;
   }
 
-  #keep(id: string, r: { stamp: string; t: RowTemplate }): void {
+  #keep(id: string, t: RowText): void {
     if (this.#young.size >= this.#half && !this.#young.has(id)) {
       this.#old = this.#young;
       this.#young = new Map();
     }
-    this.#young.set(id, r);
+    this.#young.set(id, t);
   }
 }
 
-/** `policyJson`: the policy filter's JSON text (the row holds its policy's). */
-function templateMatches(t: RowTemplate, f: ComplianceFilter, policyJson: string | undefined, now: number): boolean {
-  if (f.overdue !== undefined && rowOverdue(t, now) !== f.overdue) return false;
-  if (f.label !== undefined && !rowLabels(t).includes(f.label)) return false;
+/** FNV-1a over `s`'s code units, from `h`. */
+function fnv1a(s: string, h: number): number {
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193);
+  return h;
+}
+
+/**
+ * `policyJson`: the policy filter's JSON text (the row holds its policy's). A label is found in the
+ * labels' JSON text quoted: labels hold no quote, comma or backslash (LABEL), so `"label"` is one
+ * whole element; a filter that is no label matches none.
+ */
+function textMatches(t: RowText, f: ComplianceFilter, policyJson: string | undefined): boolean {
+  if (f.overdue !== undefined && t.overdue !== f.overdue) return false;
+  if (f.label !== undefined && !(isValidLabel(f.label) && t.labels.includes(`"${f.label}"`))) return false;
   if (policyJson !== undefined && t.policy !== policyJson) return false;
   return true;
 }
 
-function decodeStored(id: string, text: string): RowTemplate | null {
-  const v = decodeRow(text);
-  if (!v) return null;
+function textOf(id: string, stored: string, now: number): RowText | null {
   const { accountSid, name } = parseCredentialId(id);
-  return rowTemplate(accountSid, name, v);
+  return storedRowText(accountSid, name, stored, now);
 }
 
 function scanTime(s: ScannedSubaccount | undefined): string | null {

@@ -28,22 +28,38 @@ local function mark_rows(genKey, dirtyKey, sid)
 end
 `;
 
-// KEYS: credentials index, generations, policies version. ARGV: min (ZRANGEBYLEX bound), limit.
-// One text, a line each: the count of ids (up to limit + 1), the policies version, the ids, then the
-// generation of each of the first `limit` ids' subaccounts ('' where none): `<version>:<generation>`
-// is the stamp a current row of that credential carries, so a reader that keeps rows knows which it
-// may use without reading them.
+// KEYS: credentials index, generations, policies version, and optionally the last scan, the scan lock
+// and the scan request (what every report page shows beside its rows, read in the same round trip).
+// ARGV: min (ZRANGEBYLEX bound), limit, row key prefix ('' for no rows).
+// One text, a line each: with the three scan keys first their values ('' where none; the lock's up to
+// its first ':', its start time); the count of ids (up to limit + 1), the
+// policies version, the ids, then the generation of each of the first `limit` ids' subaccounts ('' where
+// none): `<version>:<generation>` is the stamp a current row of that credential carries, so a reader
+// that keeps rows knows which it may use without reading them. With a row key prefix, then the
+// stored row of each of the first `limit` ids ('' where none; a stored row holds no raw line feed):
+// a reader that keeps few of the page's rows reads them in the same round trip, as one text.
 const PAGE = `
+local head = ''
+if #KEYS == 6 then
+  local s = redis.call('MGET', KEYS[4], KEYS[5], KEYS[6])
+  head = (s[1] or '') .. '\\n' .. string.match(s[2] or '', '^[^:\\n]*') .. '\\n' .. (s[3] or '') .. '\\n'
+end
 local limit = tonumber(ARGV[2])
 local ids = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, limit + 1)
 local n = math.min(limit, #ids)
 local v = redis.call('GET', KEYS[3]) or '0'
-if n == 0 then return '0\\n' .. v end
+if n == 0 then return head .. '0\\n' .. v end
 local sids = {}
 for i = 1, n do sids[i] = string.match(ids[i], '^([^/]*)/') or ids[i] end
 local gens = redis.call('HMGET', KEYS[2], unpack(sids))
 for i = 1, n do if not gens[i] then gens[i] = '' end end
-return #ids .. '\\n' .. v .. '\\n' .. table.concat(ids, '\\n') .. '\\n' .. table.concat(gens, '\\n')
+local out = head .. #ids .. '\\n' .. v .. '\\n' .. table.concat(ids, '\\n') .. '\\n' .. table.concat(gens, '\\n')
+if ARGV[3] == '' then return out end
+local keys = {}
+for i = 1, n do keys[i] = ARGV[3] .. ids[i] end
+local rows = redis.call('MGET', unpack(keys))
+for i = 1, n do if not rows[i] then rows[i] = '' end end
+return out .. '\\n' .. table.concat(rows, '\\n')
 `;
 
 // KEYS: generations, dirty set. ARGV: row key prefix, then per subaccount: sid, its generation as
@@ -72,6 +88,10 @@ export interface StoredRowPage {
   ids: string[];
   /** The stamp a current row of each of the first `limit` ids carries (`<policies version>:<generation>`). */
   stamps: string[];
+  /** With `withRows`: the stored row of each of the first `limit` ids, as rows() reads them. */
+  rows?: Array<string | null>;
+  /** With `withScan`: the last scan (its JSON), the running scan's start (epoch ms) and the last request (epoch ms), as stored ('' none). */
+  scan?: { last: string; lockMs: string; requestedMs: string };
 }
 
 export class ComplianceRowStore {
@@ -83,16 +103,28 @@ export class ComplianceRowStore {
     this.keys = redisKeys(prefix);
   }
 
-  /** Credentials after `min` (a ZRANGEBYLEX bound) with the stamps their current rows carry, in one script. */
-  async page(min: string, limit: number): Promise<StoredRowPage> {
+  /**
+   * Credentials after `min` (a ZRANGEBYLEX bound) with the stamps their current rows carry, and with
+   * `withRows` their stored rows, in one script. (The ids and rows are slices of the reply: a reader
+   * that keeps any of them copies it, domain/compliance-row.ts `detached`.)
+   */
+  async page(min: string, limit: number, opts: { withRows?: boolean; withScan?: boolean } = {}): Promise<StoredRowPage> {
     const k = this.keys;
-    const text = (await runScript(this.#redis, PAGE, 3, k.credentials, k.complianceRowGen, k.policiesVersion, min, String(limit))) as string;
+    const keys = opts.withScan ? [k.credentials, k.complianceRowGen, k.policiesVersion, k.complianceLastScan, k.complianceScanLock, k.complianceScanRequest] : [k.credentials, k.complianceRowGen, k.policiesVersion];
+    const text = (await runScript(this.#redis, PAGE, keys.length, ...keys, min, String(limit), opts.withRows ? k.complianceRow('') : '')) as string;
     const lines = text.split('\n');
-    const nIds = Number(lines[0]);
-    const v = lines[1]!;
-    const ids = lines.slice(2, 2 + nIds);
-    const stamps = lines.slice(2 + nIds).map((g) => `${v}:${g}`);
-    return { ids, stamps };
+    // The last scan is stored as JSON.stringify wrote it: no raw line feed.
+    const at = opts.withScan ? 3 : 0;
+    const nIds = Number(lines[at]);
+    const v = lines[at + 1]!;
+    const ids = lines.slice(at + 2, at + 2 + nIds);
+    const n = Math.min(limit, nIds);
+    const stamps = lines.slice(at + 2 + nIds, at + 2 + nIds + n).map((g) => `${v}:${g}`);
+    const page: StoredRowPage = { ids, stamps };
+    if (opts.withScan) page.scan = { last: lines[0]!, lockMs: lines[1]!, requestedMs: lines[2]! };
+    // A row is JSON texts and names (no raw line feed): any other count of lines, and the caller reads the rows on their own.
+    if (opts.withRows && n > 0 && lines.length === at + 2 + nIds + 2 * n) page.rows = lines.slice(at + 2 + nIds + n).map((r) => r || null);
+    return page;
   }
 
   /** The stored rows of `ids` (null where none), each starting with its stamp and U+001F. */

@@ -223,9 +223,9 @@ export class ComplianceFacts {
   }
 
   /** The last finished scan, the running one and the last request, in one read (every report page shows them). */
-  async status(): Promise<{ last: LastScan | null; running: { startedAt: string } | null; requestedAtMs: number | null }> {
+  async status(): Promise<ScanStatus> {
     const [last, lock, req] = await this.#redis.mget(this.keys.complianceLastScan, this.keys.complianceScanLock, this.keys.complianceScanRequest);
-    return { last: last ? (JSON.parse(last) as LastScan) : null, running: lock ? { startedAt: new Date(Number(lock.split(':')[0])).toISOString() } : null, requestedAtMs: req ? Number(req) : null };
+    return scanStatus(last ?? '', lock ? lock.split(':')[0]! : '', req ?? '');
   }
 
   /** The running scan's lock value (`<startedAtMs>:<holder>`), or null. */
@@ -235,6 +235,21 @@ export class ComplianceFacts {
     const [ms, ...rest] = raw.split(':');
     return { startedAt: new Date(Number(ms)).toISOString(), holder: rest.join(':') };
   }
+}
+
+export interface ScanStatus {
+  last: LastScan | null;
+  running: { startedAt: string } | null;
+  requestedAtMs: number | null;
+}
+
+/**
+ * The scan's status from its three stored values ('' where none): the last scan's JSON, the lock's
+ * start time (epoch ms, the lock value up to its first ':') and the request time. A report page reads
+ * them in its own script (state/compliance-rows.ts), status() on its own.
+ */
+export function scanStatus(last: string, lockMs: string, requestedMs: string): ScanStatus {
+  return { last: last ? (JSON.parse(last) as LastScan) : null, running: lockMs ? { startedAt: new Date(Number(lockMs)).toISOString() } : null, requestedAtMs: requestedMs ? Number(requestedMs) : null };
 }
 
 function toStored(f: ScannedSubaccount): Stored {

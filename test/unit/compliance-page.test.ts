@@ -6,12 +6,12 @@ import { useEmbeddedRedis } from '../helpers/redis.ts';
 import { AccountRepository } from '../../src/state/accounts.ts';
 import { CredentialRepository } from '../../src/state/credentials.ts';
 import { PolicyRepository } from '../../src/state/policies.ts';
-import { ComplianceFacts } from '../../src/state/compliance.ts';
-import { ComplianceReader, credentialFacts, TemplateCache } from '../../src/service/compliance.ts';
+import { ComplianceFacts, scanStatus } from '../../src/state/compliance.ts';
+import { ComplianceReader, credentialFacts, RowTextCache } from '../../src/service/compliance.ts';
 import { complianceRowsOn, type ComplianceRows } from '../../src/service/compliance-rows.ts';
 import { entryOf } from '../../src/service/fleet.ts';
 import { credentialRow, credentialRowChangesAt, DAY_MS, type CredentialFacts } from '../../src/domain/compliance.ts';
-import { decodeRow, encodeRow, rowJson, rowTemplate, rowValues } from '../../src/domain/compliance-row.ts';
+import { decodeRow, encodeRow, rowValues, storedRowText, type RowText } from '../../src/domain/compliance-row.ts';
 import { isoTime } from '../../src/state/iso.ts';
 import { replyText } from '../../src/api/routes/compliance.ts';
 import { ComplianceReply } from '../../src/api/schemas.ts';
@@ -165,6 +165,24 @@ describe('compliance page: kept rows', () => {
     expect(await layouts()).toEqual(['c2', 'c2', 'c2']);
   });
 
+  it('a page read with its rows and the scan status in one script is what rows() and status() read on their own', async () => {
+    const f = await fleet();
+    await f.page(T0);
+    const both = async () => {
+      const p = await f.rows.store.page('-', 2, { withRows: true, withScan: true });
+      expect(p.ids).toHaveLength(3);
+      expect(p.stamps).toEqual((await f.rows.store.page('-', 2)).stamps);
+      expect(p.rows).toEqual(await f.rows.store.rows(p.ids.slice(0, 2)));
+      expect(scanStatus(p.scan!.last, p.scan!.lockMs, p.scan!.requestedMs)).toEqual(await f.facts.status());
+      return p;
+    };
+    expect((await both()).scan).toEqual({ last: '', lockMs: '', requestedMs: '' });
+    await f.facts.setLastScan({ startedAt: '2026-06-01T00:00:00.000Z', finishedAt: '2026-06-01T00:01:00.000Z', durationMs: 60_000, subaccounts: 2, listed: 1, notListed: 1, credentials: 3, summary: { credentials: 3, assessed: 3, withinPolicy: 2, withinPolicyPercent: 66.6, overdue: 1, oldestKeyAgeDays: 80, oldestKey: null, subaccounts: 2, closedSubaccounts: 0, sprawlKeys: 0, leftoverKeys: 0 } });
+    expect(await f.facts.lock(`${T0}:host-1/42/token`, 60_000)).toBe(true);
+    await f.facts.request(T0 + 5);
+    expect((await both()).scan!.lockMs).toBe(String(T0));
+  });
+
   it('the page is the schema serializer’s output of its own content', async () => {
     const f = await fleet();
     const ref: FastifyInstance = Fastify();
@@ -252,40 +270,53 @@ describe('stored rows', () => {
   });
 });
 
-describe('TemplateCache', () => {
-  it('keeps at most its bound, the rows used last among them, each only for its own stamp', () => {
-    const cache = new TemplateCache(10);
-    const t = (i: number) => ({ ...rowTemplate(sid(1), 'default', rowValues({ accountSid: sid(1), name: 'default', kind: 'api-key', labels: [], policy: { name: 'default', interval: 'P90D', intervalMs: 90 * DAY_MS, maxKeyAge: null, maxKeyAgeMs: null }, currentKeySid: null, keyCreatedAt: null, lastRotation: null, nextDueAt: null }, 'active', null)), policy: `p${i}` });
+describe('RowTextCache', () => {
+  const text = (json: string, stamp = '0:1', at = 0, until = Infinity): RowText => ({ json, stamp, at, until, overdue: false, labels: '[]', policy: '"default"' });
+
+  it('keeps at most its bound, the rows used last among them, each only for its own stamp and the instants its text holds', () => {
+    const cache = new RowTextCache(10);
     for (let i = 0; i < 1000; i++) {
-      cache.set(`id${i}`, `0:${i}`, t(i));
+      cache.set(`id${i}`, text(`p${i}`, `0:${i}`, 100, 200));
       // id0 is asked for all along: it stays.
-      expect(cache.get('id0', '0:0')?.policy).toBe('p0');
+      expect(cache.get('id0', '0:0', 150)?.json).toBe('p0');
       expect(cache.size).toBeLessThanOrEqual(10);
     }
-    expect(cache.get('id999', '0:999')?.policy).toBe('p999');
-    expect(cache.get('id999', '1:999')).toBeUndefined();
-    expect(cache.get('id500', '0:500')).toBeUndefined();
+    expect(cache.get('id999', '0:999', 100)?.json).toBe('p999');
+    // A write (a new stamp), the clock past the text's last instant or before its first: not used.
+    expect(cache.get('id999', '1:999', 150)).toBeUndefined();
+    expect(cache.get('id999', '0:999', 200)).toBeUndefined();
+    expect(cache.get('id999', '0:999', 99)).toBeUndefined();
+    expect(cache.get('id500', '0:500', 150)).toBeUndefined();
   });
 
   it('keeps a row read from Redis from its second read at one stamp: a walk reading each row once leaves the kept rows in place', () => {
-    const cache = new TemplateCache(10);
-    const t = rowTemplate(sid(1), 'default', rowValues({ accountSid: sid(1), name: 'default', kind: 'api-key', labels: [], policy: { name: 'default', interval: 'P90D', intervalMs: 90 * DAY_MS, maxKeyAge: null, maxKeyAgeMs: null }, currentKeySid: null, keyCreatedAt: null, lastRotation: null, nextDueAt: null }, 'active', null));
-    cache.admit('hot', '0:1', t);
-    expect(cache.get('hot', '0:1')).toBeUndefined();
-    cache.admit('hot', '0:1', t);
-    expect(cache.get('hot', '0:1')).toBe(t);
-    // Read once after a write (a new stamp), then again: kept again from the second read.
-    cache.admit('hot', '0:2', t);
-    expect(cache.get('hot', '0:2')).toBeUndefined();
-    cache.admit('hot', '0:2', t);
-    expect(cache.get('hot', '0:2')).toBe(t);
-    for (let i = 0; i < 1000; i++) cache.admit(`walk${i}`, '0:1', t);
+    const cache = new RowTextCache(10);
+    const t = text('hot');
+    expect(cache.admit('hot', t)).toBe(false);
+    expect(cache.get('hot', '0:1', 0)).toBeUndefined();
+    expect(cache.admit('hot', t)).toBe(true);
+    expect(cache.get('hot', '0:1', 0)).toBe(t);
+    // Read again after a write (a new stamp): a kept row is replaced at once, the old text not used again.
+    const t2 = text('hot2', '0:2');
+    expect(cache.admit('hot', t2)).toBe(true);
+    expect(cache.get('hot', '0:1', 0)).toBeUndefined();
+    expect(cache.get('hot', '0:2', 0)).toBe(t2);
+    for (let i = 0; i < 1000; i++) cache.admit(`walk${i}`, t);
     expect(cache.size).toBe(1);
-    expect(cache.get('hot', '0:2')).toBe(t);
+    expect(cache.get('hot', '0:2', 0)).toBe(t2);
+  });
+
+  it('keeps none with a bound of 0 (COMPLIANCE_KEEP_ROWS=0)', () => {
+    const cache = new RowTextCache(0);
+    const t = text('x');
+    for (let i = 0; i < 3; i++) expect(cache.admit('x', t)).toBe(false);
+    cache.set('x', t);
+    expect(cache.size).toBe(0);
+    expect(cache.get('x', '0:1', 0)).toBeUndefined();
   });
 });
 
-describe('row templates', () => {
+describe('stored row texts', () => {
   const policy = fc.record({ name: fc.constantFrom('default', 'hipaa', "o'brien"), interval: fc.constantFrom(30, 90), maxKeyAge: fc.option(fc.constantFrom(35, 60), { nil: null }) });
   const ms = fc.integer({ min: T0 - 200 * DAY_MS, max: T0 + 10 * DAY_MS });
   const facts = fc
@@ -304,12 +335,20 @@ describe('row templates', () => {
       }),
     );
 
-  it('a stored template joined at any instant is the domain row at that instant, byte for byte', () => {
+  it('a stored row read at any instant is the domain row at that instant, byte for byte, and holds until the instant it gives', () => {
     fc.assert(
-      fc.property(facts, fc.constantFrom('active', 'suspended', 'closed'), fc.option(ms, { nil: null }), ms, (c, status, scanned, now) => {
+      fc.property(facts, fc.constantFrom('active', 'suspended', 'closed'), fc.option(ms, { nil: null }), ms, fc.double({ min: 0, max: 1, noNaN: true }), (c, status, scanned, now, f) => {
         const scannedAt = scanned === null ? null : new Date(scanned).toISOString();
-        const t = rowTemplate(c.accountSid, c.name, decodeRow(encodeRow('3:7', rowValues(c, status, scannedAt)))!);
-        expect(rowJson(t, now)).toBe(JSON.stringify({ ...credentialRow(c, status, now), scannedAt }));
+        const stored = encodeRow('3:7', rowValues(c, status, scannedAt));
+        const row = (t: number) => JSON.stringify({ ...credentialRow(c, status, t), scannedAt });
+        const t = storedRowText(c.accountSid, c.name, stored, now)!;
+        expect(t.json).toBe(row(now));
+        expect(t).toMatchObject({ stamp: '3:7', at: now, overdue: credentialRow(c, status, now).overdue, labels: JSON.stringify(c.labels), policy: JSON.stringify(c.policy.name) });
+        expect(t.until).toBeGreaterThan(now);
+        const last = Number.isFinite(t.until) ? t.until - 1 : now + 400 * DAY_MS;
+        for (const at of [last, now + Math.floor((last - now) * f)]) expect(row(at)).toBe(t.json);
+        // …and not past it: the next instant reads differently.
+        if (Number.isFinite(t.until)) expect(row(t.until)).not.toBe(t.json);
       }),
       { numRuns: 3000 },
     );

@@ -3,7 +3,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { KEY_SID } from '../../domain/compliance.ts';
 import type { ComplianceReader, ComplianceFilter } from '../../service/compliance.ts';
 import { deleteSprawlKey, type SprawlKeyDeps } from '../../service/sprawl-keys.ts';
-import type { ComplianceFacts } from '../../state/compliance.ts';
+import type { ComplianceFacts, ScanStatus } from '../../state/compliance.ts';
 import { HttpError } from '../errors.ts';
 import { ActionBody, ComplianceQuery, ComplianceReply, errorResponses, NoQuery, ScanReply, SprawlKeyBody, SprawlKeyParams, SprawlKeyReply } from '../schemas.ts';
 
@@ -43,7 +43,9 @@ function wantsCsv(accept: string | undefined): boolean {
  */
 export const complianceRoutes: FastifyPluginAsyncTypebox<ComplianceRoutesDeps> = async (app, { reader, facts, sprawl, now }) => {
   async function scanState(t: number) {
-    const s = await facts.status();
+    return scanStateOf(await facts.status(), t);
+  }
+  function scanStateOf(s: ScanStatus, t: number) {
     return {
       lastStartedAt: s.last?.startedAt ?? null,
       lastFinishedAt: s.last?.finishedAt ?? null,
@@ -97,7 +99,9 @@ export const complianceRoutes: FastifyPluginAsyncTypebox<ComplianceRoutesDeps> =
       }
       const cursorOf = (next: string | null) => (next ? Buffer.from(next, 'latin1').toString('base64url') : null);
       if (section === 'credentials') {
-        const [state, page] = await Promise.all([scanState(t), reader.credentialPage({ limit, after, filter, now: t })]);
+        // The scan's status comes in the page's own round trip.
+        const page = await reader.credentialPage({ limit, after, filter, now: t, withScan: true });
+        const state = scanStateOf(page.scan!, t);
         // The rows come rendered (their JSON text, kept between requests while their inputs hold),
         // so the page is joined as text: ComplianceReply's bytes, as the schema's serializer would
         // write them (test/unit/compliance-page.test.ts), without building or serialising 100 rows.
