@@ -1,4 +1,4 @@
-import { Agent, request, type Dispatcher } from 'undici';
+import { Agent, type Dispatcher } from 'undici';
 import type IRequestClient from 'twilio/lib/base/RequestClient.js';
 import { backoffDelay, sleep } from '../domain/backoff.ts';
 import type { ConcurrencyGate } from './gate.ts';
@@ -101,11 +101,41 @@ async function send(o: RequestOptions, uri: string, timeoutMs: number): Promise<
   }
   try {
     // The timeouts bound each wait for the answer's headers, then for each piece of its body.
-    const res = await request(url, { dispatcher, method: o.method.toUpperCase() as Dispatcher.HttpMethod, headers, body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
-    return { statusCode: res.statusCode, body: await res.body.text(), headers: res.headers };
+    return await exchange({ origin: url.origin, path: url.pathname + url.search, method: o.method.toUpperCase() as Dispatcher.HttpMethod, headers, body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
   } catch (err) {
     throw asNetworkError(err, timeoutMs);
   }
+}
+
+/**
+ * The request through undici's dispatch with a handler that gathers the answer: request()'s
+ * response stream (a Readable, its events and async-resource bookkeeping per call) is more work
+ * than a Twilio answer of a few hundred bytes needs.
+ */
+function exchange(opts: Dispatcher.DispatchOptions): Promise<HttpResponse> {
+  return new Promise((resolve, reject) => {
+    let statusCode = 0;
+    let headers: unknown = {};
+    const chunks: Buffer[] = [];
+    dispatcher.dispatch(opts, {
+      // Present so undici takes this for a handler of its current interface.
+      onRequestStart() {},
+      // Called again for the final answer after any 1xx: the last one is the answer.
+      onResponseStart(_controller, status, h) {
+        statusCode = status;
+        headers = h;
+      },
+      onResponseData(_controller, chunk) {
+        chunks.push(chunk);
+      },
+      onResponseEnd() {
+        resolve({ statusCode, headers, body: Buffer.concat(chunks).toString('utf8') });
+      },
+      onResponseError(_controller, err) {
+        reject(err);
+      },
+    });
+  });
 }
 
 /**
