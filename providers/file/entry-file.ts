@@ -163,17 +163,26 @@ export class OpenedSlots {
     return hit.plain;
   }
 
-  /** Copies `sealed`: a slice of a whole file's buffer would keep that buffer alive. */
+  /**
+   * Keeps copies of its own: `sealed` is a slice of a whole file's buffer, and both may be slices
+   * of Node's shared 8 KB allocation pool, which a kept slice would keep alive whole.
+   */
   remember(path: string, seq: number, sealed: Buffer, plain: Buffer): void {
     const known = this.#byPath.get(path) ?? [];
     // An entry has two slots: keep the two newest versions seen.
     const kept = known.filter((k) => k.seq !== seq).sort((a, b) => b.seq - a.seq).slice(0, 1);
     this.#byPath.delete(path);
-    this.#byPath.set(path, [{ seq, sealed: Buffer.from(sealed), plain }, ...kept]);
+    this.#byPath.set(path, [{ seq, sealed: ownCopy(sealed), plain: ownCopy(plain) }, ...kept]);
     if (this.#byPath.size > this.#capacity) this.#byPath.delete(this.#byPath.keys().next().value!);
   }
 
   forget(path: string): void {
     this.#byPath.delete(path);
   }
+}
+
+function ownCopy(bytes: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(bytes.length);
+  bytes.copy(copy);
+  return copy;
 }
