@@ -64,8 +64,9 @@ function aad(path: string, seq: number): Buffer {
 }
 
 /** What a write puts at `slotOffset`: the slot's head and the sealed entry. */
-export function sealSlot(key: Buffer, path: string, seq: number, plain: Buffer): Buffer {
+export function sealSlot(key: Buffer, path: string, seq: number, plain: Buffer, known?: OpenedSlots): Buffer {
   const sealed = encrypt(key, aad(path, seq), plain);
+  known?.remember(path, seq, sealed, plain);
   const head = Buffer.alloc(SLOT_HEAD_BYTES);
   head.writeUInt32BE(sealed.length, 0);
   head.writeBigUInt64BE(BigInt(seq), 4);
@@ -106,13 +107,21 @@ function slots(path: string, bytes: Buffer): { slotSize: number; slots: [Slot, S
  * error. `settled`: both slots decrypted, so the newest was the entry at some moment during the
  * copy (see store.ts's read for when a copy can be stale).
  */
-export function decodeEntry(key: Buffer, path: string, bytes: Buffer): Decoded {
+export function decodeEntry(key: Buffer, path: string, bytes: Buffer, known?: OpenedSlots): Decoded {
   if (isSealedV1(bytes)) return { format: 1, plain: openV1(key, path, bytes) };
   if (!bytes.subarray(0, MAGIC.length).equals(MAGIC)) {
     throw new StoreError('store_corrupt', `file store entry for ${path} is not a Rotator encrypted file`);
   }
   const file = slots(path, bytes);
-  const opened = file.slots.map((s) => ({ ...s, plain: s.sealed.length > 0 ? decrypt(key, aad(path, s.seq), s.sealed) : undefined }));
+  const open = (s: Slot): Buffer | undefined => {
+    if (s.sealed.length === 0) return undefined;
+    const seen = known?.get(path, s.seq, s.sealed);
+    if (seen) return seen;
+    const plain = decrypt(key, aad(path, s.seq), s.sealed);
+    if (plain) known?.remember(path, s.seq, s.sealed, plain);
+    return plain;
+  };
+  const opened = file.slots.map((s) => ({ ...s, plain: open(s) }));
   const valid = opened.filter((s) => s.plain).sort((a, b) => b.seq - a.seq);
   const newest = valid[0];
   if (newest) {
@@ -123,4 +132,57 @@ export function decodeEntry(key: Buffer, path: string, bytes: Buffer): Decoded {
   const written = file.slots.some((s) => s.sealed.length > 0);
   const error = written ? wrongKeyError(path) : new StoreError('store_corrupt', `file store entry for ${path} is damaged: neither slot holds a version`);
   return { format: 2, unreadable: error };
+}
+
+/**
+ * Slots this store object has opened or sealed, by path: bytes equal to a slot's sealed bytes,
+ * with the same seq (and so the same AAD, the path being the key here), under the same key,
+ * open to the same plaintext — GCM is deterministic in what it accepts. A rotation reads and
+ * rewrites its entry six times within a second, and each read copies both slots: without this,
+ * each read decrypted both again (two AES-GCM opens, a decipher object each). A slot whose bytes
+ * differ in any way (another writer's version, a torn copy) is decrypted as before.
+ *
+ * Bounded (least recently used paths go first). It holds decrypted entries, as the process does
+ * anyway for each read it serves; nothing here is written anywhere.
+ */
+export class OpenedSlots {
+  readonly #byPath = new Map<string, Array<{ seq: number; sealed: Buffer; plain: Buffer }>>();
+  readonly #capacity: number;
+
+  constructor(capacity: number) {
+    this.#capacity = capacity;
+  }
+
+  get(path: string, seq: number, sealed: Buffer): Buffer | undefined {
+    const known = this.#byPath.get(path);
+    const hit = known?.find((k) => k.seq === seq && k.sealed.equals(sealed));
+    if (!hit) return undefined;
+    // Most recently used goes last.
+    this.#byPath.delete(path);
+    this.#byPath.set(path, known!);
+    return hit.plain;
+  }
+
+  /**
+   * Keeps copies of its own: `sealed` is a slice of a whole file's buffer, and both may be slices
+   * of Node's shared 8 KB allocation pool, which a kept slice would keep alive whole.
+   */
+  remember(path: string, seq: number, sealed: Buffer, plain: Buffer): void {
+    const known = this.#byPath.get(path) ?? [];
+    // An entry has two slots: keep the two newest versions seen.
+    const kept = known.filter((k) => k.seq !== seq).sort((a, b) => b.seq - a.seq).slice(0, 1);
+    this.#byPath.delete(path);
+    this.#byPath.set(path, [{ seq, sealed: ownCopy(sealed), plain: ownCopy(plain) }, ...kept]);
+    if (this.#byPath.size > this.#capacity) this.#byPath.delete(this.#byPath.keys().next().value!);
+  }
+
+  forget(path: string): void {
+    this.#byPath.delete(path);
+  }
+}
+
+function ownCopy(bytes: Buffer): Buffer {
+  const copy = Buffer.allocUnsafeSlow(bytes.length);
+  bytes.copy(copy);
+  return copy;
 }

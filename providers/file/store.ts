@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { SecretEntry, SecretStore, StoredVersion } from '../secret-store.ts';
 import { StoreError } from '../store-error.ts';
 import { credentialFromObject, plainCredential, plainCredentialId, type TwilioApiKeyCredential } from '../../src/domain/secret.ts';
-import { decodeEntry, fits, newEntryFile, sealSlot, slotOffset, slotSizeFor, type Decoded } from './entry-file.ts';
+import { decodeEntry, fits, newEntryFile, OpenedSlots, sealSlot, slotOffset, slotSizeFor, type Decoded } from './entry-file.ts';
 import { probeLocking, withFileLock } from './lock.ts';
 import { fileStoreError } from './errors.ts';
 import { fsyncDir, groupCommit } from './dir-sync.ts';
@@ -18,6 +18,8 @@ const READ_SIZE = 8192;
  * up to this many times in all, 0, 1, 2, 4, 8… ms apart, before it reports the error.
  */
 const READ_ATTEMPTS = 8;
+/** Entries whose slots a store object remembers opening (entry-file.ts's OpenedSlots): more than a worker rotates at once. */
+const OPENED_ENTRIES = 1024;
 
 interface PlainVersion {
   credential: Record<string, string>;
@@ -67,6 +69,7 @@ export class FileSecretStore implements SecretStore {
   readonly #dir: string;
   readonly #key: Buffer;
   readonly #syncDir: () => Promise<void>;
+  readonly #opened = new OpenedSlots(OPENED_ENTRIES);
   #dirReady: Promise<unknown> | undefined;
 
   constructor(opts: FileStoreOptions) {
@@ -106,7 +109,7 @@ export class FileSecretStore implements SecretStore {
       }
       try {
         const bytes = await readAll(fd);
-        const got = decodeEntry(this.#key, path, bytes);
+        const got = decodeEntry(this.#key, path, bytes, this.#opened);
         if ('unreadable' in got) {
           failure = got.unreadable;
           continue;
@@ -147,13 +150,13 @@ export class FileSecretStore implements SecretStore {
       return;
     }
     try {
-      const got: Decoded = decodeEntry(this.#key, path, await readAll(fd));
+      const got: Decoded = decodeEntry(this.#key, path, await readAll(fd), this.#opened);
       // Under the lock no write goes by: no slot decrypting is a wrong key or a damaged file.
       if ('unreadable' in got) throw got.unreadable;
       const next = change(parseEntry(got.plain));
       if (!next) return;
       if (got.format === 1) return await this.#create(path, 1, next);
-      const record = sealSlot(this.#key, path, got.seq + 1, Buffer.from(JSON.stringify(next)));
+      const record = sealSlot(this.#key, path, got.seq + 1, Buffer.from(JSON.stringify(next)), this.#opened);
       if (!fits(got.slotSize, record)) return await this.#create(path, got.seq + 1, next);
       await writeAll(fd, record, slotOffset(got.slotSize, got.index === 0 ? 1 : 0));
       await fdatasync(fd);
@@ -167,7 +170,7 @@ export class FileSecretStore implements SecretStore {
   /** A whole new file for `path` with `entry` as version `seq`, replacing any file there by rename. */
   async #create(path: string, seq: number, entry: PlainEntry): Promise<void> {
     const target = this.#file(path);
-    const record = sealSlot(this.#key, path, seq, Buffer.from(JSON.stringify(entry)));
+    const record = sealSlot(this.#key, path, seq, Buffer.from(JSON.stringify(entry)), this.#opened);
     const tmp = `${target}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
     try {
       await writeDurably(tmp, newEntryFile(slotSizeFor(record), record));

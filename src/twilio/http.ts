@@ -1,5 +1,4 @@
-import http from 'node:http';
-import https from 'node:https';
+import { Agent, type Dispatcher } from 'undici';
 import type IRequestClient from 'twilio/lib/base/RequestClient.js';
 import { backoffDelay, sleep } from '../domain/backoff.ts';
 import type { ConcurrencyGate } from './gate.ts';
@@ -32,10 +31,11 @@ const TWILIO_ORIGIN = /^https:\/\/[a-z0-9.-]*twilio\.com(?::443)?/;
  * twilio-node's pluggable httpClient: base-URL rewrite, the global concurrency cap, and retries
  * that twilio-node lacks (its autoRetry covers 429 only and is bypassed by a custom client).
  *
- * The transport is node:http(s) on keep-alive agents rather than twilio-node's axios-based
- * RequestClient: at fleet scale axios' per-request config merging and interceptors were the
- * largest single cost of a rotation after the store. Bodies come back as text; twilio-node parses
- * them (it accepts a string body wherever it reads one).
+ * The transport is undici's keep-alive pools rather than twilio-node's axios-based RequestClient:
+ * at fleet scale axios' per-request config merging and interceptors were the largest single cost
+ * of a rotation after the store (and node:http's request and response objects, the next
+ * transport, most of what remained). Bodies come back as text; twilio-node parses them (it
+ * accepts a string body wherever it reads one).
  *
  * What is retried here: 429 always (Twilio never processed it); other transient failures only for
  * reads and deletes. A POST that failed with a 5xx or a reset may have been processed (a key may
@@ -77,16 +77,20 @@ export function createTwilioHttpClient(opts: TwilioHttpOptions): { request(o: Re
   };
 }
 
-const agents = {
-  'http:': new http.Agent({ keepAlive: true, maxSockets: 512 }),
-  'https:': new https.Agent({ keepAlive: true, maxSockets: 512 }),
-};
+/**
+ * One keep-alive connection pool per origin (Twilio's api, iam and accounts hosts, or the
+ * emulator), up to 512 connections each. undici rather than node:http: per exchange it does
+ * without a ClientRequest, an IncomingMessage and their stream machinery and events, which were
+ * most of the worker's own cost of a Twilio call.
+ */
+const dispatcher = new Agent({ connections: 512, keepAliveTimeout: 4_000 });
 
 /** One exchange, as twilio-node's RequestClient makes it: Basic auth, form or JSON body, no redirects. */
-function send(o: RequestOptions, uri: string, timeoutMs: number): Promise<HttpResponse> {
+async function send(o: RequestOptions, uri: string, timeoutMs: number): Promise<HttpResponse> {
   const url = new URL(uri);
   if (o.params) for (const [k, v] of formPairs(o.params as Record<string, unknown>)) url.searchParams.append(k, v);
-  const headers: Record<string, string | number> = { ...(o.headers as Record<string, string> | undefined) };
+  const headers: Record<string, string> = { ...(o.headers as Record<string, string> | undefined) };
+  // Hop-by-hop: the pool manages the connection itself (undici refuses the header).
   delete headers.Connection;
   if (o.username && o.password) headers.Authorization = `Basic ${Buffer.from(`${o.username}:${o.password}`).toString('base64')}`;
   let body: string | undefined;
@@ -95,19 +99,57 @@ function send(o: RequestOptions, uri: string, timeoutMs: number): Promise<HttpRe
     if (type === 'application/x-www-form-urlencoded') body = new URLSearchParams(formPairs(o.data as Record<string, unknown>)).toString();
     else if (type === 'application/json') body = JSON.stringify(o.data);
   }
-  if (body !== undefined) headers['Content-Length'] = Buffer.byteLength(body);
-  const isHttps = url.protocol === 'https:';
+  try {
+    // The timeouts bound each wait for the answer's headers, then for each piece of its body.
+    return await exchange({ origin: url.origin, path: url.pathname + url.search, method: o.method.toUpperCase() as Dispatcher.HttpMethod, headers, body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+  } catch (err) {
+    throw asNetworkError(err, timeoutMs);
+  }
+}
+
+/**
+ * The request through undici's dispatch with a handler that gathers the answer: request()'s
+ * response stream (a Readable, its events and async-resource bookkeeping per call) is more work
+ * than a Twilio answer of a few hundred bytes needs.
+ */
+function exchange(opts: Dispatcher.DispatchOptions): Promise<HttpResponse> {
   return new Promise((resolve, reject) => {
-    const req = (isHttps ? https : http).request(url, { method: o.method.toUpperCase(), headers, agent: agents[isHttps ? 'https:' : 'http:'], timeout: timeoutMs }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ statusCode: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), headers: res.headers }));
-      res.on('error', reject);
+    let statusCode = 0;
+    let headers: unknown = {};
+    const chunks: Buffer[] = [];
+    dispatcher.dispatch(opts, {
+      // Present so undici takes this for a handler of its current interface.
+      onRequestStart() {},
+      // Called again for the final answer after any 1xx: the last one is the answer.
+      onResponseStart(_controller, status, h) {
+        statusCode = status;
+        headers = h;
+      },
+      onResponseData(_controller, chunk) {
+        chunks.push(chunk);
+      },
+      onResponseEnd() {
+        resolve({ statusCode, headers, body: Buffer.concat(chunks).toString('utf8') });
+      },
+      onResponseError(_controller, err) {
+        reject(err);
+      },
     });
-    req.on('timeout', () => req.destroy(Object.assign(new Error(`timeout of ${timeoutMs}ms exceeded`), { code: 'ETIMEDOUT' })));
-    req.on('error', reject);
-    req.end(body);
   });
+}
+
+/**
+ * undici's transport errors under the codes node:http gives (isNetworkError, classification and
+ * the retry rules know those): its timeouts as ETIMEDOUT, a connection closed under a request as
+ * ECONNRESET. Connect errors (ECONNREFUSED…) already carry the system's code.
+ */
+function asNetworkError(err: unknown, timeoutMs: number): unknown {
+  const code = (err as { code?: string })?.code;
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return Object.assign(new Error(`timeout of ${timeoutMs}ms exceeded`), { code: 'ETIMEDOUT' });
+  }
+  if (code === 'UND_ERR_SOCKET' || code === 'UND_ERR_CLOSED') return Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+  return err;
 }
 
 /** Form fields as twilio-node sends them: arrays repeat their key, undefined is left out. */

@@ -5,7 +5,7 @@ import { createTwilioHttpClient } from '../../src/twilio/http.ts';
 import type { ConcurrencyGate } from '../../src/twilio/gate.ts';
 
 /**
- * The transport under twilio-node (node:http instead of its axios RequestClient): what Twilio
+ * The transport under twilio-node (undici instead of its axios RequestClient): what Twilio
  * receives must be what twilio-node would have sent, and what comes back must parse the same.
  */
 describe('Twilio HTTP transport', () => {
