@@ -39,6 +39,28 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** A processor over the emulated Twilio and a file store, with the lease and drain the test chooses. */
+function processorOf(repo: RotationRepository, twilio: TwilioKeyOps, store: FileSecretStore, o: { lease: StepLease; drainMs: number }): RotationProcessor {
+  return new RotationProcessor({
+    repo,
+    log: createLogger('silent'),
+    maxAttempts: 30,
+    lease: o.lease,
+    ctx: {
+      twilio,
+      store,
+      secretPath: (sid) => `twilio/${sid}`,
+      keyNamePrefix: 'rotator',
+      parentAccountSid: PARENT,
+      knownRotations: (sid, ids) => repo.knownRotations(sid, ids),
+      drainMs: o.drainMs,
+      gates: [],
+      now: Date.now,
+      crash: () => undefined,
+    },
+  });
+}
+
 function harness(repo: RotationRepository, moveToDelayed?: () => Promise<void>, beforeListKeys?: () => Promise<unknown>) {
   const keys: Array<{ sid: string; friendlyName: string }> = [];
   const twilio: TwilioKeyOps = {
@@ -57,24 +79,7 @@ function harness(repo: RotationRepository, moveToDelayed?: () => Promise<void>, 
     fetchAccount: async (sid) => ({ accountSid: sid, ownerAccountSid: PARENT, status: 'active', friendlyName: 'sub' }),
   };
   const store = new FileSecretStore({ dir: join(dir, 'secrets'), key: randomBytes(32) });
-  const processor = new RotationProcessor({
-    repo,
-    log: createLogger('silent'),
-    maxAttempts: 30,
-    lease: new StepLease(redis, (id) => `p:lease:${id}`, 2_000),
-    ctx: {
-      twilio,
-      store,
-      secretPath: (sid) => `twilio/${sid}`,
-      keyNamePrefix: 'rotator',
-      parentAccountSid: PARENT,
-      knownRotations: (sid, ids) => repo.knownRotations(sid, ids),
-      drainMs: 60_000,
-      gates: [],
-      now: Date.now,
-      crash: () => undefined,
-    },
-  });
+  const processor = processorOf(repo, twilio, store, { lease: new StepLease(redis, (id) => `p:lease:${id}`, 2_000), drainMs: 60_000 });
   const job = (rotationId: string, attemptsMade = 0) => ({ data: { rotationId }, attemptsMade, moveToDelayed: moveToDelayed ?? (async () => undefined), promote: async () => undefined }) as unknown as Job<RotationJobData>;
   return { processor, keys, job, store };
 }
@@ -224,25 +229,7 @@ describe('a worker that lost its step lease mid-step', () => {
     const store = new FileSecretStore({ dir: join(dir, `secrets-${prefix}`), key: randomBytes(32) });
     // Worker A renews its lease over a connection of its own, which the test cuts.
     const leaseConnA = new Redis(server.url);
-    const processor = (leaseRedis: Redis) =>
-      new RotationProcessor({
-        repo,
-        log: createLogger('silent'),
-        maxAttempts: 30,
-        lease: new StepLease(leaseRedis, (id) => `${prefix}:lease:${id}`, TTL),
-        ctx: {
-          twilio,
-          store,
-          secretPath: (sid) => `twilio/${sid}`,
-          keyNamePrefix: 'rotator',
-          parentAccountSid: PARENT,
-          knownRotations: (sid, ids) => repo.knownRotations(sid, ids),
-          drainMs: 0,
-          gates: [],
-          now: Date.now,
-          crash: () => undefined,
-        },
-      });
+    const processor = (leaseRedis: Redis) => processorOf(repo, twilio, store, { lease: new StepLease(leaseRedis, (id) => `${prefix}:lease:${id}`, TTL), drainMs: 0 });
     const job = (rotationId: string, attemptsMade = 0) => ({ data: { rotationId }, attemptsMade, moveToDelayed: async () => undefined, promote: async () => undefined }) as unknown as Job<RotationJobData>;
     return { keys, deleted, hooks, twilio, store, leaseConnA, a: processor(leaseConnA), b: processor(redis), job };
   }
