@@ -19,7 +19,7 @@ import { dumpRedis } from '../helpers/leaks.ts';
 import { findSecretsFast as findSecrets } from './leaks.ts';
 import { ChaosApi } from './api-client.ts';
 import { freePort, sentinelChaosRedis, singleChaosRedis } from './redis.ts';
-import { ManagedProcess } from './processes.ts';
+import { ManagedProcess, type ProcessLife } from './processes.ts';
 import { KeyObserver } from './observer.ts';
 import { buildSchedule, describeFault, Rng, type FaultEvent } from './schedule.ts';
 import { checkAccount, checkAllTerminal, checkAuditCoverage, checkNothingUnfinished, isUnfinished } from './invariants.ts';
@@ -161,7 +161,20 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
     }
 
     // ---- processes ----
-    const unexpected = (m: string): void => violation(m);
+    // A process started while Redis is away stops at once, exit 1, with one line saying why (README,
+    // Operations: start-up); a supervisor starts it again, and so does the run. Any other exit on its
+    // own is a violation.
+    const redisOutages: Array<{ from: number; to?: number }> = [];
+    let startRefusals = 0;
+    const unexpected = (m: string, life: ProcessLife): void => {
+      const duringOutage = redisOutages.some((out) => life.startedAt <= (out.to ?? Infinity) && life.exitedAt >= out.from);
+      if (duringOutage && /rotator failed to start|redis/i.test(life.lastLine)) {
+        startRefusals++;
+        log(`${m} (a start-up refused while Redis was away: started again)`);
+        return;
+      }
+      violation(m);
+    };
     const api = new ManagedProcess('api', 'api', env, unexpected);
     const workers = Array.from({ length: o.workers }, (_, i) => new ManagedProcess(`worker ${i}`, 'worker', env, unexpected));
     const all = [api, ...workers];
@@ -259,7 +272,12 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         case 'restart-redis':
           applied();
           counts.redisRestarts++;
-          log(`${stamp()} ${await redis.fault(e.restartAfterMs, sleep)}`);
+          {
+            const outage: { from: number; to?: number } = { from: Date.now() };
+            redisOutages.push(outage);
+            log(`${stamp()} ${await redis.fault(e.restartAfterMs, sleep)}`);
+            outage.to = Date.now();
+          }
           break;
         case 'twilio-faults':
           active.twilio = true;
@@ -482,6 +500,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
         auditDuplicates: coverage.duplicates,
         processLives: Object.fromEntries(all.map((p) => [p.name, p.lives])),
         // Deliveries that found their rotation taken over (a lease run out, a job lock lost) and stopped.
+        startRefusals,
         lostDeliveries: all.reduce((n, p) => n + (p.text().match(/lost the job to another worker/g)?.length ?? 0), 0),
         maxEventLoopLagMs: Math.round(lag.max / 1e6),
         durationS: Math.round(elapsed / 1000),

@@ -1,6 +1,13 @@
 import { spawnRotator, type RotatorProcess } from '../helpers/processes.ts';
 import { LogCapture } from '../helpers/stack.ts';
 
+/** One life of a process that ended on its own: when it started and ended, and the last line it printed. */
+export interface ProcessLife {
+  startedAt: number;
+  exitedAt: number;
+  lastLine: string;
+}
+
 /**
  * One Rotator process (a worker or the API) that the run kills and starts again. Every life's
  * output is kept for the leak scan. An exit the run did not cause is reported (and the process
@@ -18,7 +25,7 @@ export class ManagedProcess {
     readonly name: string,
     private readonly mode: 'worker' | 'api',
     private readonly env: Record<string, string>,
-    private readonly onUnexpectedExit: (message: string) => void,
+    private readonly onUnexpectedExit: (message: string, life: ProcessLife) => void,
   ) {}
 
   get up(): boolean {
@@ -36,13 +43,19 @@ export class ManagedProcess {
     this.#restartTimer = undefined;
     const logs = new LogCapture();
     this.logs.push(logs);
+    const startedAt = Date.now();
     const proc = spawnRotator(this.mode, this.env, logs);
     this.#proc = proc;
     this.lives++;
     void proc.exited.then(({ code, signal }) => {
       if (this.#proc !== proc || this.#killing || this.#stopping) return;
-      const tail = logs.text().split('\n').filter(Boolean).slice(-5).join(' | ');
-      this.onUnexpectedExit(`${this.name} (pid ${proc.child.pid}) exited on its own (code ${code}, signal ${signal}); last output: ${tail.slice(0, 1_500)}`);
+      const lines = logs.text().split('\n').filter(Boolean);
+      const tail = lines.slice(-5).join(' | ');
+      this.onUnexpectedExit(`${this.name} (pid ${proc.child.pid}) exited on its own (code ${code}, signal ${signal}); last output: ${tail.slice(0, 1_500)}`, {
+        startedAt,
+        exitedAt: Date.now(),
+        lastLine: lines.at(-1) ?? '',
+      });
       this.#restartTimer = setTimeout(() => this.start(), 1_000);
     });
   }
