@@ -3,7 +3,7 @@ import { createLogger } from './logger.ts';
 import { startRuntime } from './runtime.ts';
 import { EmbeddedRedisError } from './state/redis.ts';
 import { startOpsServer } from './ops-server.ts';
-import { describeStore, StartupError, summaryLine, type StartupSummary } from './startup.ts';
+import { describeStore, StartupError, startupFailureLine, summaryLine, type StartupSummary } from './startup.ts';
 import { parseApiTokens } from './api/tokens.ts';
 
 /**
@@ -80,10 +80,6 @@ async function main(): Promise<void> {
 
 main().catch((err: unknown) => {
   const known = err instanceof ConfigError || err instanceof StartupError || err instanceof EmbeddedRedisError;
-  console.error(known ? (err as Error).message : `rotator failed to start: ${oneLine((err as Error)?.message ?? String(err))}`);
+  console.error(known ? (err as Error).message : startupFailureLine(err));
   process.exit(1);
 });
-
-function oneLine(s: string): string {
-  return s.replace(/\s+/g, ' ').trim();
-}

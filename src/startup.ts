@@ -1,5 +1,5 @@
 import type { Config, StoreConfig } from './config.ts';
-import { connectRedis, isCertificateRefused, probeTls } from './state/redis.ts';
+import { connectRedis, isCertificateRefused, isRedisUnavailable, probeTls } from './state/redis.ts';
 import { describeRedisTarget, type RedisTarget } from './state/redis-target.ts';
 import { PermanentError } from './domain/errors.ts';
 
@@ -232,4 +232,16 @@ export function summaryLine(s: StartupSummary): string {
 
 function oneLine(s: string): string {
   return s.replace(/\s+/g, ' ').trim();
+}
+
+/**
+ * The one line a start-up that failed in an unforeseen way prints. Redis that answered the
+ * start-up's first check and then went away (restarting, failing over) is named as such, rather
+ * than in ioredis's words, so that whoever supervises the process knows a restart is the fix. A
+ * bare socket error code may be the store's or Twilio's: those keep their own message.
+ */
+export function startupFailureLine(err: unknown): string {
+  const message = ((err as Error)?.message ?? String(err)).replace(/\s+/g, ' ').trim();
+  const lostRedis = isRedisUnavailable(err) && !(err as { code?: unknown }).code;
+  return `rotator failed to start: ${lostRedis ? `Redis stopped answering during start-up (${message}): start rotator again once Redis answers` : message}`;
 }
