@@ -39,6 +39,11 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** The part of a BullMQ job the processor uses: its data, attempts, and the moves it asks for. */
+function fakeJob(rotationId: string, attemptsMade = 0, moveToDelayed?: () => Promise<void>): Job<RotationJobData> {
+  return { data: { rotationId }, attemptsMade, moveToDelayed: moveToDelayed ?? (async () => undefined), promote: async () => undefined } as unknown as Job<RotationJobData>;
+}
+
 /** A processor over the emulated Twilio and a file store, with the lease and drain the test chooses. */
 function processorOf(repo: RotationRepository, twilio: TwilioKeyOps, store: FileSecretStore, o: { lease: StepLease; drainMs: number }): RotationProcessor {
   return new RotationProcessor({
@@ -80,7 +85,7 @@ function harness(repo: RotationRepository, moveToDelayed?: () => Promise<void>, 
   };
   const store = new FileSecretStore({ dir: join(dir, 'secrets'), key: randomBytes(32) });
   const processor = processorOf(repo, twilio, store, { lease: new StepLease(redis, (id) => `p:lease:${id}`, 2_000), drainMs: 60_000 });
-  const job = (rotationId: string, attemptsMade = 0) => ({ data: { rotationId }, attemptsMade, moveToDelayed: moveToDelayed ?? (async () => undefined), promote: async () => undefined }) as unknown as Job<RotationJobData>;
+  const job = (rotationId: string, attemptsMade = 0) => fakeJob(rotationId, attemptsMade, moveToDelayed);
   return { processor, keys, job, store };
 }
 
@@ -230,7 +235,7 @@ describe('a worker that lost its step lease mid-step', () => {
     // Worker A renews its lease over a connection of its own, which the test cuts.
     const leaseConnA = new Redis(server.url);
     const processor = (leaseRedis: Redis) => processorOf(repo, twilio, store, { lease: new StepLease(leaseRedis, (id) => `${prefix}:lease:${id}`, TTL), drainMs: 0 });
-    const job = (rotationId: string, attemptsMade = 0) => ({ data: { rotationId }, attemptsMade, moveToDelayed: async () => undefined, promote: async () => undefined }) as unknown as Job<RotationJobData>;
+    const job = (rotationId: string, attemptsMade = 0) => fakeJob(rotationId, attemptsMade);
     return { keys, deleted, hooks, twilio, store, leaseConnA, a: processor(leaseConnA), b: processor(redis), job };
   }
 
